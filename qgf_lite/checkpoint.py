@@ -1,0 +1,123 @@
+"""Checkpoints: one msgpack file holding the config, the full train state and free-form metadata.
+
+Writes are atomic (a temporary file in the same folder, fsynced, then ``os.replace``), so a crash leaves
+either the old checkpoint or the new one, never half of one. Loading checks the stored arrays against the
+architecture they are loaded into and names the first mismatch.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional, Tuple
+
+import flax.serialization
+import jax
+import numpy as np
+
+from qgf_lite.training import QGFConfig, TrainState, init_train_state, init_train_states
+
+FORMAT = "qgf_lite.checkpoint"
+FORMAT_VERSION = 1
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that readers only ever see a complete file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _plain(value):
+    """Tuples become lists: msgpack (strict) stores lists only."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def save_checkpoint(path, config: QGFConfig, state: TrainState, extra: Optional[dict] = None) -> Path:
+    """Save ``state`` (single- or multi-seed) with its ``config``; ``extra`` must be msgpack-able (dict of plain values)."""
+    payload = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "config": _plain(config.to_dict()),
+        "state": jax.tree_util.tree_map(np.asarray, flax.serialization.to_state_dict(state)),
+        "extra": _plain(extra or {}),
+    }
+    return atomic_write_bytes(path, flax.serialization.msgpack_serialize(payload))
+
+
+def _flat(tree, prefix=""):
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out.update(_flat(v, f"{prefix}/{k}" if prefix else str(k)))
+        return out
+    return {prefix: tree}
+
+
+def _architecture_diff(stored: QGFConfig, wanted: QGFConfig):
+    fields = ("obs_dim", "action_dim", "horizon", "actor_hidden", "critic_hidden", "value_hidden",
+              "num_critics", "layer_norm", "time_emb_dim")
+    return [f"{f}: checkpoint {getattr(stored, f)!r} vs requested {getattr(wanted, f)!r}"
+            for f in fields if getattr(stored, f) != getattr(wanted, f)]
+
+
+def load_checkpoint(path, config: Optional[QGFConfig] = None) -> Tuple[QGFConfig, TrainState, dict]:
+    """Load (config, state, extra). With ``config``, the checkpoint must match its architecture exactly.
+
+    Raises FileNotFoundError for a missing file and ValueError for a corrupt file or any mismatch
+    (naming the config field or the parameter and both shapes).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at {path}.")
+    try:
+        payload = flax.serialization.msgpack_restore(path.read_bytes())
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable qgf_lite checkpoint ({type(err).__name__}: {err}).") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a qgf_lite checkpoint (no '{FORMAT}' header).")
+    stored_config = QGFConfig.from_dict(
+        {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in payload["config"].items()}
+    )
+    if config is not None:
+        diff = _architecture_diff(stored_config, config)
+        if diff:
+            raise ValueError(f"Checkpoint {path} was trained for another architecture: " + "; ".join(diff) + ".")
+        stored_config = config
+    stored_state = payload["state"]
+    step = np.asarray(stored_state["step"])
+    if step.ndim == 1:
+        template = jax.eval_shape(lambda: init_train_states(stored_config, list(range(step.shape[0]))))
+    else:
+        template = jax.eval_shape(lambda: init_train_state(stored_config, jax.random.PRNGKey(0)))
+    want = _flat(flax.serialization.to_state_dict(template))
+    have = _flat(stored_state)
+    for name in sorted(set(want) | set(have)):
+        if name not in have:
+            raise ValueError(f"Checkpoint {path} lacks `{name}` expected by the architecture.")
+        if name not in want:
+            raise ValueError(f"Checkpoint {path} has `{name}`, which the architecture does not.")
+        if tuple(np.shape(have[name])) != tuple(want[name].shape):
+            raise ValueError(
+                f"Checkpoint {path}: `{name}` has shape {tuple(np.shape(have[name]))} but the architecture "
+                f"needs {tuple(want[name].shape)}."
+            )
+    state = flax.serialization.from_state_dict(template, stored_state)
+    state = jax.tree_util.tree_map(jax.numpy.asarray, state)
+    return stored_config, state, payload.get("extra", {})

@@ -1,0 +1,246 @@
+"""Test-time guidance of a flow policy by a critic (spec §4), and its baselines.
+
+For k = 0..K-1, t = k/K, dt = 1/K:
+
+    v     = v(s, a, t)
+    a_hat = clip(a + (1 - t) * stop_grad(v))        # one Euler step to a clean-looking action
+    g     = grad_{a_hat} Q(s, a_hat)
+    a     = a + (v + w * g) * dt
+
+then a = clip(a). ``mode`` changes only how g is computed:
+
+- ``"qgf"``      as above (the Jacobian of a -> a_hat is dropped, i.e. treated as identity);
+- ``"jacobian"`` g = d Q(s, a_hat(a)) / d a, chained through the velocity (a vector-Jacobian product);
+- ``"noisy"``    g = grad_a Q(s, a): the critic is queried at the noisy, out-of-distribution a_t;
+- ``"bptt"``     g = d Q(s, ODE(a)) / d a through the remaining unguided Euler steps.
+
+``velocity`` is any function (obs, a, t) -> v, with t of shape (batch,), and ``critic`` any function
+(obs, a) -> Q of shape (batch,) (for an ensemble, its minimum). Both may be trained networks
+(``functools.partial(module.apply, params)``) or analytic fields; everything traces under jit and vmap.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from qgf_lite.validation import (
+    is_concrete,
+    require_callable,
+    require_clip,
+    require_nonnegative,
+    require_obs,
+    require_positive_int,
+    require_rank,
+)
+
+MODES = ("qgf", "jacobian", "noisy", "bptt")
+
+Critic = Callable  # (obs | None, actions (B, D)) -> (B,)
+
+
+def _clipper(clip):
+    if clip is None:
+        return lambda a: a
+    low, high = clip
+    return lambda a: jnp.clip(a, low, high)
+
+
+def critic_action_gradient(critic: Critic, obs, actions) -> jnp.ndarray:
+    """grad_a Q(s, a) for every particle at once.
+
+    Summing over the batch before differentiating is exact because particle b's Q depends only on
+    particle b's action, and it costs one backward pass instead of one per particle.
+    """
+    return jax.grad(lambda a: jnp.sum(critic(obs, a)))(actions)
+
+
+def _check_sampler_args(velocity, critic, obs, noise, steps, weight, mode, clip):
+    require_callable("velocity", velocity, "(obs, actions, t) -> velocity")
+    if mode not in MODES:
+        raise ValueError(f"Unknown guidance `mode` {mode!r}; choose one of {', '.join(MODES)}.")
+    require_rank("noise", noise, 2, "(batch, action_dim)")
+    require_obs(obs, noise.shape[0])
+    steps = require_positive_int("steps", steps)
+    require_nonnegative(
+        "weight", weight, "guidance pushes samples up the critic; w = 1/beta of the KL-regularised target"
+    )
+    if critic is None:
+        if not (is_concrete(weight) and float(jnp.max(jnp.asarray(weight))) == 0.0):
+            raise ValueError("`critic` is None but `weight` is not 0: pass a critic (obs, actions) -> Q to guide.")
+    else:
+        require_callable("critic", critic, "(obs, actions) -> Q of shape (batch,)")
+    return steps, require_clip(clip)
+
+
+def guided_sample(
+    velocity,
+    critic: Optional[Critic],
+    obs,
+    noise,
+    *,
+    steps: int = 10,
+    weight=0.0,
+    mode: str = "qgf",
+    clip=(-1.0, 1.0),
+    return_path: bool = False,
+):
+    """Sample from the flow with the critic's action gradient added to the velocity (see module doc).
+
+    Args:
+      velocity: (obs, a, t) -> v.
+      critic: (obs, a) -> Q of shape (batch,); may be None when ``weight`` is 0.
+      obs: None or (batch, obs_dim).
+      noise: a0, shape (batch, action_dim).
+      steps: number of Euler steps K >= 1.
+      weight: guidance weight w >= 0 (a Python number or a traced scalar, so a jitted sampler can
+        sweep it without recompiling).
+      mode: "qgf", "jacobian", "noisy" or "bptt".
+      clip: (low, high) applied to a_hat and to the output, or None for no clipping.
+      return_path: also return the particles after every step, shape (steps + 1, batch, action_dim).
+    """
+    steps, clip = _check_sampler_args(velocity, critic, obs, noise, steps, weight, mode, clip)
+    clip_fn = _clipper(clip)
+    batch = noise.shape[0]
+    dt = 1.0 / steps
+    unguided = critic is None or (is_concrete(weight) and float(jnp.max(jnp.asarray(weight))) == 0.0)
+    weight = jnp.asarray(weight, noise.dtype)
+
+    def times(k):
+        return jnp.full((batch,), k * dt, noise.dtype)
+
+    def unguided_flow(a, k_start):
+        # Remaining Euler steps k_start..K-1; earlier steps are masked out so the loop has a static length
+        # (reverse-mode differentiation needs one), at the price of K velocity calls per outer step.
+        def body(a_i, j):
+            stepped = a_i + velocity(obs, a_i, times(j)) * dt
+            return jnp.where(j >= k_start, stepped, a_i), None
+
+        return jax.lax.scan(body, a, jnp.arange(steps))[0]
+
+    def velocity_and_gradient(a, k):
+        t = times(k)
+        if unguided:
+            return velocity(obs, a, t), jnp.zeros_like(a)
+        if mode == "jacobian":
+            def denoise(a_):
+                v_ = velocity(obs, a_, t)
+                return clip_fn(a_ + (1.0 - t)[:, None] * v_), v_
+
+            a_hat, pullback, v = jax.vjp(denoise, a, has_aux=True)
+            return v, pullback(critic_action_gradient(critic, obs, a_hat))[0]
+        v = velocity(obs, a, t)
+        if mode == "qgf":
+            a_hat = clip_fn(a + (1.0 - t)[:, None] * jax.lax.stop_gradient(v))
+            return v, critic_action_gradient(critic, obs, a_hat)
+        if mode == "noisy":
+            return v, critic_action_gradient(critic, obs, a)
+        # bptt
+        return v, jax.grad(lambda a_: jnp.sum(critic(obs, clip_fn(unguided_flow(a_, k)))))(a)
+
+    def step(a, k):
+        v, g = velocity_and_gradient(a, k)
+        a_next = a + (v + weight * g) * dt
+        return a_next, a_next
+
+    a_final, path = jax.lax.scan(step, noise, jnp.arange(steps))
+    a_final = clip_fn(a_final)
+    if not return_path:
+        return a_final
+    path = jnp.concatenate([noise[None], path[:-1], a_final[None]], axis=0)
+    return a_final, path
+
+
+def best_of_n(
+    velocity,
+    critic: Critic,
+    obs,
+    noise,
+    *,
+    steps: int = 10,
+    weight=0.0,
+    mode: str = "qgf",
+    clip=(-1.0, 1.0),
+    return_all: bool = False,
+):
+    """Best-of-N (BFN): draw N proposals per state (guided when ``weight`` > 0), keep the highest-Q one.
+
+    ``noise`` has shape (batch, n, action_dim); ``obs`` is None or (batch, obs_dim). Returns (batch, action_dim),
+    and with ``return_all`` also the proposals (batch, n, action_dim) and their Q values (batch, n).
+    """
+    require_callable("critic", critic, "(obs, actions) -> Q of shape (batch,)")
+    require_rank("noise", noise, 3, "(batch, n, action_dim)")
+    batch, n, dim = noise.shape
+    require_obs(obs, batch)
+    flat_obs = None if obs is None else jnp.repeat(jnp.asarray(obs), n, axis=0)
+    proposals = guided_sample(
+        velocity, critic, flat_obs, noise.reshape(batch * n, dim), steps=steps, weight=weight, mode=mode, clip=clip
+    )
+    scores = critic(flat_obs, proposals).reshape(batch, n)
+    proposals = proposals.reshape(batch, n, dim)
+    best = jnp.take_along_axis(proposals, jnp.argmax(scores, axis=1)[:, None, None], axis=1)[:, 0]
+    if return_all:
+        return best, proposals, scores
+    return best
+
+
+def gradient_step(
+    velocity,
+    critic: Critic,
+    obs,
+    noise,
+    *,
+    steps: int = 10,
+    step_size=0.01,
+    ascent_steps: int = 3,
+    clip=(-1.0, 1.0),
+):
+    """Sample with w = 0, then take ``ascent_steps`` steps a <- clip(a + step_size * grad_a Q(s, a))."""
+    require_callable("critic", critic, "(obs, actions) -> Q of shape (batch,)")
+    ascent_steps = require_positive_int("ascent_steps", ascent_steps, minimum=0)
+    require_nonnegative("step_size", step_size, "a negative step descends the critic")
+    actions = guided_sample(velocity, None, obs, noise, steps=steps, weight=0.0, clip=clip)
+    clip_fn = _clipper(require_clip(clip))
+
+    def ascend(a, _):
+        return clip_fn(a + step_size * critic_action_gradient(critic, obs, a)), None
+
+    return jax.lax.scan(ascend, actions, None, length=ascent_steps)[0]
+
+
+def sampler_cost(method: str, steps: int = 10, n: int = 1, ascent_steps: int = 3, mode: str = "qgf") -> dict:
+    """Network evaluations one action costs, for compute-matched comparisons.
+
+    Counts forward passes of the velocity network and critic gradient evaluations (a forward and a
+    backward pass of the critic). ``method`` is "bc", "guided", "best_of_n", "guided_best_of_n" or
+    "gradient_step"; ``mode`` matters for guided methods.
+    """
+    per_guided_step = {"qgf": (1, 1), "noisy": (1, 1), "jacobian": (1, 1), "bptt": (1 + steps, 1)}
+    if method == "bc":
+        velocity_calls, critic_grads, critic_calls = steps, 0, 0
+    elif method in ("guided", "guided_best_of_n"):
+        v, g = per_guided_step[mode]
+        velocity_calls, critic_grads, critic_calls = v * steps * n, g * steps * n, 0
+        if method == "guided_best_of_n":
+            critic_calls = n
+    elif method == "best_of_n":
+        velocity_calls, critic_grads, critic_calls = steps * n, 0, n
+    elif method == "gradient_step":
+        velocity_calls, critic_grads, critic_calls = steps, ascent_steps, 0
+    else:
+        raise ValueError(
+            f"Unknown method {method!r}; choose bc, guided, best_of_n, guided_best_of_n or gradient_step."
+        )
+    # The Jacobian mode's vector-Jacobian product is one extra backward pass through the velocity network.
+    velocity_backward = steps * n if method in ("guided", "guided_best_of_n") and mode in ("jacobian", "bptt") else 0
+    if mode == "bptt" and method in ("guided", "guided_best_of_n"):
+        velocity_backward = steps * steps * n
+    return {
+        "velocity_forward": velocity_calls,
+        "velocity_backward": velocity_backward,
+        "critic_forward": critic_calls + critic_grads,
+        "critic_backward": critic_grads,
+        "total": velocity_calls + velocity_backward + critic_calls + 2 * critic_grads,
+    }

@@ -1,0 +1,333 @@
+"""Training BC (flow matching) and IQL side by side, never coupled (spec §2-§3).
+
+- ``QGFConfig``: every size and hyper-parameter, frozen (it is a static argument of the jitted functions).
+- ``TrainState``: the three networks' parameters, their Adam states, the target critic and a PRNG key.
+- ``train_step``: one update of policy, critic and value from one batch.
+- ``train_steps``: many updates inside one ``jax.lax.scan``, minibatches sampled on the device.
+- ``fit``: the host loop around ``train_steps`` with a progress bar; states with a leading seed axis
+  (from ``init_train_states``) train several seeds at once with ``jax.vmap``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Callable, Optional, Sequence, Tuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from qgf_lite.data import TransitionDataset, sample_chunk_batch
+from qgf_lite.flow import flow_matching_loss
+from qgf_lite.iql import critic_loss, polyak_update, q_target, value_loss
+from qgf_lite.networks import CriticEnsemble, ValueNet, VelocityField
+from qgf_lite.validation import require_positive_int
+
+
+@dataclasses.dataclass(frozen=True)
+class QGFConfig:
+    """Sizes and hyper-parameters; defaults are the paper/reference ones (spec §2-§4)."""
+
+    obs_dim: int
+    action_dim: int  # per environment step; the policy outputs horizon * action_dim
+    horizon: int = 5
+    actor_hidden: Tuple[int, ...] = (512, 512, 512, 512)
+    critic_hidden: Tuple[int, ...] = (512, 512, 512, 512)
+    value_hidden: Tuple[int, ...] = (512, 512, 512, 512)
+    num_critics: int = 2
+    layer_norm: bool = True
+    time_emb_dim: int = 32
+    learning_rate: float = 3e-4
+    discount: float = 0.99
+    expectile: float = 0.9
+    target_update_rate: float = 0.005
+    batch_size: int = 256
+    flow_steps: int = 10
+    time_grid: Optional[int] = 10
+
+    def __post_init__(self):
+        for name in ("actor_hidden", "critic_hidden", "value_hidden"):
+            object.__setattr__(self, name, tuple(int(w) for w in getattr(self, name)))
+        require_positive_int("obs_dim", self.obs_dim, minimum=0)
+        for name in ("action_dim", "horizon", "num_critics", "batch_size", "flow_steps", "time_emb_dim"):
+            require_positive_int(name, getattr(self, name))
+        if self.time_grid is not None:
+            require_positive_int("time_grid", self.time_grid)
+        if not 0.0 < self.discount <= 1.0:
+            raise ValueError(f"`discount` must be in (0, 1], got {self.discount}.")
+        if not 0.0 < self.expectile < 1.0:
+            raise ValueError(f"`expectile` must be in (0, 1), got {self.expectile}.")
+        if not 0.0 < self.target_update_rate <= 1.0:
+            raise ValueError(f"`target_update_rate` must be in (0, 1], got {self.target_update_rate}.")
+        if not self.learning_rate > 0:
+            raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate}.")
+
+    @property
+    def chunk_dim(self) -> int:
+        """Size of one flattened action chunk: what the policy samples and the critic scores."""
+        return self.horizon * self.action_dim
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QGFConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"Unknown QGFConfig field(s) {unknown}.")
+        return cls(**d)
+
+
+def build_networks(config: QGFConfig):
+    """The (velocity, critic, value) flax modules described by ``config``."""
+    actor = VelocityField(config.chunk_dim, config.actor_hidden, config.time_emb_dim, config.layer_norm)
+    critic = CriticEnsemble(config.critic_hidden, config.num_critics, config.layer_norm)
+    value = ValueNet(config.value_hidden, config.layer_norm)
+    return actor, critic, value
+
+
+def make_optimizer(config: QGFConfig) -> optax.GradientTransformation:
+    return optax.adam(config.learning_rate)
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jnp.ndarray
+    rng: jnp.ndarray
+    policy_params: dict
+    critic_params: dict
+    target_critic_params: dict
+    value_params: dict
+    policy_opt_state: optax.OptState
+    critic_opt_state: optax.OptState
+    value_opt_state: optax.OptState
+
+
+def init_train_state(config: QGFConfig, key) -> TrainState:
+    """Fresh parameters and optimiser states; the target critic starts as a copy of the critic."""
+    actor, critic, value = build_networks(config)
+    rng, k_actor, k_critic, k_value = jax.random.split(key, 4)
+    obs = jnp.zeros((1, config.obs_dim))
+    act = jnp.zeros((1, config.chunk_dim))
+    policy_params = actor.init(k_actor, obs, act, jnp.zeros((1,)))
+    critic_params = critic.init(k_critic, obs, act)
+    value_params = value.init(k_value, obs)
+    opt = make_optimizer(config)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        rng=rng,
+        policy_params=policy_params,
+        critic_params=critic_params,
+        target_critic_params=critic_params,
+        value_params=value_params,
+        policy_opt_state=opt.init(policy_params),
+        critic_opt_state=opt.init(critic_params),
+        value_opt_state=opt.init(value_params),
+    )
+
+
+def seed_keys(seeds: Sequence[int]) -> jnp.ndarray:
+    """One PRNG key per integer seed, stacked: (num_seeds, 2)."""
+    return jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
+
+
+def init_train_states(config: QGFConfig, seeds: Sequence[int]) -> TrainState:
+    """States for several seeds at once, each leaf with a leading seed axis (train them with ``fit``)."""
+    return jax.vmap(functools.partial(init_train_state, config))(seed_keys(seeds))
+
+
+def velocity_fn(config: QGFConfig, policy_params) -> Callable:
+    """The trained velocity as a plain function (obs, a, t) -> v for the samplers."""
+    actor = build_networks(config)[0]
+    return functools.partial(actor.apply, policy_params)
+
+
+def critic_fn(config: QGFConfig, critic_params) -> Callable:
+    """min_i Q_i(s, a) of the ensemble as a plain function (obs, a) -> (batch,), as guidance uses it."""
+    critic = build_networks(config)[1]
+    return lambda obs, actions: jnp.min(critic.apply(critic_params, obs, actions), axis=0)
+
+
+def value_fn(config: QGFConfig, value_params) -> Callable:
+    value = build_networks(config)[2]
+    return functools.partial(value.apply, value_params)
+
+
+def train_step(config: QGFConfig, state: TrainState, batch: dict) -> Tuple[TrainState, dict]:
+    """One update of the policy (flow matching), critic (TD to R + gamma^H V) and value (expectile of Qbar).
+
+    All three losses see the same batch and are differentiated with respect to their own parameters only:
+    the policy never sees the critic.
+    """
+    actor, critic, value = build_networks(config)
+    opt = make_optimizer(config)
+    rng, flow_key = jax.random.split(state.rng)
+    obs, actions = batch["observations"], batch["actions"]
+    chunk_ok = batch["valid"][:, -1]  # the chunk lies inside one episode
+
+    def policy_objective(params):
+        return flow_matching_loss(
+            functools.partial(actor.apply, params), obs, actions, flow_key, config.time_grid, weights=chunk_ok
+        )
+
+    next_v = value.apply(state.value_params, batch["next_observations"])
+    target = q_target(batch["returns"], batch["bootstrap_mask"], next_v, config.discount, config.horizon)
+
+    def critic_objective(params):
+        q = critic.apply(params, obs, actions)
+        return critic_loss(q, target, chunk_ok), q
+
+    target_q = critic.apply(state.target_critic_params, obs, actions)
+
+    def value_objective(params):
+        v = value.apply(params, obs)
+        return value_loss(target_q, v, config.expectile), v
+
+    policy_l, policy_grads = jax.value_and_grad(policy_objective)(state.policy_params)
+    (critic_l, q), critic_grads = jax.value_and_grad(critic_objective, has_aux=True)(state.critic_params)
+    (value_l, v), value_grads = jax.value_and_grad(value_objective, has_aux=True)(state.value_params)
+
+    def apply(grads, opt_state, params):
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    policy_params, policy_opt_state = apply(policy_grads, state.policy_opt_state, state.policy_params)
+    critic_params, critic_opt_state = apply(critic_grads, state.critic_opt_state, state.critic_params)
+    value_params, value_opt_state = apply(value_grads, state.value_opt_state, state.value_params)
+    new_state = TrainState(
+        step=state.step + 1,
+        rng=rng,
+        policy_params=policy_params,
+        critic_params=critic_params,
+        target_critic_params=polyak_update(state.target_critic_params, critic_params, config.target_update_rate),
+        value_params=value_params,
+        policy_opt_state=policy_opt_state,
+        critic_opt_state=critic_opt_state,
+        value_opt_state=value_opt_state,
+    )
+    metrics = {
+        "policy_loss": policy_l,
+        "critic_loss": critic_l,
+        "value_loss": value_l,
+        "q_mean": jnp.mean(q),
+        "v_mean": jnp.mean(v),
+    }
+    return new_state, metrics
+
+
+def sample_and_train_step(config: QGFConfig, state: TrainState, dataset: TransitionDataset, data_sharding=None):
+    """Draw a minibatch on the device from the state's key, then take one ``train_step``."""
+    rng, batch_key = jax.random.split(state.rng)
+    batch = sample_chunk_batch(dataset, batch_key, config.batch_size, config.horizon, config.discount)
+    if data_sharding is not None:
+        # Data parallel: each device holds a slice of the batch; the replicated parameters see summed grads.
+        batch = jax.lax.with_sharding_constraint(batch, data_sharding)
+    return train_step(config, state.replace(rng=rng), batch)
+
+
+def train_steps(config: QGFConfig, state: TrainState, dataset: TransitionDataset, num_steps: int, data_sharding=None):
+    """``num_steps`` updates inside one ``lax.scan``; returns the new state and per-step metrics (num_steps,)."""
+
+    def body(s, _):
+        return sample_and_train_step(config, s, dataset, data_sharding)
+
+    return jax.lax.scan(body, state, None, length=num_steps)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_train_steps(config: QGFConfig, num_steps: int, multi_seed: bool, data_sharding):
+    fn = functools.partial(train_steps, config, num_steps=num_steps, data_sharding=data_sharding)
+    if multi_seed:
+        fn = jax.vmap(fn, in_axes=(0, None))
+    return jax.jit(fn)
+
+
+def compiled_train_steps(config: QGFConfig, num_steps: int, multi_seed: bool = False, data_sharding=None):
+    """The jitted (state, dataset) -> (state, metrics) for ``num_steps`` steps, built once per setting."""
+    return _compiled_train_steps(config, int(num_steps), bool(multi_seed), data_sharding)
+
+
+def is_multi_seed(state: TrainState) -> bool:
+    return jnp.ndim(state.step) == 1
+
+
+def data_parallel_sharding(devices=None):
+    """A sharding that splits the batch axis over ``devices`` (default: all local devices), or None for one."""
+    devices = jax.local_devices() if devices is None else list(devices)
+    if len(devices) < 2:
+        return None
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    return NamedSharding(Mesh(np.array(devices), ("data",)), PartitionSpec("data"))
+
+
+def fit(
+    config: QGFConfig,
+    state: TrainState,
+    dataset: TransitionDataset,
+    num_steps: int,
+    *,
+    chunk_size: int = 1000,
+    progress: bool = True,
+    callback: Optional[Callable] = None,
+    data_sharding=None,
+    desc: str = "training",
+):
+    """Train for ``num_steps`` updates in compiled chunks of ``chunk_size`` scan steps.
+
+    A state whose leaves have a leading seed axis (``init_train_states``) trains every seed at once.
+    ``callback(state, metrics)`` runs after each chunk with the chunk's mean metrics (host floats, one
+    value per seed for multi-seed states); return True from it to stop early. ``data_sharding`` (see
+    ``data_parallel_sharding``) splits each batch across devices.
+
+    Returns (state, history) with history a list of dicts {"step": ..., metric: mean over the chunk}.
+    """
+    from tqdm.auto import tqdm
+
+    num_steps = require_positive_int("num_steps", num_steps)
+    chunk_size = require_positive_int("chunk_size", chunk_size)
+    if not isinstance(dataset, TransitionDataset):
+        raise TypeError(f"`dataset` must be a TransitionDataset (see qgf_lite.make_dataset), got {type(dataset).__name__}.")
+    if dataset.obs_dim != config.obs_dim or dataset.action_dim != config.action_dim:
+        raise ValueError(
+            f"The dataset has obs_dim={dataset.obs_dim}, action_dim={dataset.action_dim} but the config expects "
+            f"obs_dim={config.obs_dim}, action_dim={config.action_dim}."
+        )
+    if dataset.size < config.horizon:
+        raise ValueError(f"The dataset has {dataset.size} transitions, fewer than one chunk (horizon {config.horizon}).")
+    if data_sharding is not None and config.batch_size % len(data_sharding.device_set) != 0:
+        raise ValueError(
+            f"batch_size {config.batch_size} must divide evenly over {len(data_sharding.device_set)} devices."
+        )
+    multi = is_multi_seed(state)
+    history = []
+    done = 0
+    bar = tqdm(total=num_steps, desc=desc, disable=not progress, leave=False)
+    try:
+        while done < num_steps:
+            n = min(chunk_size, num_steps - done)
+            state, metrics = compiled_train_steps(config, n, multi, data_sharding)(state, dataset)
+            axis = 1 if multi else 0
+            means = {k: np.asarray(jnp.mean(v, axis=axis)) for k, v in metrics.items()}
+            done += n
+            record = {"step": int(np.max(np.asarray(state.step)))}
+            record.update({k: (v.tolist() if v.ndim else float(v)) for k, v in means.items()})
+            history.append(record)
+            bar.update(n)
+            bar.set_postfix(
+                {k: f"{float(np.mean(v)):.3g}" for k, v in means.items() if k.endswith("loss")}, refresh=False
+            )
+            if callback is not None and callback(state, record):
+                break
+    finally:
+        bar.close()
+    return state, history
+
+
+def num_parameters(params) -> int:
+    return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
