@@ -1,0 +1,220 @@
+"""Checks for the guidance exercises of notebooks 03 and 04 (spec §4).
+
+Student signatures (the check calls them exactly like this):
+
+- ``denoised_estimate(velocity, a, t) -> a_hat``           3.2: clip(a + (1 - t) stop_grad(v(a, t)), -1, 1)
+- ``qgf_velocity(velocity, critic, a, t, weight) -> v_g``  3.1: v(a, t) + w grad Q(a_hat)
+- ``select_best(critic, proposals) -> best``               4.1: proposals (batch, n, dim) -> the highest-Q one
+- ``matched_best_of_n(budget, steps) -> int``              4.2: the largest N whose best-of-N fits the budget
+
+velocity(a, t) -> (batch, dim) with t of shape (batch,); critic(a) -> (batch,). Each check runs the student's
+function on seeded inputs, compares it with qgf_lite's reference, and names the common mistake it matches.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qgf_lite.checks._core import CheckFailed, call_student, compare_arrays, fail, passed, random_inputs
+from qgf_lite.checks.flow import _call_with_time_hint, _times, toy_velocity
+from qgf_lite.guidance import critic_action_gradient, sampler_cost
+
+_BATCH, _DIM = 7, 3
+
+
+def toy_critic(seed: int = 0, dim: int = _DIM):
+    """A smooth, non-quadratic Q(a) -> (batch,) whose gradient differs from point to point."""
+    rng = np.random.default_rng(2000 + seed)
+    center = jnp.asarray(rng.uniform(-0.5, 0.5, size=dim), jnp.float32)
+    direction = jnp.asarray(rng.normal(size=dim), jnp.float32)
+
+    def critic(a):
+        a = jnp.asarray(a, jnp.float32)
+        return -jnp.sum(jnp.square(a - center), axis=-1) + 0.5 * jnp.sin(2.0 * a @ direction)
+
+    return critic
+
+
+def _actions(seed: int) -> jnp.ndarray:
+    # Scale 0.7 with a velocity of order 1 puts some a + (1 - t) v outside [-1, 1], so a missing clip shows.
+    return jnp.asarray(random_inputs(seed, [(_BATCH, _DIM)], scale=0.7)[0])
+
+
+def reference_denoised_estimate(velocity, a, t) -> jnp.ndarray:
+    """a_hat = clip(a + (1 - t) stop_grad(v(a, t)), -1, 1): one Euler step straight to t = 1."""
+    v = jax.lax.stop_gradient(velocity(a, t))
+    return jnp.clip(a + (1.0 - t)[:, None] * v, -1.0, 1.0)
+
+
+def reference_qgf_velocity(velocity, critic, a, t, weight) -> jnp.ndarray:
+    """v(a, t) + w grad_{a_hat} Q(a_hat), the QGF guided velocity of ``qgf_lite.guided_sample``."""
+    a_hat = reference_denoised_estimate(velocity, a, t)
+    return velocity(a, t) + weight * critic_action_gradient(lambda obs, x: critic(x), None, a_hat)
+
+
+# --------------------------------------------------------------------------- 3.2 denoised estimate
+def check_denoised_estimate(fn) -> None:
+    """Exercise 3.2: ``fn(velocity, a, t)`` = clip(a + (1 - t) stop_grad(v(a, t)), -1, 1)."""
+    name = "denoised_estimate"
+    velocity = toy_velocity(3)
+    a = _actions(31)
+    t = _times(32)
+    tc = t[:, None]
+    v = velocity(a, t)
+    want = reference_denoised_estimate(velocity, a, t)
+    if np.allclose(want, a + (1 - tc) * v):
+        raise AssertionError("internal: the check's inputs never hit the clip")  # guards the check itself
+    got = _call_with_time_hint(name, fn, velocity, a, t)
+    compare_arrays(
+        name, got, want, what="a_hat",
+        known_mistakes=[
+            ("the (1 - t) factor is missing: a + v jumps a full unit of time, not the time left to t = 1",
+             jnp.clip(a + v, -1, 1)),
+            ("t is used where the time left, 1 - t, belongs", jnp.clip(a + tc * v, -1, 1)),
+            ("the clip to [-1, 1] is missing: the critic was trained on actions inside the box",
+             a + (1 - tc) * v),
+            ("it is one small Euler step (dt) instead of one step over the remaining time (1 - t)",
+             jnp.clip(a + 0.1 * v, -1, 1)),
+            ("it returns a itself (the noisy action) instead of the one-step estimate", a),
+        ],
+    )
+    # The gradient of Q(a_hat) must not flow through v: with stop_gradient, d a_hat / d a is the identity where
+    # the clip is inactive (and 0 where it clips).
+    weights = jnp.asarray(random_inputs(33, [(_BATCH, _DIM)])[0])
+    try:
+        got_grad = jax.grad(lambda x: jnp.sum(jnp.asarray(fn(velocity, x, t)) * weights))(a)
+    except CheckFailed:
+        raise
+    except Exception as err:
+        fail(name, f"jax.grad could not differentiate your function ({type(err).__name__}: {err}).",
+             "write it with jax.numpy (jnp) only, no numpy or float() conversions, so guidance can differentiate it.")
+    want_grad = jax.grad(lambda x: jnp.sum(reference_denoised_estimate(velocity, x, t) * weights))(a)
+    if not np.allclose(got_grad, want_grad, rtol=1e-4, atol=1e-5):
+        fail(name, "the values are right but the gradient flows through the velocity network.",
+             "wrap v in jax.lax.stop_gradient: QGF treats d a_hat / d a as the identity (spec §4).")
+    passed(name)
+
+
+# --------------------------------------------------------------------------- 3.1 guided velocity
+def check_qgf_velocity(fn) -> None:
+    """Exercise 3.1: ``fn(velocity, critic, a, t, weight)`` = v(a, t) + w grad_{a_hat} Q(a_hat)."""
+    name = "qgf_velocity"
+    velocity = toy_velocity(4)
+    critic = toy_critic(4)
+    a = _actions(41)
+    t = _times(42)
+    tc = t[:, None]
+    weight = 0.7
+    v = velocity(a, t)
+
+    def grad_at(x):
+        return critic_action_gradient(lambda obs, y: critic(y), None, x)
+
+    a_hat = reference_denoised_estimate(velocity, a, t)
+    g = grad_at(a_hat)
+
+    def through_jacobian(x):
+        return jnp.sum(critic(jnp.clip(x + (1 - tc) * velocity(x, t), -1, 1)))
+
+    want = reference_qgf_velocity(velocity, critic, a, t, weight)
+    got = _call_with_time_hint(name, fn, velocity, critic, a, t, weight)
+    compare_arrays(
+        name, got, want, what="guided velocity",
+        known_mistakes=[
+            ("the critic is differentiated at the noisy a_t (the noisy-gradient baseline), not at a_hat",
+             v + weight * grad_at(a)),
+            ("a_hat misses the (1 - t) factor", v + weight * grad_at(jnp.clip(a + v, -1, 1))),
+            ("a_hat uses t instead of 1 - t", v + weight * grad_at(jnp.clip(a + tc * v, -1, 1))),
+            ("a_hat is not clipped to [-1, 1]", v + weight * grad_at(a + (1 - tc) * v)),
+            ("the gradient is taken with respect to a through the velocity (no stop_gradient): that is the "
+             "Jacobian variant, not QGF", v + weight * jax.grad(through_jacobian)(a)),
+            ("the gradient is subtracted: guidance climbs Q", v - weight * g),
+            ("the weight w is missing", v + g),
+            ("the velocity v is missing: only the guidance term is returned", weight * g),
+            ("the gradient is of the batch mean of Q, which divides it by the batch size",
+             v + weight * g / _BATCH),
+        ],
+    )
+    zero = _call_with_time_hint(name, fn, velocity, critic, a, t, 0.0)
+    compare_arrays(name, zero, v, what="guided velocity at weight 0 (should be v itself)")
+    passed(name)
+
+
+# --------------------------------------------------------------------------- 4.1 best-of-N selection
+def reference_select_best(critic, proposals) -> jnp.ndarray:
+    """For each row, the proposal with the highest critic value: (batch, n, dim) -> (batch, dim)."""
+    batch, n, dim = proposals.shape
+    scores = critic(proposals.reshape(batch * n, dim)).reshape(batch, n)
+    return jnp.take_along_axis(proposals, jnp.argmax(scores, axis=1)[:, None, None], axis=1)[:, 0]
+
+
+def check_select_best(fn) -> None:
+    """Exercise 4.1: ``fn(critic, proposals)`` keeps, per row, the proposal with the highest Q."""
+    name = "select_best"
+    critic = toy_critic(5)
+    batch, n = 6, 5  # batch != n != dim, so a wrong axis shows as a shape error or wrong rows
+    proposals = jnp.asarray(random_inputs(51, [(batch, n, _DIM)], scale=0.6)[0])
+    scores = critic(proposals.reshape(batch * n, _DIM)).reshape(batch, n)
+    want = reference_select_best(critic, proposals)
+    got = call_student(name, fn, critic, proposals)
+    worst = jnp.take_along_axis(proposals, jnp.argmin(scores, axis=1)[:, None, None], axis=1)[:, 0]
+    compare_arrays(
+        name, got, want, what="selected actions",
+        known_mistakes=[
+            ("it keeps the lowest-Q proposal (argmin instead of argmax)", worst),
+            ("it always keeps the first proposal", proposals[:, 0]),
+            ("it averages the proposals instead of choosing one", jnp.mean(proposals, axis=1)),
+        ],
+    )
+    passed(name)
+
+
+# --------------------------------------------------------------------------- 4.2 compute-matched N
+def reference_matched_best_of_n(budget: int, steps: int) -> int:
+    """The largest N with sampler_cost('best_of_n', steps, N)['total'] <= budget (at least 1 for these inputs)."""
+    n = 0
+    while sampler_cost("best_of_n", steps=steps, n=n + 1)["total"] <= budget:
+        n += 1
+    return n
+
+
+_BUDGET_CASES = ((30, 10), (124, 10), (100, 4), (33, 10), (40, 3), (200, 16), (21, 20))
+
+
+def check_matched_best_of_n(fn) -> None:
+    """Exercise 4.2: ``fn(budget, steps)`` = the largest N whose best-of-N with ``steps`` Euler steps fits ``budget``."""
+    name = "matched_best_of_n"
+    got = []
+    for budget, steps in _BUDGET_CASES:
+        value = call_student(name, fn, budget, steps)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            fail(name, f"for budget={budget}, steps={steps} it returned {value!r}; return a Python int.",
+                 "N counts samples: use integer division (//), not /.")
+        got.append(int(value))
+    want = [reference_matched_best_of_n(b, k) for b, k in _BUDGET_CASES]
+    compare_arrays(
+        name, np.asarray(got), np.asarray(want), what="N",
+        known_mistakes=[
+            ("the critic call that scores each proposal is not counted (N = budget // steps), so best-of-N "
+             "goes over the budget", [b // k for b, k in _BUDGET_CASES]),
+            ("N is rounded up, so best-of-N goes over the budget", [-(-b // (k + 1)) for b, k in _BUDGET_CASES]),
+            ("it divides by the cost of one guided sample (3 evaluations per step) instead of one BC sample "
+             "plus its scoring", [b // (3 * k) for b, k in _BUDGET_CASES]),
+        ],
+    )
+    passed(name)
+
+
+__all__ = [
+    "check_denoised_estimate",
+    "check_matched_best_of_n",
+    "check_qgf_velocity",
+    "check_select_best",
+    "reference_denoised_estimate",
+    "reference_matched_best_of_n",
+    "reference_qgf_velocity",
+    "reference_select_best",
+    "toy_critic",
+]

@@ -1,0 +1,360 @@
+"""Sliders that re-sample a 2D sampler, live where widgets work and precomputed everywhere else.
+
+``interactive_view(sample_fn, slider_values, ...)`` shows samples of ``sample_fn(value, **static)`` (a jax
+function returning (n, 2) points, or a dict {trace name: (n, 2) points}) as a plotly scatter, optionally over a
+background density ``background_fn(value)`` on a ``toy.Grid2D``, with a slider over ``value`` (e.g. the guidance
+weight w). It builds one of two views:
+
+- **live** (``build_live_view``): ipywidgets sliders driving a ``plotly.graph_objects.FigureWidget``. The sampler
+  is jitted once with ``value`` as a traced argument, so dragging the slider re-samples in milliseconds with no
+  recompilation; extra ``static_sliders`` (e.g. the number of Euler steps, which fixes the loop length) are
+  static arguments, compiled once per value (up front with ``precompile=True``).
+- **frames** (``build_frames_view``): a plain ``plotly.graph_objects.Figure`` whose built-in slider swaps between
+  frames computed in ONE vectorised call (``jax.vmap`` over the slider values). It needs no kernel, so it works
+  in Colab, nbviewer and exported HTML. Static sliders are fixed at their initial values there.
+
+How ``mode="auto"`` decides (``choose_view_mode``), first match wins:
+
+1. ``QGF_WIDGETS=live`` or ``QGF_WIDGETS=frames`` in the environment forces that view;
+2. ``google.colab`` in ``sys.modules`` -> frames (Colab does not load the anywidget front end FigureWidget needs);
+3. ``ipywidgets`` or ``anywidget`` not importable -> frames (plotly's FigureWidget is an anywidget);
+4. not running inside an IPython kernel (a script, a terminal IPython) -> frames (nothing could render a widget);
+5. otherwise -> live (JupyterLab, Jupyter Notebook 7, VS Code).
+
+The choice and its reason are printed, so a reader knows which view they got and how to switch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import itertools
+import os
+import sys
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ENV_VAR = "QGF_WIDGETS"
+VIEW_MODES = ("auto", "live", "frames")
+
+
+# --------------------------------------------------------------------------- #
+# Which view
+# --------------------------------------------------------------------------- #
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def _in_kernel() -> bool:
+    """True inside a Jupyter kernel (ipykernel), where widget messages reach a front end."""
+    ipython_module = sys.modules.get("IPython")
+    if ipython_module is None:
+        return False
+    shell = ipython_module.get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def choose_view_mode(mode: str = "auto") -> Tuple[str, str]:
+    """("live" | "frames", reason) following the rules in the module docstring."""
+    if mode not in VIEW_MODES:
+        raise ValueError(f"`mode` must be one of {VIEW_MODES}, got {mode!r}.")
+    if mode != "auto":
+        return mode, "requested by the caller"
+    forced = os.environ.get(ENV_VAR, "").strip().lower()
+    if forced:
+        if forced not in ("live", "frames"):
+            raise ValueError(f"${ENV_VAR} must be 'live' or 'frames', got {forced!r}.")
+        return forced, f"forced by ${ENV_VAR}"
+    if "google.colab" in sys.modules:
+        return "frames", "Colab does not load plotly's anywidget-based FigureWidget"
+    for module in ("ipywidgets", "anywidget"):
+        if not _importable(module):
+            return "frames", f"{module} is not installed"
+    if not _in_kernel():
+        return "frames", "not running in a Jupyter kernel"
+    return "live", "Jupyter kernel with ipywidgets and anywidget"
+
+
+# --------------------------------------------------------------------------- #
+# Shared pieces
+# --------------------------------------------------------------------------- #
+def _as_point_sets(output) -> Dict[str, np.ndarray]:
+    """A sampler's output as {trace name: (n, 2) numpy array}."""
+    sets = dict(output) if isinstance(output, Mapping) else {"samples": output}
+    result = {}
+    for name, points in sets.items():
+        arr = np.asarray(points, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[1] != 2:
+            raise ValueError(f"`sample_fn` must return (n, 2) points (or a dict of them); `{name}` has shape {arr.shape}.")
+        result[name] = arr
+    return result
+
+
+def _check_values(name: str, values) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if arr.size == 0:
+        raise ValueError(f"`{name}` must list at least one slider value.")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"`{name}` must be finite numbers, got {values!r}.")
+    if np.any(np.diff(arr) <= 0):
+        raise ValueError(f"`{name}` must be strictly increasing, got {values!r}.")
+    return arr
+
+
+def _check_static(static_sliders) -> Dict[str, dict]:
+    """{name: {"values": [...], "description": str, "value": initial}} from a {name: values or dict} mapping."""
+    result = {}
+    for name, spec in dict(static_sliders or {}).items():
+        spec = dict(spec) if isinstance(spec, Mapping) else {"values": spec}
+        values = list(spec.get("values", ()))
+        if not values:
+            raise ValueError(f"static slider `{name}` needs a non-empty list of values.")
+        value = spec.get("value", values[0])
+        if value not in values:
+            raise ValueError(f"static slider `{name}`: initial value {value!r} is not one of {values}.")
+        result[name] = {"values": values, "description": spec.get("description", name), "value": value}
+    return result
+
+
+def _background_trace(grid, density, colorscale: str):
+    import plotly.graph_objects as go
+
+    centers = np.asarray(grid.centers, dtype=np.float64)
+    return go.Heatmap(x=centers, y=centers, z=np.asarray(density, dtype=np.float64), colorscale=colorscale,
+                      showscale=False, hoverinfo="skip", name="target density")
+
+
+def _scatter_traces(point_sets: Dict[str, np.ndarray], marker_size: float, opacity: float):
+    from qgf_lite.plots import COLORS, scatter_trace
+
+    return [scatter_trace(points, name=name, color=COLORS[i % len(COLORS)], size=marker_size, opacity=opacity)
+            for i, (name, points) in enumerate(point_sets.items())]
+
+
+def _traces(point_sets, density, grid, extra_traces, style):
+    traces = [] if density is None else [_background_trace(grid, density, style["colorscale"])]
+    traces += _scatter_traces(point_sets, style["marker_size"], style["opacity"])
+    return traces + list(extra_traces)
+
+
+def _format_value(value) -> str:
+    return f"{float(value):g}"
+
+
+# --------------------------------------------------------------------------- #
+# Live view: ipywidgets + FigureWidget
+# --------------------------------------------------------------------------- #
+@dataclasses.dataclass
+class LiveView:
+    """A FigureWidget and the sliders that drive it; display it with ``display(view)`` or as a cell's last line.
+
+    ``sliders[name].value = x`` re-samples and updates ``figure.data`` in place (also without a front end).
+    ``sample_trace_indices`` says which of ``figure.data`` hold the samples (after an optional background heatmap),
+    in the order of ``trace_names`` (sorted, as jax orders dict outputs).
+    """
+
+    figure: object
+    sliders: Dict[str, object]
+    widget: object
+    sample_trace_indices: Tuple[int, ...]
+    trace_names: Tuple[str, ...]
+    update: Callable[[], None]
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def _float_slider(values: np.ndarray, value: float, description: str):
+    import ipywidgets as widgets
+
+    step = float(np.min(np.diff(values))) if values.size > 1 else 1.0
+    return widgets.FloatSlider(
+        value=float(value), min=float(values[0]), max=float(values[-1]), step=step, description=description,
+        continuous_update=True, readout_format=".3g", style={"description_width": "initial"},
+        layout=widgets.Layout(width="460px"),
+    )
+
+
+def build_live_view(
+    sample_fn: Callable,
+    slider_values,
+    *,
+    name: str = "weight",
+    description: str = "guidance weight w",
+    initial=None,
+    static_sliders=None,
+    background_fn: Optional[Callable] = None,
+    grid=None,
+    title_fn: Optional[Callable] = None,
+    extra_traces: Sequence = (),
+    precompile: bool = True,
+    marker_size: float = 4,
+    opacity: float = 0.6,
+    colorscale: str = "Blues",
+    title: Optional[str] = None,
+) -> LiveView:
+    """The live view (see module docstring). Arguments as for ``interactive_view``."""
+    import ipywidgets as widgets
+    import plotly.graph_objects as go
+
+    from qgf_lite.plots import action_layout
+
+    values = _check_values("slider_values", slider_values)
+    static = _check_static(static_sliders)
+    if name in static:
+        raise ValueError(f"static slider name `{name}` clashes with the main slider's `name`; rename one.")
+    if background_fn is not None and grid is None:
+        raise ValueError("`background_fn` needs the `grid` (a toy.Grid2D) its densities live on.")
+    style = dict(marker_size=marker_size, opacity=opacity, colorscale=colorscale)
+    sampler = jax.jit(sample_fn, static_argnames=tuple(static)) if static else jax.jit(sample_fn)
+    background = None if background_fn is None else jax.jit(background_fn)
+    value0 = float(values[0] if initial is None else initial)
+
+    if precompile:
+        # One compilation per static combination now, so the first drag of any slider is already fast.
+        for combo in itertools.product(*(s["values"] for s in static.values())):
+            jax.block_until_ready(sampler(jnp.float32(value0), **dict(zip(static, combo))))
+
+    def compute(value, static_values):
+        points = _as_point_sets(sampler(jnp.float32(value), **static_values))
+        density = None if background is None else background(jnp.float32(value))
+        return points, density
+
+    static_values = {name: s["value"] for name, s in static.items()}
+    points, density = compute(value0, static_values)
+    fig = go.FigureWidget(data=_traces(points, density, grid, extra_traces, style))
+    action_layout(fig, title if title_fn is None else title_fn(value0, points))
+    offset = 0 if density is None else 1
+    sample_idx = tuple(range(offset, offset + len(points)))
+
+    main_slider = _float_slider(values, value0, description)
+    sliders = {name: main_slider}
+    for name, s in static.items():
+        sliders[name] = widgets.SelectionSlider(options=s["values"], value=s["value"], description=s["description"],
+                                                continuous_update=True, style={"description_width": "initial"},
+                                                layout=widgets.Layout(width="460px"))
+
+    def update(*_):
+        current = {name: sliders[name].value for name in static}
+        new_points, new_density = compute(main_slider.value, current)
+        with fig.batch_update():
+            if new_density is not None:
+                fig.data[0].z = np.asarray(new_density, dtype=np.float64)
+            for i, pts in zip(sample_idx, new_points.values()):
+                fig.data[i].x = pts[:, 0]
+                fig.data[i].y = pts[:, 1]
+            if title_fn is not None:
+                fig.layout.title = title_fn(float(main_slider.value), new_points)
+
+    for slider in sliders.values():
+        slider.observe(update, names="value")
+    box = widgets.VBox([*sliders.values(), fig])
+    return LiveView(figure=fig, sliders=sliders, widget=box, sample_trace_indices=sample_idx,
+                    trace_names=tuple(points), update=update)
+
+
+# --------------------------------------------------------------------------- #
+# Frames view: one vectorised call, a plain plotly Figure
+# --------------------------------------------------------------------------- #
+def build_frames_view(
+    sample_fn: Callable,
+    slider_values,
+    *,
+    description: str = "guidance weight w",
+    initial=None,
+    static_sliders=None,
+    background_fn: Optional[Callable] = None,
+    grid=None,
+    title_fn: Optional[Callable] = None,
+    extra_traces: Sequence = (),
+    marker_size: float = 4,
+    opacity: float = 0.6,
+    colorscale: str = "Blues",
+    title: Optional[str] = None,
+    **_ignored,
+):
+    """A ``go.Figure`` with one frame and one slider step per slider value, all sampled by one ``jax.vmap`` call."""
+    from qgf_lite.plots import frames_figure
+
+    values = _check_values("slider_values", slider_values)
+    static = _check_static(static_sliders)
+    if background_fn is not None and grid is None:
+        raise ValueError("`background_fn` needs the `grid` (a toy.Grid2D) its densities live on.")
+    static_values = {name: s["value"] for name, s in static.items()}
+    style = dict(marker_size=marker_size, opacity=opacity, colorscale=colorscale)
+    batch = jnp.asarray(values, jnp.float32)
+    all_points = jax.jit(jax.vmap(lambda v: sample_fn(v, **static_values)))(batch)
+    all_density = None if background_fn is None else jax.jit(jax.vmap(background_fn))(batch)
+    all_points = jax.tree_util.tree_map(np.asarray, all_points)
+
+    frames, labels, titles = [], [], []
+    for i, value in enumerate(values):
+        points = _as_point_sets(jax.tree_util.tree_map(lambda x: x[i], all_points))
+        density = None if all_density is None else np.asarray(all_density[i])
+        frames.append(_traces(points, density, grid, extra_traces, style))
+        labels.append(_format_value(value))
+        titles.append(title if title_fn is None else title_fn(float(value), points))
+    active = 0 if initial is None else int(np.argmin(np.abs(values - float(initial))))
+    fig = frames_figure(frames, labels, titles[active], slider_prefix=f"{description} = ", active=active)
+    if title_fn is not None:
+        for frame, frame_title in zip(fig.frames, titles):
+            frame.layout = {"title": {"text": frame_title}}
+    if static:
+        fixed = ", ".join(f"{s['description']} = {s['value']}" for s in static.values())
+        fig.add_annotation(text=f"fixed: {fixed}", xref="paper", yref="paper", x=0, y=1.0, yanchor="bottom",
+                           showarrow=False, font=dict(size=11, color="gray"))
+    return fig
+
+
+def interactive_view(sample_fn: Callable, slider_values, *, mode: str = "auto", quiet: bool = False, **kwargs):
+    """A slider over ``slider_values`` re-sampling ``sample_fn(value, **static)``: live or precomputed frames.
+
+    Args:
+      sample_fn: jax-traceable (value, **static) -> (n, 2) points or {trace name: (n, 2) points}; ``value`` is
+        a float32 scalar (traced), static slider values arrive as Python keyword arguments. Traces of a dict
+        are drawn in sorted name order (jax sorts dict outputs).
+      slider_values: increasing slider positions (the frames view draws exactly these).
+      mode: "auto" (see module docstring), "live" or "frames".
+      name: the main slider's key in ``LiveView.sliders`` (default "weight").
+      description: the main slider's label (default "guidance weight w").
+      initial: the main slider's starting value (default the first value).
+      static_sliders: {name: values or {"values", "description", "value"}} extra sliders passed to sample_fn
+        as static keyword arguments (live view only; fixed at their initial values in the frames view).
+      background_fn / grid: value -> (size, size) density on ``grid`` (a toy.Grid2D), drawn behind the samples.
+      title_fn: (value, {trace name: points}) -> title text, e.g. a metric of the samples.
+      extra_traces: fixed plotly traces drawn on top (e.g. reward peaks).
+      precompile: live view only, compile every static combination up front.
+
+    Returns a ``LiveView`` (display it, or make it the cell's last line) or a ``plotly.graph_objects.Figure``.
+    """
+    chosen, reason = choose_view_mode(mode)
+    if chosen == "live":
+        missing = [m for m in ("ipywidgets", "anywidget") if not _importable(m)]
+        if missing:
+            raise ValueError(f"The live view needs {' and '.join(missing)} (pip install {' '.join(missing)}); "
+                             f"use mode='frames' (or unset ${ENV_VAR}) for the precomputed view.")
+    if not quiet:
+        other = "frames" if chosen == "live" else "live"
+        print(f"interactive view: {chosen} ({reason}); set {ENV_VAR}={other} to switch.")
+    if chosen == "live":
+        return build_live_view(sample_fn, slider_values, **kwargs)
+    return build_frames_view(sample_fn, slider_values, **kwargs)
+
+
+__all__ = [
+    "ENV_VAR",
+    "LiveView",
+    "build_frames_view",
+    "build_live_view",
+    "choose_view_mode",
+    "interactive_view",
+]
