@@ -1,0 +1,364 @@
+"""Plotly figure builders shared by the notebooks: particles, paths, densities, vector fields, losses.
+
+Every builder takes numpy/jax arrays, returns a ``plotly.graph_objects.Figure`` and never shows it, so a
+notebook cell ends with the figure (or ``fig.show()``) and a widget can reuse the traces. Builders that
+draw into an existing figure take ``fig=`` and return that same figure.
+
+2D action plots share one look (``action_layout``): square axes over the action box [-1, 1]^2 (with a
+small margin), equal aspect ratio, white template.
+
+- ``scatter_samples(samples, title)``           points, or several labelled point sets from a dict
+- ``trajectories(path, title)``                 particle paths (steps + 1, batch, 2) with start/end markers
+- ``interpolation_lines(a0, a1, t)``            straight noise -> data segments and the points a_t on them
+- ``density_heatmap(grid_x, grid_y, density)``  a density (rows = y, columns = x) as a heatmap
+- ``gradient_field(points, vectors)``           arrows (a quiver plot) for velocities or critic gradients
+  (``arrow_trace`` gives the bare trace, e.g. for slider frames)
+- ``loss_curve(history, keys)``                 training curves from ``qgf_lite.fit``'s history
+- ``add_points(fig, points)``                   mark a few points (reward peaks, targets) with stars
+- ``panels(figures, titles)``                   several 2D plots side by side in one figure
+- ``frames_figure(frames, labels)``             one figure with a slider over precomputed trace lists
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+ACTION_RANGE = (-1.1, 1.1)
+FIGURE_SIZE = 460
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def _points_2d(name: str, points) -> np.ndarray:
+    """``points`` as a float (n, 2) numpy array, or a ValueError naming the argument."""
+    arr = np.asarray(points, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"`{name}` must have shape (n, 2) (2D points), got shape {arr.shape}.")
+    return arr
+
+
+def action_layout(fig: go.Figure, title: Optional[str] = None, *, axis_range=ACTION_RANGE,
+                  size: int = FIGURE_SIZE, x_title: str = "a[0]", y_title: str = "a[1]") -> go.Figure:
+    """Square, equal-aspect axes over ``axis_range`` for 2D actions; returns ``fig``.
+
+    ``title=None`` keeps the figure's current title (so drawing more traces onto a figure does not erase it).
+    When the figure holds a heatmap, the legend goes below the plot so it does not cover the colour bar.
+    """
+    has_colorbar = any(isinstance(trace, go.Heatmap) and trace.showscale is not False for trace in fig.data)
+    legend = dict(itemsizing="constant")
+    if has_colorbar:
+        legend.update(orientation="h", yanchor="top", y=-0.14, x=0.0)
+    if title is not None:
+        fig.update_layout(title=title)
+    has_title = bool(fig.layout.title.text)
+    fig.update_layout(
+        template="plotly_white",
+        width=size + 120,
+        height=size + (40 if has_colorbar else 0),
+        margin=dict(l=40, r=20, t=50 if has_title else 20, b=80 if has_colorbar else 40),
+        legend=legend,
+    )
+    fig.update_xaxes(range=list(axis_range), title=x_title, constrain="domain")
+    fig.update_yaxes(range=list(axis_range), title=y_title, scaleanchor="x", scaleratio=1, constrain="domain")
+    return fig
+
+
+def scatter_trace(points, *, name: Optional[str] = None, color: Optional[str] = None, size: float = 4,
+                  opacity: float = 0.6, symbol: str = "circle") -> go.Scatter:
+    """One marker trace for (n, 2) points (SVG: fine up to a few thousand points, and safe in slider frames)."""
+    pts = _points_2d("points", points)
+    return go.Scatter(
+        x=pts[:, 0], y=pts[:, 1], mode="markers", name=name, showlegend=name is not None,
+        marker=dict(size=size, color=color, opacity=opacity, symbol=symbol),
+    )
+
+
+def scatter_samples(samples, title: Optional[str] = None, *, size: float = 4, opacity: float = 0.6,
+                    fig: Optional[go.Figure] = None, axis_range=ACTION_RANGE) -> go.Figure:
+    """Scatter plot of 2D samples.
+
+    ``samples`` is an (n, 2) array or a mapping {label: (n_i, 2) array} to overlay several sets
+    (e.g. {"data": a1, "flow samples": a}) in distinct colours with a legend.
+    """
+    fig = go.Figure() if fig is None else fig
+    sets = samples.items() if isinstance(samples, Mapping) else [(None, samples)]
+    for i, (label, pts) in enumerate(sets):
+        fig.add_trace(scatter_trace(pts, name=label, color=COLORS[i % len(COLORS)], size=size, opacity=opacity))
+    return action_layout(fig, title, axis_range=axis_range)
+
+
+def _polyline_xy(paths: np.ndarray):
+    """(steps, n, 2) paths -> x, y lists with None between particles, so one trace draws all lines."""
+    steps, n, _ = paths.shape
+    gap = np.full((1, n, 2), np.nan)
+    joined = np.concatenate([paths, gap], axis=0).transpose(1, 0, 2).reshape(-1, 2)
+    xs = [None if np.isnan(v) else float(v) for v in joined[:, 0]]
+    ys = [None if np.isnan(v) else float(v) for v in joined[:, 1]]
+    return xs, ys
+
+
+def trajectories(path, title: Optional[str] = None, *, max_particles: int = 200, line_color: str = "rgba(80,80,80,0.35)",
+                 show_ends: bool = True, fig: Optional[go.Figure] = None, axis_range=ACTION_RANGE) -> go.Figure:
+    """Particle paths from a sampler: ``path`` (steps + 1, batch, 2), e.g. ``euler_sample(..., return_path=True)[1]``.
+
+    Draws the first ``max_particles`` paths as grey polylines, their starts (noise, blue) and ends (samples, orange).
+    """
+    arr = np.asarray(path, dtype=np.float64)
+    if arr.ndim != 3 or arr.shape[2] != 2 or arr.shape[0] < 2:
+        raise ValueError(f"`path` must have shape (steps + 1, batch, 2) with at least 2 time points, got {arr.shape}.")
+    arr = arr[:, :max_particles]
+    fig = go.Figure() if fig is None else fig
+    xs, ys = _polyline_xy(arr)
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=line_color, width=1),
+                             name="paths", hoverinfo="skip"))
+    if show_ends:
+        fig.add_trace(scatter_trace(arr[0], name="start (noise)", color=COLORS[0], size=4))
+        fig.add_trace(scatter_trace(arr[-1], name="end (sample)", color=COLORS[1], size=4))
+    return action_layout(fig, title, axis_range=axis_range)
+
+
+def interpolation_lines(a0, a1, t=None, title: Optional[str] = None, *, max_lines: int = 100,
+                        fig: Optional[go.Figure] = None, axis_range=(-3.0, 3.0)) -> go.Figure:
+    """Straight segments from noise ``a0`` to data ``a1`` (both (n, 2)); with ``t`` also the points a_t on them.
+
+    ``t`` is a scalar or an (n,) array of times; the points are a_t = (1 - t) a0 + t a1.
+    """
+    a0 = _points_2d("a0", a0)[:max_lines]
+    a1 = _points_2d("a1", a1)[:max_lines]
+    if a0.shape != a1.shape:
+        raise ValueError(f"`a0` and `a1` must have the same shape, got {a0.shape} and {a1.shape}.")
+    fig = trajectories(np.stack([a0, a1]), title, max_particles=max_lines, fig=fig, axis_range=axis_range)
+    fig.data[-2].name, fig.data[-1].name = "a0 (noise)", "a1 (data)"
+    if t is not None:
+        t = np.asarray(t, dtype=np.float64)
+        t = np.full(len(a0), float(t)) if t.ndim == 0 else t.reshape(-1)[: len(a0)]
+        if t.shape != (len(a0),):
+            raise ValueError(f"`t` must be a scalar or have one time per point ({len(a0)}), got shape {t.shape}.")
+        at = (1.0 - t)[:, None] * a0 + t[:, None] * a1
+        fig.add_trace(scatter_trace(at, name="a_t", color=COLORS[3], size=6, opacity=0.9))
+    return fig
+
+
+def density_heatmap(grid_x, grid_y, density, title: Optional[str] = None, *, colorscale: str = "Viridis",
+                    log: bool = False, colorbar_title: Optional[str] = None, zmin: Optional[float] = None,
+                    zmax: Optional[float] = None, fig: Optional[go.Figure] = None, axis_range=None) -> go.Figure:
+    """Heatmap of ``density`` (len(grid_y), len(grid_x)): rows are y, columns are x (``toy.Grid2D`` layout).
+
+    ``grid_x``/``grid_y`` are the cell-centre coordinates (e.g. ``grid.centers`` for both). With ``log`` the
+    colour shows log10 of the density (floored at 1e-6 of its maximum), which reveals low-mass modes.
+    Works for any scalar field on the grid (a critic's Q landscape, a reward) too; ``zmin``/``zmax`` fix the
+    colour range (e.g. to compare a learned critic with the true reward on one scale).
+    """
+    gx = np.asarray(grid_x, dtype=np.float64).reshape(-1)
+    gy = np.asarray(grid_y, dtype=np.float64).reshape(-1)
+    z = np.asarray(density, dtype=np.float64)
+    if z.shape != (gy.size, gx.size):
+        raise ValueError(f"`density` must have shape (len(grid_y), len(grid_x)) = {(gy.size, gx.size)}, got {z.shape}.")
+    if log:
+        z = np.log10(np.maximum(z, 1e-6 * max(float(np.max(z)), 1e-30)))
+    fig = go.Figure() if fig is None else fig
+    fig.add_trace(go.Heatmap(x=gx, y=gy, z=z, colorscale=colorscale, zmin=zmin, zmax=zmax,
+                             colorbar=dict(title=colorbar_title)))
+    if axis_range is None:
+        half = 0.5 * (gx[1] - gx[0]) if gx.size > 1 else 0.0
+        axis_range = (min(gx[0], gy[0]) - half, max(gx[-1], gy[-1]) + half)
+    return action_layout(fig, title, axis_range=axis_range)
+
+
+def _arrow_segments(points: np.ndarray, vectors: np.ndarray, head: float):
+    """Shaft and two head strokes per arrow, as polylines separated by None."""
+    tips = points + vectors
+    length = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = vectors / np.maximum(length, 1e-12)
+    normal = np.stack([-unit[:, 1], unit[:, 0]], axis=1)
+    head_len = head * length
+    left = tips - head_len * (unit - 0.5 * normal)
+    right = tips - head_len * (unit + 0.5 * normal)
+    # Each arrow: tail -> tip, gap, left -> tip -> right, gap.
+    polylines = np.stack([points, tips, np.full_like(points, np.nan), left, tips, right,
+                          np.full_like(points, np.nan)], axis=1).reshape(-1, 2)
+    xs = [None if np.isnan(v) else float(v) for v in polylines[:, 0]]
+    ys = [None if np.isnan(v) else float(v) for v in polylines[:, 1]]
+    return xs, ys
+
+
+def arrow_trace(points, vectors, *, scale: float = 1.0, max_length: Optional[float] = None, color: str = "black",
+                head: float = 0.3, name: str = "field") -> go.Scatter:
+    """One line trace drawing an arrow ``scale * vectors[i]`` from each ``points[i]`` (both (n, 2)).
+
+    Arrows longer than ``max_length`` (after scaling) are shortened to it, keeping their direction, so a few huge
+    vectors do not hide the rest. Use a fixed ``scale`` across slider frames to keep lengths comparable.
+    """
+    pts = _points_2d("points", points)
+    vec = _points_2d("vectors", vectors)
+    if pts.shape != vec.shape:
+        raise ValueError(f"`points` and `vectors` must have the same shape, got {pts.shape} and {vec.shape}.")
+    if not np.all(np.isfinite(vec)):
+        raise ValueError("`vectors` contains NaN or inf; check the field you evaluated.")
+    arrows = scale * vec
+    if max_length is not None:
+        length = np.linalg.norm(arrows, axis=1, keepdims=True)
+        arrows = arrows * np.minimum(1.0, max_length / np.maximum(length, 1e-12))
+    xs, ys = _arrow_segments(pts, arrows, head)
+    return go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=color, width=1.2), name=name, hoverinfo="skip")
+
+
+def lattice_spacing(num_points: int, axis_range=ACTION_RANGE) -> float:
+    """Distance between neighbours of a square lattice of ``num_points`` points over ``axis_range``."""
+    return (axis_range[1] - axis_range[0]) / max(np.sqrt(num_points), 1.0)
+
+
+def auto_arrow_scale(vectors, num_points: Optional[int] = None, axis_range=ACTION_RANGE,
+                     quantile: float = 0.9) -> float:
+    """A scale making a typical long arrow (the ``quantile`` of lengths) about one lattice spacing long.
+
+    A quantile rather than the maximum, so one spike in a learned field does not shrink every other arrow.
+    """
+    vec = _points_2d("vectors", vectors)
+    spacing = lattice_spacing(len(vec) if num_points is None else num_points, axis_range)
+    lengths = np.linalg.norm(vec, axis=1)
+    typical = float(np.quantile(lengths, quantile)) if len(vec) else 0.0
+    return 0.9 * spacing / typical if typical > 0 else 1.0
+
+
+def gradient_field(points, vectors, title: Optional[str] = None, *, scale: Optional[float] = None,
+                   color: str = "black", head: float = 0.3, name: str = "field", fig: Optional[go.Figure] = None,
+                   axis_range=ACTION_RANGE) -> go.Figure:
+    """Quiver plot: an arrow ``scale * vectors[i]`` starting at ``points[i]`` (both (n, 2)).
+
+    ``scale=None`` picks a scale so typical long arrows are about one lattice spacing long (``grid_points``
+    layout assumed) and caps every arrow at 1.5 spacings. Draw on top of a heatmap with
+    ``fig=density_heatmap(...)`` to show a critic's gradient over its landscape.
+    """
+    max_length = None
+    if scale is None:
+        scale = auto_arrow_scale(vectors, axis_range=axis_range)
+        max_length = 1.5 * lattice_spacing(len(np.asarray(vectors)), axis_range)
+    fig = go.Figure() if fig is None else fig
+    fig.add_trace(arrow_trace(points, vectors, scale=scale, max_length=max_length, color=color, head=head,
+                              name=name))
+    return action_layout(fig, title, axis_range=axis_range)
+
+
+def grid_points(low: float = -1.0, high: float = 1.0, n: int = 15) -> np.ndarray:
+    """An n x n lattice over [low, high]^2 as (n * n, 2) points (x varies fastest): arrow tails for ``gradient_field``."""
+    axis = np.linspace(low, high, n)
+    y, x = np.meshgrid(axis, axis, indexing="ij")
+    return np.stack([x.ravel(), y.ravel()], axis=1).astype(np.float32)
+
+
+def loss_curve(history: Sequence[Mapping], keys: Optional[Iterable[str]] = None, title: Optional[str] = None, *,
+               x: str = "step", log_y: bool = False, y_title: Optional[str] = None) -> go.Figure:
+    """Line plot of metrics over training from a list of dicts (``qgf_lite.fit``'s history).
+
+    ``keys`` defaults to every key ending in "loss". Multi-seed entries (lists) are averaged over seeds.
+    """
+    if not history:
+        raise ValueError("`history` is empty: train for at least one chunk before plotting.")
+    keys = [k for k in history[0] if k.endswith("loss")] if keys is None else list(keys)
+    missing = [k for k in keys if k not in history[0]]
+    if missing:
+        raise ValueError(f"`keys` {missing} are not in the history; available: {sorted(history[0])}.")
+    xs = [rec.get(x, i) for i, rec in enumerate(history)]
+    fig = go.Figure()
+    for i, key in enumerate(keys):
+        ys = [float(np.mean(rec[key])) for rec in history]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=key, marker=dict(size=4),
+                                 line=dict(color=COLORS[i % len(COLORS)])))
+    fig.update_layout(title=title, template="plotly_white", width=620, height=360,
+                      margin=dict(l=50, r=20, t=50 if title else 20, b=40))
+    fig.update_xaxes(title=x)
+    fig.update_yaxes(type="log" if log_y else "linear", title=y_title if y_title is not None else
+                     (keys[0] if len(keys) == 1 else None))
+    return fig
+
+
+def add_points(fig: go.Figure, points, *, name: str = "best", color: str = "red", size: float = 14,
+               symbol: str = "star") -> go.Figure:
+    """Mark a few points (reward peaks, goals) on an existing figure; returns ``fig``."""
+    pts = _points_2d("points", points)
+    fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", name=name,
+                             marker=dict(size=size, color=color, symbol=symbol, line=dict(width=1, color="white"))))
+    return fig
+
+
+def panels(figures: Sequence[go.Figure], titles: Optional[Sequence[str]] = None, *, axis_range=ACTION_RANGE,
+           panel_size: int = 330) -> go.Figure:
+    """Put the traces of several single-plot figures side by side (one row), each panel square over ``axis_range``.
+
+    Legends are kept for the first panel only, so repeated trace names ("paths", "data") appear once.
+    """
+    from plotly.subplots import make_subplots
+
+    if len(figures) == 0:
+        raise ValueError("`figures` is empty: pass at least one figure.")
+    if titles is not None and len(titles) != len(figures):
+        raise ValueError(f"`titles` has {len(titles)} entries for {len(figures)} figures.")
+    fig = make_subplots(rows=1, cols=len(figures), subplot_titles=list(titles) if titles else None,
+                        horizontal_spacing=0.04)
+    for col, panel in enumerate(figures, start=1):
+        for trace in panel.data:
+            trace = copy.deepcopy(trace)
+            if col > 1:
+                trace.showlegend = False
+            if isinstance(trace, go.Heatmap):
+                trace.showscale = False
+            fig.add_trace(trace, row=1, col=col)
+        suffix = "" if col == 1 else str(col)
+        fig.update_xaxes(range=list(axis_range), constrain="domain", row=1, col=col)
+        fig.update_yaxes(range=list(axis_range), scaleanchor=f"x{suffix}", scaleratio=1, constrain="domain",
+                         row=1, col=col)
+    fig.update_layout(template="plotly_white", width=panel_size * len(figures) + 160, height=panel_size + 70,
+                      margin=dict(l=30, r=20, t=50, b=30), legend=dict(itemsizing="constant"))
+    return fig
+
+
+def frames_figure(frames: Sequence[Sequence[go.BaseTraceType]], labels: Sequence, title: Optional[str] = None, *,
+                  slider_prefix: str = "", axis_range=ACTION_RANGE, active: int = 0) -> go.Figure:
+    """One figure with a slider that swaps between precomputed trace lists (works without a live kernel).
+
+    ``frames[i]`` is the list of traces shown at slider position ``labels[i]``; every frame must have the same
+    number of traces (so plotly can update them in place).
+    """
+    if len(frames) == 0 or len(frames) != len(labels):
+        raise ValueError(f"`frames` and `labels` must be non-empty and equally long, got {len(frames)} and {len(labels)}.")
+    counts = {len(f) for f in frames}
+    if len(counts) != 1:
+        raise ValueError(f"every frame must have the same number of traces, got counts {sorted(counts)}.")
+    if not 0 <= active < len(frames):
+        raise ValueError(f"`active` must index a frame (0..{len(frames) - 1}), got {active}.")
+    fig = go.Figure(data=list(frames[active]),
+                    frames=[go.Frame(data=list(f), name=str(lab)) for f, lab in zip(frames, labels)])
+    steps = [dict(method="animate", label=str(lab),
+                  args=[[str(lab)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
+                                         transition=dict(duration=0))])
+             for lab in labels]
+    action_layout(fig, title, axis_range=axis_range)
+    fig.update_layout(sliders=[dict(active=active, steps=steps, currentvalue=dict(prefix=slider_prefix),
+                                    pad=dict(t=40))],
+                      height=FIGURE_SIZE + 80)
+    return fig
+
+
+__all__ = [
+    "ACTION_RANGE",
+    "COLORS",
+    "action_layout",
+    "add_points",
+    "arrow_trace",
+    "auto_arrow_scale",
+    "density_heatmap",
+    "frames_figure",
+    "gradient_field",
+    "grid_points",
+    "interpolation_lines",
+    "lattice_spacing",
+    "loss_curve",
+    "panels",
+    "scatter_samples",
+    "scatter_trace",
+    "trajectories",
+]
