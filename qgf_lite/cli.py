@@ -1,0 +1,149 @@
+"""The ``qgf-lite`` command: ``generate`` an OGBench dataset offline, ``train`` BC + IQL, ``eval`` samplers.
+
+    qgf-lite generate cube-single --episodes 1000 --out data/cube-single-play-v0.npz
+    qgf-lite train cube-single-play-singletask-task2-v0 --dataset-path data/cube-single-play-v0.npz \\
+        --steps 1000000 --out runs/cube-single
+    qgf-lite eval runs/cube-single/checkpoint.msgpack --methods bc qgf best_of_n --weights 0.01 0.04 0.1 \\
+        --episodes 50 --out runs/cube-single/eval --video runs/cube-single/eval/qgf.mp4
+
+Bad input (unknown ids, missing or corrupted files, mismatched checkpoints, diverging losses) prints one
+message and exits with status 2; an interrupted ``train`` resumes when rerun with the same arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("env", help="single-task dataset name, e.g. cube-single-play-singletask-task2-v0")
+    data = parser.add_mutually_exclusive_group()
+    data.add_argument("--dataset-path", default=None, help="training .npz (its -val.npz must sit next to it)")
+    data.add_argument("--dataset-dir", default=None, help="folder with <env>-<type>-v0.npz (default ~/.ogbench/data)")
+    parser.add_argument("--out", required=True, help="run folder: checkpoint.msgpack and log.jsonl go here")
+    parser.add_argument("--steps", type=int, default=1_000_000, help="total training steps of the run")
+    parser.add_argument("--hidden", type=int, default=512, help="width of every hidden layer")
+    parser.add_argument("--layers", type=int, default=4, help="hidden layers per network")
+    parser.add_argument("--horizon", type=int, default=5, help="action chunk length H")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--discount", type=float, default=0.99)
+    parser.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate of all three networks")
+    parser.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more seeds (several: vmapped)")
+    parser.add_argument("--checkpoint-every", type=int, default=10_000)
+    parser.add_argument("--log-every", type=int, default=1_000)
+    parser.add_argument("--init-from", default=None, help="start a new run from this checkpoint's weights")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    from qgf_lite.evaluation import DEFAULT_WEIGHTS, METHODS
+
+    parser.add_argument("checkpoint", help="checkpoint.msgpack written by `qgf-lite train`")
+    parser.add_argument("--env", default=None, help="single-task env name (default: the one it was trained on)")
+    parser.add_argument("--methods", nargs="+", default=["bc", "qgf"], choices=METHODS)
+    parser.add_argument("--weights", type=float, nargs="+", default=list(DEFAULT_WEIGHTS),
+                        help="guidance weights for the guided methods (bc is weight 0)")
+    parser.add_argument("--n", type=int, default=4, help="proposals for best_of_n / qgf_best_of_n")
+    parser.add_argument("--step-size", type=float, default=0.01, help="gradient_step's ascent step size")
+    parser.add_argument("--episodes", type=int, default=20, help="episodes per setting")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-envs", type=int, default=10, help="environments stepped side by side")
+    parser.add_argument("--flow-steps", type=int, default=None, help="Euler steps (default: the config's)")
+    parser.add_argument("--seed-index", type=int, default=0, help="which seed of a multi-seed checkpoint")
+    parser.add_argument("--out", default=None, help="folder for eval.json and the success-vs-weight plot")
+    parser.add_argument("--video", default=None, help="also render one guided episode to this .mp4/.gif")
+    parser.add_argument("--video-method", default="qgf", choices=METHODS)
+    parser.add_argument("--video-weight", type=float, default=None, help="default: the best guided weight")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qgf-lite", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("generate", help="generate an OGBench dataset with the scripted oracles", add_help=False)
+    add_train_arguments(sub.add_parser("train", help="train BC (flow matching) + IQL on action chunks"))
+    add_eval_arguments(sub.add_parser("eval", help="evaluate samplers of a checkpoint in its environment"))
+    return parser
+
+
+def run_train(args) -> int:
+    from qgf_lite.ogbench_train import train
+
+    result = train(
+        args.env, args.out, steps=args.steps, dataset_path=args.dataset_path, dataset_dir=args.dataset_dir,
+        hidden=args.hidden, layers=args.layers, horizon=args.horizon, batch_size=args.batch_size,
+        discount=args.discount, learning_rate=args.lr, seeds=args.seed, checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every, init_from=args.init_from, progress=not args.no_progress,
+    )
+    if result.start_step >= result.final_step:
+        print(f"{result.checkpoint_path} is already at step {result.final_step}; nothing to do.")
+        return 0
+    resumed = f" (resumed from step {result.start_step})" if result.start_step else ""
+    last = result.history[-1] if result.history else {}
+    losses = ", ".join(f"{k}={last[k]}" for k in ("policy_loss", "critic_loss", "value_loss") if k in last)
+    print(
+        f"trained to step {result.final_step}{resumed} in {result.seconds:.0f} s "
+        f"({result.steps_per_second:.1f} steps/s); {losses}\n"
+        f"checkpoint: {result.checkpoint_path}\nlog: {result.log_path}"
+    )
+    return 0
+
+
+def best_guided_weight(report: dict, method: str) -> Optional[float]:
+    rows = [r for r in report["results"] if r["method"] == method and r["weight"] > 0]
+    if not rows:
+        return None
+    return max(rows, key=lambda r: (r["success_rate"], r["return_mean"]))["weight"]
+
+
+def run_eval(args) -> int:
+    from qgf_lite.evaluation import evaluate, record_video, results_table, video_format_for
+
+    if args.video:
+        video_format_for(args.video)  # a bad video path fails now, not after the whole evaluation
+    report = evaluate(
+        args.checkpoint, args.env, methods=args.methods, weights=args.weights, n=args.n,
+        step_size=args.step_size, episodes=args.episodes, seed=args.seed, num_envs=args.num_envs,
+        flow_steps=args.flow_steps, seed_index=args.seed_index, out=args.out, progress=not args.no_progress,
+    )
+    print(results_table(report))
+    if args.out:
+        print(f"wrote {os.path.join(args.out, 'eval.json')} and success_vs_weight.html")
+    if args.video:
+        weight = args.video_weight
+        if weight is None:
+            weight = best_guided_weight(report, args.video_method) or (args.weights[0] if args.weights else 0.0)
+        video = record_video(args.checkpoint, args.video, args.env, method=args.video_method, weight=weight,
+                             n=args.n, seed=args.seed, seed_index=args.seed_index)
+        print(f"video ({video['setting']}, success={video['success']}): {video['path']}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "generate":
+        from qgf_lite.ogbench_data import main_generate
+
+        return main_generate(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run_train(args) if args.command == "train" else run_eval(args)
+    except USER_ERRORS as err:
+        print(f"qgf-lite {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        hint = " Rerun the same command to resume from the last checkpoint." if args.command == "train" else ""
+        print(f"qgf-lite {args.command}: interrupted.{hint}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""End to end on a tiny cube-single dataset: generate -> OGBench loader -> train (resumable) -> eval, and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from qgf_lite import cli, evaluation  # noqa: E402
+from qgf_lite.checkpoint import load_checkpoint  # noqa: E402
+from qgf_lite.ogbench_train import TrainingDiverged, read_log, train  # noqa: E402
+
+# gymnasium warns each time OGBench builds a space from float64 bounds; harmless here.
+pytestmark = pytest.mark.filterwarnings("ignore:.*precision lowered:UserWarning")
+
+ENV = "cube-single-play-singletask-task2-v0"
+TINY = ["--hidden", "32", "--layers", "2", "--batch-size", "32", "--horizon", "5"]
+TINY_KW = dict(hidden=32, layers=2, batch_size=32, horizon=5)
+
+
+@pytest.fixture(scope="module")
+def dataset_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "cube-single-play-v0.npz"
+    rc = cli.main(["generate", "cube-single", "--episodes", "3", "--workers", "1", "--episode-length", "101",
+                   "--out", str(path), "--no-progress"])
+    assert rc == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_run(dataset_path, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    rc = cli.main(["train", ENV, "--dataset-path", str(dataset_path), "--steps", "200", *TINY,
+                   "--checkpoint-every", "100", "--log-every", "50", "--out", str(run), "--no-progress"])
+    assert rc == 0
+    return run
+
+
+def test_train_writes_log_and_checkpoint_from_ogbench_data(trained_run, dataset_path):
+    import ogbench
+
+    # The dataset as OGBench's own loader sees it: what the run must have trained on.
+    _, train_data, _ = ogbench.make_env_and_datasets(ENV, dataset_path=str(dataset_path))
+    config, state, extra = load_checkpoint(trained_run / "checkpoint.msgpack")
+    assert int(state.step) == 200 and extra["step"] == 200
+    assert extra["env_name"] == ENV
+    assert extra["num_transitions"] == len(train_data["actions"])  # 3 episodes x (101 - 1) transitions
+    assert (config.obs_dim, config.action_dim) == (train_data["observations"].shape[1], 5)
+    assert config.actor_hidden == (32, 32) and config.horizon == 5
+    log = read_log(trained_run / "log.jsonl")
+    assert [r["step"] for r in log] == [50, 100, 150, 200]
+    for record in log:
+        for key in ("policy_loss", "critic_loss", "value_loss"):
+            assert math.isfinite(record[key])
+    # Flow matching starts near E||a1 - a0||^2 (about the chunk dimension) and must fall quickly.
+    assert log[-1]["policy_loss"] < log[0]["policy_loss"]
+    # Single-task cube rewards are -1 until the cube is placed, 0 after: Q lies in [-1/(1-gamma), 0].
+    assert -100.0 <= log[-1]["q_mean"] <= 1.0
+
+
+def test_resume_after_crash_matches_uninterrupted_run(trained_run, dataset_path, tmp_path):
+    class Crash(RuntimeError):
+        pass
+
+    def crash_at_150(state, record):
+        if record["step"] == 150:
+            raise Crash("simulated crash")
+
+    common = dict(dataset_path=dataset_path, steps=200, checkpoint_every=100, log_every=50, progress=False, **TINY_KW)
+    with pytest.raises(Crash):
+        train(ENV, tmp_path, callback=crash_at_150, **common)
+    _, _, extra = load_checkpoint(tmp_path / "checkpoint.msgpack")
+    assert extra["step"] == 100  # the step-150 chunk was never checkpointed
+
+    result = train(ENV, tmp_path, **common)
+    assert (result.start_step, result.final_step) == (100, 200)
+    assert [r["step"] for r in read_log(tmp_path / "log.jsonl")] == [50, 100, 150, 200]
+
+    _, resumed, _ = load_checkpoint(tmp_path / "checkpoint.msgpack")
+    _, reference, _ = load_checkpoint(trained_run / "checkpoint.msgpack")
+    import jax
+
+    for a, b in zip(jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(reference)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+    # A finished run has nothing left to do.
+    again = train(ENV, tmp_path, **common)
+    assert (again.start_step, again.final_step, again.history) == (200, 200, [])
+
+
+def test_eval_json_structure_and_ranges(trained_run, tmp_path, capsys):
+    out = tmp_path / "eval"
+    rc = cli.main(["eval", str(trained_run / "checkpoint.msgpack"), "--methods", "bc", "qgf", "--weights", "0.05",
+                   "0.2", "--episodes", "2", "--num-envs", "2", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert (out / "success_vs_weight.html").stat().st_size > 0
+    assert report["env_name"] == ENV and report["train_step"] == 200
+    assert [r["label"] for r in report["results"]] == ["bc", "qgf w=0.05", "qgf w=0.2"]
+    for r in report["results"]:
+        assert r["episodes"] == 2 and len(r["per_episode"]) == 2
+        assert r["successes"] == sum(e["success"] for e in r["per_episode"])
+        assert 0.0 <= r["success_ci95"][0] <= r["success_rate"] <= r["success_ci95"][1] <= 1.0
+        assert r["return_ci95"][0] <= r["return_mean"] <= r["return_ci95"][1]
+        for e in r["per_episode"]:
+            assert 1 <= e["length"] <= 200  # cube-single's time limit
+            if not e["success"]:
+                # reward is -1 on every step before the goal, so a failed episode returns -length
+                assert e["return"] == -e["length"] and e["length"] == 200
+    # Common random numbers: every setting starts its episodes from the same states.
+    assert len({tuple(e["episode"] for e in r["per_episode"]) for r in report["results"]}) == 1
+    assert "| bc | 2 |" in capsys.readouterr().out
+
+
+def test_confidence_intervals_against_independent_formulas():
+    from scipy import stats
+
+    # Wilson at 0 successes has the closed form [0, z^2 / (n + z^2)].
+    z = 1.959963984540054
+    lo, hi = evaluation.wilson_interval(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(z * z / (10 + z * z))
+    # ... and is symmetric: k successes <-> n - k failures.
+    lo7, hi7 = evaluation.wilson_interval(7, 20)
+    lo13, hi13 = evaluation.wilson_interval(13, 20)
+    assert (lo7, hi7) == pytest.approx((1 - hi13, 1 - lo13))
+    values = np.array([-200.0, -150.0, -37.0, -200.0, -90.0])
+    mean, (rlo, rhi) = evaluation.mean_interval(values)
+    ref = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+    assert mean == pytest.approx(values.mean()) and (rlo, rhi) == pytest.approx(ref)
+
+
+def test_settings_expand_methods_and_weights():
+    settings = evaluation.make_settings(["bc", "qgf", "best_of_n", "qgf_best_of_n"], [0.0, 0.01, 0.1], n=8)
+    assert [s.label for s in settings] == [
+        "bc", "qgf w=0.01", "qgf w=0.1", "best_of_8", "qgf_best_of_8 w=0.01", "qgf_best_of_8 w=0.1"]
+    with pytest.raises(ValueError, match="Unknown method"):
+        evaluation.make_settings(["qgf", "magic"], [0.1])
+    with pytest.raises(ValueError, match=">= 0"):
+        evaluation.make_settings(["qgf"], [-0.1])
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+
+def run_cli(argv, capsys):
+    rc = cli.main(argv)
+    captured = capsys.readouterr()
+    return rc, captured.err
+
+
+def test_unknown_env_lists_valid_ids(dataset_path, tmp_path, capsys):
+    rc, err = run_cli(["train", "cube-singel-play-singletask-task2-v0", "--dataset-path", str(dataset_path),
+                       "--out", str(tmp_path), "--steps", "10"], capsys)
+    assert rc == 2
+    assert "Unknown OGBench" in err and "cube-single" in err and "puzzle-4x4" in err
+    assert "Traceback" not in err
+
+
+def test_unknown_task_id(dataset_path, tmp_path, capsys):
+    rc, err = run_cli(["train", "cube-single-play-singletask-task9-v0", "--dataset-path", str(dataset_path),
+                       "--out", str(tmp_path), "--steps", "10"], capsys)
+    assert rc == 2 and "task number" in err
+
+
+def test_goal_conditioned_name_has_no_rewards(dataset_path, tmp_path, capsys):
+    rc, err = run_cli(["train", "cube-single-play-v0", "--dataset-path", str(dataset_path),
+                       "--out", str(tmp_path), "--steps", "10"], capsys)
+    assert rc == 2 and "singletask" in err
+
+
+def test_checkpoint_for_another_env_is_rejected(trained_run, capsys):
+    rc, err = run_cli(["eval", str(trained_run / "checkpoint.msgpack"), "--env",
+                       "cube-double-play-singletask-task2-v0", "--episodes", "1", "--no-progress"], capsys)
+    assert rc == 2
+    assert "obs_dim=28" in err and "obs_dim=37" in err
+
+
+@pytest.mark.parametrize("content, phrase", [(b"", "empty"), (b"PK\x03\x04 definitely not a zip", "corrupted")])
+def test_empty_or_corrupted_dataset_file(tmp_path, capsys, content, phrase):
+    path = tmp_path / "cube-single-play-v0.npz"
+    path.write_bytes(content)
+    (tmp_path / "cube-single-play-v0-val.npz").write_bytes(content)
+    rc, err = run_cli(["train", ENV, "--dataset-path", str(path), "--out", str(tmp_path / "run"),
+                       "--steps", "10"], capsys)
+    assert rc == 2 and phrase in err and str(path) in err
+
+
+def test_missing_dataset_file_explains_how_to_generate(tmp_path, capsys):
+    rc, err = run_cli(["train", ENV, "--dataset-path", str(tmp_path / "cube-single-play-v0.npz"),
+                       "--out", str(tmp_path / "run"), "--steps", "10"], capsys)
+    assert rc == 2 and "qgf-lite generate" in err
+
+
+def test_nan_losses_stop_training_and_keep_last_good_checkpoint(dataset_path, tmp_path, capsys):
+    # An absurd learning rate sends the parameters to inf within a few steps.
+    rc, err = run_cli(["train", ENV, "--dataset-path", str(dataset_path), *TINY, "--lr", "1e30",
+                       "--steps", "200", "--checkpoint-every", "100", "--log-every", "50", "--out", str(tmp_path),
+                       "--no-progress"], capsys)
+    assert rc == 2
+    assert "became NaN/inf at step" in err and "last good checkpoint" in err
+    _, state, extra = load_checkpoint(tmp_path / "checkpoint.msgpack")
+    import jax
+
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(state.policy_params))
+    # The named step is the first one whose losses are not finite: replaying from the checkpoint agrees.
+    step = int(err.split("at step ")[1].split(";")[0])
+    assert 1 <= step <= 200
+    with pytest.raises(TrainingDiverged, match=f"at step {step};"):
+        train(ENV, tmp_path, dataset_path=dataset_path, steps=200, checkpoint_every=100, log_every=50,
+              learning_rate=1e30, progress=False, **TINY_KW)
+
+
+def test_two_host_devices_train_like_one(trained_run, dataset_path, tmp_path):
+    """Data parallel over 2 forced host devices gives the losses of the single-device run."""
+    script = (
+        "import jax, sys; assert jax.local_device_count() == 2, jax.devices()\n"
+        "from qgf_lite.cli import main\n"
+        f"sys.exit(main(['train', {ENV!r}, '--dataset-path', {str(dataset_path)!r}, '--steps', '100', "
+        f"*{TINY!r}, '--checkpoint-every', '100', '--log-every', '50', '--out', {str(tmp_path)!r}, '--no-progress']))\n"
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    two = read_log(tmp_path / "log.jsonl")
+    one = read_log(trained_run / "log.jsonl")[:2]
+    for a, b in zip(two, one):
+        assert a["step"] == b["step"]
+        for key in ("policy_loss", "critic_loss", "value_loss"):
+            assert a[key] == pytest.approx(b[key], rel=1e-3)
+
+
+def test_several_seeds_train_together_and_seed_zero_matches_single_run(trained_run, dataset_path, tmp_path):
+    rc = cli.main(["train", ENV, "--dataset-path", str(dataset_path), "--steps", "50", *TINY, "--seed", "0", "7",
+                   "--checkpoint-every", "50", "--log-every", "50", "--out", str(tmp_path), "--no-progress"])
+    assert rc == 0
+    _, state, extra = load_checkpoint(tmp_path / "checkpoint.msgpack")
+    assert np.asarray(state.step).tolist() == [50, 50] and extra["seeds"] == [0, 7]
+    [multi] = read_log(tmp_path / "log.jsonl")
+    [single] = read_log(trained_run / "log.jsonl")[:1]
+    # vmap over seeds must not change seed 0's trajectory; seed 7 draws other batches and weights.
+    assert multi["policy_loss"][0] == pytest.approx(single["policy_loss"], rel=1e-4)
+    assert multi["policy_loss"][1] != pytest.approx(single["policy_loss"], rel=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:imageio-ffmpeg is not installed")
+def test_record_video_writes_one_frame_per_step(trained_run, tmp_path):
+    import importlib.util
+
+    import imageio.v2 as imageio
+
+    video = evaluation.record_video(trained_run / "checkpoint.msgpack", tmp_path / "rollout.mp4", method="qgf",
+                                    weight=0.05, size=48, max_steps=6)
+    has_mp4_writer = importlib.util.find_spec("imageio_ffmpeg") is not None
+    assert video["path"].endswith(".mp4" if has_mp4_writer else ".gif")
+    frames = imageio.mimread(video["path"])
+    assert video["length"] == 6 and not video["success"]  # nothing can grasp and place the cube in 6 steps
+    assert len(frames) == video["frames"] == 7  # the reset frame plus one per step
+    assert frames[0].shape[:2] == (48, 48)
+
+
+def test_chunk_sampler_at_weight_zero_is_behaviour_cloning(trained_run):
+    import jax
+
+    config, state, _ = load_checkpoint(trained_run / "checkpoint.msgpack")
+    obs = jax.random.normal(jax.random.PRNGKey(3), (3, config.obs_dim))
+    keys = evaluation.episode_chunk_keys(0, [0, 1, 2], 4)
+    args = (state.policy_params, state.critic_params, obs, keys)
+    bc = evaluation.compiled_chunk_sampler(config, "bc", 1, 10)(*args, 0.0)
+    qgf0 = evaluation.compiled_chunk_sampler(config, "qgf", 1, 10)(*args, 0.0)
+    qgf = evaluation.compiled_chunk_sampler(config, "qgf", 1, 10)(*args, 1.0)
+    assert bc.shape == (3, config.chunk_dim) and np.all(np.abs(np.asarray(bc)) <= 1.0)
+    np.testing.assert_allclose(np.asarray(qgf0), np.asarray(bc), atol=1e-6)  # w = 0 is BC, same noise
+    assert not np.allclose(np.asarray(qgf), np.asarray(bc), atol=1e-3)  # and the weight is really applied
