@@ -92,16 +92,20 @@ def load_checkpoint(path, config: Optional[QGFConfig] = None) -> Tuple[QGFConfig
         raise ValueError(f"{path} is not a readable qgf_lite checkpoint ({type(err).__name__}: {err}).") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a qgf_lite checkpoint (no '{FORMAT}' header).")
-    stored_config = QGFConfig.from_dict(
-        {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in payload["config"].items()}
-    )
+    try:
+        stored_config = QGFConfig.from_dict(
+            {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in payload["config"].items()}
+        )
+        stored_state = payload["state"]
+        step = np.asarray(stored_state["step"])
+    except (KeyError, TypeError, AttributeError) as err:
+        # The header is there but the body is not what save_checkpoint writes (a damaged or foreign file).
+        raise ValueError(f"{path} is a damaged qgf_lite checkpoint ({type(err).__name__}: {err}).") from None
     if config is not None:
         diff = _architecture_diff(stored_config, config)
         if diff:
             raise ValueError(f"Checkpoint {path} was trained for another architecture: " + "; ".join(diff) + ".")
         stored_config = config
-    stored_state = payload["state"]
-    step = np.asarray(stored_state["step"])
     if step.ndim == 1:
         template = jax.eval_shape(lambda: init_train_states(stored_config, list(range(step.shape[0]))))
     else:

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from qgf_lite.validation import (
+    as_float_array,
     require_callable,
     require_obs,
     require_positive_int,
@@ -47,6 +48,7 @@ def flow_matching_loss(
     action chunks that cross an episode boundary.
     """
     require_callable("velocity", velocity, "(obs, actions, t) -> velocity")
+    actions = as_float_array("actions", actions)
     require_rank("actions", actions, 2, "(batch, action_dim)")
     batch = actions.shape[0]
     require_obs(obs, batch)
@@ -57,10 +59,18 @@ def flow_matching_loss(
     t = sample_flow_times(time_key, batch, time_grid).astype(actions.dtype)
     target = actions - noise
     pred = velocity(obs, interpolate(noise, actions, t), t)
+    if jnp.shape(pred) != actions.shape:
+        # A (batch, 1) or (batch,) output would broadcast against the target and give a wrong loss silently.
+        raise ValueError(
+            f"`velocity` must return an array of the actions' shape {actions.shape}, got shape {jnp.shape(pred)}."
+        )
     per_sample = jnp.sum(jnp.square(pred - target), axis=-1)
     if weights is None:
         return jnp.mean(per_sample)
     weights = jnp.asarray(weights, per_sample.dtype)
+    if weights.shape != (batch,):
+        # A (batch, 1) column would broadcast to (batch, batch) and weight the wrong terms silently.
+        raise ValueError(f"`weights` must have shape ({batch},), one per sample, got shape {weights.shape}.")
     return jnp.sum(per_sample * weights) / jnp.maximum(jnp.sum(weights), 1e-8)
 
 

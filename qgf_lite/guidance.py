@@ -25,8 +25,10 @@ from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from qgf_lite.validation import (
+    as_float_array,
     is_concrete,
     require_callable,
     require_clip,
@@ -34,6 +36,7 @@ from qgf_lite.validation import (
     require_obs,
     require_positive_int,
     require_rank,
+    require_scalar,
 )
 
 MODES = ("qgf", "jacobian", "noisy", "bptt")
@@ -48,13 +51,47 @@ def _clipper(clip):
     return lambda a: jnp.clip(a, low, high)
 
 
+def _q_values(critic: Critic, obs, actions) -> jnp.ndarray:
+    """critic(obs, actions), checked to hold one Q per particle.
+
+    An ensemble's raw (members, batch) output would otherwise be summed over members by
+    ``critic_action_gradient``: a silently wrong gradient instead of the gradient of the minimum.
+    """
+    q = critic(obs, actions)
+    if jnp.shape(q) != (actions.shape[0],):
+        raise ValueError(
+            f"`critic` must return one Q per particle, shape ({actions.shape[0]},), got shape {jnp.shape(q)}; "
+            "for an ensemble pass the minimum over its members (see qgf_lite.critic_fn)."
+        )
+    return q
+
+
+def _checked_velocity(velocity):
+    """``velocity`` whose output is checked to have the actions' shape (a static check, free under jit)."""
+
+    def checked(obs, actions, t):
+        v = velocity(obs, actions, t)
+        if jnp.shape(v) != actions.shape:
+            raise ValueError(
+                f"`velocity` must return an array of the actions' shape {actions.shape}, got shape {jnp.shape(v)}."
+            )
+        return v
+
+    return checked
+
+
+def _is_zero_weight(weight) -> bool:
+    """True only for a weight known now to be 0 (numpy, not jnp: inside jit even jnp.asarray(0.0) is traced)."""
+    return is_concrete(weight) and bool(np.all(np.asarray(weight) == 0.0))
+
+
 def critic_action_gradient(critic: Critic, obs, actions) -> jnp.ndarray:
     """grad_a Q(s, a) for every particle at once.
 
     Summing over the batch before differentiating is exact because particle b's Q depends only on
     particle b's action, and it costs one backward pass instead of one per particle.
     """
-    return jax.grad(lambda a: jnp.sum(critic(obs, a)))(actions)
+    return jax.grad(lambda a: jnp.sum(_q_values(critic, obs, a)))(actions)
 
 
 def _check_sampler_args(velocity, critic, obs, noise, steps, weight, mode, clip):
@@ -64,11 +101,12 @@ def _check_sampler_args(velocity, critic, obs, noise, steps, weight, mode, clip)
     require_rank("noise", noise, 2, "(batch, action_dim)")
     require_obs(obs, noise.shape[0])
     steps = require_positive_int("steps", steps)
+    require_scalar("weight", weight, "to compare several weights, jax.vmap the sampler over them")
     require_nonnegative(
         "weight", weight, "guidance pushes samples up the critic; w = 1/beta of the KL-regularised target"
     )
     if critic is None:
-        if not (is_concrete(weight) and float(jnp.max(jnp.asarray(weight))) == 0.0):
+        if not _is_zero_weight(weight):
             raise ValueError("`critic` is None but `weight` is not 0: pass a critic (obs, actions) -> Q to guide.")
     else:
         require_callable("critic", critic, "(obs, actions) -> Q of shape (batch,)")
@@ -101,11 +139,13 @@ def guided_sample(
       clip: (low, high) applied to a_hat and to the output, or None for no clipping.
       return_path: also return the particles after every step, shape (steps + 1, batch, action_dim).
     """
+    noise = as_float_array("noise", noise)
     steps, clip = _check_sampler_args(velocity, critic, obs, noise, steps, weight, mode, clip)
+    velocity = _checked_velocity(velocity)
     clip_fn = _clipper(clip)
     batch = noise.shape[0]
     dt = 1.0 / steps
-    unguided = critic is None or (is_concrete(weight) and float(jnp.max(jnp.asarray(weight))) == 0.0)
+    unguided = critic is None or _is_zero_weight(weight)
     weight = jnp.asarray(weight, noise.dtype)
 
     def times(k):
@@ -138,7 +178,7 @@ def guided_sample(
         if mode == "noisy":
             return v, critic_action_gradient(critic, obs, a)
         # bptt
-        return v, jax.grad(lambda a_: jnp.sum(critic(obs, clip_fn(unguided_flow(a_, k)))))(a)
+        return v, jax.grad(lambda a_: jnp.sum(_q_values(critic, obs, clip_fn(unguided_flow(a_, k)))))(a)
 
     def step(a, k):
         v, g = velocity_and_gradient(a, k)
@@ -171,6 +211,7 @@ def best_of_n(
     and with ``return_all`` also the proposals (batch, n, action_dim) and their Q values (batch, n).
     """
     require_callable("critic", critic, "(obs, actions) -> Q of shape (batch,)")
+    noise = as_float_array("noise", noise)
     require_rank("noise", noise, 3, "(batch, n, action_dim)")
     batch, n, dim = noise.shape
     require_obs(obs, batch)
@@ -178,7 +219,7 @@ def best_of_n(
     proposals = guided_sample(
         velocity, critic, flat_obs, noise.reshape(batch * n, dim), steps=steps, weight=weight, mode=mode, clip=clip
     )
-    scores = critic(flat_obs, proposals).reshape(batch, n)
+    scores = _q_values(critic, flat_obs, proposals).reshape(batch, n)
     proposals = proposals.reshape(batch, n, dim)
     best = jnp.take_along_axis(proposals, jnp.argmax(scores, axis=1)[:, None, None], axis=1)[:, 0]
     if return_all:
@@ -200,6 +241,7 @@ def gradient_step(
     """Sample with w = 0, then take ``ascent_steps`` steps a <- clip(a + step_size * grad_a Q(s, a))."""
     require_callable("critic", critic, "(obs, actions) -> Q of shape (batch,)")
     ascent_steps = require_positive_int("ascent_steps", ascent_steps, minimum=0)
+    require_scalar("step_size", step_size, "one step size is shared by every particle")
     require_nonnegative("step_size", step_size, "a negative step descends the critic")
     actions = guided_sample(velocity, None, obs, noise, steps=steps, weight=0.0, clip=clip)
     clip_fn = _clipper(require_clip(clip))

@@ -9,12 +9,28 @@ from __future__ import annotations
 import numbers
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
 def is_concrete(x) -> bool:
     """True when ``x`` has a value now (not a tracer inside jit/vmap/grad)."""
     return not isinstance(x, jax.core.Tracer)
+
+
+def as_float_array(name: str, x):
+    """``x`` (array, nested list or tracer) as a jax array of a floating dtype.
+
+    Integer input is promoted to float32: the samplers and losses add fractional steps to it, which an
+    integer carry would truncate (or which makes ``lax.scan`` fail deep inside jax).
+    """
+    try:
+        arr = jnp.asarray(x)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{name}` must be an array of numbers, got {type(x).__name__}.") from None
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+        arr = arr.astype(jnp.float32)
+    return arr
 
 
 def require_rank(name: str, x, rank: int, what: str) -> None:
@@ -47,6 +63,12 @@ def require_positive_int(name: str, value, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
     return int(value)
+
+
+def require_scalar(name: str, value, hint: str) -> None:
+    """A single number: an array here would broadcast against the actions, one entry per coordinate."""
+    if value is not None and np.ndim(value) != 0:
+        raise ValueError(f"`{name}` must be a single number, got shape {tuple(np.shape(value))}; {hint}.")
 
 
 def require_nonnegative(name: str, value, why: str) -> None:

@@ -1,0 +1,8 @@
+"""Shared test setup: SMOKE mode for notebooks and headless MuJoCo, set before anything imports them."""
+
+import os
+
+# Notebooks run by nbmake inherit this environment, so they take their short SMOKE paths.
+os.environ.setdefault("QGF_SMOKE", "1")
+# MuJoCo picks its GL backend at import; headless machines need EGL.
+os.environ.setdefault("MUJOCO_GL", "egl")
