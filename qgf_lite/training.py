@@ -110,6 +110,12 @@ class TrainState:
 
 def init_train_state(config: QGFConfig, key) -> TrainState:
     """Fresh parameters and optimiser states; the target critic starts as a copy of the critic."""
+    return _init_train_state_compiled(config, key)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_train_state_compiled(config: QGFConfig, key) -> TrainState:
+    # Compiled: run op by op, initialising the paper networks takes seconds on a CPU.
     actor, critic, value = build_networks(config)
     rng, k_actor, k_critic, k_value = jax.random.split(key, 4)
     obs = jnp.zeros((1, config.obs_dim))
