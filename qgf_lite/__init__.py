@@ -9,10 +9,12 @@ from qgf_lite.networks import CriticEnsemble, MLP, SinusoidalTimeEmbedding, Valu
 from qgf_lite.flow import euler_sample, flow_matching_loss, interpolate, sample_flow_times
 from qgf_lite.guidance import (
     MODES,
+    SAMPLER_METHODS,
     best_of_n,
     critic_action_gradient,
     gradient_step,
     guided_sample,
+    sample_with_method,
     sampler_cost,
 )
 from qgf_lite.iql import (

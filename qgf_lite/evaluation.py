@@ -24,8 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qgf_lite.checkpoint import atomic_write_bytes, load_checkpoint
-from qgf_lite.flow import euler_sample
-from qgf_lite.guidance import best_of_n, gradient_step, guided_sample
+from qgf_lite.guidance import sample_with_method
 from qgf_lite.training import QGFConfig, critic_fn, velocity_fn
 from qgf_lite.validation import require_positive_int
 
@@ -97,22 +96,17 @@ def compiled_chunk_sampler(config: QGFConfig, method: str, n: int, flow_steps: i
     """
     dim = config.chunk_dim
 
+    # This CLI's method names -> (sampler_cost's method, guidance mode).
+    kind, mode = {"bc": ("bc", "qgf"), "best_of_n": ("best_of_n", "qgf"), "qgf_best_of_n": ("guided_best_of_n", "qgf"),
+                  "gradient_step": ("gradient_step", "qgf")}.get(method, ("guided", GUIDED_MODES.get(method)))
+    noise_shape = (n, dim) if kind in ("best_of_n", "guided_best_of_n") else (dim,)
+
     def sample(policy_params, critic_params, obs, keys, weight):
-        velocity = velocity_fn(config, policy_params)
-        critic = critic_fn(config, critic_params)
-        if method in ("best_of_n", "qgf_best_of_n"):
-            noise = jax.vmap(lambda k: jax.random.normal(k, (n, dim)))(keys)
-            # A Python 0 (not the traced weight) lets the plain best-of-N proposals skip the critic gradients.
-            w = 0.0 if method == "best_of_n" else weight
-            return best_of_n(velocity, critic, obs, noise, steps=flow_steps, weight=w, mode="qgf")
-        noise = jax.vmap(lambda k: jax.random.normal(k, (dim,)))(keys)
-        if method == "bc":
-            return euler_sample(velocity, obs, noise, steps=flow_steps)
-        if method == "gradient_step":
-            return gradient_step(velocity, critic, obs, noise, steps=flow_steps, step_size=weight,
-                                 ascent_steps=ascent_steps)
-        return guided_sample(velocity, critic, obs, noise, steps=flow_steps, weight=weight,
-                             mode=GUIDED_MODES[method])
+        noise = jax.vmap(lambda k: jax.random.normal(k, noise_shape))(keys)
+        # gradient_step sweeps its ascent step size in the weight slot.
+        return sample_with_method(kind, velocity_fn(config, policy_params), critic_fn(config, critic_params), obs,
+                                  noise, steps=flow_steps, weight=weight, mode=mode, step_size=weight,
+                                  ascent_steps=ascent_steps)
 
     return jax.jit(sample)
 

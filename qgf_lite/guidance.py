@@ -252,6 +252,44 @@ def gradient_step(
     return jax.lax.scan(ascend, actions, None, length=ascent_steps)[0]
 
 
+SAMPLER_METHODS = ("bc", "guided", "best_of_n", "guided_best_of_n", "gradient_step")
+
+
+def sample_with_method(
+    method: str,
+    velocity,
+    critic: Optional[Critic],
+    obs,
+    noise,
+    *,
+    steps: int = 10,
+    weight=0.0,
+    mode: str = "qgf",
+    step_size=0.01,
+    ascent_steps: int = 3,
+    clip=(-1.0, 1.0),
+):
+    """Any test-time method of spec §4 by name, as ``sampler_cost`` names them, so sweeps need no dispatch of their own.
+
+    "bc" (weight 0), "guided" (``mode`` at ``weight``), "best_of_n" (unguided proposals), "guided_best_of_n" and
+    "gradient_step" (``step_size``, ``ascent_steps``). Best-of-N methods take noise (batch, n, dim), the others
+    (batch, dim).
+    """
+    if method == "bc":
+        return guided_sample(velocity, None, obs, noise, steps=steps, clip=clip)
+    if method == "guided":
+        return guided_sample(velocity, critic, obs, noise, steps=steps, weight=weight, mode=mode, clip=clip)
+    if method == "best_of_n":
+        # A Python 0, not a traced weight, lets the proposals skip the critic gradients.
+        return best_of_n(velocity, critic, obs, noise, steps=steps, weight=0.0, clip=clip)
+    if method == "guided_best_of_n":
+        return best_of_n(velocity, critic, obs, noise, steps=steps, weight=weight, mode=mode, clip=clip)
+    if method == "gradient_step":
+        return gradient_step(velocity, critic, obs, noise, steps=steps, step_size=step_size,
+                             ascent_steps=ascent_steps, clip=clip)
+    raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(SAMPLER_METHODS)}.")
+
+
 def sampler_cost(method: str, steps: int = 10, n: int = 1, ascent_steps: int = 3, mode: str = "qgf") -> dict:
     """Network evaluations one action costs, for compute-matched comparisons.
 

@@ -32,7 +32,7 @@ import numpy as np
 from qgf_lite import metrics, toy
 from qgf_lite.checkpoint import load_checkpoint, save_checkpoint
 from qgf_lite.data import make_dataset
-from qgf_lite.guidance import MODES, best_of_n, gradient_step, guided_sample, sampler_cost
+from qgf_lite.guidance import MODES, guided_sample, sample_with_method, sampler_cost
 from qgf_lite.training import QGFConfig, TrainState, critic_fn, fit, init_train_state, velocity_fn
 from qgf_lite.validation import require_positive_int
 
@@ -239,15 +239,9 @@ class SamplerSpec:
 
 
 def _run_spec(spec: SamplerSpec, velocity, critic, key, num: int, weight):
-    # ``weight`` arrives as an array (traced under jit): guided_sample reads a Python-number weight with jnp,
-    # which fails while tracing, and BC is exactly guidance at weight 0.
     noise = jax.random.normal(key, (num, spec.n, ACTION_DIM) if "best_of_n" in spec.method else (num, ACTION_DIM))
-    if spec.method in ("bc", "guided"):
-        return guided_sample(velocity, critic, None, noise, steps=spec.steps, weight=weight, mode=spec.mode)
-    if spec.method == "gradient_step":
-        return gradient_step(velocity, critic, None, noise, steps=spec.steps, step_size=spec.step_size,
-                             ascent_steps=spec.ascent_steps)
-    return best_of_n(velocity, critic, None, noise, steps=spec.steps, weight=weight, mode=spec.mode)
+    return sample_with_method(spec.method, velocity, critic, None, noise, steps=spec.steps, weight=weight,
+                              mode=spec.mode, step_size=spec.step_size, ascent_steps=spec.ascent_steps)
 
 
 def _spec_weight(spec: SamplerSpec) -> jnp.ndarray:
