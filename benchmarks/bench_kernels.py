@@ -414,7 +414,7 @@ def run_benchmarks(sizes: Sizes, paper_config: Optional[QGFConfig] = None, toy_c
 
 
 def write_json_atomically(path: str, obj: dict) -> None:
-    from qgf_lite.checkpoint import atomic_write_bytes
+    from qgf_lite.fileio import atomic_write_bytes
 
     atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
 

@@ -7,8 +7,6 @@ architecture they are loaded into and names the first mismatch.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -16,28 +14,11 @@ import flax.serialization
 import jax
 import numpy as np
 
+from qgf_lite.fileio import atomic_write_bytes
 from qgf_lite.training import QGFConfig, TrainState, init_train_state, init_train_states
 
 FORMAT = "qgf_lite.checkpoint"
 FORMAT_VERSION = 1
-
-
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers only ever see a complete file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _plain(value):

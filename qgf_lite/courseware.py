@@ -624,8 +624,7 @@ def grade_notebook(
 
 def write_atomically(path: Path, text: str) -> None:
     """Write text so readers never see half a file (temp file + os.replace)."""
-    # Imported here: qgf_lite.checkpoint pulls in jax, which `grade` never needs.
-    from qgf_lite.checkpoint import atomic_write_bytes
+    from qgf_lite.fileio import atomic_write_bytes
 
     atomic_write_bytes(path, text.encode("utf-8"))
 

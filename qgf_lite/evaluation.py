@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qgf_lite.checkpoint import atomic_write_bytes, load_checkpoint
+from qgf_lite.checkpoint import load_checkpoint
+from qgf_lite.fileio import atomic_write_bytes
 from qgf_lite.guidance import sample_with_method
 from qgf_lite.training import QGFConfig, critic_fn, velocity_fn
 from qgf_lite.validation import require_positive_int
@@ -461,10 +462,13 @@ def record_video(
     path = video_format_for(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    if path.suffix == ".gif":
-        imageio.mimsave(tmp, frames, duration=1000 / fps, loop=0)
-    else:
-        imageio.mimsave(tmp, frames, fps=fps)
-    os.replace(tmp, path)
+    try:
+        if path.suffix == ".gif":
+            imageio.mimsave(tmp, frames, duration=1000 / fps, loop=0)
+        else:
+            imageio.mimsave(tmp, frames, fps=fps)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write leaves no partial video behind
     return {"path": str(path), "success": result["success"], "return": result["return"],
             "length": result["length"], "frames": len(frames), "setting": setting.label}

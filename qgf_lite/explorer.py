@@ -26,7 +26,7 @@ import numpy as np
 
 from qgf_lite import toy, widgets
 from qgf_lite import toy_experiments as tx
-from qgf_lite.checkpoint import atomic_write_bytes
+from qgf_lite.fileio import atomic_write_bytes
 from qgf_lite.guidance import guided_sample
 from qgf_lite.validation import require_positive_int
 
@@ -190,7 +190,6 @@ def export_guidance_explorer(
     intro = _page_intro(bandit, num_samples, train_steps, EULER_STEPS)
     page = explorer_page_html(fig, intro, include_plotlyjs=include_plotlyjs)
     atomic_write_bytes(path, page.encode("utf-8"))
-    os.chmod(path, 0o644)  # the atomic write's temporary file is private (0600); a web page must be readable
     return path
 
 

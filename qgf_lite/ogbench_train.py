@@ -20,7 +20,8 @@ from typing import Callable, Optional, Sequence
 import jax
 import numpy as np
 
-from qgf_lite.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from qgf_lite.checkpoint import load_checkpoint, save_checkpoint
+from qgf_lite.fileio import atomic_write_bytes
 from qgf_lite.data import TransitionDataset, dataset_from_dict
 from qgf_lite.training import (
     QGFConfig,

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from qgf_lite import checkpoint as checkpoint_module
+from qgf_lite import fileio as atomic_io  # where save_checkpoint writes the file
 from qgf_lite.checkpoint import load_checkpoint, save_checkpoint
 from qgf_lite.training import QGFConfig, init_train_state, init_train_states
 
@@ -116,11 +116,11 @@ def test_failed_save_leaves_old_checkpoint_and_no_temp_file(tmp_path, single_sta
         raise OSError(f"{failure} failed (simulated)")
 
     if failure == "half_write":
-        monkeypatch.setattr(checkpoint_module.os, "fdopen", lambda *a, **k: _HalfWriteFile(real_fdopen(*a, **k)))
+        monkeypatch.setattr(atomic_io.os, "fdopen", lambda *a, **k: _HalfWriteFile(real_fdopen(*a, **k)))
     elif failure == "fsync":
-        monkeypatch.setattr(checkpoint_module.os, "fsync", boom)
+        monkeypatch.setattr(atomic_io.os, "fsync", boom)
     else:
-        monkeypatch.setattr(checkpoint_module.os, "replace", boom)
+        monkeypatch.setattr(atomic_io.os, "replace", boom)
     newer = single_state.replace(step=single_state.step + 1)
     with pytest.raises(OSError, match="simulated"):
         save_checkpoint(path, CONFIG, newer)
@@ -183,3 +183,11 @@ def test_corrupt_file_raises_value_error(tmp_path, single_state, damage):
         path.write_bytes(flax.serialization.msgpack_serialize(payload))
     with pytest.raises(ValueError, match="ckpt.msgpack"):
         load_checkpoint(path)
+
+
+def test_saved_checkpoint_has_the_usual_permissions(tmp_path, single_state):
+    """The atomic write's temporary file is private (mkstemp, 0600); the result must follow the umask like open()."""
+    path = save_checkpoint(tmp_path / "ckpt.msgpack", CONFIG, single_state)
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert (os.stat(path).st_mode & 0o777) == (os.stat(plain).st_mode & 0o777)
