@@ -466,7 +466,8 @@ def record_video(
         if path.suffix == ".gif":
             imageio.mimsave(tmp, frames, duration=1000 / fps, loop=0)
         else:
-            imageio.mimsave(tmp, frames, fps=fps)
+            # 8 divides the 200-pixel renders and keeps H.264's even sizes, so frames are not rescaled.
+            imageio.mimsave(tmp, frames, fps=fps, macro_block_size=8)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # a failed write leaves no partial video behind
