@@ -17,7 +17,7 @@ import tempfile
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from qgf_lite.ogbench_data import generate_dataset  # noqa: E402
+from qgf_lite.ogbench.generate import generate_dataset  # noqa: E402
 
 
 def _cpu_seconds() -> float:

@@ -7,7 +7,7 @@
    H = 5 chunks of 5-dim actions, obs 40) and the notebook config (3 x 128, 2D actions, no state).
 2. Guided sampling latency with the paper networks (QGF, 10 steps, w = 0.05) at batch 1 and 1000.
 3. The slider path: QGF on 2048 2D particles with the networks the notebooks' sliders really run
-   (``toy_experiments.toy_config()``: actor 3 x 64, critic 2 x 64, no LayerNorm), the weight a traced
+   (``toy.experiments.toy_config()``: actor 3 x 64, critic 2 x 64, no LayerNorm), the weight a traced
    argument so a slider never recompiles; and, for scale, the same with 3 x 128 LayerNorm networks.
 
 Sampling latencies are measured twice on CPU: with XLA's default options, and with the CPU option in
@@ -299,7 +299,7 @@ def bench_guided(config: QGFConfig, batch: int, repeats: int, budget_s: float = 
 def slider_config(hidden=None) -> QGFConfig:
     """The notebooks' own slider networks when ``hidden`` is None, else ``hidden``-wide LayerNorm networks."""
     if hidden is None:
-        from qgf_lite.toy_experiments import toy_config
+        from qgf_lite.toy.experiments import toy_config
 
         return toy_config()
     return QGFConfig(obs_dim=0, action_dim=2, horizon=1, actor_hidden=hidden, critic_hidden=hidden, value_hidden=hidden)

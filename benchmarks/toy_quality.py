@@ -1,6 +1,6 @@
 """Does QGF improve on BC on the ring bandit, and how close does it get to the tilted target?
 
-Trains the toy BC flow + critic once (qgf_lite.toy_experiments), then measures with the TRUE reward:
+Trains the toy BC flow + critic once (qgf_lite.toy.experiments), then measures with the TRUE reward:
 1. mean reward of BC and of QGF at several weights, over several sampling seeds;
 2. at equal compute (qgf_lite.sampler_cost): QGF vs the noisy-gradient mode, the Jacobian mode, best-of-N and a
    gradient-step baseline, with their distances (sliced Wasserstein, MMD) to pi_ref exp(w Q);
@@ -20,7 +20,7 @@ import time
 import jax
 import numpy as np
 
-from qgf_lite import toy_experiments as tx
+from qgf_lite.toy import experiments as tx
 
 
 def main() -> None:

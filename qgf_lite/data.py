@@ -1,4 +1,4 @@
-"""Transitions held in device memory, and action-chunk minibatches sampled on the device (spec §3).
+"""Transitions held in device memory, and action-chunk minibatches sampled on the device (docs/algorithm.md §3).
 
 The reference implementation draws every minibatch with numpy on the host and copies it over; here the
 whole dataset is put on the device once and ``sample_chunk_batch`` is a pure jax function, so it can run

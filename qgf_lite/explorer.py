@@ -1,8 +1,8 @@
 """A static HTML page of the guidance explorer: notebook 03's weight slider, with no kernel behind it.
 
-``export_guidance_explorer`` trains the BC flow and the critic on a toy bandit (``toy_experiments.train_toy_bandit``),
+``export_guidance_explorer`` trains the BC flow and the critic on a toy bandit (``toy.experiments.train_toy_bandit``),
 draws QGF samples for every guidance weight in one vectorised call (``widgets.build_frames_view``) over the tilted
-target pi_ref(a) exp(w Q(a)) (``toy_experiments.tilted_density_fn``), and writes one self-contained HTML file whose
+target pi_ref(a) exp(w Q(a)) (``toy.experiments.tilted_density_fn``), and writes one self-contained HTML file whose
 plotly slider swaps between the precomputed frames. It opens from disk (``file://``), on GitHub Pages or in any
 browser: no Jupyter server, no Python.
 
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qgf_lite import toy, widgets
-from qgf_lite import toy_experiments as tx
+from qgf_lite.toy import experiments as tx
 from qgf_lite.fileio import atomic_write_bytes
 from qgf_lite.guidance import guided_sample
 from qgf_lite.validation import require_positive_int

@@ -1,4 +1,4 @@
-"""Flow-matching behavioural cloning (spec §2): the loss and the plain Euler sampler.
+"""Flow-matching behavioural cloning (docs/algorithm.md §2): the loss and the plain Euler sampler.
 
 Time runs from noise (t = 0) to data (t = 1): a_t = (1 - t) a0 + t a1 and the target velocity is a1 - a0.
 """

@@ -1,4 +1,4 @@
-"""Test-time guidance of a flow policy by a critic (spec §4), and its baselines.
+"""Test-time guidance of a flow policy by a critic (docs/algorithm.md §4), and its baselines.
 
 For k = 0..K-1, t = k/K, dt = 1/K:
 
@@ -269,7 +269,8 @@ def sample_with_method(
     ascent_steps: int = 3,
     clip=(-1.0, 1.0),
 ):
-    """Any test-time method of spec §4 by name, as ``sampler_cost`` names them, so sweeps need no dispatch of their own.
+    """Any test-time method (docs/algorithm.md §4-§5) by name, as ``sampler_cost`` names them, so sweeps need no
+    dispatch of their own.
 
     "bc" (weight 0), "guided" (``mode`` at ``weight``), "best_of_n" (unguided proposals), "guided_best_of_n" and
     "gradient_step" (``step_size``, ``ascent_steps``). Best-of-N methods take noise (batch, n, dim), the others

@@ -1,4 +1,4 @@
-"""Implicit Q-learning with action chunks (spec §3), as small pure functions.
+"""Implicit Q-learning with action chunks (docs/algorithm.md §3), as small pure functions.
 
 A training sample is a chunk of H consecutive steps starting at s_t. Per step i < H we have the reward
 r_{t+i}, ``terminals`` (1 on the last step of an episode) and ``masks`` (0 where the task is done, so the

@@ -1,4 +1,4 @@
-"""The three networks of QGF (spec §2-§3), in flax linen.
+"""The three networks of QGF (docs/algorithm.md §2-§3), in flax linen.
 
 - ``VelocityField``  v(s, a_t, t): the flow-matching BC policy.
 - ``CriticEnsemble`` Q_i(s, a): an ensemble whose members are vectorised with ``nn.vmap``.

@@ -1,4 +1,4 @@
-"""Training BC (flow matching) and IQL side by side, never coupled (spec §2-§3).
+"""Training BC (flow matching) and IQL side by side, never coupled (docs/algorithm.md §2-§3).
 
 - ``QGFConfig``: every size and hyper-parameter, frozen (it is a static argument of the jitted functions).
 - ``TrainState``: the three networks' parameters, their Adam states, the target critic and a PRNG key.
@@ -30,7 +30,7 @@ from qgf_lite.validation import require_positive_int
 
 @dataclasses.dataclass(frozen=True)
 class QGFConfig:
-    """Sizes and hyper-parameters; defaults are the paper/reference ones (spec §2-§4)."""
+    """Sizes and hyper-parameters; defaults are the paper/reference ones (docs/algorithm.md §2-§4)."""
 
     obs_dim: int
     action_dim: int  # per environment step; the policy outputs horizon * action_dim

@@ -13,9 +13,9 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from qgf_lite import cli, evaluation  # noqa: E402
+from qgf_lite.ogbench import cli, evaluation  # noqa: E402
 from qgf_lite.checkpoint import load_checkpoint  # noqa: E402
-from qgf_lite.ogbench_train import TrainingDiverged, read_log, train  # noqa: E402
+from qgf_lite.ogbench.train import TrainingDiverged, read_log, train  # noqa: E402
 
 # gymnasium warns each time OGBench builds a space from float64 bounds; harmless here.
 pytestmark = pytest.mark.filterwarnings("ignore:.*precision lowered:UserWarning")
@@ -221,7 +221,7 @@ def test_two_host_devices_train_like_one(trained_run, dataset_path, tmp_path):
     """Data parallel over 2 forced host devices gives the losses of the single-device run."""
     script = (
         "import jax, sys; assert jax.local_device_count() == 2, jax.devices()\n"
-        "from qgf_lite.cli import main\n"
+        "from qgf_lite.ogbench.cli import main\n"
         f"sys.exit(main(['train', {ENV!r}, '--dataset-path', {str(dataset_path)!r}, '--steps', '100', "
         f"*{TINY!r}, '--checkpoint-every', '100', '--log-every', '50', '--out', {str(tmp_path)!r}, '--no-progress']))\n"
     )

@@ -215,24 +215,31 @@ def test_selftest_reports_a_solution_that_fails_its_check(dist, tmp_path):
     assert len(problems) == 1 and problems[0].startswith(f"{FIXTURE.stem} solutions: exercise 1.2 fails")
 
 
-def test_colab_cell_installs_only_on_colab_and_is_not_graded(tmp_path, monkeypatch):
-    spec = "qgf_lite @ git+https://example.org/qgf_lite.git"
-    cw.build(tmp_path, [FIXTURE], colab_install=spec, log=lambda _: None)
+def test_release_pins_the_install_cell_which_the_grader_never_runs(tmp_path, monkeypatch):
+    release = "qgf_lite @ git+https://example.org/qgf_lite.git@v9.9.9"
+    cw.build(tmp_path, [FIXTURE], release=release, log=lambda _: None)
     student = cw.read_notebook(tmp_path / "student" / FIXTURE.name)
     first_code = next(c for c in student.cells if c.cell_type == "code")
-    assert repr(spec) in first_code.source
+    assert "install" in first_code.metadata.tags and repr(release) in first_code.source
     assert not cw.is_setup_cell(first_code)  # the grader must not pip install
     autograder = cw.read_notebook(tmp_path / "autograder" / FIXTURE.name)
-    assert spec not in nbformat.writes(autograder)
+    assert release not in nbformat.writes(autograder)
+
+    class Done:
+        returncode = 0
+        stderr = ""
 
     calls = []
-    monkeypatch.setattr("subprocess.run", lambda *a, **k: calls.append(a))
-    monkeypatch.delitem(__import__("sys").modules, "google.colab", raising=False)
+    monkeypatch.setattr("subprocess.run", lambda args, **k: calls.append(args[-1]) or Done())
+    monkeypatch.delenv("QGF_LITE_SOURCE", raising=False)
     exec(first_code.source, {})
-    assert calls == []  # outside Colab the cell does nothing
+    assert calls == []  # qgf_lite is installed here: the cell does nothing
+    monkeypatch.setenv("QGF_LITE_SOURCE", "/wheels/qgf_lite-0.2.0-py3-none-any.whl")
+    exec(first_code.source, {})
+    assert calls == ["/wheels/qgf_lite-0.2.0-py3-none-any.whl"]  # the teacher's or CI's pin wins
 
-    with pytest.raises(ValueError, match="colab_install"):
-        cw.build(tmp_path / "other", [FIXTURE], colab_install="a\nb", log=lambda _: None)
+    with pytest.raises(ValueError, match="one pip requirement"):
+        cw.build(tmp_path / "other", [FIXTURE], release="a\nb", log=lambda _: None)
     assert not (tmp_path / "other").exists()
 
 

@@ -19,7 +19,7 @@ import pytest
 
 import qgf_lite
 from qgf_lite import explorer, toy
-from qgf_lite import toy_experiments as tx
+from qgf_lite.toy import experiments as tx
 
 WEIGHTS = (0.0, 1.0, 3.0)
 TRAIN_STEPS = 150

@@ -1,4 +1,4 @@
-"""Flow matching (spec §2): the loss against a hand computation, the time grid, and learning a 2D mixture."""
+"""Flow matching (docs/algorithm.md §2): the loss against a hand computation, the time grid, and learning a 2D mixture."""
 
 import functools
 

@@ -1,4 +1,4 @@
-"""guided_sample, best_of_n and gradient_step against hand-written numpy loops (spec §4).
+"""guided_sample, best_of_n and gradient_step against hand-written numpy loops (docs/algorithm.md §4).
 
 The velocity and critic are analytic, with their derivatives written out by hand in numpy, so the
 reference loop shares no code (and no autodiff) with qgf_lite. The velocity is non-linear in the action
@@ -97,7 +97,7 @@ def bptt_gradient_np(obs, a, k, clip):
 
 
 def guided_sample_np(obs, noise, weight, mode, clip, steps=STEPS):
-    """Spec §4, written as a plain loop; returns (actions, path)."""
+    """docs/algorithm.md §4, written as a plain loop; returns (actions, path)."""
     dt = 1.0 / steps
     a = noise.astype(np.float64).copy()
     path = [a.copy()]

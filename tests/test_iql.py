@@ -1,4 +1,4 @@
-"""IQL with action chunks (spec §3): expectiles, chunk returns, losses, Polyak averaging, and chunk sampling."""
+"""IQL with action chunks (docs/algorithm.md §3): expectiles, chunk returns, losses, Polyak averaging, and chunk sampling."""
 
 import jax
 import jax.numpy as jnp
@@ -62,7 +62,7 @@ def test_expectile_regression_converges_to_analytic_expectile(tau):
 
 # ----------------------------------------------------------------- chunk returns
 def chunk_returns_loop(rewards, terminals, masks, gamma):
-    """Spec §3 by hand: sum rewards until (and including) the first terminal; bootstrap only if the chunk
+    """docs/algorithm.md §3 by hand: sum rewards until (and including) the first terminal; bootstrap only if the chunk
     stays in one episode up to its last step and no step in it is a task end (mask 0)."""
     batch, horizon = rewards.shape
     returns, valid, boot = np.zeros(batch), np.zeros((batch, horizon)), np.zeros(batch)

@@ -1,4 +1,4 @@
-"""Tests for qgf_lite.metrics against independent numpy computations and closed forms."""
+"""Tests for qgf_lite.toy.metrics against independent numpy computations and closed forms."""
 
 import math
 
@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qgf_lite import metrics, toy
+from qgf_lite import toy
+from qgf_lite.toy import metrics
 
 
 def _gaussian(seed, n, dim=2, shift=0.0, scale=0.3):

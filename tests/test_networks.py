@@ -1,4 +1,4 @@
-"""The three networks (spec §2-§3) against a hand-written numpy forward pass of the documented architecture."""
+"""The three networks (docs/algorithm.md §2-§3) against a hand-written numpy forward pass of the documented architecture."""
 
 import math
 

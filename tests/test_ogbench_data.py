@@ -12,7 +12,8 @@ import numpy as np
 import ogbench
 import pytest
 
-from qgf_lite import ogbench_data as od
+from qgf_lite.ogbench import datasets as od
+from qgf_lite.ogbench import generate as og
 
 # gymnasium complains about ogbench's float64 Box bounds on every env construction; it is harmless.
 pytestmark = pytest.mark.filterwarnings("ignore:.*precision lowered:UserWarning")
@@ -24,7 +25,7 @@ LENGTH = 120  # long enough for the oracle to finish a pick-and-place and get a 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("gen") / "cube-single-play-v0.npz")
-    stats = od.generate_dataset(
+    stats = og.generate_dataset(
         "cube-single", num_episodes=EPISODES, out_path=path, seed=0, workers=1, episode_length=LENGTH,
         progress=False,
     )
@@ -132,7 +133,7 @@ def test_generated_data_replays_exactly_in_a_fresh_env(generated):
     env = _make_gc_env("cube-single-v0", terminate_at_goal=False, mode="data_collection", max_episode_steps=LENGTH)
     for episode in range(EPISODES):
         rows = slice(episode * LENGTH, (episode + 1) * LENGTH)
-        env_seed = int(od.episode_seed_sequence(0, episode).generate_state(1)[0])
+        env_seed = int(og.episode_seed_sequence(0, episode).generate_state(1)[0])
         ob, info = env.reset(seed=env_seed)
         observations, qpos = [ob], [info["qpos"]]
         for action in raw["actions"][rows][:-1]:
@@ -149,7 +150,7 @@ def test_generated_data_replays_exactly_in_a_fresh_env(generated):
 def test_same_seed_same_data_for_any_worker_count_and_new_seed_differs(generated, tmp_path):
     path, _ = generated
     two_workers = str(tmp_path / "two.npz")
-    od.generate_dataset(
+    og.generate_dataset(
         "cube-single-play-v0", num_episodes=EPISODES, out_path=two_workers, seed=0, workers=2,
         episode_length=LENGTH, progress=False,
     )
@@ -160,7 +161,7 @@ def test_same_seed_same_data_for_any_worker_count_and_new_seed_differs(generated
             np.testing.assert_array_equal(first[key], second[key], err_msg=key)
 
     other_seed = str(tmp_path / "seed1.npz")
-    od.generate_dataset(
+    og.generate_dataset(
         "cube-single", num_episodes=1, out_path=other_seed, seed=1, episode_length=LENGTH, progress=False
     )
     assert not np.array_equal(_read(other_seed)["actions"], _read(path)["actions"][:LENGTH])
@@ -169,7 +170,7 @@ def test_same_seed_same_data_for_any_worker_count_and_new_seed_differs(generated
 def test_generation_does_not_disturb_the_callers_numpy_random_state(tmp_path):
     np.random.seed(123)
     expected = np.random.RandomState(123).rand(3)
-    od.generate_dataset("cube-single", num_episodes=1, out_path=str(tmp_path / "x.npz"), episode_length=20,
+    og.generate_dataset("cube-single", num_episodes=1, out_path=str(tmp_path / "x.npz"), episode_length=20,
                         progress=False)
     np.testing.assert_array_equal(np.random.rand(3), expected)
 
@@ -188,25 +189,25 @@ def test_failure_while_writing_leaves_old_files_and_no_partial_file(generated, t
             raise OSError("disk full")
         np.savez_compressed(file, **arrays)
 
-    monkeypatch.setattr(od, "_save_npz", save_then_crash)
+    monkeypatch.setattr(og, "_save_npz", save_then_crash)
     with pytest.raises(OSError, match="disk full"):
-        od.generate_dataset("cube-single", num_episodes=1, out_path=str(out), episode_length=20, progress=False)
+        og.generate_dataset("cube-single", num_episodes=1, out_path=str(out), episode_length=20, progress=False)
     for target in (out, tmp_path / "data-val.npz"):
         np.testing.assert_array_equal(_read(target)["marker"], old["marker"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data-val.npz", "data.npz"]
 
 
 def test_failure_midway_through_episodes_writes_nothing(tmp_path, monkeypatch):
-    real_collect = od.collect_episode
+    real_collect = og.collect_episode
 
     def crash_on_third(collector, index):
         if index == 2:
             raise RuntimeError("simulated crash")
         return real_collect(collector, index)
 
-    monkeypatch.setattr(od, "collect_episode", crash_on_third)
+    monkeypatch.setattr(og, "collect_episode", crash_on_third)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        od.generate_dataset("cube-single", num_episodes=3, out_path=str(tmp_path / "d.npz"), episode_length=20,
+        og.generate_dataset("cube-single", num_episodes=3, out_path=str(tmp_path / "d.npz"), episode_length=20,
                             progress=False)
     assert list(tmp_path.iterdir()) == []
 
@@ -225,17 +226,17 @@ def test_failure_midway_through_episodes_writes_nothing(tmp_path, monkeypatch):
 )
 def test_generate_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        od.generate_dataset("cube-single", **{"out_path": "/tmp/qgf-never-written.npz", **kwargs})
+        og.generate_dataset("cube-single", **{"out_path": "/tmp/qgf-never-written.npz", **kwargs})
 
 
 def test_generate_rejects_type_that_contradicts_the_name():
     with pytest.raises(ValueError, match="noisy"):
-        od.generate_dataset("cube-single-noisy-v0", dataset_type="play", out_path="/tmp/qgf-never-written.npz")
+        og.generate_dataset("cube-single-noisy-v0", dataset_type="play", out_path="/tmp/qgf-never-written.npz")
 
 
 def test_cli_generates_a_loadable_dataset(tmp_path, capsys):
     out = str(tmp_path / "cli.npz")
-    status = od.main_generate(
+    status = og.main_generate(
         ["cube-single", "--type", "noisy", "--episodes", "1", "--workers", "1", "--seed", "3", "--out", out,
          "--episode-length", "30", "--no-progress"]
     )
@@ -243,7 +244,7 @@ def test_cli_generates_a_loadable_dataset(tmp_path, capsys):
     _, train, val = od.load_dataset("cube-single-noisy-v0", dataset_path=out)
     assert train["actions"].shape == (29, 5) and val["actions"].shape == (29, 5)
     with pytest.raises(SystemExit):
-        od.main_generate(["cube-hexadecuple", "--out", out])
+        og.main_generate(["cube-hexadecuple", "--out", out])
 
 
 # --------------------------------------------------------------------------------------------- loading

@@ -26,9 +26,18 @@ def _environment_pip_list():
     return items
 
 
+def _expand_extra(extras: dict, extra: str) -> list:
+    """An extra's requirements with its references to other extras (``qgf_lite[a,b]``) expanded."""
+    out = []
+    for requirement in extras[extra]:
+        nested = re.fullmatch(r"qgf_lite\[(.*)\]", requirement)
+        out += [r for e in nested.group(1).split(",") for r in _expand_extra(extras, e.strip())] if nested else [requirement]
+    return out
+
+
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {_normalise(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    wanted = {_normalise(r) for r in project["dependencies"] + _expand_extra(project["optional-dependencies"], "dev")}
     have = {_normalise(r) for r in _environment_pip_list()}
     assert have == wanted, (
         f"environment.yml lacks {sorted(wanted - have)} and has extra {sorted(have - wanted)}"

@@ -1,6 +1,6 @@
 """QGF on the ring bandit, measured with the true reward; plus the toy-experiment helpers it relies on.
 
-One small BC flow + critic is trained once for the module (qgf_lite.toy_experiments, about 1500 steps).
+One small BC flow + critic is trained once for the module (qgf_lite.toy.experiments, about 1500 steps).
 """
 
 import jax
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from qgf_lite import guided_sample, sampler_cost, toy
-from qgf_lite import toy_experiments as tx
+from qgf_lite.toy import experiments as tx
 
 WEIGHT = 1.0
 NUM = 1000

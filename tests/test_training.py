@@ -1,4 +1,4 @@
-"""The trainer (spec §3): losses fall, the policy never sees the critic, multi-seed vmap and chunked scans
+"""The trainer (docs/algorithm.md §3): losses fall, the policy never sees the critic, multi-seed vmap and chunked scans
 equal plain single runs, and a stateless bandit trains."""
 
 import jax

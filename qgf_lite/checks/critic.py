@@ -1,4 +1,4 @@
-"""Checks for the critic exercises of notebook 02 (spec §3: IQL with action chunks).
+"""Checks for the critic exercises of notebook 02 (docs/algorithm.md §3: IQL with action chunks).
 
 Student signatures (the check calls them exactly like this):
 

@@ -1,4 +1,4 @@
-"""Checks for the flow-matching exercises of notebook 01 (spec §2).
+"""Checks for the flow-matching exercises of notebook 01 (docs/algorithm.md §2).
 
 Student signatures (the check calls them exactly like this):
 

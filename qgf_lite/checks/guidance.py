@@ -1,4 +1,4 @@
-"""Checks for the guidance exercises of notebooks 03 and 04 (spec §4).
+"""Checks for the guidance exercises of notebooks 03 and 04 (docs/algorithm.md §4).
 
 Student signatures (the check calls them exactly like this):
 
@@ -93,7 +93,7 @@ def check_denoised_estimate(fn) -> None:
     want_grad = jax.grad(lambda x: jnp.sum(reference_denoised_estimate(velocity, x, t) * weights))(a)
     if not np.allclose(got_grad, want_grad, rtol=1e-4, atol=1e-5):
         fail(name, "the values are right but the gradient flows through the velocity network.",
-             "wrap v in jax.lax.stop_gradient: QGF treats d a_hat / d a as the identity (spec §4).")
+             "wrap v in jax.lax.stop_gradient: QGF treats d a_hat / d a as the identity (docs/algorithm.md §4).")
     passed(name)
 
 

@@ -43,7 +43,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    from qgf_lite.evaluation import DEFAULT_WEIGHTS, METHODS
+    from qgf_lite.ogbench.evaluation import DEFAULT_WEIGHTS, METHODS
 
     parser.add_argument("checkpoint", help="checkpoint.msgpack written by `qgf-lite train`")
     parser.add_argument("--env", default=None, help="single-task env name (default: the one it was trained on)")
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_train(args) -> int:
-    from qgf_lite.ogbench_train import train
+    from qgf_lite.ogbench.train import train
 
     result = train(
         args.env, args.out, steps=args.steps, dataset_path=args.dataset_path, dataset_dir=args.dataset_dir,
@@ -104,7 +104,7 @@ def best_guided_weight(report: dict, method: str) -> Optional[float]:
 
 
 def run_eval(args) -> int:
-    from qgf_lite.evaluation import evaluate, record_video, results_table, video_format_for
+    from qgf_lite.ogbench.evaluation import evaluate, record_video, results_table, video_format_for
 
     if args.video:
         video_format_for(args.video)  # a bad video path fails now, not after the whole evaluation
@@ -129,7 +129,7 @@ def run_eval(args) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "generate":
-        from qgf_lite.ogbench_data import main_generate
+        from qgf_lite.ogbench.generate import main_generate
 
         return main_generate(argv[1:])
     parser = build_parser()

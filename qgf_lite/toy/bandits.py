@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -33,6 +32,39 @@ import jax.numpy as jnp
 import numpy as np
 
 from qgf_lite.validation import is_concrete, require_positive_int
+
+__all__ = [
+    "Array",
+    "RewardFn",
+    "LogDensityFn",
+    "BANDIT_NAMES",
+    "as_key",
+    "ring_means",
+    "sample_ring",
+    "ring_log_density",
+    "moons_curve_points",
+    "sample_moons",
+    "checkerboard_cells",
+    "sample_checkerboard",
+    "checkerboard_log_density",
+    "spiral_curve_points",
+    "sample_spiral",
+    "bump_reward",
+    "in_discs",
+    "in_box",
+    "context_ring_reward",
+    "in_context_sector",
+    "sample_ring_contexts",
+    "BanditProblem",
+    "ring_bandit",
+    "moons_bandit",
+    "checkerboard_bandit",
+    "spiral_bandit",
+    "contextual_ring_bandit",
+    "make_bandit",
+]
+
+
 
 Array = jax.Array
 RewardFn = Callable[[Optional[Array], Array], Array]
@@ -466,358 +498,3 @@ def _cached_bandit(name: str, frozen_kwargs: tuple) -> BanditProblem:
     return _BANDIT_BUILDERS[name](**dict(frozen_kwargs))
 
 
-# --------------------------------------------------------------------------- #
-# Densities on a grid: pi_ref and the tilted target pi_ref * exp(w Q)
-# --------------------------------------------------------------------------- #
-@dataclasses.dataclass(frozen=True)
-class Grid2D:
-    """Square grid of ``size`` x ``size`` cells over [lo, hi]^2, evaluated at cell centres.
-
-    Grid arrays are indexed ``[row, col]`` with row = y index and col = x index
-    (the layout image and heatmap plots expect).
-    """
-
-    lo: float = -1.0
-    hi: float = 1.0
-    size: int = 128
-
-    def __post_init__(self):
-        if not self.hi > self.lo:
-            raise ValueError(f"Grid2D: need hi > lo, got lo={self.lo}, hi={self.hi}")
-        require_positive_int("size", self.size)
-
-    @property
-    def cell_width(self) -> float:
-        return (self.hi - self.lo) / self.size
-
-    @property
-    def cell_area(self) -> float:
-        return self.cell_width**2
-
-    @property
-    def centers(self) -> Array:
-        """Cell-centre coordinates along one axis, (size,)."""
-        return self.lo + (jnp.arange(self.size) + 0.5) * self.cell_width
-
-    @property
-    def points(self) -> Array:
-        """All cell centres as (size * size, 2), row-major (y outer, x inner)."""
-        y, x = jnp.meshgrid(self.centers, self.centers, indexing="ij")
-        return jnp.stack([x.ravel(), y.ravel()], axis=-1)
-
-
-def scott_bandwidth(samples) -> float:
-    """Scott's rule for a 2D Gaussian KDE: n^(-1/6) times the mean per-axis std."""
-    samples = jnp.asarray(samples)
-    return float(samples.shape[0] ** (-1.0 / 6.0) * jnp.mean(jnp.std(samples, axis=0)))
-
-
-def loo_bandwidth(samples, candidates: Optional[Sequence[float]] = None, *, max_queries: int = 500) -> float:
-    """Pick the KDE bandwidth with the best leave-one-out log-likelihood.
-
-    Scott's rule assumes one Gaussian blob and badly over-smooths multimodal
-    data such as the ring, so the default tries Scott's value times
-    (1, 1/2, 1/4, 1/8). samples: (n, 2), n >= 2; the first ``max_queries`` samples
-    are scored against all others (deterministic, O(max_queries * n) memory).
-    """
-    samples = _check_actions(samples, "samples")
-    if candidates is None:
-        scott = scott_bandwidth(samples)
-        candidates = tuple(scott * f for f in (1.0, 0.5, 0.25, 0.125))
-    queries = samples[:max_queries]
-    sq_dist = jnp.sum((queries[:, None, :] - samples[None]) ** 2, axis=-1)
-    is_self = jnp.arange(samples.shape[0])[None, :] == jnp.arange(queries.shape[0])[:, None]
-
-    def loo_log_likelihood(h):
-        log_kernel = jnp.where(is_self, -jnp.inf, -0.5 * sq_dist / h**2)
-        log_norm = jnp.log((samples.shape[0] - 1) * 2.0 * jnp.pi * h**2)
-        return jnp.mean(jax.scipy.special.logsumexp(log_kernel, axis=-1) - log_norm)
-
-    scores = [float(loo_log_likelihood(float(h))) for h in candidates]
-    return float(candidates[int(np.argmax(scores))])
-
-
-def kde_log_density(samples, bandwidth: Optional[float] = None, *, chunk_size: int = 1024) -> LogDensityFn:
-    """Gaussian KDE of 2D samples, the fallback when no analytic pi_ref exists.
-
-    samples: (n, 2). bandwidth: kernel std (default: ``loo_bandwidth``). Returns a
-    jitted function actions (batch, 2) -> log density (batch,); it evaluates
-    ``chunk_size`` query points at a time so memory stays at chunk_size * n floats.
-    """
-    samples = _check_actions(samples, "samples")
-    _check_finite(samples, "samples")
-    if samples.shape[0] < 2:
-        raise ValueError(f"samples: need at least 2 samples for a KDE, got {samples.shape[0]}")
-    h = loo_bandwidth(samples) if bandwidth is None else float(bandwidth)
-    if not h > 0:
-        raise ValueError(f"bandwidth: expected > 0, got {h}")
-    log_norm = jnp.log(samples.shape[0] * 2.0 * jnp.pi * h**2)
-
-    def log_density(actions: Array) -> Array:
-        actions = _check_actions(actions)
-
-        def one(a):
-            sq_dist = jnp.sum((samples - a) ** 2, axis=-1)
-            return jax.scipy.special.logsumexp(-0.5 * sq_dist / h**2) - log_norm
-
-        return jax.lax.map(one, actions, batch_size=chunk_size)
-
-    return jax.jit(log_density)
-
-
-def _reference_log_density(log_ref) -> LogDensityFn:
-    if callable(log_ref):
-        return log_ref
-    return kde_log_density(log_ref)
-
-
-def _broadcast_context(obs, batch: int):
-    if obs is None:
-        return None
-    obs = jnp.asarray(obs)
-    if obs.ndim != 1:
-        raise ValueError(f"obs: expected a single context of shape (obs_dim,), got {tuple(obs.shape)}")
-    return jnp.broadcast_to(obs, (batch, obs.shape[0]))
-
-
-def _logits_fn(log_ref: LogDensityFn, reward_fn: RewardFn):
-    def logits(weight, points, obs):
-        log_p = log_ref(points)
-        # w = 0 must give pi_ref exactly, even where the critic is not finite.
-        return jnp.where(weight > 0, log_p + weight * reward_fn(obs, points), log_p)
-
-    return logits
-
-
-@functools.lru_cache(maxsize=8)
-def _compiled_logits_fn(log_ref: LogDensityFn, reward_fn: RewardFn):
-    return jax.jit(_logits_fn(log_ref, reward_fn))
-
-
-def _tilted_logits(log_ref: LogDensityFn, reward_fn: RewardFn, weight: float, points: Array, obs) -> Array:
-    """log pi_ref + w Q at the points; compiled once per (log_ref, reward_fn) when both are hashable."""
-    try:
-        logits = _compiled_logits_fn(log_ref, reward_fn)
-    except TypeError:  # unhashable callables: run eagerly
-        logits = _logits_fn(log_ref, reward_fn)
-    return logits(weight, points, obs)
-
-
-def tilted_log_density_grid(log_ref, reward_fn: RewardFn, weight: float, grid: Grid2D = Grid2D(), *, obs=None) -> Array:
-    """Normalised log of pi_ref(a) exp(w Q(obs, a)) at the grid's cell centres.
-
-    log_ref: a function actions (batch, 2) -> log pi_ref (batch,), or behaviour
-        samples (n, 2) from which a KDE is built.
-    reward_fn: (obs, actions) -> (batch,), e.g. a problem's reward or a learned critic.
-    weight: guidance weight w = 1/beta (>= 0).
-    obs: one context (obs_dim,) for contextual problems, else None.
-    Returns: (size, size) log densities with logsumexp + log(cell_area) = 0
-    (mass outside the grid is ignored).
-    """
-    weight = float(weight)
-    if not math.isfinite(weight) or weight < 0:
-        raise ValueError(f"weight: expected a finite value >= 0, got {weight}")
-    points = grid.points
-    log_p = _tilted_logits(_reference_log_density(log_ref), reward_fn, weight,
-                           points, _broadcast_context(obs, points.shape[0]))
-    if not bool(jnp.any(jnp.isfinite(log_p))):
-        raise ValueError("log_ref: the reference density is zero (or NaN) on the whole grid; check the grid range")
-    if bool(jnp.any(jnp.isnan(log_p))):
-        raise ValueError("reward_fn/log_ref: produced NaN on the grid")
-    log_p = log_p - jax.scipy.special.logsumexp(log_p) - jnp.log(grid.cell_area)
-    return log_p.reshape(grid.size, grid.size)
-
-
-def tilted_density_grid(log_ref, reward_fn: RewardFn, weight: float, grid: Grid2D = Grid2D(), *, obs=None) -> Array:
-    """pi(a) proportional to pi_ref(a) exp(w Q(obs, a)), normalised on the grid.
-
-    Same arguments as ``tilted_log_density_grid``. Returns: (size, size) densities
-    with sum * grid.cell_area == 1; weight = 0 gives pi_ref itself.
-    """
-    return jnp.exp(tilted_log_density_grid(log_ref, reward_fn, weight, grid, obs=obs))
-
-
-def grid_mass(density, grid: Grid2D, region_fn, *, obs=None) -> float:
-    """Probability mass a grid density puts on a region (evaluated at cell centres).
-
-    density: (size, size); region_fn: (obs, actions) -> (batch,) bool, e.g.
-    ``problem.in_best_region``; obs: one context (obs_dim,) or None.
-    """
-    density = jnp.asarray(density)
-    if density.shape != (grid.size, grid.size):
-        raise ValueError(f"density: expected shape {(grid.size, grid.size)} for this grid, got {tuple(density.shape)}")
-    points = grid.points
-    inside = region_fn(_broadcast_context(obs, points.shape[0]), points)
-    return float(jnp.sum(density.ravel() * inside) * grid.cell_area)
-
-
-def sample_grid_density(key, density, grid: Grid2D, n: int) -> Array:
-    """Draw reference samples from a grid density: pick a cell, then a uniform point in it.
-
-    density: (size, size), non-negative (need not be normalised). Returns: (n, 2).
-    """
-    n = require_positive_int("n", n)
-    density = jnp.asarray(density)
-    if density.shape != (grid.size, grid.size):
-        raise ValueError(f"density: expected shape {(grid.size, grid.size)} for this grid, got {tuple(density.shape)}")
-    if not bool(jnp.all(jnp.isfinite(density) & (density >= 0))) or not bool(jnp.sum(density) > 0):
-        raise ValueError("density: must be finite, non-negative and not all zero")
-    cell_key, jitter_key = jax.random.split(as_key(key))
-    # Inverse-CDF draw: memory O(n + cells), unlike Gumbel-max categorical's O(n * cells).
-    cdf = jnp.cumsum(density.ravel()) / jnp.sum(density)
-    cells = jnp.searchsorted(cdf, jax.random.uniform(cell_key, (n,)), side="right")
-    cells = jnp.minimum(cells, cdf.shape[0] - 1)
-    corners = grid.points[cells] - 0.5 * grid.cell_width
-    return corners + grid.cell_width * jax.random.uniform(jitter_key, (n, 2))
-
-
-# --------------------------------------------------------------------------- #
-# point_goal: a tiny offline multi-step task for IQL with action chunks
-# --------------------------------------------------------------------------- #
-@dataclasses.dataclass(frozen=True)
-class PointGoalConfig:
-    """A point in [-1, 1]^2 moves by ``step_size * clip(a, -1, 1)`` per step.
-
-    A disc obstacle of ``obstacle_radius`` at the origin sits between the start
-    and the goal, so the straight line (and the average of the detours above and
-    below it) fails. Reward is -1 per step and 0 on the step that reaches the goal;
-    reaching the goal ends the episode with mask 0 (nothing to bootstrap), and
-    ``max_steps`` ends it by time-out with mask 1.
-    """
-
-    max_steps: int = 25
-    step_size: float = 0.1
-    start: tuple = (-0.7, 0.0)
-    start_noise: float = 0.05
-    goal: tuple = (0.7, 0.0)
-    goal_radius: float = 0.12
-    obstacle_radius: float = 0.3
-
-
-def point_goal_step(config: PointGoalConfig, positions, actions):
-    """One environment step for a batch.
-
-    positions, actions: (batch, 2). Returns (next_positions (batch, 2),
-    rewards (batch,), reached_goal (batch,) bool). Actions are clipped to [-1, 1];
-    a move that ends inside the obstacle is pushed radially onto its boundary.
-    """
-    positions = _check_actions(positions, "positions")
-    actions = _check_actions(actions)
-    moved = jnp.clip(positions + config.step_size * jnp.clip(actions, -1.0, 1.0), -1.0, 1.0)
-    norm = jnp.linalg.norm(moved, axis=-1, keepdims=True)
-    pushed_out = moved * config.obstacle_radius / jnp.maximum(norm, 1e-6)
-    next_positions = jnp.where(norm < config.obstacle_radius, pushed_out, moved)
-    reached = jnp.linalg.norm(next_positions - jnp.asarray(config.goal), axis=-1) < config.goal_radius
-    rewards = jnp.where(reached, 0.0, -1.0)
-    return next_positions, rewards, reached
-
-
-def point_goal_reset(config: PointGoalConfig, key, num_episodes: int) -> Array:
-    """Start positions: ``config.start`` plus uniform jitter of +-start_noise. Returns (num_episodes, 2)."""
-    num_episodes = require_positive_int("num_episodes", num_episodes)
-    jitter = jax.random.uniform(as_key(key), (num_episodes, 2), minval=-1.0, maxval=1.0)
-    return jnp.asarray(config.start) + config.start_noise * jitter
-
-
-_point_goal_step_compiled = jax.jit(point_goal_step, static_argnums=0)
-
-
-def _behaviour_directions(config: PointGoalConfig, positions: np.ndarray, side: np.ndarray,
-                          detouring: np.ndarray) -> np.ndarray:
-    """Unit directions of the scripted behaviour: via a waypoint above/below the obstacle, or to a decoy."""
-    waypoint = np.stack([np.zeros_like(side), 0.55 * side], axis=-1)
-    past_obstacle = positions[:, 0] > -0.05
-    target = np.where(past_obstacle[:, None], np.asarray(config.goal)[None], waypoint)
-    decoy = np.stack([np.full_like(side, -0.8), 0.85 * side], axis=-1)
-    target = np.where(detouring[:, None], decoy, target)
-    delta = target - positions
-    return delta / np.maximum(np.linalg.norm(delta, axis=-1, keepdims=True), 1e-6)
-
-
-def make_point_goal_dataset(seed: int, num_episodes: int = 200, config: PointGoalConfig = PointGoalConfig()) -> dict:
-    """Noisy, often suboptimal behaviour episodes, flattened episode after episode.
-
-    Each episode picks a side (above/below the obstacle), a noise level in
-    [0.1, 0.9] and, with probability 0.4, a detour of 5-20 steps towards a decoy
-    corner first; so the average behaviour is much worse than the best, which is
-    what an upper expectile (tau = 0.9) value picks out.
-
-    Returns a dict of float32 numpy arrays with N transitions:
-    observations (N, 2), actions (N, 2), rewards (N,), terminals (N,) = 1 at
-    each episode's last step, masks (N,) = 0 where the goal was reached,
-    next_observations (N, 2).
-    """
-    num_episodes = require_positive_int("num_episodes", num_episodes)
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
-    rng = np.random.default_rng(seed)
-    side = rng.choice([-1.0, 1.0], size=num_episodes)
-    noise_std = rng.uniform(0.1, 0.9, size=num_episodes)
-    detour_steps = np.where(rng.uniform(size=num_episodes) < 0.4, rng.integers(5, 21, size=num_episodes), 0)
-    positions = np.asarray(point_goal_reset(config, int(rng.integers(2**31)), num_episodes))
-
-    steps = config.max_steps
-    record = {name: [] for name in ("observations", "actions", "rewards", "next_observations", "reached")}
-    for t in range(steps):
-        directions = _behaviour_directions(config, positions, side, t < detour_steps)
-        actions = np.clip(directions + noise_std[:, None] * rng.normal(size=(num_episodes, 2)), -1.0, 1.0)
-        next_positions, rewards, reached = (np.asarray(x) for x in _point_goal_step_compiled(config, positions, actions))
-        for name, value in zip(record, (positions, actions, rewards, next_positions, reached)):
-            record[name].append(value)
-        positions = next_positions
-
-    # (steps, episodes, ...) -> keep each episode up to and including its first success.
-    stacked = {name: np.stack(values, axis=1) for name, values in record.items()}  # (episodes, steps, ...)
-    reached = stacked.pop("reached")
-    ever_reached_before = np.cumsum(reached, axis=1) - reached > 0
-    alive = ~ever_reached_before
-    last_step = np.zeros_like(alive)
-    first_success = np.argmax(reached, axis=1)
-    ends = np.where(reached.any(axis=1), first_success, steps - 1)
-    last_step[np.arange(num_episodes), ends] = True
-
-    data = {name: value[alive].astype(np.float32) for name, value in stacked.items()}
-    data["terminals"] = last_step[alive].astype(np.float32)
-    data["masks"] = 1.0 - reached[alive].astype(np.float32)
-    return data
-
-
-def evaluate_point_goal(policy_fn, key, *, num_episodes: int = 64, chunk_len: int = 5,
-                        config: PointGoalConfig = PointGoalConfig()) -> dict:
-    """Roll out a chunked policy open-loop within each chunk.
-
-    policy_fn: (observations (E, 2), key) -> flattened action chunks (E, chunk_len * 2),
-        e.g. a guided flow sampler with noise drawn from ``key``.
-    Returns {"success_rate": float, "mean_return": float, "mean_steps": float,
-    "trajectories": (E, max_steps + 1, 2) positions (frozen after success)}.
-    """
-    num_episodes = require_positive_int("num_episodes", num_episodes)
-    chunk_len = require_positive_int("chunk_len", chunk_len)
-    reset_key, policy_key = jax.random.split(as_key(key))
-    positions = point_goal_reset(config, reset_key, num_episodes)
-    done = jnp.zeros(num_episodes, bool)
-    returns = jnp.zeros(num_episodes)
-    steps_taken = jnp.zeros(num_episodes)
-    path = [positions]
-    for t0 in range(0, config.max_steps, chunk_len):
-        policy_key, call_key = jax.random.split(policy_key)
-        chunk = jnp.asarray(policy_fn(positions, call_key))
-        if chunk.shape != (num_episodes, chunk_len * 2):
-            raise ValueError(
-                f"policy_fn: expected action chunks of shape {(num_episodes, chunk_len * 2)}, got {tuple(chunk.shape)}"
-            )
-        _check_finite(chunk, "policy_fn output")
-        chunk = chunk.reshape(num_episodes, chunk_len, 2)
-        for i in range(min(chunk_len, config.max_steps - t0)):
-            next_positions, rewards, reached = _point_goal_step_compiled(config, positions, chunk[:, i])
-            positions = jnp.where(done[:, None], positions, next_positions)
-            returns = returns + jnp.where(done, 0.0, rewards)
-            steps_taken = steps_taken + (~done)
-            done = done | reached
-            path.append(positions)
-    return {
-        "success_rate": float(jnp.mean(done)),
-        "mean_return": float(jnp.mean(returns)),
-        "mean_steps": float(jnp.mean(steps_taken)),
-        "trajectories": jnp.stack(path, axis=1),
-    }

@@ -1,0 +1,475 @@
+"""Evaluating a trained checkpoint in its OGBench environment under several samplers (docs/algorithm.md §4).
+
+Every setting (a sampling method and a guidance weight) uses the same trained networks, the same episode
+start states and the same initial noise (common random numbers), so differences between settings come from
+the sampler only. Episodes run in waves of ``num_envs`` environments; each chunk step makes one batched,
+jitted sampler call for the whole wave, and the H actions of a chunk are executed open loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import json
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qgf_lite.checkpoint import load_checkpoint
+from qgf_lite.fileio import atomic_write_bytes
+from qgf_lite.guidance import sample_with_method
+from qgf_lite.training import QGFConfig, critic_fn, velocity_fn
+from qgf_lite.validation import require_positive_int
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; read when mujoco is first imported
+# OGBench builds its action/observation spaces on every access from float64 bounds, and gymnasium warns about the
+# float32 cast each time: harmless, and it would bury the evaluation output.
+warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32", category=UserWarning)
+
+GUIDED_MODES = {"qgf": "qgf", "jacobian": "jacobian", "noisy": "noisy", "bptt": "bptt"}
+METHODS = ("bc", "qgf", "jacobian", "noisy", "bptt", "best_of_n", "qgf_best_of_n", "gradient_step")
+DEFAULT_WEIGHTS = (0.004, 0.008, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12)  # the OGBench sweep, docs/algorithm.md §6
+Z_95 = 1.959963984540054
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One sampler: ``method`` with guidance ``weight`` (the step size for gradient_step) and ``n`` proposals."""
+
+    method: str
+    weight: float = 0.0
+    n: int = 1
+
+    @property
+    def label(self) -> str:
+        if self.method == "bc":
+            return "bc"
+        if self.method == "best_of_n":
+            return f"best_of_{self.n}"
+        if self.method == "qgf_best_of_n":
+            return f"qgf_best_of_{self.n} w={self.weight:g}"
+        return f"{self.method} w={self.weight:g}"
+
+
+def make_settings(methods: Sequence[str], weights: Sequence[float], n: int = 4, step_size: float = 0.01) -> list:
+    """Expand methods x weights: bc and best_of_n are weight-free; guided methods get one setting per weight > 0."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"Unknown method(s) {unknown}; choose from {', '.join(METHODS)}.")
+    weights = [float(w) for w in weights]
+    if any(not math.isfinite(w) or w < 0 for w in weights):
+        raise ValueError(f"Guidance weights must be finite and >= 0, got {weights}.")
+    n = require_positive_int("n", n)
+    positive = [w for w in weights if w > 0]
+    settings = []
+    for method in methods:
+        if method == "bc":
+            settings.append(Setting("bc"))
+        elif method == "best_of_n":
+            settings.append(Setting("best_of_n", 0.0, n))
+        elif method == "gradient_step":
+            settings.append(Setting("gradient_step", float(step_size)))
+        elif method == "qgf_best_of_n":
+            settings.extend(Setting(method, w, n) for w in positive)
+        else:
+            settings.extend(Setting(method, w) for w in positive)
+    if not settings:
+        raise ValueError("No settings to evaluate: guided methods need at least one weight > 0.")
+    return list(dict.fromkeys(settings))  # drop duplicates, keep order
+
+
+# --------------------------------------------------------------------------------------------- sampling
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_chunk_sampler(config: QGFConfig, method: str, n: int, flow_steps: int, ascent_steps: int = 3):
+    """jit((policy_params, critic_params, obs (B, obs_dim), keys (B, 2), weight) -> chunks (B, H * action_dim)).
+
+    ``weight`` is traced, so a weight sweep reuses one compiled function per method.
+    """
+    dim = config.chunk_dim
+
+    # This CLI's method names -> (sampler_cost's method, guidance mode).
+    kind, mode = {"bc": ("bc", "qgf"), "best_of_n": ("best_of_n", "qgf"), "qgf_best_of_n": ("guided_best_of_n", "qgf"),
+                  "gradient_step": ("gradient_step", "qgf")}.get(method, ("guided", GUIDED_MODES.get(method)))
+    noise_shape = (n, dim) if kind in ("best_of_n", "guided_best_of_n") else (dim,)
+
+    def sample(policy_params, critic_params, obs, keys, weight):
+        noise = jax.vmap(lambda k: jax.random.normal(k, noise_shape))(keys)
+        # gradient_step sweeps its ascent step size in the weight slot.
+        return sample_with_method(kind, velocity_fn(config, policy_params), critic_fn(config, critic_params), obs,
+                                  noise, steps=flow_steps, weight=weight, mode=mode, step_size=weight,
+                                  ascent_steps=ascent_steps)
+
+    return jax.jit(sample)
+
+
+def episode_chunk_keys(seed: int, episode_indices, chunk_index: int) -> jnp.ndarray:
+    """Noise key for (episode, chunk): the same across settings and independent of the wave size."""
+    base = jax.random.PRNGKey(seed)
+    return jax.vmap(lambda e: jax.random.fold_in(jax.random.fold_in(base, e), chunk_index))(
+        jnp.asarray(episode_indices, jnp.uint32)
+    )
+
+
+def episode_reset_seed(seed: int, episode_index: int) -> int:
+    return int(np.random.SeedSequence(entropy=seed, spawn_key=(episode_index,)).generate_state(1)[0])
+
+
+# --------------------------------------------------------------------------------------------- envs
+
+
+def make_eval_env(env_name: str, **env_kwargs):
+    """The single-task OGBench environment for ``env_name`` (validated first, so typos list the valid ids)."""
+    from qgf_lite.ogbench.datasets import parse_env_name
+
+    parsed = parse_env_name(env_name)
+    if parsed.task_id is None:
+        raise ValueError(
+            f"`env_name` {env_name!r} is goal-conditioned; evaluation needs a single-task name such as "
+            f"'{parsed.env_id}-{parsed.dataset_type or 'play'}-singletask-task2-{parsed.version}'."
+        )
+    import ogbench
+
+    name = env_name if parsed.dataset_type is not None else (
+        f"{parsed.env_id}-play-singletask-task{parsed.task_id}-{parsed.version}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*precision lowered.*")
+        return ogbench.make_env_and_datasets(name, env_only=True, **env_kwargs)
+
+
+def check_env_matches(config: QGFConfig, env, env_name: str, checkpoint=None) -> None:
+    obs_dim = int(np.prod(env.observation_space.shape))
+    action_dim = int(np.prod(env.action_space.shape))
+    if (obs_dim, action_dim) != (config.obs_dim, config.action_dim):
+        raise ValueError(
+            f"Checkpoint {checkpoint or ''} was trained for obs_dim={config.obs_dim}, action_dim={config.action_dim} "
+            f"but {env_name} has obs_dim={obs_dim}, action_dim={action_dim}; evaluate it on the environment it "
+            "was trained on."
+        )
+
+
+def select_seed(state, seed_index: int):
+    """One seed's parameters out of a multi-seed state (leading seed axis); single-seed states pass through."""
+    if np.ndim(state.step) == 0:
+        if seed_index != 0:
+            raise ValueError(f"The checkpoint holds one seed; `seed_index` must be 0, got {seed_index}.")
+        return state
+    count = int(np.shape(state.step)[0])
+    if not 0 <= seed_index < count:
+        raise ValueError(f"`seed_index` must be in [0, {count}), got {seed_index}.")
+    return jax.tree_util.tree_map(lambda x: x[seed_index], state)
+
+
+# --------------------------------------------------------------------------------------------- rollouts
+
+
+def rollout_wave(envs, sampler, params, weight, config: QGFConfig, episode_indices, seed: int,
+                 frames: Optional[list] = None) -> list:
+    """Run one episode in each env (padded slots are ignored); returns per-episode dicts.
+
+    ``frames``: when a list, env 0's rendered frames are appended (video).
+    """
+    count = len(episode_indices)
+    batch = len(envs)
+    padded = list(episode_indices) + [episode_indices[-1]] * (batch - count)
+    obs = np.zeros((batch, config.obs_dim), np.float32)
+    for i, env in enumerate(envs[:count]):
+        obs[i] = env.reset(seed=episode_reset_seed(seed, padded[i]))[0]
+    if frames is not None:
+        frames.append(envs[0].render())
+    active = np.arange(batch) < count
+    returns = np.zeros(batch)
+    lengths = np.zeros(batch, np.int64)
+    success = np.zeros(batch, bool)
+    chunk_index = 0
+    while active.any():
+        keys = episode_chunk_keys(seed, padded, chunk_index)
+        chunks = np.asarray(sampler(params[0], params[1], jnp.asarray(obs), keys, weight), np.float64)
+        chunks = chunks.reshape(batch, config.horizon, config.action_dim)
+        for i in np.flatnonzero(active):
+            for action in chunks[i]:
+                ob, reward, terminated, truncated, info = envs[i].step(action)
+                returns[i] += reward
+                lengths[i] += 1
+                success[i] |= bool(info.get("success", False))
+                obs[i] = ob
+                if frames is not None and i == 0:
+                    frames.append(envs[0].render())
+                if terminated or truncated:
+                    active[i] = False
+                    break
+        chunk_index += 1
+    return [
+        {"episode": int(padded[i]), "success": bool(success[i]), "return": float(returns[i]),
+         "length": int(lengths[i])}
+        for i in range(count)
+    ]
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple:
+    """Wilson score interval for a binomial proportion (good at small n and at 0 or 1)."""
+    if trials <= 0:
+        raise ValueError("`trials` must be > 0.")
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def t_quantile_975(dof: int) -> float:
+    """Two-sided 95% Student-t quantile; falls back to the normal quantile without scipy (exact for large n)."""
+    try:
+        from scipy.stats import t
+
+        return float(t.ppf(0.975, dof))
+    except ImportError:
+        return Z_95
+
+
+def mean_interval(values) -> tuple:
+    """Mean and its 95% t interval; the interval is (mean, mean) for a single value (no spread to estimate)."""
+    values = np.asarray(values, np.float64)
+    mean = float(values.mean())
+    if values.size < 2:
+        return mean, (mean, mean)
+    half = t_quantile_975(values.size - 1) * float(values.std(ddof=1)) / math.sqrt(values.size)
+    return mean, (mean - half, mean + half)
+
+
+def summarise(setting: Setting, episodes: list, seconds: float) -> dict:
+    successes = sum(e["success"] for e in episodes)
+    mean_return, return_ci = mean_interval([e["return"] for e in episodes])
+    return {
+        "label": setting.label,
+        "method": setting.method,
+        "weight": setting.weight,
+        "n": setting.n,
+        "episodes": len(episodes),
+        "successes": int(successes),
+        "success_rate": successes / len(episodes),
+        "success_ci95": list(wilson_interval(successes, len(episodes))),
+        "return_mean": mean_return,
+        "return_ci95": list(return_ci),
+        "length_mean": float(np.mean([e["length"] for e in episodes])),
+        "seconds": seconds,
+        "per_episode": episodes,
+    }
+
+
+def evaluate(
+    checkpoint,
+    env_name: Optional[str] = None,
+    *,
+    methods: Sequence[str] = ("bc", "qgf"),
+    weights: Sequence[float] = DEFAULT_WEIGHTS,
+    n: int = 4,
+    step_size: float = 0.01,
+    episodes: int = 20,
+    seed: int = 0,
+    num_envs: int = 10,
+    flow_steps: Optional[int] = None,
+    seed_index: int = 0,
+    out: Optional[str] = None,
+    progress: bool = True,
+) -> dict:
+    """Success rate and return of each setting, with 95% intervals (Wilson for success, t for return).
+
+    ``env_name`` defaults to the environment the checkpoint was trained on. With ``out`` (a folder), writes
+    ``eval.json`` and ``success_vs_weight.html`` (plus ``.png`` when kaleido is installed) there.
+    """
+    from tqdm.auto import tqdm
+
+    config, state, extra = load_checkpoint(checkpoint)
+    env_name = env_name or extra.get("env_name")
+    if not env_name:
+        raise ValueError(f"Checkpoint {checkpoint} does not record its environment; pass `env_name`.")
+    episodes = require_positive_int("episodes", episodes)
+    num_envs = min(require_positive_int("num_envs", num_envs), episodes)
+    flow_steps = require_positive_int("flow_steps", config.flow_steps if flow_steps is None else flow_steps)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}.")
+    settings = make_settings(methods, weights, n=n, step_size=step_size)
+    state = select_seed(state, seed_index)
+    params = (state.policy_params, state.critic_params)
+
+    envs = [make_eval_env(env_name)]
+    check_env_matches(config, envs[0], env_name, checkpoint)
+    envs += [make_eval_env(env_name) for _ in range(num_envs - 1)]
+    results = []
+    start = time.perf_counter()
+    bar = tqdm(total=len(settings) * episodes, desc=f"eval {env_name}", unit="episode", disable=not progress)
+    try:
+        for setting in settings:
+            sampler = compiled_chunk_sampler(config, setting.method, setting.n, flow_steps)
+            t0 = time.perf_counter()
+            done = []
+            for first in range(0, episodes, num_envs):
+                wave = list(range(first, min(first + num_envs, episodes)))
+                done += rollout_wave(envs, sampler, params, setting.weight, config, wave, seed)
+                bar.update(len(wave))
+            results.append(summarise(setting, done, time.perf_counter() - t0))
+            bar.set_postfix({"last": f"{setting.label}: {results[-1]['success_rate']:.2f}"}, refresh=False)
+    finally:
+        bar.close()
+        for env in envs:
+            env.close()
+    report = {
+        "checkpoint": str(checkpoint),
+        "env_name": env_name,
+        "train_step": extra.get("step"),
+        "dataset_path": extra.get("dataset_path"),
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.to_dict().items()},
+        "seed": int(seed),
+        "seed_index": int(seed_index),
+        "episodes_per_setting": episodes,
+        "flow_steps": flow_steps,
+        "ci": "95%: Wilson score interval for success rate, Student-t interval for mean return",
+        "seconds": time.perf_counter() - start,
+        "results": results,
+    }
+    if out is not None:
+        write_report(report, out)
+    return report
+
+
+# --------------------------------------------------------------------------------------------- outputs
+
+
+def write_report(report: dict, out) -> dict:
+    """eval.json plus the success-vs-weight plot (HTML; PNG only if kaleido is installed). Returns the paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": str(atomic_write_bytes(out / "eval.json", json.dumps(report, indent=2).encode()))}
+    fig = success_figure(report)
+    # Self-contained (plotly.js inlined, ~4 MB) so the plot opens offline too.
+    paths["html"] = str(atomic_write_bytes(out / "success_vs_weight.html", fig.to_html(include_plotlyjs=True).encode()))
+    if importlib.util.find_spec("kaleido") is not None:
+        try:
+            paths["png"] = str(atomic_write_bytes(out / "success_vs_weight.png", fig.to_image(format="png")))
+        except Exception as err:  # kaleido without a usable browser: the HTML plot is the deliverable
+            warnings.warn(f"PNG export failed ({type(err).__name__}: {err}); the HTML plot was written.")
+    return paths
+
+
+def results_table(report: dict) -> str:
+    """A markdown table of the report (success and return with their 95% intervals)."""
+    lines = ["| setting | episodes | success % [95% CI] | return [95% CI] |", "| --- | --- | --- | --- |"]
+    for r in report["results"]:
+        lo, hi = r["success_ci95"]
+        rlo, rhi = r["return_ci95"]
+        lines.append(
+            f"| {r['label']} | {r['episodes']} | {100 * r['success_rate']:.0f} [{100 * lo:.0f}, {100 * hi:.0f}] "
+            f"| {r['return_mean']:.1f} [{rlo:.1f}, {rhi:.1f}] |"
+        )
+    return "\n".join(lines)
+
+
+def success_figure(report: dict):
+    """Success rate against guidance weight, one line per method; weight-free baselines as dashed lines."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    by_method = {}
+    for r in report["results"]:
+        by_method.setdefault(r["method"], []).append(r)
+    weights = [r["weight"] for r in report["results"] if r["method"] not in ("bc", "best_of_n", "gradient_step")]
+    # Sweeps usually span decades of w: a log axis then, with the weight-free baselines drawn across it.
+    log_axis = bool(weights) and max(weights) >= 10 * min(weights)
+    span = (min(weights), max(weights)) if weights else (0.0, 1.0)
+    if not log_axis and weights:
+        span = (0.0, span[1])
+    for method, rows in by_method.items():
+        rows = sorted(rows, key=lambda r: r["weight"])
+        rate = [100 * r["success_rate"] for r in rows]
+        upper = [100 * r["success_ci95"][1] - v for r, v in zip(rows, rate)]
+        lower = [v - 100 * r["success_ci95"][0] for r, v in zip(rows, rate)]
+        if method in ("bc", "best_of_n", "gradient_step"):
+            fig.add_trace(go.Scatter(
+                x=list(span), y=[rate[0]] * 2, mode="lines", name=rows[0]["label"], line=dict(dash="dash")))
+            continue
+        fig.add_trace(go.Scatter(
+            x=[r["weight"] for r in rows], y=rate, mode="lines+markers", name=method,
+            error_y=dict(type="data", symmetric=False, array=upper, arrayminus=lower)))
+    fig.update_layout(
+        title=f"{report['env_name']}: success vs guidance weight ({report['episodes_per_setting']} episodes each)",
+        xaxis_title="guidance weight w", yaxis_title="success rate (%)", yaxis_range=[0, 100], template="plotly_white",
+        xaxis_type="log" if log_axis else "linear",
+    )
+    return fig
+
+
+def video_format_for(path) -> Path:
+    """The path to write: mp4 needs imageio-ffmpeg; without it the video is written as a GIF next to it."""
+    path = Path(path)
+    if path.suffix.lower() not in (".mp4", ".gif"):
+        raise ValueError(f"Video path must end in .mp4 or .gif, got {path}.")
+    if path.suffix.lower() == ".mp4" and importlib.util.find_spec("imageio_ffmpeg") is None:
+        # imageio writes mp4 through the imageio-ffmpeg package (which can also use a system ffmpeg).
+        warnings.warn(f"imageio-ffmpeg is not installed: writing {path.with_suffix('.gif')} instead of an mp4 "
+                      "(pip install imageio-ffmpeg for mp4).")
+        return path.with_suffix(".gif")
+    return path
+
+
+def record_video(
+    checkpoint,
+    path,
+    env_name: Optional[str] = None,
+    *,
+    method: str = "qgf",
+    weight: float = 0.04,
+    n: int = 4,
+    seed: int = 0,
+    episode: int = 0,
+    seed_index: int = 0,
+    size: int = 200,
+    max_steps: Optional[int] = None,
+    fps: int = 20,
+) -> dict:
+    """Render one episode of ``method`` at ``weight`` to ``path`` (.mp4, or .gif when ffmpeg is missing).
+
+    The episode uses the same start state and noise as episode ``episode`` of ``evaluate`` with ``seed``.
+    Returns {"path", "success", "return", "length", "frames"}.
+    """
+    import imageio.v2 as imageio
+
+    config, state, extra = load_checkpoint(checkpoint)
+    env_name = env_name or extra.get("env_name")
+    state = select_seed(state, seed_index)
+    setting = make_settings([method], [weight], n=n, step_size=weight)[0]
+    kwargs = {"width": int(size), "height": int(size)}
+    if max_steps is not None:
+        kwargs["max_episode_steps"] = require_positive_int("max_steps", max_steps)
+    env = make_eval_env(env_name, **kwargs)
+    check_env_matches(config, env, env_name, checkpoint)
+    frames = []
+    try:
+        sampler = compiled_chunk_sampler(config, setting.method, setting.n, config.flow_steps)
+        result = rollout_wave([env], sampler, (state.policy_params, state.critic_params), setting.weight, config,
+                              [episode], seed, frames=frames)[0]
+    finally:
+        env.close()
+    path = video_format_for(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        if path.suffix == ".gif":
+            imageio.mimsave(tmp, frames, duration=1000 / fps, loop=0)
+        else:
+            # 8 divides the 200-pixel renders and keeps H.264's even sizes, so frames are not rescaled.
+            imageio.mimsave(tmp, frames, fps=fps, macro_block_size=8)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write leaves no partial video behind
+    return {"path": str(path), "success": result["success"], "return": result["return"],
+            "length": result["length"], "frames": len(frames), "setting": setting.label}

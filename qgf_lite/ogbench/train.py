@@ -1,0 +1,343 @@
+"""Training BC + IQL on an OGBench single-task dataset, as a resumable run in one folder.
+
+A run folder holds
+- ``checkpoint.msgpack``: the latest good state (atomic writes), its config, and in ``extra`` the step, the
+  environment name, the dataset file and the seeds;
+- ``log.jsonl``: one JSON line per logged chunk of steps with the mean losses and the speed.
+
+Because the PRNG key lives in the train state and minibatches are drawn from it on the device, resuming from a
+checkpoint replays exactly the steps an uninterrupted run would have taken (with the same chunk sizes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import jax
+import numpy as np
+
+from qgf_lite.checkpoint import load_checkpoint, save_checkpoint
+from qgf_lite.fileio import atomic_write_bytes
+from qgf_lite.data import TransitionDataset, dataset_from_dict
+from qgf_lite.training import (
+    QGFConfig,
+    compiled_train_steps,
+    data_parallel_sharding,
+    fit,
+    init_train_state,
+    init_train_states,
+    is_multi_seed,
+)
+from qgf_lite.validation import require_positive_int
+from qgf_lite.version import __version__
+
+CHECKPOINT_NAME = "checkpoint.msgpack"
+LOG_NAME = "log.jsonl"
+LOSS_KEYS = ("policy_loss", "critic_loss", "value_loss")
+
+
+class TrainingDiverged(ValueError):
+    """A loss became NaN/inf; the run folder keeps the last checkpoint written before it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    run_dir: str
+    checkpoint_path: str
+    log_path: str
+    start_step: int  # where this call began (> 0 when it resumed)
+    final_step: int
+    history: list  # the records logged by this call
+    seconds: float
+    steps_per_second: float
+
+
+def require_singletask_name(env_name: str) -> str:
+    """Training needs rewards, which OGBench only provides for single-task names."""
+    from qgf_lite.ogbench.datasets import parse_env_name
+
+    parsed = parse_env_name(env_name)
+    if parsed.task_id is None or parsed.dataset_type is None:
+        raise ValueError(
+            f"`env_name` {env_name!r} is not a single-task dataset name, so it has no rewards; use e.g. "
+            f"'{parsed.env_id}-{parsed.dataset_type or 'play'}-singletask-task{parsed.task_id or 2}-{parsed.version}'."
+        )
+    return env_name
+
+
+def load_training_data(env_name: str, dataset_path=None, dataset_dir=None) -> dict:
+    """The single-task training split through OGBench's loader (rewards/masks relabelled by OGBench)."""
+    from qgf_lite.ogbench.datasets import load_dataset
+
+    require_singletask_name(env_name)
+    _env, train, _val = load_dataset(
+        env_name,
+        dataset_dir=None if dataset_dir is None else str(dataset_dir),
+        dataset_path=None if dataset_path is None else str(dataset_path),
+    )
+    return train
+
+
+def make_config(obs_dim: int, action_dim: int, *, hidden: int = 512, layers: int = 4, horizon: int = 5,
+                batch_size: int = 256, discount: float = 0.99, learning_rate: float = 3e-4) -> QGFConfig:
+    """One width/depth for all three networks, the layout the reference uses."""
+    hidden = require_positive_int("hidden", hidden)
+    layers = require_positive_int("layers", layers)
+    dims = (hidden,) * layers
+    return QGFConfig(
+        obs_dim=int(obs_dim), action_dim=int(action_dim), horizon=horizon, actor_hidden=dims, critic_hidden=dims,
+        value_hidden=dims, batch_size=batch_size, discount=discount, learning_rate=learning_rate,
+    )
+
+
+def normalise_seeds(seeds) -> list:
+    if isinstance(seeds, (int, np.integer)):
+        seeds = [seeds]
+    seeds = [require_positive_int("seeds", s, minimum=0) for s in seeds]
+    if not seeds:
+        raise ValueError("`seeds` must name at least one seed.")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"`seeds` must be distinct, got {seeds}.")
+    return seeds
+
+
+def fresh_state(config: QGFConfig, seeds: Sequence[int]):
+    """A single-seed state for one seed, else a state with a leading seed axis (trained with vmap)."""
+    if len(seeds) == 1:
+        return init_train_state(config, jax.random.PRNGKey(seeds[0]))
+    return init_train_states(config, seeds)
+
+
+def state_step(state) -> int:
+    return int(np.max(np.asarray(state.step)))
+
+
+def first_nonfinite_loss(record: dict) -> Optional[str]:
+    """The name of the first loss in a metrics record that is NaN/inf (for any seed), or None."""
+    for key in LOSS_KEYS:
+        if key in record and not np.all(np.isfinite(np.asarray(record[key], dtype=np.float64))):
+            return key
+    return None
+
+
+def locate_divergence(config: QGFConfig, state, dataset: TransitionDataset, num_steps: int, data_sharding=None):
+    """Replay ``num_steps`` steps from a good ``state`` and return (offset, loss name) of the first NaN/inf loss.
+
+    ``fit`` reports chunk means; replaying the one bad chunk with per-step metrics names the exact step.
+    """
+    multi = is_multi_seed(state)
+    _, metrics = compiled_train_steps(config, num_steps, multi, data_sharding)(state, dataset)
+    first = None
+    for key in LOSS_KEYS:
+        bad = ~np.isfinite(np.asarray(metrics[key]))  # (steps,), or (seeds, steps) for multi-seed states
+        bad = bad.any(axis=0) if multi else bad
+        if bad.any() and (first is None or int(np.argmax(bad)) < first[0]):
+            first = (int(np.argmax(bad)), key)
+    return first
+
+
+def read_log(path) -> list:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut by a crash mid-write ends the usable log
+    return records
+
+
+def truncate_log(path, last_step: int) -> None:
+    """Drop log lines past the checkpoint we resume from, so the log shows each step once."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    kept = [r for r in read_log(path) if r.get("step", 0) <= last_step]
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+
+def append_log(path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+
+
+def run_metadata(env_name: str, dataset_path, seeds, dataset: TransitionDataset, step: int) -> dict:
+    return {
+        "step": int(step),
+        "env_name": env_name,
+        "dataset_path": None if dataset_path is None else str(dataset_path),
+        "num_transitions": int(dataset.size),
+        "obs_dim": int(dataset.obs_dim),
+        "action_dim": int(dataset.action_dim),
+        "seeds": list(seeds),
+        "qgf_lite_version": __version__,
+    }
+
+
+def resume_or_init(checkpoint_path: Path, config: QGFConfig, env_name: str, seeds: list, init_from=None):
+    """(state, start step, source): the run's own checkpoint if present, else ``init_from``, else fresh."""
+    if Path(checkpoint_path).is_file():
+        source = Path(checkpoint_path)
+    elif init_from is not None:
+        source = Path(init_from)
+        if not source.is_file():
+            raise FileNotFoundError(f"`init_from` checkpoint {source} does not exist.")
+    else:
+        return fresh_state(config, seeds), 0, None
+    _, state, extra = load_checkpoint(source, config)
+    if extra.get("env_name") not in (None, env_name):
+        raise ValueError(
+            f"Checkpoint {source} was trained on {extra.get('env_name')!r}, not {env_name!r}; "
+            "use another --out folder (or the matching environment)."
+        )
+    if list(extra.get("seeds", seeds)) != list(seeds):
+        raise ValueError(
+            f"Checkpoint {source} holds seeds {extra.get('seeds')}, but seeds {seeds} were requested; "
+            "pass the same --seed values or another --out folder."
+        )
+    return state, state_step(state), str(source)
+
+
+def train_on_dataset(
+    config: QGFConfig,
+    dataset: TransitionDataset,
+    run_dir,
+    *,
+    steps: int,
+    seeds=(0,),
+    env_name: str = "unknown",
+    dataset_path=None,
+    checkpoint_every: int = 10_000,
+    log_every: int = 1_000,
+    init_from=None,
+    progress: bool = True,
+    callback: Optional[Callable] = None,
+    data_sharding="auto",
+) -> TrainResult:
+    """Train (or resume training) until the state's step counter reaches ``steps``.
+
+    ``callback(state, record)`` runs after every logged chunk, after the checkpoint logic (tests use it to
+    simulate a crash). ``data_sharding="auto"`` splits batches across all local devices when there are several.
+    Raises TrainingDiverged when a loss becomes NaN/inf, naming the loss and the step.
+    """
+    steps = require_positive_int("steps", steps)
+    checkpoint_every = require_positive_int("checkpoint_every", checkpoint_every)
+    log_every = require_positive_int("log_every", log_every)
+    seeds = normalise_seeds(seeds)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path, log_path = run_dir / CHECKPOINT_NAME, run_dir / LOG_NAME
+    if data_sharding == "auto":
+        data_sharding = data_parallel_sharding()
+        if data_sharding is not None and config.batch_size % len(data_sharding.device_set):
+            data_sharding = None  # an uneven split is not worth an error: train on one device
+
+    state, start_step, source = resume_or_init(checkpoint_path, config, env_name, seeds, init_from)
+    truncate_log(log_path, start_step)
+    if source is None:
+        log_path.unlink(missing_ok=True)
+    if start_step >= steps:
+        return TrainResult(str(run_dir), str(checkpoint_path), str(log_path), start_step, start_step, [], 0.0, 0.0)
+
+    def save(s):
+        extra = run_metadata(env_name, dataset_path, seeds, dataset, state_step(s))
+        save_checkpoint(checkpoint_path, config, s, extra)
+
+    if source != str(checkpoint_path):
+        save(state)  # the run folder always has a resumable starting point
+    chunk = min(log_every, checkpoint_every)
+    tracker = {"good": state, "saved_step": start_step, "time": time.perf_counter(), "history": []}
+    t0 = time.perf_counter()
+
+    def on_chunk(s, record):
+        step = record["step"]
+        bad = first_nonfinite_loss(record)
+        if bad is not None:
+            good = tracker["good"]
+            found = locate_divergence(config, good, dataset, step - state_step(good), data_sharding)
+            offset, bad = found if found is not None else (step - state_step(good) - 1, bad)
+            raise TrainingDiverged(
+                f"`{bad}` became NaN/inf at step {state_step(good) + offset + 1}; training stopped. "
+                f"The last good checkpoint (step {tracker['saved_step']}) is kept at {checkpoint_path}. "
+                "Lower the learning rate or check the dataset's rewards."
+            )
+        now = time.perf_counter()
+        done = step - state_step(tracker["good"])
+        record = dict(record, steps_per_s=done / max(now - tracker["time"], 1e-9), wall_s=now - t0)
+        tracker.update(good=s, time=now)
+        if step - tracker["saved_step"] >= checkpoint_every or step >= steps:
+            save(s)
+            tracker["saved_step"] = step
+        append_log(log_path, record)
+        tracker["history"].append(record)
+        if callback is not None:
+            return callback(s, record)
+        return False
+
+    state, _ = fit(
+        config, state, dataset, steps - start_step, chunk_size=chunk, progress=progress, callback=on_chunk,
+        data_sharding=data_sharding, desc=f"train {env_name}",
+    )
+    seconds = time.perf_counter() - t0
+    final = state_step(state)
+    return TrainResult(
+        str(run_dir), str(checkpoint_path), str(log_path), start_step, final, tracker["history"], seconds,
+        (final - start_step) / max(seconds, 1e-9),
+    )
+
+
+def train(
+    env_name: str,
+    out,
+    *,
+    steps: int = 1_000_000,
+    dataset_path=None,
+    dataset_dir=None,
+    hidden: int = 512,
+    layers: int = 4,
+    horizon: int = 5,
+    batch_size: int = 256,
+    discount: float = 0.99,
+    learning_rate: float = 3e-4,
+    seeds=(0,),
+    checkpoint_every: int = 10_000,
+    log_every: int = 1_000,
+    init_from=None,
+    progress: bool = True,
+    callback: Optional[Callable] = None,
+) -> TrainResult:
+    """Load an OGBench single-task dataset, then train BC (flow matching) + IQL on action chunks in ``out``.
+
+    ``steps`` is the total step count of the run: a run folder that already has a checkpoint resumes from its
+    step, so rerunning the same command after an interruption finishes the job. ``init_from`` starts a new
+    run from another checkpoint (same architecture), e.g. the small pretrained one shipped in ``data/``.
+    """
+    if dataset_path is not None and dataset_dir is not None:
+        raise ValueError("Pass either `dataset_path` (one .npz file) or `dataset_dir` (a folder), not both.")
+    data = load_training_data(env_name, dataset_path=dataset_path, dataset_dir=dataset_dir)
+    dataset = dataset_from_dict(data)
+    config = make_config(
+        dataset.obs_dim, dataset.action_dim, hidden=hidden, layers=layers, horizon=horizon, batch_size=batch_size,
+        discount=discount, learning_rate=learning_rate,
+    )
+    if dataset.size < horizon:
+        raise ValueError(f"The dataset has only {dataset.size} transitions, fewer than one chunk of {horizon}.")
+    if dataset_path is None:
+        from qgf_lite.ogbench.datasets import default_dataset_path
+
+        dataset_path = default_dataset_path(env_name, None if dataset_dir is None else str(dataset_dir))
+    return train_on_dataset(
+        config, dataset, out, steps=steps, seeds=seeds, env_name=env_name, dataset_path=dataset_path,
+        checkpoint_every=checkpoint_every, log_every=log_every, init_from=init_from, progress=progress,
+        callback=callback,
+    )
+

@@ -1,0 +1,431 @@
+"""Experiments on the 2D toy bandits: train a BC flow and a critic once, then compare samplers.
+
+- ``train_toy_bandit``: behaviour data from a ``toy`` bandit, then ``qgf_lite.fit`` (flow matching + IQL side by
+  side), cached in memory and optionally on disk, so notebooks and tests pay for training once.
+- ``SamplerSpec``: one test-time method (BC, a guided mode, best-of-N, QGF + best-of-N, gradient step) with its
+  compute from ``qgf_lite.sampler_cost``; ``draw_samples`` runs it.
+- ``tilted_target_samples`` / ``tilted_density_fn``: the distribution guidance aims at,
+  pi(a) proportional to pi_ref(a) exp(w Q(a)), with the exact behaviour density and the *learned* critic (the
+  sampler only ever sees the learned critic, so that is the fair target).
+- ``evaluate_specs`` / ``weight_sweep`` / ``equal_compute_specs``: tables of reward, best-region share and
+  distances (sliced Wasserstein, MMD) to the tilted target and to the behaviour data.
+
+Toy networks are small and use no LayerNorm: with a 2D input and no observation, the first hidden layer of a
+critic at a = 0 outputs only its biases, and LayerNorm divides those nearly equal numbers by their tiny spread,
+so Q and its gradient explode right where the QGF estimate a_hat lands early in sampling (the ring's centre).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qgf_lite import toy
+from qgf_lite.toy import metrics
+from qgf_lite.checkpoint import load_checkpoint, save_checkpoint
+from qgf_lite.data import make_dataset
+from qgf_lite.guidance import MODES, guided_sample, sample_with_method, sampler_cost
+from qgf_lite.training import QGFConfig, TrainState, critic_fn, fit, init_train_state, velocity_fn
+from qgf_lite.validation import require_positive_int
+
+ACTION_DIM = 2
+METHODS = ("bc", "guided", "best_of_n", "guided_best_of_n", "gradient_step")
+
+
+def toy_config(**overrides) -> QGFConfig:
+    """A QGFConfig sized for 2D bandits on a laptop CPU (a few seconds of training).
+
+    Bandits have no state (obs_dim 0) and one-step episodes (horizon 1). Flow times are drawn from U[0, 1]
+    rather than the 10-point grid so that samplers with any number of steps stay on the training distribution.
+    """
+    defaults = dict(
+        obs_dim=0,
+        action_dim=ACTION_DIM,
+        horizon=1,
+        actor_hidden=(64, 64, 64),
+        critic_hidden=(64, 64),
+        value_hidden=(16,),
+        layer_norm=False,
+        learning_rate=1e-3,
+        batch_size=256,
+        time_grid=None,
+    )
+    defaults.update(overrides)
+    return QGFConfig(**defaults)
+
+
+@dataclasses.dataclass(frozen=True)
+class ToySetup:
+    """A bandit problem with its behaviour data and the BC flow + critic trained on it."""
+
+    problem: toy.BanditProblem
+    config: QGFConfig
+    state: TrainState
+    behaviour: jnp.ndarray  # (num_samples, 2) dataset actions
+    history: tuple = ()
+
+    @property
+    def velocity(self) -> Callable:
+        return velocity_fn(self.config, self.state.policy_params)
+
+    @property
+    def critic(self) -> Callable:
+        """min over the ensemble of Q(a), (obs, a) -> (batch,): what guidance differentiates."""
+        return critic_fn(self.config, self.state.critic_params)
+
+    @property
+    def log_ref(self) -> Callable:
+        """Exact log pi_ref(a) of the behaviour distribution (or a KDE of the data when none is known)."""
+        if self.problem.log_density is not None:
+            return self.problem.log_density
+        return toy.kde_log_density(self.behaviour)
+
+
+def bandit_data(problem: toy.BanditProblem, num_samples: int, seed: int):
+    """Behaviour actions (n, 2) and their rewards (n,) for a stateless bandit."""
+    if problem.contextual:
+        raise ValueError(f"`{problem.name}` is contextual; the toy experiments use stateless bandits "
+                         f"(choose one of ring, moons, checkerboard, spiral).")
+    actions = problem.sample_actions(jax.random.PRNGKey(seed), num_samples)
+    return actions, problem.reward(None, actions)
+
+
+_MEMORY_CACHE: Dict[str, ToySetup] = {}
+
+
+def _cache_key(name: str, num_steps: int, num_samples: int, seed: int, config: QGFConfig) -> str:
+    spec = json.dumps([name, num_steps, num_samples, seed, config.to_dict()], sort_keys=True, default=str)
+    return hashlib.sha1(spec.encode()).hexdigest()[:16]
+
+
+def default_cache_dir() -> Optional[Path]:
+    """$QGF_CACHE_DIR if set, else None (no disk cache: training is cheap, and tests must not share state)."""
+    value = os.environ.get("QGF_CACHE_DIR")
+    return Path(value) if value else None
+
+
+def train_toy_bandit(
+    name: str = "ring",
+    *,
+    num_steps: int = 3000,
+    num_samples: int = 20000,
+    seed: int = 0,
+    config: Optional[QGFConfig] = None,
+    cache_dir=None,
+    progress: bool = True,
+) -> ToySetup:
+    """Train the BC flow and the IQL critic on a toy bandit's behaviour data, once per setting.
+
+    Results are kept in memory for the process and, with ``cache_dir`` (default ``$QGF_CACHE_DIR``), on disk as a
+    qgf_lite checkpoint named after a hash of the settings. The behaviour data is regenerated from ``seed``.
+    """
+    num_steps = require_positive_int("num_steps", num_steps)
+    num_samples = require_positive_int("num_samples", num_samples, minimum=2)
+    seed = require_positive_int("seed", seed, minimum=0)
+    config = toy_config() if config is None else config
+    if not isinstance(config, QGFConfig):
+        raise TypeError(f"`config` must be a QGFConfig (see toy_config()), got {type(config).__name__}.")
+    if config.obs_dim != 0 or config.action_dim != ACTION_DIM or config.horizon != 1:
+        raise ValueError("`config` must describe a 2D stateless bandit: obs_dim=0, action_dim=2, horizon=1 "
+                         "(start from toy_config(**overrides)).")
+    problem = toy.make_bandit(name)
+    key = _cache_key(name, num_steps, num_samples, seed, config)
+    if key in _MEMORY_CACHE:
+        return _MEMORY_CACHE[key]
+    actions, rewards = bandit_data(problem, num_samples, seed)
+    cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
+    path = None if cache_dir is None else cache_dir / f"toy_{name}_{key}.msgpack"
+    if path is not None and path.is_file():
+        _, state, extra = load_checkpoint(path, config)
+        history = tuple(extra.get("history", ()))
+    else:
+        dataset = make_dataset(np.asarray(actions), np.asarray(rewards))
+        state = init_train_state(config, jax.random.PRNGKey(seed))
+        state, history = fit(config, state, dataset, num_steps, chunk_size=min(num_steps, 1000),
+                             progress=progress, desc=f"training BC flow + critic on {name}")
+        history = tuple(history)
+        if path is not None:
+            save_checkpoint(path, config, state, extra={"history": list(history)})
+    setup = ToySetup(problem=problem, config=config, state=state, behaviour=actions, history=history)
+    _MEMORY_CACHE[key] = setup
+    return setup
+
+
+# --------------------------------------------------------------------------- #
+# The tilted target pi_ref exp(w Q)
+# --------------------------------------------------------------------------- #
+def tilted_density_fn(log_ref: Callable, critic: Callable, grid: toy.Grid2D = toy.Grid2D(size=64)) -> Callable:
+    """weight -> (size, size) density of pi_ref exp(w Q) on ``grid``, normalised so sum * cell_area = 1.
+
+    Pure jnp in the weight, so ``jax.vmap`` gives every slider position in one call (toy.tilted_density_grid
+    computes the same thing for one concrete weight, with input checks).
+    """
+    points = grid.points
+    log_p = log_ref(points)
+    q = critic(None, points)
+
+    def density(weight):
+        logits = jnp.where(weight > 0, log_p + weight * q, log_p)
+        logits = logits - jax.scipy.special.logsumexp(logits) - jnp.log(grid.cell_area)
+        return jnp.exp(logits).reshape(grid.size, grid.size)
+
+    return density
+
+
+def tilted_target_samples(setup: ToySetup, weight: float, key, n: int, grid: toy.Grid2D = toy.Grid2D()) -> jnp.ndarray:
+    """n samples of pi_ref(a) exp(w Q(a)) with the learned critic, drawn cell by cell from a fine grid."""
+    density = toy.tilted_density_grid(setup.log_ref, setup.critic, weight, grid)
+    return toy.sample_grid_density(key, density, grid, n)
+
+
+# --------------------------------------------------------------------------- #
+# Samplers and their compute
+# --------------------------------------------------------------------------- #
+@dataclasses.dataclass(frozen=True)
+class SamplerSpec:
+    """One test-time method and its settings.
+
+    method: "bc", "guided", "best_of_n", "guided_best_of_n" or "gradient_step" (as ``sampler_cost`` names them);
+    mode: the guidance mode for guided methods; n: proposals for best-of-N; weight: guidance weight;
+    ascent_steps / step_size: for "gradient_step".
+    """
+
+    method: str
+    steps: int = 10
+    weight: float = 0.0
+    mode: str = "qgf"
+    n: int = 1
+    ascent_steps: int = 3
+    step_size: float = 0.01
+    label: Optional[str] = None
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"Unknown `method` {self.method!r}; choose one of {', '.join(METHODS)}.")
+        if self.mode not in MODES:
+            raise ValueError(f"Unknown guidance `mode` {self.mode!r}; choose one of {', '.join(MODES)}.")
+        require_positive_int("steps", self.steps)
+        require_positive_int("n", self.n)
+        if self.method in ("best_of_n", "guided_best_of_n") and self.n < 1:
+            raise ValueError("best-of-N needs `n` >= 1.")
+
+    @property
+    def name(self) -> str:
+        if self.label:
+            return self.label
+        if self.method == "bc":
+            return "BC"
+        if self.method == "guided":
+            return f"{self.mode} (w={self.weight:g})"
+        if self.method == "best_of_n":
+            return f"best-of-{self.n}"
+        if self.method == "guided_best_of_n":
+            return f"{self.mode} (w={self.weight:g}) + best-of-{self.n}"
+        return f"gradient step (alpha={self.step_size:g}, L={self.ascent_steps})"
+
+    @property
+    def cost(self) -> int:
+        """Network evaluations per action (``sampler_cost``'s total)."""
+        return sampler_cost(self.method, steps=self.steps, n=self.n, ascent_steps=self.ascent_steps,
+                            mode=self.mode)["total"]
+
+
+def _run_spec(spec: SamplerSpec, velocity, critic, key, num: int, weight):
+    noise = jax.random.normal(key, (num, spec.n, ACTION_DIM) if "best_of_n" in spec.method else (num, ACTION_DIM))
+    return sample_with_method(spec.method, velocity, critic, None, noise, steps=spec.steps, weight=weight,
+                              mode=spec.mode, step_size=spec.step_size, ascent_steps=spec.ascent_steps)
+
+
+def _spec_weight(spec: SamplerSpec) -> jnp.ndarray:
+    return jnp.asarray(spec.weight if spec.method in ("guided", "guided_best_of_n") else 0.0, jnp.float32)
+
+
+@functools.lru_cache(maxsize=128)
+def _compiled_spec(spec: SamplerSpec, config: QGFConfig, num: int):
+    def run(state, key, weight):
+        return _run_spec(spec, velocity_fn(config, state.policy_params), critic_fn(config, state.critic_params),
+                         key, num, weight)
+
+    # gradient_step samples with a Python weight of 0 inside, which does not trace: run it eagerly.
+    return run if spec.method == "gradient_step" else jax.jit(run)
+
+
+def draw_samples(setup: ToySetup, spec: SamplerSpec, key, num: int) -> jnp.ndarray:
+    """``num`` actions (num, 2) from the method ``spec`` with the trained networks (compiled once per spec)."""
+    num = require_positive_int("num", num)
+    return _compiled_spec(spec, setup.config, num)(setup.state, toy.as_key(key), _spec_weight(spec))
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_weight_sweep(config: QGFConfig, mode: str, steps: int, num: int):
+    def run(state, key, weights):
+        velocity = velocity_fn(config, state.policy_params)
+        critic = critic_fn(config, state.critic_params)
+        noise = jax.random.normal(key, (num, ACTION_DIM))
+        # The same noise for every weight: differences between columns come from guidance alone.
+        return jax.vmap(lambda w: guided_sample(velocity, critic, None, noise, steps=steps, weight=w, mode=mode))(weights)
+
+    return jax.jit(run)
+
+
+def guided_samples_for_weights(setup: ToySetup, weights, key, num: int, *, mode: str = "qgf",
+                               steps: int = 10) -> jnp.ndarray:
+    """Guided samples for every weight in one vectorised call: (len(weights), num, 2), shared noise."""
+    weights = jnp.asarray(weights, jnp.float32)
+    if weights.ndim != 1 or weights.size == 0:
+        raise ValueError(f"`weights` must be a non-empty 1D sequence, got shape {tuple(weights.shape)}.")
+    if not bool(jnp.all(jnp.isfinite(weights) & (weights >= 0))):
+        raise ValueError("`weights` must be finite and >= 0.")
+    if mode not in MODES:
+        raise ValueError(f"Unknown guidance `mode` {mode!r}; choose one of {', '.join(MODES)}.")
+    steps = require_positive_int("steps", steps)
+    return _compiled_weight_sweep(setup.config, mode, steps, require_positive_int("num", num))(
+        setup.state, toy.as_key(key), weights)
+
+
+def one_step_estimates(velocity: Callable, path, clip=(-1.0, 1.0)) -> jnp.ndarray:
+    """QGF's a_hat = clip(a_t + (1 - t) v(a_t, t)) at every step of a sampler path (steps + 1, batch, dim).
+
+    Returns (steps, batch, dim): the estimate made at t = k / steps from the particles path[k], i.e. where the
+    critic is queried at step k.
+    """
+    path = jnp.asarray(path)
+    if path.ndim != 3 or path.shape[0] < 2:
+        raise ValueError(f"`path` must have shape (steps + 1, batch, dim) with steps >= 1, got {tuple(path.shape)}.")
+    steps, batch = path.shape[0] - 1, path.shape[1]
+
+    def estimate(a, k):
+        t = jnp.full((batch,), k / steps, a.dtype)
+        a_hat = a + (1.0 - t)[:, None] * velocity(None, a, t)
+        return a_hat if clip is None else jnp.clip(a_hat, *clip)
+
+    return jax.vmap(estimate)(path[:-1], jnp.arange(steps))
+
+
+# --------------------------------------------------------------------------- #
+# Evaluation tables
+# --------------------------------------------------------------------------- #
+def score_samples(setup: ToySetup, actions, key, *, target=None) -> dict:
+    """Mean reward (true reward), share in the best region, and SW/MMD to ``target`` and to the behaviour data."""
+    problem = setup.problem
+    return metrics.compare_samples(actions, key, target=target, behaviour=setup.behaviour[:2000],
+                                   reward_fn=problem.reward, region_fn=problem.in_best_region)
+
+
+def evaluate_specs(setup: ToySetup, specs: Sequence[SamplerSpec], key, *, num: int = 1000,
+                   target_weight: Optional[float] = None, num_seeds: int = 1, progress: bool = True) -> List[dict]:
+    """One row per spec: its name, compute, and the metrics of ``score_samples`` averaged over ``num_seeds``.
+
+    With ``target_weight`` the distances are to pi_ref exp(w Q) at that w; otherwise each guided spec is scored
+    against the target at its own weight (best-of-N and gradient steps against w = 0, i.e. pi_ref itself).
+    Also reports ``<metric>_std`` (across seeds) for the mean reward.
+    """
+    from tqdm.auto import tqdm
+
+    num_seeds = require_positive_int("num_seeds", num_seeds)
+    key = toy.as_key(key)
+    targets: Dict[float, jnp.ndarray] = {}
+    rows = []
+    for i, spec in enumerate(tqdm(specs, desc="evaluating samplers", disable=not progress, leave=False)):
+        w = float(target_weight if target_weight is not None else spec.weight)
+        if w not in targets:
+            targets[w] = tilted_target_samples(setup, w, jax.random.fold_in(key, 10_000 + len(targets)), num)
+        per_seed = []
+        for s in range(num_seeds):
+            sample_key, metric_key = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, i), s))
+            actions = draw_samples(setup, spec, sample_key, num)
+            # One projection key for every spec, so their SW values are paired comparisons.
+            per_seed.append(score_samples(setup, actions, jax.random.fold_in(key, 99), target=targets[w]))
+        row = {"method": spec.name, "cost": spec.cost, "target_weight": w}
+        for metric in per_seed[0]:
+            values = np.array([r[metric] for r in per_seed])
+            row[metric] = float(values.mean())
+        row["mean_reward_std"] = float(np.std([r["mean_reward"] for r in per_seed]))
+        rows.append(row)
+    return rows
+
+
+def weight_sweep(setup: ToySetup, weights: Sequence[float], key, *, num: int = 1000, mode: str = "qgf",
+                 steps: int = 10) -> List[dict]:
+    """The trade-off as w grows: reward, best-region share, distance to the behaviour data and to pi_ref exp(wQ)."""
+    key = toy.as_key(key)
+    sample_key, target_key, metric_key = jax.random.split(key, 3)
+    all_actions = guided_samples_for_weights(setup, weights, sample_key, num, mode=mode, steps=steps)
+    rows = []
+    for w, actions in zip(weights, all_actions):
+        target = tilted_target_samples(setup, float(w), target_key, num)
+        row = {"weight": float(w), "mode": mode, "cost": sampler_cost("guided", steps=steps, mode=mode)["total"]}
+        row.update(score_samples(setup, actions, metric_key, target=target))
+        rows.append(row)
+    return rows
+
+
+def matched_best_of_n(budget: int, steps: int = 10) -> int:
+    """The largest N whose best-of-N (unguided, ``steps`` Euler steps) costs at most ``budget`` evaluations."""
+    budget = require_positive_int("budget", budget)
+    steps = require_positive_int("steps", steps)
+    n = 0
+    while sampler_cost("best_of_n", steps=steps, n=n + 1)["total"] <= budget:
+        n += 1
+    if n == 0:
+        raise ValueError(f"`budget` {budget} is below the cost of a single sample with {steps} steps "
+                         f"({sampler_cost('best_of_n', steps=steps, n=1)['total']}).")
+    return n
+
+
+def equal_compute_specs(weight: float, *, steps: int = 10, bfn_n: int = 4) -> List[SamplerSpec]:
+    """BC, QGF, noisy-gradient and Jacobian QGF at ``weight``, best-of-N with the N that QGF's compute buys,
+    a gradient-step baseline, and QGF + best-of-``bfn_n`` next to the plain best-of-N of the same cost."""
+    qgf = SamplerSpec("guided", steps=steps, weight=weight, mode="qgf")
+    combo = SamplerSpec("guided_best_of_n", steps=steps, weight=weight, mode="qgf", n=bfn_n)
+    return [
+        SamplerSpec("bc", steps=steps),
+        qgf,
+        SamplerSpec("guided", steps=steps, weight=weight, mode="noisy"),
+        SamplerSpec("guided", steps=steps, weight=weight, mode="jacobian"),
+        SamplerSpec("best_of_n", steps=steps, n=matched_best_of_n(qgf.cost, steps)),
+        SamplerSpec("gradient_step", steps=steps, step_size=0.05, ascent_steps=5),
+        combo,
+        SamplerSpec("best_of_n", steps=steps, n=matched_best_of_n(combo.cost, steps)),
+    ]
+
+
+def format_table(rows: Iterable[dict], columns: Sequence[str], *, digits: int = 3) -> str:
+    """A plain-text table of ``rows`` (dicts) with the given columns, for notebook and benchmark printouts."""
+    rows = list(rows)
+    cells = [[c for c in columns]]
+    for row in rows:
+        cells.append([f"{row[c]:.{digits}f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+__all__ = [
+    "SamplerSpec",
+    "ToySetup",
+    "bandit_data",
+    "draw_samples",
+    "equal_compute_specs",
+    "evaluate_specs",
+    "format_table",
+    "guided_samples_for_weights",
+    "matched_best_of_n",
+    "one_step_estimates",
+    "score_samples",
+    "tilted_density_fn",
+    "tilted_target_samples",
+    "toy_config",
+    "train_toy_bandit",
+    "weight_sweep",
+]
