@@ -38,7 +38,10 @@ from install_envs import (
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # What Colab preinstalls, as far as these notebooks care (versions as Colab shipped them in 2025-2026).
-COLAB_PREINSTALLED = ["jax", "flax", "optax", "numpy", "plotly>=5.15,<6", "ipywidgets==7.7.1", "tqdm", "ipykernel"]
+# ipywidgets 7's widgetsnbextension pulls in `notebook`; Colab has the classic notebook 6.5 (notebook 7 would bring
+# jupyterlab, which Colab lacks).
+COLAB_PREINSTALLED = ["jax", "flax", "optax", "numpy", "plotly>=5.15,<6", "ipywidgets==7.7.1", "notebook==6.5.7",
+                      "tqdm", "ipykernel"]
 CORE_MODULES = ["qgf_lite", "qgf_lite.networks", "qgf_lite.flow", "qgf_lite.guidance", "qgf_lite.iql",
                 "qgf_lite.data", "qgf_lite.training", "qgf_lite.checkpoint", "qgf_lite.checks", "qgf_lite.plots",
                 "qgf_lite.widgets", "qgf_lite.explorer", "qgf_lite.notebook_tools", "qgf_lite.toy",
@@ -134,7 +137,7 @@ def test_colab_stand_in_runs_every_notebook_with_its_own_install_cell(distributi
     env_dir = cached_env("colab-standin", COLAB_PREINSTALLED)
     python = python_of(env_dir)
     absent = run([python, "-c", "import importlib.util as u; print([m for m in ('anywidget', 'jupyterlab', "
-                                "'mujoco', 'ogbench', 'qgf_lite') if u.find_spec(m)])"]).stdout.strip()
+                                "'mujoco', 'ogbench', 'qgf_lite') if u.find_spec(m)])"], cwd=tmp_path).stdout.strip()
     assert absent == "[]", f"the stand-in must start without these: {absent}"
 
     colab_stub = tmp_path / "colab_stub"
@@ -161,6 +164,6 @@ def test_colab_stand_in_runs_every_notebook_with_its_own_install_cell(distributi
         assert "SMOKE mode" in text
         if "interactive_view" in "".join(c.source for c in nb.cells):
             assert "interactive view: frames (Colab does not load" in text, f"{path.name}: sliders must pick frames, say why"
-    installed = run([python, "-c", "import qgf_lite; print(qgf_lite.__file__)"]).stdout
+    installed = run([python, "-c", "import qgf_lite; print(qgf_lite.__file__)"], cwd=tmp_path).stdout
     assert str(env_dir) in installed  # the wheel, installed by the notebooks' own cells
     _record("colab_standin_times.json", {"seconds_per_notebook": {k: round(v, 1) for k, v in seconds.items()}})
