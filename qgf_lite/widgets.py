@@ -340,8 +340,9 @@ def interactive_view(sample_fn: Callable, slider_values, *, mode: str = "auto", 
     if chosen == "live":
         missing = [m for m in ("ipywidgets", "anywidget") if not _importable(m)]
         if missing:
-            raise ValueError(f"The live view needs {' and '.join(missing)} (pip install {' '.join(missing)}); "
-                             f"use mode='frames' (or unset ${ENV_VAR}) for the precomputed view.")
+            raise ValueError(f"The live view needs {' and '.join(missing)}: install the 'lab' extra "
+                             f"(python -m pip install 'qgf_lite[lab]'), or use mode='frames' (or unset ${ENV_VAR}) "
+                             "for the precomputed view.")
     if not quiet:
         other = "frames" if chosen == "live" else "live"
         print(f"interactive view: {chosen} ({reason}); set {ENV_VAR}={other} to switch.")

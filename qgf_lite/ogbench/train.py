@@ -319,7 +319,8 @@ def train(
 
     ``steps`` is the total step count of the run: a run folder that already has a checkpoint resumes from its
     step, so rerunning the same command after an interruption finishes the job. ``init_from`` starts a new
-    run from another checkpoint (same architecture), e.g. the small pretrained one shipped in ``data/``.
+    run from another checkpoint (same architecture), e.g. the small pretrained one shipped with the package
+    (``qgf_lite.ogbench.pretrained_checkpoint()``).
     """
     if dataset_path is not None and dataset_dir is not None:
         raise ValueError("Pass either `dataset_path` (one .npz file) or `dataset_dir` (a folder), not both.")
