@@ -35,6 +35,7 @@ from qgf_lite.training import (
     critic_fn,
     data_parallel_sharding,
     fit,
+    guidance_critic_params,
     init_train_state,
     init_train_states,
     num_parameters,

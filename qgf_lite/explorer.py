@@ -28,6 +28,7 @@ from qgf_lite import toy, widgets
 from qgf_lite.toy import experiments as tx
 from qgf_lite.fileio import atomic_write_bytes
 from qgf_lite.guidance import guided_sample
+from qgf_lite.training import CRITIC_CHOICES, check_critic
 from qgf_lite.validation import require_positive_int
 
 DEFAULT_OUT = "docs/guidance_explorer.html"
@@ -111,20 +112,24 @@ def explorer_noise(seed: int, num_samples: int) -> jnp.ndarray:
 
 
 def guidance_explorer_figure(setup: tx.ToySetup, weights=DEFAULT_WEIGHTS, *, num_samples: int = 1000, seed: int = 0,
-                             euler_steps: int = EULER_STEPS, grid: toy.Grid2D = toy.Grid2D(size=64)):
-    """The frames figure of notebook 03, section 4: one frame of QGF samples over pi_ref exp(w Q) per weight."""
+                             euler_steps: int = EULER_STEPS, grid: toy.Grid2D = toy.Grid2D(size=64),
+                             critic: str = "target"):
+    """The frames figure of notebook 03, section 4: one frame of QGF samples over pi_ref exp(w Q) per weight.
+
+    ``critic``: guide with (and tilt the background by) the "target" critic, as the paper does, or the "online" one.
+    """
     weights = _check_weights(weights)
     num_samples = require_positive_int("num_samples", num_samples)
     euler_steps = require_positive_int("euler_steps", euler_steps)
-    velocity, critic = setup.velocity, setup.critic
+    velocity, q = setup.velocity, setup.guidance_critic(critic)
     noise = explorer_noise(require_positive_int("seed", seed, minimum=0), num_samples)
 
     def sample(weight):
-        return {SAMPLE_TRACE: guided_sample(velocity, critic, None, noise, steps=euler_steps, weight=weight)}
+        return {SAMPLE_TRACE: guided_sample(velocity, q, None, noise, steps=euler_steps, weight=weight)}
 
     fig = widgets.build_frames_view(
         sample, weights, description="guidance weight w",
-        background_fn=tx.tilted_density_fn(setup.log_ref, critic, grid), grid=grid,
+        background_fn=tx.tilted_density_fn(setup.log_ref, q, grid), grid=grid,
         title_fn=_frame_title(setup.problem), extra_traces=[_peak_trace(setup.problem)],
     )
     return fig
@@ -175,18 +180,21 @@ def export_guidance_explorer(
     num_samples: int = 1000,
     seed: int = 0,
     include_plotlyjs="cdn",
+    critic: str = "target",
     progress: bool = True,
 ) -> Path:
     """Train on ``bandit``, build the guidance explorer and write it to ``out`` atomically; returns the path.
 
     ``include_plotlyjs``: "cdn" (a small page that loads plotly.js from cdn.plot.ly) or True (embedded, offline).
+    ``critic``: "target" (the paper's choice) or "online", the critic that guides the samples.
     """
     path = _check_out(out)
+    check_critic(critic)  # a bad value is named before the training, not after it
     _check_plotlyjs(include_plotlyjs)
     weights = _check_weights(weights)
     num_samples = require_positive_int("num_samples", num_samples)
     setup = tx.train_toy_bandit(bandit, num_steps=train_steps, seed=seed, progress=progress)
-    fig = guidance_explorer_figure(setup, weights, num_samples=num_samples, seed=seed)
+    fig = guidance_explorer_figure(setup, weights, num_samples=num_samples, seed=seed, critic=critic)
     intro = _page_intro(bandit, num_samples, train_steps, EULER_STEPS)
     page = explorer_page_html(fig, intro, include_plotlyjs=include_plotlyjs)
     atomic_write_bytes(path, page.encode("utf-8"))
@@ -202,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=3000, help="training steps for the flow and critic (default 3000)")
     parser.add_argument("--samples", type=int, default=1000, help="particles per frame (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, the training and the noise (default 0)")
+    parser.add_argument("--critic", choices=CRITIC_CHOICES, default="target",
+                        help="critic that guides the samples: the Polyak target (default, as in the paper) or online")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -210,7 +220,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         path = export_guidance_explorer(args.out, bandit=args.bandit, train_steps=args.steps,
-                                        num_samples=args.samples, seed=args.seed,
+                                        num_samples=args.samples, seed=args.seed, critic=args.critic,
                                         include_plotlyjs=True if args.inline else "cdn", progress=not args.quiet)
     except (ValueError, TypeError) as err:
         build_parser().error(str(err))

@@ -4,6 +4,7 @@
 - ``TrainState``: the three networks' parameters, their Adam states, the target critic and a PRNG key.
 - ``train_step``: one update of policy, critic and value from one batch.
 - ``train_steps``: many updates inside one ``jax.lax.scan``, minibatches sampled on the device.
+- ``guidance_critic_params``: which critic the samplers guide with (the target one unless asked otherwise).
 - ``fit``: the host loop around ``train_steps`` with a progress bar; states with a leading seed axis
   (from ``init_train_states``) train several seeds at once with ``jax.vmap``.
 """
@@ -28,26 +29,36 @@ from qgf_lite.networks import CriticEnsemble, ValueNet, VelocityField
 from qgf_lite.validation import require_positive_int
 
 
+def _field(default, help: str):
+    """A QGFConfig field with its help text: ``qgf-lite train`` builds one flag per field from these."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclasses.dataclass(frozen=True)
 class QGFConfig:
-    """Sizes and hyper-parameters; defaults are the paper/reference ones (docs/algorithm.md §2-§4)."""
+    """Sizes and hyper-parameters; defaults are the paper/reference ones (docs/algorithm.md §2-§4).
+
+    Every field but obs_dim/action_dim (set by the dataset) is a ``qgf-lite train`` flag, with the help text
+    of its ``metadata["help"]``.
+    """
 
     obs_dim: int
     action_dim: int  # per environment step; the policy outputs horizon * action_dim
-    horizon: int = 5
-    actor_hidden: Tuple[int, ...] = (512, 512, 512, 512)
-    critic_hidden: Tuple[int, ...] = (512, 512, 512, 512)
-    value_hidden: Tuple[int, ...] = (512, 512, 512, 512)
-    num_critics: int = 2
-    layer_norm: bool = True
-    time_emb_dim: int = 32
-    learning_rate: float = 3e-4
-    discount: float = 0.99
-    expectile: float = 0.9
-    target_update_rate: float = 0.005
-    batch_size: int = 256
-    flow_steps: int = 10
-    time_grid: Optional[int] = 10
+    horizon: int = _field(5, "action chunk length H: environment steps per policy call")
+    actor_hidden: Tuple[int, ...] = _field((512, 512, 512, 512), "hidden layer widths of the velocity network")
+    critic_hidden: Tuple[int, ...] = _field((512, 512, 512, 512), "hidden layer widths of each Q network")
+    value_hidden: Tuple[int, ...] = _field((512, 512, 512, 512), "hidden layer widths of the value network")
+    num_critics: int = _field(2, "Q networks in the ensemble; guidance and the value use their minimum")
+    layer_norm: bool = _field(True, "LayerNorm after every hidden layer")
+    time_emb_dim: int = _field(32, "size of the velocity network's sinusoidal flow-time embedding")
+    learning_rate: float = _field(3e-4, "Adam learning rate of all three networks")
+    discount: float = _field(0.99, "per-step discount gamma; a chunk bootstraps with gamma^H")
+    expectile: float = _field(0.9, "IQL expectile tau of the value regression, in (0, 1)")
+    target_update_rate: float = _field(0.005, "Polyak rate rho of the target critic, in (0, 1]")
+    batch_size: int = _field(256, "action chunks per minibatch")
+    flow_steps: int = _field(10, "Euler steps of the samplers; evaluation uses it unless told otherwise")
+    time_grid: Optional[int] = _field(10, "training draws flow times from a grid of this many "
+                                          "points; None: uniform on [0, 1]")
 
     def __post_init__(self):
         for name in ("actor_hidden", "critic_hidden", "value_hidden"):
@@ -154,9 +165,32 @@ def velocity_fn(config: QGFConfig, policy_params) -> Callable:
 
 
 def critic_fn(config: QGFConfig, critic_params) -> Callable:
-    """min_i Q_i(s, a) of the ensemble as a plain function (obs, a) -> (batch,), as guidance uses it."""
+    """min_i Q_i(s, a) of the ensemble as a plain function (obs, a) -> (batch,), as guidance uses it.
+
+    For guidance pass ``guidance_critic_params(state)`` (the target critic), not ``state.critic_params``.
+    """
     critic = build_networks(config)[1]
     return lambda obs, actions: jnp.min(critic.apply(critic_params, obs, actions), axis=0)
+
+
+CRITIC_CHOICES = ("target", "online")  # the values of every sampler's `critic` option; the first is the default
+
+
+def check_critic(critic: str) -> str:
+    """``critic`` itself if it is "target" or "online", else a ValueError naming the choices."""
+    if critic not in CRITIC_CHOICES:
+        raise ValueError(f"`critic` must be one of {', '.join(map(repr, CRITIC_CHOICES))}, got {critic!r}.")
+    return critic
+
+
+def guidance_critic_params(state: TrainState, critic: str = "target"):
+    """The critic parameters a guided sampler differentiates: the Polyak target copy unless ``critic="online"``.
+
+    The paper and the reference code guide with min_i Qbar_i, the slowly moving average of the critic
+    (docs/algorithm.md §4); the online ``critic_params`` follow each minibatch and are offered for comparison.
+    Wrap the result with ``critic_fn``. Every sampler that guides from a train state picks its critic here.
+    """
+    return state.target_critic_params if check_critic(critic) == "target" else state.critic_params
 
 
 def value_fn(config: QGFConfig, value_params) -> Callable:

@@ -1,4 +1,7 @@
-"""End to end on a tiny cube-single dataset: generate -> OGBench loader -> train (resumable) -> eval, and bad input."""
+"""End to end on a tiny cube-single dataset: generate -> OGBench loader -> train (resumable) -> eval, and bad input.
+
+Also: which critic guides evaluation (target by default, --critic online) and the train flags made from QGFConfig.
+"""
 
 from __future__ import annotations
 
@@ -278,3 +281,201 @@ def test_chunk_sampler_at_weight_zero_is_behaviour_cloning(trained_run):
     assert bc.shape == (3, config.chunk_dim) and np.all(np.abs(np.asarray(bc)) <= 1.0)
     np.testing.assert_allclose(np.asarray(qgf0), np.asarray(bc), atol=1e-6)  # w = 0 is BC, same noise
     assert not np.allclose(np.asarray(qgf), np.asarray(bc), atol=1e-3)  # and the weight is really applied
+
+
+# ------------------------------------------------------------------------------------ which critic guides
+
+
+@pytest.fixture(scope="module")
+def two_critic_checkpoint(trained_run, tmp_path_factory):
+    """The trained checkpoint with a target critic from another initialisation, so the two critics guide apart."""
+    import jax
+
+    from qgf_lite.checkpoint import save_checkpoint
+    from qgf_lite.training import init_train_state
+
+    config, state, extra = load_checkpoint(trained_run / "checkpoint.msgpack")
+    other = init_train_state(config, jax.random.PRNGKey(123)).critic_params
+    path = tmp_path_factory.mktemp("two_critics") / "checkpoint.msgpack"
+    save_checkpoint(path, config, state.replace(target_critic_params=other), extra)
+    return path
+
+
+class Recorded(Exception):
+    """Raised by the rollout spy once it has what the test needs, so no episode is played."""
+
+
+def spy_rollouts(monkeypatch, calls, play=False):
+    """Replace rollout_wave: record the params the sampler got and the chunks it samples for fixed obs and keys."""
+    import jax
+
+    def rollout(envs, sampler, params, weight, config, episode_indices, seed, frames=None):
+        obs = jax.random.normal(jax.random.PRNGKey(3), (2, config.obs_dim))
+        keys = evaluation.episode_chunk_keys(seed, [0, 1], 0)
+        calls.append({"params": params, "chunks": np.asarray(sampler(*params, obs, keys, weight)), "obs": obs,
+                      "keys": keys, "weight": weight})
+        if not play:
+            raise Recorded
+        return [{"episode": int(e), "success": False, "return": -1.0, "length": 1} for e in episode_indices]
+
+    monkeypatch.setattr(evaluation, "rollout_wave", rollout)
+
+
+def assert_sampled_with(call, checkpoint, which):
+    """The recorded chunks are those of the sampler called directly with the `which` critic, not the other one."""
+    import jax
+
+    config, state, _ = load_checkpoint(checkpoint)
+    wanted, other = ((state.target_critic_params, state.critic_params) if which == "target"
+                     else (state.critic_params, state.target_critic_params))
+    sampler = evaluation.compiled_chunk_sampler(config, "qgf", 1, config.flow_steps)
+    direct = np.asarray(sampler(state.policy_params, wanted, call["obs"], call["keys"], call["weight"]))
+    not_this = np.asarray(sampler(state.policy_params, other, call["obs"], call["keys"], call["weight"]))
+    np.testing.assert_allclose(call["chunks"], direct, atol=1e-6)
+    assert np.abs(call["chunks"] - not_this).max() > 1e-3
+    for got, want in zip(jax.tree_util.tree_leaves(call["params"][1]), jax.tree_util.tree_leaves(wanted)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_evaluate_guides_with_the_target_critic_by_default(two_critic_checkpoint, monkeypatch):
+    calls = []
+    spy_rollouts(monkeypatch, calls, play=True)
+    report = evaluation.evaluate(two_critic_checkpoint, methods=["qgf"], weights=[1.0], episodes=1, num_envs=1,
+                                 progress=False)
+    assert report["critic"] == "target" and len(calls) == 1
+    assert_sampled_with(calls[0], two_critic_checkpoint, "target")
+
+
+def test_eval_cli_critic_online_guides_with_the_online_critic_and_says_so(two_critic_checkpoint, monkeypatch,
+                                                                          tmp_path, capsys):
+    calls = []
+    spy_rollouts(monkeypatch, calls, play=True)
+    rc = cli.main(["eval", str(two_critic_checkpoint), "--methods", "qgf", "--weights", "1.0", "--episodes", "1",
+                   "--num-envs", "1", "--critic", "online", "--out", str(tmp_path), "--no-progress"])
+    assert rc == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["critic"] == "online"
+    assert_sampled_with(calls[0], two_critic_checkpoint, "online")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["eval", str(two_critic_checkpoint), "--critic", "ema"])
+    assert exit_info.value.code == 2
+    assert "argument --critic: invalid choice: 'ema' (choose from 'target', 'online')" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("which", ["target", "online"])
+def test_record_video_guides_with_the_chosen_critic(two_critic_checkpoint, monkeypatch, tmp_path, which):
+    calls = []
+    spy_rollouts(monkeypatch, calls)
+    kwargs = {} if which == "target" else {"critic": "online"}
+    with pytest.raises(Recorded):
+        evaluation.record_video(two_critic_checkpoint, tmp_path / "v.gif", method="qgf", weight=1.0, size=48,
+                                max_steps=5, **kwargs)
+    assert_sampled_with(calls[0], two_critic_checkpoint, which)
+    with pytest.raises(ValueError, match="`critic` must be one of 'target', 'online'"):
+        evaluation.record_video(two_critic_checkpoint, tmp_path / "v.gif", critic="Target")
+
+
+# ------------------------------------------------------------------------------------ train flags from QGFConfig
+
+
+def train_parser():
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="qgf-lite train")
+    cli.add_train_arguments(parser)
+    return parser
+
+
+def test_every_config_field_is_a_train_flag():
+    import dataclasses
+
+    from qgf_lite.training import QGFConfig
+
+    flags = train_parser()._option_string_actions
+    for field in dataclasses.fields(QGFConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if field.name in ("obs_dim", "action_dim"):  # the dataset sets them
+            assert flag not in flags
+        else:
+            assert flag in flags and flags[flag].dest == field.name, flag
+            assert field.metadata["help"] in flags[flag].help
+    # The spellings README and docs/results.md use keep working.
+    for flag in ("--hidden", "--layers", "--horizon", "--batch-size", "--discount", "--lr", "--steps", "--seed",
+                 "--out", "--dataset-path", "--dataset-dir", "--checkpoint-every", "--log-every", "--init-from"):
+        assert flag in flags, flag
+
+
+def test_config_flags_parse_into_the_config():
+    from qgf_lite.ogbench.train import make_config
+    from qgf_lite.training import QGFConfig
+
+    args = train_parser().parse_args([
+        ENV, "--out", "run", "--expectile", "0.7", "--num-critics", "3", "--no-time-grid", "--no-layer-norm",
+        "--target-update-rate", "0.01", "--flow-steps", "4", "--hidden", "32", "--layers", "2",
+        "--critic-hidden", "64", "64", "64", "--lr", "1e-3", "--batch-size", "64", "--time-emb-dim", "8"])
+    config = make_config(28, 5, **cli.config_overrides(args))
+    assert (config.expectile, config.num_critics, config.time_grid, config.layer_norm) == (0.7, 3, None, False)
+    assert (config.target_update_rate, config.flow_steps, config.learning_rate) == (0.01, 4, 1e-3)
+    assert (config.batch_size, config.time_emb_dim, config.horizon) == (64, 8, 5)
+    # --hidden/--layers size all three networks; an explicit --critic-hidden wins for the critic.
+    assert config.actor_hidden == config.value_hidden == (32, 32) and config.critic_hidden == (64, 64, 64)
+    # No flags: no overrides, so the defaults are QGFConfig's own.
+    defaults = cli.config_overrides(train_parser().parse_args([ENV, "--out", "run"]))
+    assert defaults == {} and make_config(28, 5) == QGFConfig(obs_dim=28, action_dim=5)
+    assert train_parser().parse_args([ENV, "--out", "run", "--time-grid", "4", "--layer-norm"]).time_grid == 4
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--num-critics", "abc"], "argument --num-critics: invalid int value: 'abc'"),
+    (["--expectile", "high"], "argument --expectile: invalid float value: 'high'"),
+    (["--actor-hidden"], "argument --actor-hidden: expected at least one argument"),
+    (["--time-grid", "4", "--no-time-grid"], "argument --no-time-grid: not allowed with argument --time-grid"),
+    (["--expectiles", "0.7"], "unrecognized arguments: --expectiles"),
+    (["--obs-dim", "3"], "unrecognized arguments: --obs-dim"),
+])
+def test_bad_config_flags_give_argparse_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", ENV, "--out", "run", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_passes_config_flags_and_checks_values_before_loading(dataset_path, tmp_path, monkeypatch, capsys):
+    from qgf_lite.ogbench import train as train_module
+
+    seen = {}
+
+    def fake_train_on_dataset(config, dataset, run_dir, **kwargs):
+        seen["config"] = config
+        return train_module.TrainResult(str(run_dir), "ck", "log", 10, 10, [], 0.0, 0.0)
+
+    monkeypatch.setattr(train_module, "train_on_dataset", fake_train_on_dataset)
+    rc = cli.main(["train", ENV, "--dataset-path", str(dataset_path), "--out", str(tmp_path), "--steps", "10",
+                   *TINY, "--expectile", "0.7", "--num-critics", "3", "--no-time-grid", "--no-progress"])
+    assert rc == 0
+    config = seen["config"]
+    assert (config.obs_dim, config.action_dim) == (28, 5)  # from the dataset
+    assert (config.expectile, config.num_critics, config.time_grid, config.actor_hidden) == (0.7, 3, None, (32, 32))
+    # Values QGFConfig rejects fail before the dataset is read (this path does not exist).
+    missing = tmp_path / "missing.npz"
+    rc, err = run_cli(["train", ENV, "--dataset-path", str(missing), "--out", str(tmp_path), "--expectile", "1.5"],
+                      capsys)
+    assert rc == 2 and "`expectile` must be in (0, 1), got 1.5" in err
+    with pytest.raises(ValueError, match=r"Unknown config option\(s\) \['stpes'\].*come from the dataset"):
+        train(ENV, tmp_path, dataset_path=missing, stpes=10)
+    with pytest.raises(ValueError, match=r"Unknown config option\(s\) \['obs_dim'\]"):
+        train(ENV, tmp_path, dataset_path=missing, obs_dim=3)
+
+
+def test_documented_train_and_eval_commands_still_parse():
+    import re
+    import shlex
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    commands = []
+    for doc in ("README.md", "docs/results.md"):
+        text = (root / doc).read_text().replace("\\\n", " ")  # join continued lines
+        commands += re.findall(r"^qgf-lite (?:train|eval) .*$", text, re.M)
+    assert any(c.startswith("qgf-lite train") for c in commands)
+    for command in commands:
+        cli.build_parser().parse_args(shlex.split(command, comments=True)[1:])  # exit 2 on an unknown flag

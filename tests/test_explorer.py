@@ -141,12 +141,21 @@ def test_cli_writes_the_default_weights(tmp_path, capsys):
     (dict(bandit="contextual_ring"), "stateless"),
     (dict(bandit="rings"), "unknown bandit"),
     (dict(num_samples=0), "num_samples"),
+    (dict(critic="both"), "'target', 'online'"),
 ])
 def test_bad_input_is_named_before_any_file_is_written(tmp_path, kwargs, match):
     out = tmp_path / "page.html"
     with pytest.raises(ValueError, match=match):
         explorer.export_guidance_explorer(out, train_steps=1, progress=False, **kwargs)
     assert not out.exists()
+
+
+def test_critic_flag_defaults_to_the_target_critic(capsys):
+    assert explorer.build_parser().parse_args([]).critic == "target"
+    assert explorer.build_parser().parse_args(["--critic", "online"]).critic == "online"
+    with pytest.raises(SystemExit):
+        explorer.build_parser().parse_args(["--critic", "ema"])
+    assert "invalid choice: 'ema'" in capsys.readouterr().err
 
 
 def test_bad_output_paths_are_named(tmp_path):

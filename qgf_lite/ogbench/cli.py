@@ -6,6 +6,9 @@
     qgf-lite eval runs/cube-single/checkpoint.msgpack --methods bc qgf best_of_n --weights 0.01 0.04 0.1 \\
         --episodes 50 --out runs/cube-single/eval --video runs/cube-single/eval/qgf.mp4
 
+Every QGFConfig field (but the dataset's obs_dim/action_dim) is a ``train`` flag: ``qgf-lite train --help``.
+``eval --critic online`` guides with the online critic instead of the paper's Polyak target critic.
+
 Bad input (unknown ids, missing or corrupted files, mismatched checkpoints, diverging losses) prints one
 message and exits with status 2; an interrupted ``train`` resumes when rerun with the same arguments.
 """
@@ -13,13 +16,72 @@ message and exits with status 2; an interrupted ``train`` resumes when rerun wit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+import typing
 from typing import Optional, Sequence
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
+# Short spellings kept from the first CLI (README and docs/results.md use them), as extra names of a field's flag.
+FLAG_ALIASES = {"learning_rate": ("--lr",)}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per QGFConfig field but obs_dim/action_dim (``dest`` = the field name), plus --hidden/--layers.
+
+    Generated from ``dataclasses.fields`` so that a new field is a new flag with no second list to keep in step (a
+    loop rather than a dependency such as tyro, for one parser). bool -> --flag/--no-flag; Tuple[X, ...] -> one or
+    more values; Optional[X] -> --flag X, or --no-flag for None. A flag left out is no override (its default is
+    SUPPRESS), so QGFConfig stays the one place that holds the defaults.
+    """
+    from qgf_lite.ogbench.train import DATASET_FIELDS, HIDDEN_FIELDS
+    from qgf_lite.training import QGFConfig
+
+    # --hidden/--layers are make_config's shorthands (train.SHORTHANDS), not fields: the README uses them.
+    fields = [f for f in dataclasses.fields(QGFConfig) if f.name not in DATASET_FIELDS]
+    hints = typing.get_type_hints(QGFConfig)  # resolves the string annotations of `from __future__ import annotations`
+    group = parser.add_argument_group("network and hyper-parameters (QGFConfig fields; the defaults are the paper's)")
+    widths = next(f.default for f in fields if f.name == HIDDEN_FIELDS[0])
+    group.add_argument("--hidden", type=int, default=argparse.SUPPRESS,
+                       help=f"width of every hidden layer of all three networks (default: {widths[0]})")
+    group.add_argument("--layers", type=int, default=argparse.SUPPRESS,
+                       help=f"hidden layers of each of the three networks (default: {len(widths)}); the *-hidden "
+                            "flags below override both for their network")
+    for field in fields:
+        flag = "--" + field.name.replace("_", "-")
+        flags = [flag, *FLAG_ALIASES.get(field.name, ())]
+        default = " ".join(map(str, field.default)) if isinstance(field.default, tuple) else field.default
+        kwargs = dict(dest=field.name, default=argparse.SUPPRESS,
+                      help=f"{field.metadata.get('help', field.name)} (default: {default})")
+        hint, args = hints[field.name], typing.get_args(hints[field.name])
+        if hint is bool:
+            group.add_argument(*flags, action=argparse.BooleanOptionalAction, **kwargs)
+        elif hint in (int, float, str):
+            group.add_argument(*flags, type=hint, **kwargs)
+        elif typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis:
+            group.add_argument(*flags, type=args[0], nargs="+", **kwargs)
+        elif typing.get_origin(hint) is typing.Union and len(args) == 2 and type(None) in args:
+            optional = group.add_mutually_exclusive_group()
+            optional.add_argument(*flags, type=next(a for a in args if a is not type(None)), **kwargs)
+            optional.add_argument(flag.replace("--", "--no-", 1), dest=field.name, action="store_const", const=None,
+                                  default=argparse.SUPPRESS, help=f"{field.name} = None (see {flag})")
+        else:  # fails at once (every `qgf-lite` call builds the parser) when a field of a new kind is added
+            raise TypeError(f"QGFConfig.{field.name} has type {hint}; teach add_config_arguments to parse it.")
+
+
+def config_overrides(args: argparse.Namespace) -> dict:
+    """The QGFConfig fields and hidden/layers shorthands given on the command line, for ``train``/``make_config``."""
+    from qgf_lite.ogbench.train import SHORTHANDS
+    from qgf_lite.training import QGFConfig
+
+    names = {f.name for f in dataclasses.fields(QGFConfig)}.union(SHORTHANDS)
+    # nargs="+" gives lists; QGFConfig is frozen and hashed (a static jit argument), so tuples.
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in names}
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,21 +91,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--dataset-dir", default=None, help="folder with <env>-<type>-v0.npz (default ~/.ogbench/data)")
     parser.add_argument("--out", required=True, help="run folder: checkpoint.msgpack and log.jsonl go here")
     parser.add_argument("--steps", type=int, default=1_000_000, help="total training steps of the run")
-    parser.add_argument("--hidden", type=int, default=512, help="width of every hidden layer")
-    parser.add_argument("--layers", type=int, default=4, help="hidden layers per network")
-    parser.add_argument("--horizon", type=int, default=5, help="action chunk length H")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--discount", type=float, default=0.99)
-    parser.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate of all three networks")
     parser.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more seeds (several: vmapped)")
     parser.add_argument("--checkpoint-every", type=int, default=10_000)
     parser.add_argument("--log-every", type=int, default=1_000)
     parser.add_argument("--init-from", default=None, help="start a new run from this checkpoint's weights")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_config_arguments(parser)
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     from qgf_lite.ogbench.evaluation import DEFAULT_WEIGHTS, METHODS
+    from qgf_lite.training import CRITIC_CHOICES
 
     parser.add_argument("checkpoint", help="checkpoint.msgpack written by `qgf-lite train`")
     parser.add_argument("--env", default=None, help="single-task env name (default: the one it was trained on)")
@@ -57,6 +115,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-envs", type=int, default=10, help="environments stepped side by side")
     parser.add_argument("--flow-steps", type=int, default=None, help="Euler steps (default: the config's)")
     parser.add_argument("--seed-index", type=int, default=0, help="which seed of a multi-seed checkpoint")
+    parser.add_argument("--critic", choices=CRITIC_CHOICES, default="target",
+                        help="critic that guides the samplers: the Polyak target (default, as in the paper) or the "
+                             "online one")
     parser.add_argument("--out", default=None, help="folder for eval.json and the success-vs-weight plot")
     parser.add_argument("--video", default=None, help="also render one guided episode to this .mp4/.gif")
     parser.add_argument("--video-method", default="qgf", choices=METHODS)
@@ -78,9 +139,8 @@ def run_train(args) -> int:
 
     result = train(
         args.env, args.out, steps=args.steps, dataset_path=args.dataset_path, dataset_dir=args.dataset_dir,
-        hidden=args.hidden, layers=args.layers, horizon=args.horizon, batch_size=args.batch_size,
-        discount=args.discount, learning_rate=args.lr, seeds=args.seed, checkpoint_every=args.checkpoint_every,
-        log_every=args.log_every, init_from=args.init_from, progress=not args.no_progress,
+        seeds=args.seed, checkpoint_every=args.checkpoint_every, log_every=args.log_every, init_from=args.init_from,
+        progress=not args.no_progress, **config_overrides(args),
     )
     if result.start_step >= result.final_step:
         print(f"{result.checkpoint_path} is already at step {result.final_step}; nothing to do.")
@@ -111,7 +171,8 @@ def run_eval(args) -> int:
     report = evaluate(
         args.checkpoint, args.env, methods=args.methods, weights=args.weights, n=args.n,
         step_size=args.step_size, episodes=args.episodes, seed=args.seed, num_envs=args.num_envs,
-        flow_steps=args.flow_steps, seed_index=args.seed_index, out=args.out, progress=not args.no_progress,
+        flow_steps=args.flow_steps, seed_index=args.seed_index, critic=args.critic, out=args.out,
+        progress=not args.no_progress,
     )
     print(results_table(report))
     if args.out:
@@ -121,7 +182,7 @@ def run_eval(args) -> int:
         if weight is None:
             weight = best_guided_weight(report, args.video_method) or (args.weights[0] if args.weights else 0.0)
         video = record_video(args.checkpoint, args.video, args.env, method=args.video_method, weight=weight,
-                             n=args.n, seed=args.seed, seed_index=args.seed_index)
+                             n=args.n, seed=args.seed, seed_index=args.seed_index, critic=args.critic)
         print(f"video ({video['setting']}, success={video['success']}): {video['path']}")
     return 0
 

@@ -26,7 +26,7 @@ import numpy as np
 from qgf_lite.checkpoint import load_checkpoint
 from qgf_lite.fileio import atomic_write_bytes
 from qgf_lite.guidance import sample_with_method
-from qgf_lite.training import QGFConfig, critic_fn, velocity_fn
+from qgf_lite.training import QGFConfig, critic_fn, guidance_critic_params, velocity_fn
 from qgf_lite.validation import require_positive_int
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; read when mujoco is first imported
@@ -172,10 +172,16 @@ def select_seed(state, seed_index: int):
 # --------------------------------------------------------------------------------------------- rollouts
 
 
+def sampler_params(state, critic: str = "target") -> tuple:
+    """(policy_params, critic_params) for ``compiled_chunk_sampler``: the target critic unless ``critic="online"``."""
+    return state.policy_params, guidance_critic_params(state, critic)
+
+
 def rollout_wave(envs, sampler, params, weight, config: QGFConfig, episode_indices, seed: int,
                  frames: Optional[list] = None) -> list:
     """Run one episode in each env (padded slots are ignored); returns per-episode dicts.
 
+    ``params``: (policy_params, critic_params) as ``sampler_params`` returns them.
     ``frames``: when a list, env 0's rendered frames are appended (video).
     """
     count = len(episode_indices)
@@ -279,13 +285,16 @@ def evaluate(
     num_envs: int = 10,
     flow_steps: Optional[int] = None,
     seed_index: int = 0,
+    critic: str = "target",
     out: Optional[str] = None,
     progress: bool = True,
 ) -> dict:
     """Success rate and return of each setting, with 95% intervals (Wilson for success, t for return).
 
-    ``env_name`` defaults to the environment the checkpoint was trained on. With ``out`` (a folder), writes
-    ``eval.json`` and ``success_vs_weight.html`` (plus ``.png`` when kaleido is installed) there.
+    ``env_name`` defaults to the environment the checkpoint was trained on. Guided samplers use the target
+    critic, as the paper does; ``critic="online"`` guides with the online one instead (the report records which
+    under ``"critic"``). With ``out`` (a folder), writes ``eval.json`` and ``success_vs_weight.html`` (plus
+    ``.png`` when kaleido is installed) there.
     """
     from tqdm.auto import tqdm
 
@@ -300,7 +309,7 @@ def evaluate(
         raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}.")
     settings = make_settings(methods, weights, n=n, step_size=step_size)
     state = select_seed(state, seed_index)
-    params = (state.policy_params, state.critic_params)
+    params = sampler_params(state, critic)
 
     envs = [make_eval_env(env_name)]
     check_env_matches(config, envs[0], env_name, checkpoint)
@@ -333,6 +342,7 @@ def evaluate(
         "seed_index": int(seed_index),
         "episodes_per_setting": episodes,
         "flow_steps": flow_steps,
+        "critic": critic,
         "ci": "95%: Wilson score interval for success rate, Student-t interval for mean return",
         "seconds": time.perf_counter() - start,
         "results": results,
@@ -432,20 +442,23 @@ def record_video(
     seed: int = 0,
     episode: int = 0,
     seed_index: int = 0,
+    critic: str = "target",
     size: int = 200,
     max_steps: Optional[int] = None,
     fps: int = 20,
 ) -> dict:
     """Render one episode of ``method`` at ``weight`` to ``path`` (.mp4, or .gif when ffmpeg is missing).
 
-    The episode uses the same start state and noise as episode ``episode`` of ``evaluate`` with ``seed``.
-    Returns {"path", "success", "return", "length", "frames"}.
+    The episode uses the same start state, noise and ``critic`` ("target" or "online") as episode ``episode`` of
+    ``evaluate`` with ``seed``.
+    Returns {"path", "success", "return", "length", "frames", "setting", "critic"}.
     """
     import imageio.v2 as imageio
 
     config, state, extra = load_checkpoint(checkpoint)
     env_name = env_name or extra.get("env_name")
     state = select_seed(state, seed_index)
+    params = sampler_params(state, critic)  # checked before the environment is built
     setting = make_settings([method], [weight], n=n, step_size=weight)[0]
     kwargs = {"width": int(size), "height": int(size)}
     if max_steps is not None:
@@ -455,8 +468,7 @@ def record_video(
     frames = []
     try:
         sampler = compiled_chunk_sampler(config, setting.method, setting.n, config.flow_steps)
-        result = rollout_wave([env], sampler, (state.policy_params, state.critic_params), setting.weight, config,
-                              [episode], seed, frames=frames)[0]
+        result = rollout_wave([env], sampler, params, setting.weight, config, [episode], seed, frames=frames)[0]
     finally:
         env.close()
     path = video_format_for(path)
@@ -472,4 +484,4 @@ def record_video(
     finally:
         tmp.unlink(missing_ok=True)  # a failed write leaves no partial video behind
     return {"path": str(path), "success": result["success"], "return": result["return"],
-            "length": result["length"], "frames": len(frames), "setting": setting.label}
+            "length": result["length"], "frames": len(frames), "setting": setting.label, "critic": critic}

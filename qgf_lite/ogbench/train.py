@@ -82,16 +82,31 @@ def load_training_data(env_name: str, dataset_path=None, dataset_dir=None) -> di
     return train
 
 
-def make_config(obs_dim: int, action_dim: int, *, hidden: int = 512, layers: int = 4, horizon: int = 5,
-                batch_size: int = 256, discount: float = 0.99, learning_rate: float = 3e-4) -> QGFConfig:
-    """One width/depth for all three networks, the layout the reference uses."""
-    hidden = require_positive_int("hidden", hidden)
-    layers = require_positive_int("layers", layers)
-    dims = (hidden,) * layers
-    return QGFConfig(
-        obs_dim=int(obs_dim), action_dim=int(action_dim), horizon=horizon, actor_hidden=dims, critic_hidden=dims,
-        value_hidden=dims, batch_size=batch_size, discount=discount, learning_rate=learning_rate,
-    )
+DATASET_FIELDS = ("obs_dim", "action_dim")  # QGFConfig fields the dataset sets; every other one is an override
+HIDDEN_FIELDS = ("actor_hidden", "critic_hidden", "value_hidden")
+SHORTHANDS = ("hidden", "layers")  # make_config keywords that set all of HIDDEN_FIELDS at once
+
+
+def make_config(obs_dim: int, action_dim: int, /, *, hidden: Optional[int] = None, layers: Optional[int] = None,
+                **overrides) -> QGFConfig:
+    """QGFConfig's defaults with ``overrides`` (any field but obs_dim/action_dim) for a dataset of these sizes.
+
+    ``hidden`` (width) and ``layers`` (depth) size all three networks alike, the layout the reference uses; an
+    explicit ``actor_hidden``/``critic_hidden``/``value_hidden`` still wins for its network.
+    """
+    fields = {f.name: f for f in dataclasses.fields(QGFConfig)}
+    settable = [name for name in fields if name not in DATASET_FIELDS]
+    unknown = sorted(set(overrides) - set(settable))
+    if unknown:
+        raise ValueError(f"Unknown config option(s) {unknown}: {', '.join(DATASET_FIELDS)} come from the dataset; "
+                         f"the options are {', '.join(settable)}, plus {' and '.join(SHORTHANDS)}.")
+    if hidden is not None or layers is not None:
+        default = fields["actor_hidden"].default  # the paper's 4 x 512
+        width = default[0] if hidden is None else require_positive_int("hidden", hidden)
+        depth = len(default) if layers is None else require_positive_int("layers", layers)
+        for name in HIDDEN_FIELDS:
+            overrides.setdefault(name, (width,) * depth)
+    return QGFConfig(obs_dim=int(obs_dim), action_dim=int(action_dim), **overrides)
 
 
 def normalise_seeds(seeds) -> list:
@@ -302,20 +317,18 @@ def train(
     steps: int = 1_000_000,
     dataset_path=None,
     dataset_dir=None,
-    hidden: int = 512,
-    layers: int = 4,
-    horizon: int = 5,
-    batch_size: int = 256,
-    discount: float = 0.99,
-    learning_rate: float = 3e-4,
     seeds=(0,),
     checkpoint_every: int = 10_000,
     log_every: int = 1_000,
     init_from=None,
     progress: bool = True,
     callback: Optional[Callable] = None,
+    **config_overrides,
 ) -> TrainResult:
     """Load an OGBench single-task dataset, then train BC (flow matching) + IQL on action chunks in ``out``.
+
+    ``config_overrides`` are QGFConfig fields (e.g. ``expectile=0.7, num_critics=3, time_grid=None``) or the
+    shorthands ``hidden``/``layers`` of ``make_config``; the rest keep QGFConfig's defaults, the paper's.
 
     ``steps`` is the total step count of the run: a run folder that already has a checkpoint resumes from its
     step, so rerunning the same command after an interruption finishes the job. ``init_from`` starts a new
@@ -324,14 +337,14 @@ def train(
     """
     if dataset_path is not None and dataset_dir is not None:
         raise ValueError("Pass either `dataset_path` (one .npz file) or `dataset_dir` (a folder), not both.")
+    # A bad option fails here, before the (slow) dataset load; sizes 0 and 1 stand in for the dataset's.
+    config = make_config(0, 1, **config_overrides)
     data = load_training_data(env_name, dataset_path=dataset_path, dataset_dir=dataset_dir)
     dataset = dataset_from_dict(data)
-    config = make_config(
-        dataset.obs_dim, dataset.action_dim, hidden=hidden, layers=layers, horizon=horizon, batch_size=batch_size,
-        discount=discount, learning_rate=learning_rate,
-    )
-    if dataset.size < horizon:
-        raise ValueError(f"The dataset has only {dataset.size} transitions, fewer than one chunk of {horizon}.")
+    config = dataclasses.replace(config, obs_dim=int(dataset.obs_dim), action_dim=int(dataset.action_dim))
+    if dataset.size < config.horizon:
+        raise ValueError(
+            f"The dataset has only {dataset.size} transitions, fewer than one chunk of {config.horizon}.")
     if dataset_path is None:
         from qgf_lite.ogbench.datasets import default_dataset_path
 

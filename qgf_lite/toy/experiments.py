@@ -7,6 +7,8 @@
 - ``tilted_target_samples`` / ``tilted_density_fn``: the distribution guidance aims at,
   pi(a) proportional to pi_ref(a) exp(w Q(a)), with the exact behaviour density and the *learned* critic (the
   sampler only ever sees the learned critic, so that is the fair target).
+- ``critic="target"`` (the default everywhere here) guides with the Polyak target critic, as the paper does;
+  ``critic="online"`` uses the online one (``qgf_lite.training.guidance_critic_params``).
 - ``evaluate_specs`` / ``weight_sweep`` / ``equal_compute_specs``: tables of reward, best-region share and
   distances (sliced Wasserstein, MMD) to the tilted target and to the behaviour data.
 
@@ -34,7 +36,15 @@ from qgf_lite.toy import metrics
 from qgf_lite.checkpoint import load_checkpoint, save_checkpoint
 from qgf_lite.data import make_dataset
 from qgf_lite.guidance import MODES, guided_sample, sample_with_method, sampler_cost
-from qgf_lite.training import QGFConfig, TrainState, critic_fn, fit, init_train_state, velocity_fn
+from qgf_lite.training import (
+    QGFConfig,
+    TrainState,
+    critic_fn,
+    fit,
+    guidance_critic_params,
+    init_train_state,
+    velocity_fn,
+)
 from qgf_lite.validation import require_positive_int
 
 ACTION_DIM = 2
@@ -79,8 +89,12 @@ class ToySetup:
 
     @property
     def critic(self) -> Callable:
-        """min over the ensemble of Q(a), (obs, a) -> (batch,): what guidance differentiates."""
-        return critic_fn(self.config, self.state.critic_params)
+        """min over the ensemble of the target critic's Qbar(a), (obs, a) -> (batch,): what guidance differentiates."""
+        return self.guidance_critic()
+
+    def guidance_critic(self, critic: str = "target") -> Callable:
+        """min over the ensemble of Q(a) from the "target" (default) or "online" critic parameters."""
+        return critic_fn(self.config, guidance_critic_params(self.state, critic))
 
     @property
     def log_ref(self) -> Callable:
@@ -181,9 +195,10 @@ def tilted_density_fn(log_ref: Callable, critic: Callable, grid: toy.Grid2D = to
     return density
 
 
-def tilted_target_samples(setup: ToySetup, weight: float, key, n: int, grid: toy.Grid2D = toy.Grid2D()) -> jnp.ndarray:
-    """n samples of pi_ref(a) exp(w Q(a)) with the learned critic, drawn cell by cell from a fine grid."""
-    density = toy.tilted_density_grid(setup.log_ref, setup.critic, weight, grid)
+def tilted_target_samples(setup: ToySetup, weight: float, key, n: int, grid: toy.Grid2D = toy.Grid2D(), *,
+                          critic: str = "target") -> jnp.ndarray:
+    """n samples (n, 2) of pi_ref(a) exp(w Q(a)) with the learned ``critic``, drawn cell by cell from a fine grid."""
+    density = toy.tilted_density_grid(setup.log_ref, setup.guidance_critic(critic), weight, grid)
     return toy.sample_grid_density(key, density, grid, n)
 
 
@@ -251,25 +266,30 @@ def _spec_weight(spec: SamplerSpec) -> jnp.ndarray:
 
 @functools.lru_cache(maxsize=128)
 def _compiled_spec(spec: SamplerSpec, config: QGFConfig, num: int):
-    def run(state, key, weight):
-        return _run_spec(spec, velocity_fn(config, state.policy_params), critic_fn(config, state.critic_params),
-                         key, num, weight)
+    # The critic parameters are an argument, so the target and the online critic share one compiled function.
+    def run(policy_params, critic_params, key, weight):
+        return _run_spec(spec, velocity_fn(config, policy_params), critic_fn(config, critic_params), key, num, weight)
 
     # gradient_step samples with a Python weight of 0 inside, which does not trace: run it eagerly.
     return run if spec.method == "gradient_step" else jax.jit(run)
 
 
-def draw_samples(setup: ToySetup, spec: SamplerSpec, key, num: int) -> jnp.ndarray:
-    """``num`` actions (num, 2) from the method ``spec`` with the trained networks (compiled once per spec)."""
+def draw_samples(setup: ToySetup, spec: SamplerSpec, key, num: int, *, critic: str = "target") -> jnp.ndarray:
+    """``num`` actions (num, 2) from the method ``spec`` with the trained networks (compiled once per spec).
+
+    Guidance (and best-of-N's ranking) uses the "target" critic unless ``critic="online"``.
+    """
     num = require_positive_int("num", num)
-    return _compiled_spec(spec, setup.config, num)(setup.state, toy.as_key(key), _spec_weight(spec))
+    critic_params = guidance_critic_params(setup.state, critic)
+    return _compiled_spec(spec, setup.config, num)(setup.state.policy_params, critic_params, toy.as_key(key),
+                                                   _spec_weight(spec))
 
 
 @functools.lru_cache(maxsize=32)
 def _compiled_weight_sweep(config: QGFConfig, mode: str, steps: int, num: int):
-    def run(state, key, weights):
-        velocity = velocity_fn(config, state.policy_params)
-        critic = critic_fn(config, state.critic_params)
+    def run(policy_params, critic_params, key, weights):
+        velocity = velocity_fn(config, policy_params)
+        critic = critic_fn(config, critic_params)
         noise = jax.random.normal(key, (num, ACTION_DIM))
         # The same noise for every weight: differences between columns come from guidance alone.
         return jax.vmap(lambda w: guided_sample(velocity, critic, None, noise, steps=steps, weight=w, mode=mode))(weights)
@@ -277,8 +297,8 @@ def _compiled_weight_sweep(config: QGFConfig, mode: str, steps: int, num: int):
     return jax.jit(run)
 
 
-def guided_samples_for_weights(setup: ToySetup, weights, key, num: int, *, mode: str = "qgf",
-                               steps: int = 10) -> jnp.ndarray:
+def guided_samples_for_weights(setup: ToySetup, weights, key, num: int, *, mode: str = "qgf", steps: int = 10,
+                               critic: str = "target") -> jnp.ndarray:
     """Guided samples for every weight in one vectorised call: (len(weights), num, 2), shared noise."""
     weights = jnp.asarray(weights, jnp.float32)
     if weights.ndim != 1 or weights.size == 0:
@@ -288,8 +308,9 @@ def guided_samples_for_weights(setup: ToySetup, weights, key, num: int, *, mode:
     if mode not in MODES:
         raise ValueError(f"Unknown guidance `mode` {mode!r}; choose one of {', '.join(MODES)}.")
     steps = require_positive_int("steps", steps)
+    critic_params = guidance_critic_params(setup.state, critic)
     return _compiled_weight_sweep(setup.config, mode, steps, require_positive_int("num", num))(
-        setup.state, toy.as_key(key), weights)
+        setup.state.policy_params, critic_params, toy.as_key(key), weights)
 
 
 def one_step_estimates(velocity: Callable, path, clip=(-1.0, 1.0)) -> jnp.ndarray:
@@ -322,9 +343,11 @@ def score_samples(setup: ToySetup, actions, key, *, target=None) -> dict:
 
 
 def evaluate_specs(setup: ToySetup, specs: Sequence[SamplerSpec], key, *, num: int = 1000,
-                   target_weight: Optional[float] = None, num_seeds: int = 1, progress: bool = True) -> List[dict]:
+                   target_weight: Optional[float] = None, num_seeds: int = 1, progress: bool = True,
+                   critic: str = "target") -> List[dict]:
     """One row per spec: its name, compute, and the metrics of ``score_samples`` averaged over ``num_seeds``.
 
+    ``critic`` ("target" or "online") guides the samplers and tilts their targets.
     With ``target_weight`` the distances are to pi_ref exp(w Q) at that w; otherwise each guided spec is scored
     against the target at its own weight (best-of-N and gradient steps against w = 0, i.e. pi_ref itself).
     Also reports ``<metric>_std`` (across seeds) for the mean reward.
@@ -338,11 +361,12 @@ def evaluate_specs(setup: ToySetup, specs: Sequence[SamplerSpec], key, *, num: i
     for i, spec in enumerate(tqdm(specs, desc="evaluating samplers", disable=not progress, leave=False)):
         w = float(target_weight if target_weight is not None else spec.weight)
         if w not in targets:
-            targets[w] = tilted_target_samples(setup, w, jax.random.fold_in(key, 10_000 + len(targets)), num)
+            targets[w] = tilted_target_samples(setup, w, jax.random.fold_in(key, 10_000 + len(targets)), num,
+                                               critic=critic)
         per_seed = []
         for s in range(num_seeds):
             sample_key, metric_key = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, i), s))
-            actions = draw_samples(setup, spec, sample_key, num)
+            actions = draw_samples(setup, spec, sample_key, num, critic=critic)
             # One projection key for every spec, so their SW values are paired comparisons.
             per_seed.append(score_samples(setup, actions, jax.random.fold_in(key, 99), target=targets[w]))
         row = {"method": spec.name, "cost": spec.cost, "target_weight": w}
@@ -355,14 +379,17 @@ def evaluate_specs(setup: ToySetup, specs: Sequence[SamplerSpec], key, *, num: i
 
 
 def weight_sweep(setup: ToySetup, weights: Sequence[float], key, *, num: int = 1000, mode: str = "qgf",
-                 steps: int = 10) -> List[dict]:
-    """The trade-off as w grows: reward, best-region share, distance to the behaviour data and to pi_ref exp(wQ)."""
+                 steps: int = 10, critic: str = "target") -> List[dict]:
+    """The trade-off as w grows: reward, best-region share, distance to the behaviour data and to pi_ref exp(wQ).
+
+    ``critic`` ("target" or "online") guides the samples and tilts the target.
+    """
     key = toy.as_key(key)
     sample_key, target_key, metric_key = jax.random.split(key, 3)
-    all_actions = guided_samples_for_weights(setup, weights, sample_key, num, mode=mode, steps=steps)
+    all_actions = guided_samples_for_weights(setup, weights, sample_key, num, mode=mode, steps=steps, critic=critic)
     rows = []
     for w, actions in zip(weights, all_actions):
-        target = tilted_target_samples(setup, float(w), target_key, num)
+        target = tilted_target_samples(setup, float(w), target_key, num, critic=critic)
         row = {"weight": float(w), "mode": mode, "cost": sampler_cost("guided", steps=steps, mode=mode)["total"]}
         row.update(score_samples(setup, actions, metric_key, target=target))
         rows.append(row)
