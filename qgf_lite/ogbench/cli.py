@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("generate", help="generate an OGBench dataset with the scripted oracles", add_help=False)
     add_train_arguments(sub.add_parser("train", help="train BC (flow matching) + IQL on action chunks"))
     add_eval_arguments(sub.add_parser("eval", help="evaluate samplers of a checkpoint in its environment"))
+    from qgf_lite.ogbench.sweep import add_sweep_arguments
+
+    add_sweep_arguments(sub.add_parser("sweep", help="domains x tasks x seeds -> train -> evaluate, via submitit"))
     return parser
 
 
@@ -196,6 +199,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "sweep":
+            from qgf_lite.ogbench.sweep import run_sweep_command
+
+            return run_sweep_command(args)
         return run_train(args) if args.command == "train" else run_eval(args)
     except USER_ERRORS as err:
         print(f"qgf-lite {args.command}: error: {err}", file=sys.stderr)

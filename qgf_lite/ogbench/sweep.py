@@ -1,0 +1,338 @@
+"""The paper's evaluation protocol as one command: domains x tasks x seeds -> train -> evaluate -> one table.
+
+A sweep is described by one config file (JSON or TOML, fields of :class:`SweepConfig`)::
+
+    domains = ["cube-double", "scene"]        # OGBench manipulation env ids
+    tasks = [1, 2, 3, 4, 5]
+    seeds = [0, 1, 2]                          # trained together under jax.vmap in one job per task
+    methods = ["bc", "qgf", "noisy", "best_of_n"]
+    weights = [0.01, 0.03, 0.1]
+    [train]                                    # qgf_lite.ogbench.train.train keywords and QGFConfig fields
+    steps = 1000000
+
+Jobs go through `submitit <https://github.com/facebookincubator/submitit>`_, the usual scheduler library for SLURM
+clusters: ``executor="local"`` runs them as processes on this machine, ``executor="slurm"`` submits the very
+same jobs to a cluster (one flag), ``executor="debug"`` runs them in this process (submitit opens pdb on a
+failing job there: it is for debugging).
+
+Stages: (1) one job per domain makes its dataset when it is missing and ``generate_episodes`` > 0 (OGBench's own
+oracles); (2) one job per (domain, task) trains every seed at once, then evaluates every seed on the same start
+states under every method and weight. A job that finished (its ``done.json`` matches the config) is skipped, so
+rerunning the command resumes a sweep; training itself resumes from its checkpoint. A job that fails (NaN loss,
+missing data) is marked failed with its reason and the others still finish. The results table gives, per task and
+over tasks, success rates with 95% intervals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import tomllib
+from pathlib import Path
+from typing import Optional
+
+
+from qgf_lite.fileio import atomic_write_bytes
+from qgf_lite.ogbench.datasets import DATASET_TYPES, TASK_IDS, default_dataset_path, list_env_ids
+
+EXECUTORS = ("local", "slurm", "debug")
+DONE_NAME = "done.json"
+
+
+@dataclasses.dataclass
+class SweepConfig:
+    """One sweep. Every field can be set in the config file; ``out`` and ``executor`` also on the command line."""
+
+    domains: list  # OGBench manipulation env ids, e.g. ["cube-single", "puzzle-3x3"]
+    tasks: list = dataclasses.field(default_factory=lambda: [1, 2, 3, 4, 5])
+    seeds: list = dataclasses.field(default_factory=lambda: [0])
+    dataset_type: str = "play"
+    dataset_dir: Optional[str] = None  # folder of <env>-<type>-v0.npz (default ~/.ogbench/data)
+    generate_episodes: int = 0  # > 0: generate a missing dataset with this many episodes
+    generate_episode_length: int = 1001
+    generate_val_episodes: Optional[int] = None  # default: the generator's own share
+    train: dict = dataclasses.field(default_factory=dict)  # train() keywords and QGFConfig fields
+    methods: list = dataclasses.field(default_factory=lambda: ["bc", "qgf"])
+    weights: list = dataclasses.field(default_factory=lambda: [0.01, 0.03, 0.1])
+    n: int = 4  # proposals for best-of-N methods
+    episodes: int = 20  # evaluation episodes per setting and seed
+    num_envs: int = 10
+    eval_seed: int = 0  # start states: the same for every method, weight and seed
+    out: str = "runs/sweep"
+    executor: str = "local"
+    slurm: dict = dataclasses.field(default_factory=dict)  # e.g. {"slurm_partition": "gpu", "timeout_min": 600}
+
+    def env_name(self, domain: str, task: int) -> str:
+        return f"{domain}-{self.dataset_type}-singletask-task{task}-v0"
+
+    def dataset_path(self, domain: str) -> str:
+        return default_dataset_path(f"{domain}-{self.dataset_type}-v0", self.dataset_dir)
+
+    def fingerprint(self) -> str:
+        """What a finished job's results depend on (not where they go or how jobs are scheduled)."""
+        fields = dataclasses.asdict(self)
+        for key in ("out", "executor", "slurm", "domains", "tasks"):
+            fields.pop(key)
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _allowed(name: str, values, valid) -> None:
+    bad = [v for v in values if v not in valid]
+    if bad:
+        raise ValueError(f"sweep config: unknown {name} {bad}; valid: {list(valid)}")
+
+
+def validate(config: SweepConfig) -> SweepConfig:
+    """Check every entry before any job starts; errors name the bad entry and the valid ones."""
+    from qgf_lite.ogbench.evaluation import make_settings
+    from qgf_lite.ogbench.train import make_config
+
+    for name in ("domains", "tasks", "seeds", "methods", "weights"):
+        value = getattr(config, name)
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ValueError(f"sweep config: `{name}` must be a non-empty list, got {value!r}")
+    _allowed("domains", config.domains, list_env_ids())
+    _allowed("tasks", config.tasks, TASK_IDS)
+    _allowed("dataset_type", [config.dataset_type], DATASET_TYPES)
+    _allowed("executor", [config.executor], EXECUTORS)
+    if len(set(config.seeds)) != len(config.seeds) or not all(isinstance(s, int) and s >= 0 for s in config.seeds):
+        raise ValueError(f"sweep config: `seeds` must be distinct integers >= 0, got {config.seeds}")
+    weights = [float(w) if isinstance(w, (int, float)) else math.nan for w in config.weights]
+    if not all(math.isfinite(w) and w >= 0 for w in weights):
+        raise ValueError(f"sweep config: `weights` must be finite numbers >= 0, got {config.weights}")
+    make_settings(config.methods, weights, n=config.n)  # unknown methods are named here
+    for name in ("episodes", "num_envs", "n"):
+        if not isinstance(getattr(config, name), int) or getattr(config, name) < 1:
+            raise ValueError(f"sweep config: `{name}` must be an integer >= 1, got {getattr(config, name)!r}")
+    train_options = dict(config.train)
+    job_keys = {"steps", "checkpoint_every", "log_every", "init_from"}
+    make_config(1, 1, **{k: v for k, v in train_options.items() if k not in job_keys})  # names bad config fields
+    return config
+
+
+def load_config(path, **overrides) -> SweepConfig:
+    """A :class:`SweepConfig` from a .json or .toml file, with command-line ``overrides`` (None = not given)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sweep config {path} does not exist")
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"sweep config {path} is not valid {path.suffix[1:].upper()}: {error}") from None
+    known = {f.name for f in dataclasses.fields(SweepConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"sweep config {path}: unknown fields {unknown}; valid: {sorted(known)}")
+    if "domains" not in data:
+        raise ValueError(f"sweep config {path}: `domains` is required, e.g. domains = [\"cube-single\"]")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return validate(SweepConfig(**data))
+
+
+# --------------------------------------------------------------------------------------------- jobs
+# Top-level functions, so submitit can pickle them into another process or onto a cluster node.
+
+
+def generate_job(config: SweepConfig, domain: str) -> dict:
+    """Make ``domain``'s dataset if it is missing (OGBench's oracles); returns where it is."""
+    from qgf_lite.ogbench.generate import generate_dataset
+
+    path = config.dataset_path(domain)
+    if Path(path).is_file():
+        return {"domain": domain, "dataset": path, "generated": False}
+    generate_dataset(domain, config.dataset_type, num_episodes=config.generate_episodes, out_path=path,
+                     episode_length=config.generate_episode_length, num_val_episodes=config.generate_val_episodes,
+                     seed=0, progress=False)
+    return {"domain": domain, "dataset": path, "generated": True}
+
+
+def task_job(config: SweepConfig, domain: str, task: int) -> dict:
+    """Train every seed of one task together, then evaluate each seed under every setting."""
+    from qgf_lite.ogbench.evaluation import evaluate
+    from qgf_lite.ogbench.train import train
+
+    env_name = config.env_name(domain, task)
+    job_dir = Path(config.out) / domain / f"task{task}"
+    options = dict(config.train)
+    steps = options.pop("steps", 1_000_000)
+    result = train(env_name, job_dir / "train", steps=steps, dataset_path=config.dataset_path(domain),
+                   seeds=list(config.seeds), progress=False, **options)
+    reports = []
+    for index, seed in enumerate(config.seeds):
+        report = evaluate(result.checkpoint_path, env_name, methods=config.methods, weights=config.weights, n=config.n,
+                          episodes=config.episodes, seed=config.eval_seed, num_envs=config.num_envs,
+                          seed_index=index, out=str(job_dir / f"eval-seed{seed}"), progress=False)
+        reports.append({"seed": seed, "results": [{k: v for k, v in row.items() if k != "per_episode"}
+                                                  for row in report["results"]]})
+    done = {"env_name": env_name, "fingerprint": config.fingerprint(), "train_steps": result.final_step,
+            "reports": reports}
+    atomic_write_bytes(job_dir / DONE_NAME, json.dumps(done, indent=2).encode())
+    return done
+
+
+def finished_job(config: SweepConfig, domain: str, task: int) -> Optional[dict]:
+    """The stored result of a job already done with this config, else None."""
+    path = Path(config.out) / domain / f"task{task}" / DONE_NAME
+    if not path.is_file():
+        return None
+    try:
+        done = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return done if done.get("fingerprint") == config.fingerprint() else None
+
+
+# --------------------------------------------------------------------------------------------- scheduling
+
+
+def make_executor(config: SweepConfig, folder: Path):
+    """A submitit executor: local processes, a SLURM cluster, or this process (debug)."""
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=config.executor)
+    params = {"timeout_min": 24 * 60, "name": "qgf-sweep"}
+    if config.executor == "slurm":
+        params.update({"gpus_per_node": 1, "cpus_per_task": 8})
+    params.update(config.slurm)
+    executor.update_parameters(**params)
+    return executor
+
+
+def _failure_reason(error: BaseException) -> str:
+    """The job's own error line. submitit reports a failed job as its remote traceback between two dashed lines
+    followed by log paths; the traceback's last line names the original error."""
+    text = str(error)
+    blocks = [b for b in re.split(r"\n-{5,}\n", text) if b.strip()]
+    trace = blocks[1] if len(blocks) >= 3 else text
+    lines = [line.strip() for line in trace.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(error).__name__
+
+
+def _wait(jobs: dict, progress: bool, description: str) -> dict:
+    """{key: (result or None, failure reason or None)} as jobs finish, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    outcomes = {}
+    with tqdm(total=len(jobs), desc=description, disable=not progress or not jobs) as bar:
+        for key, job in jobs.items():
+            try:
+                outcomes[key] = (job.result(), None)
+            except Exception as error:  # one failed job must not stop the sweep
+                outcomes[key] = (None, _failure_reason(error))
+            bar.update(1)
+    return outcomes
+
+
+def run_sweep(config: SweepConfig, *, progress: bool = True, log=print) -> dict:
+    """Run (or resume) the sweep; returns the summary also written to ``out``/results.json and results.md."""
+    validate(config)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    executor = make_executor(config, out / "jobs")
+
+    missing = [d for d in config.domains if not Path(config.dataset_path(d)).is_file()]
+    data_failures = {}
+    if missing:
+        if config.generate_episodes <= 0:
+            data_failures = {d: f"no dataset at {config.dataset_path(d)}; set generate_episodes > 0 or dataset_dir"
+                             for d in missing}
+        else:
+            jobs = {d: executor.submit(generate_job, config, d) for d in missing}
+            for domain, (_, reason) in _wait(jobs, progress, "datasets").items():
+                if reason:
+                    data_failures[domain] = f"dataset generation failed: {reason}"
+
+    outcomes, jobs = {}, {}
+    for domain in config.domains:
+        for task in config.tasks:
+            if domain in data_failures:
+                outcomes[(domain, task)] = (None, data_failures[domain])
+            elif (done := finished_job(config, domain, task)) is not None:
+                outcomes[(domain, task)] = (done, None)
+            else:
+                jobs[(domain, task)] = executor.submit(task_job, config, domain, task)
+    skipped = len(outcomes) - sum(1 for d in config.domains for _ in config.tasks if d in data_failures)
+    log(f"sweep: {len(jobs)} jobs submitted ({config.executor}), {skipped} already finished")
+    outcomes.update(_wait(jobs, progress, "tasks"))
+
+    summary = summarise_sweep(config, outcomes)
+    atomic_write_bytes(out / "results.json", json.dumps(summary, indent=2).encode())
+    atomic_write_bytes(out / "results.md", (results_markdown(summary) + "\n").encode())
+    return summary
+
+
+# --------------------------------------------------------------------------------------------- results
+
+
+def summarise_sweep(config: SweepConfig, outcomes: dict) -> dict:
+    """Per task and label: success pooled over seeds (Wilson 95%) and the per-seed rates; over tasks: the mean of
+    the task rates with a 95% t interval over tasks."""
+    from qgf_lite.ogbench.evaluation import mean_interval, wilson_interval
+
+    tasks, failures = [], []
+    per_label_rates: dict = {}
+    for (domain, task), (done, reason) in sorted(outcomes.items()):
+        if reason is not None:
+            failures.append({"domain": domain, "task": task, "status": "failed", "reason": reason})
+            continue
+        rows: dict = {}
+        for report in done["reports"]:
+            for row in report["results"]:
+                entry = rows.setdefault(row["label"], {"successes": 0, "episodes": 0, "seed_rates": []})
+                entry["successes"] += row["successes"]
+                entry["episodes"] += row["episodes"]
+                entry["seed_rates"].append(row["success_rate"])
+        for label, entry in rows.items():
+            rate = entry["successes"] / entry["episodes"]
+            entry.update(success_rate=rate, success_ci95=list(wilson_interval(entry["successes"], entry["episodes"])))
+            per_label_rates.setdefault((domain, label), []).append(rate)
+        tasks.append({"domain": domain, "task": task, "status": "done", "env_name": done["env_name"],
+                      "results": rows})
+    means = []
+    for (domain, label), rates in per_label_rates.items():
+        mean, (lo, hi) = mean_interval(rates)
+        means.append({"domain": domain, "label": label, "tasks": len(rates), "success_rate": mean,
+                      "success_ci95": [max(0.0, lo), min(1.0, hi)]})
+    return {"config": dataclasses.asdict(config), "tasks": tasks, "failed": failures, "mean_over_tasks": means}
+
+
+def results_markdown(summary: dict) -> str:
+    """The sweep's table: one row per task and setting, then the mean over each domain's tasks, then failures."""
+    lines = ["| domain | task | setting | seeds | success % [95% CI] |", "| --- | --- | --- | --- | --- |"]
+    for task in summary["tasks"]:
+        for label, row in task["results"].items():
+            lo, hi = row["success_ci95"]
+            lines.append(f"| {task['domain']} | {task['task']} | {label} | {len(row['seed_rates'])} | "
+                         f"{100 * row['success_rate']:.0f} [{100 * lo:.0f}, {100 * hi:.0f}] |")
+    for row in summary["mean_over_tasks"]:
+        lo, hi = row["success_ci95"]
+        lines.append(f"| {row['domain']} | mean of {row['tasks']} | {row['label']} | | "
+                     f"{100 * row['success_rate']:.0f} [{100 * lo:.0f}, {100 * hi:.0f}] |")
+    for failure in summary["failed"]:
+        lines.append(f"| {failure['domain']} | {failure['task']} | FAILED | | {failure['reason']} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def add_sweep_arguments(parser) -> None:
+    parser.add_argument("config", help="sweep config (.toml or .json): fields of qgf_lite.ogbench.sweep.SweepConfig")
+    parser.add_argument("--executor", choices=EXECUTORS, default=None,
+                        help="local processes (default), a SLURM cluster, or this process (debug)")
+    parser.add_argument("--out", default=None, help="results folder (overrides the config's `out`)")
+
+
+def run_sweep_command(args) -> int:
+    config = load_config(args.config, executor=args.executor, out=args.out)
+    summary = run_sweep(config)
+    print(results_markdown(summary))
+    print(f"results: {Path(config.out) / 'results.json'} and results.md")
+    return 1 if summary["failed"] else 0
+
+
+__all__ = ["EXECUTORS", "SweepConfig", "load_config", "results_markdown", "run_sweep", "summarise_sweep", "validate"]

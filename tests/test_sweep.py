@@ -1,0 +1,118 @@
+"""`qgf-lite sweep`: domains x tasks x seeds -> train -> evaluate, through submitit's local executor.
+
+One tiny sweep (cube-single, 2 tasks x 2 seeds x 3 methods, a generated 2-episode dataset, 30 training steps,
+one evaluation episode per setting) runs once for the module with the local executor (jobs in their own
+processes, as on a cluster); the other tests reuse its folder with the in-process debug executor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from qgf_lite.ogbench import cli  # noqa: E402
+from qgf_lite.ogbench import sweep  # noqa: E402
+
+TINY = dict(
+    domains=["cube-single"], tasks=[1, 2], seeds=[0, 1], methods=["bc", "qgf", "best_of_n"], weights=[0.05], n=2,
+    episodes=1, num_envs=1, generate_episodes=2, generate_episode_length=201, generate_val_episodes=1,
+    train={"steps": 30, "hidden": 16, "layers": 1, "batch_size": 16, "log_every": 10, "checkpoint_every": 30},
+)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    config = sweep.SweepConfig(**TINY, dataset_dir=str(root / "data"), out=str(root / "out"), executor="local")
+    lines = []
+    summary = sweep.run_sweep(config, progress=False, log=lines.append)
+    return config, summary, lines
+
+
+def test_local_sweep_trains_and_evaluates_every_task_seed_and_method(finished):
+    config, summary, lines = finished
+    assert lines == ["sweep: 2 jobs submitted (local), 0 already finished"]
+    assert summary["failed"] == []
+    assert [(t["domain"], t["task"]) for t in summary["tasks"]] == [("cube-single", 1), ("cube-single", 2)]
+    for task in summary["tasks"]:
+        assert task["env_name"] == f"cube-single-play-singletask-task{task['task']}-v0"
+        assert len(task["results"]) == 3  # bc, qgf at one weight, best-of-2
+        for row in task["results"].values():
+            assert len(row["seed_rates"]) == 2 and row["episodes"] == 2  # both seeds evaluated
+            assert 0.0 <= row["success_ci95"][0] <= row["success_rate"] <= row["success_ci95"][1] <= 1.0
+    assert len(summary["mean_over_tasks"]) == 3 and all(r["tasks"] == 2 for r in summary["mean_over_tasks"])
+    stored = json.loads((sweep.Path(config.out) / "results.json").read_text())
+    assert stored["tasks"] == summary["tasks"]
+    table = (sweep.Path(config.out) / "results.md").read_text()
+    assert "| cube-single | 1 |" in table and "| cube-single | mean of 2 |" in table
+    # Both seeds trained in one job: one checkpoint per task holds both.
+    for task in (1, 2):
+        assert (sweep.Path(config.out) / "cube-single" / f"task{task}" / "train" / "checkpoint.msgpack").is_file()
+
+
+def test_rerun_skips_finished_jobs_and_gives_the_same_table(finished):
+    config, summary, _ = finished
+    lines = []
+    again = sweep.run_sweep(sweep.SweepConfig(**{**TINY, "dataset_dir": config.dataset_dir, "out": config.out,
+                                                 "executor": "debug"}), progress=False, log=lines.append)
+    assert lines == ["sweep: 0 jobs submitted (debug), 2 already finished"]
+    assert again["tasks"] == summary["tasks"]
+
+
+def test_failed_jobs_are_marked_with_their_reason_and_the_others_finish(finished, tmp_path):
+    config, _, _ = finished
+    # cube-double has no dataset and generation is off; cube-single's tasks are finished already.
+    mixed = sweep.SweepConfig(**{**TINY, "domains": ["cube-single", "cube-double"], "generate_episodes": 0,
+                                 "dataset_dir": config.dataset_dir, "out": config.out, "executor": "debug"})
+    summary = sweep.run_sweep(mixed, progress=False, log=lambda _: None)
+    assert len(summary["tasks"]) == 2
+    assert [(f["domain"], f["task"]) for f in summary["failed"]] == [("cube-double", 1), ("cube-double", 2)]
+    assert all("no dataset at" in f["reason"] and "generate_episodes" in f["reason"] for f in summary["failed"])
+    assert "| cube-double | 1 | FAILED |" in sweep.results_markdown(summary)
+
+
+def test_a_checkpoint_of_another_architecture_fails_naming_the_field(finished):
+    config, _, _ = finished
+    # (local, not debug: submitit's debug executor opens pdb on a failing job)
+    wider = sweep.SweepConfig(**{**TINY, "train": {**TINY["train"], "hidden": 32}, "tasks": [1],
+                                 "dataset_dir": config.dataset_dir, "out": config.out, "executor": "local"})
+    summary = sweep.run_sweep(wider, progress=False, log=lambda _: None)
+    assert summary["tasks"] == [] and len(summary["failed"]) == 1
+    assert "hidden" in summary["failed"][0]["reason"], summary["failed"][0]["reason"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"domains": ["cube-singel"]}, r"unknown domains \['cube-singel'\]; valid: \['cube-single'"),
+    ({"tasks": [1, 7]}, r"unknown tasks \[7\]; valid: \[1, 2, 3, 4, 5\]"),
+    ({"methods": ["bc", "qfg"]}, r"qfg"),
+    ({"weights": []}, r"`weights` must be a non-empty list"),
+    ({"weights": [0.1, float("nan")]}, r"`weights` must be finite"),
+    ({"seeds": [0, 0]}, r"`seeds` must be distinct"),
+    ({"executor": "kubernetes"}, r"unknown executor \['kubernetes'\]; valid: \['local', 'slurm', 'debug'\]"),
+    ({"train": {"expectlie": 0.7}}, r"expectlie"),
+])
+def test_bad_configs_name_the_entry_before_any_job_starts(tmp_path, change, message):
+    config = sweep.SweepConfig(**{**TINY, **change, "out": str(tmp_path / "out")})
+    with pytest.raises(ValueError, match=message):
+        sweep.run_sweep(config, progress=False, log=lambda _: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_files_and_the_cli(tmp_path, capsys):
+    path = tmp_path / "sweep.toml"
+    path.write_text('domains = ["cube-single"]\ntasks = [2]\nmethods = ["bc"]\n[train]\nsteps = 10\n')
+    config = sweep.load_config(path, executor="debug", out=str(tmp_path / "o"))
+    assert (config.tasks, config.methods, config.train, config.executor) == ([2], ["bc"], {"steps": 10}, "debug")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"domains": ["cube-single"], "task": [1]}))
+    with pytest.raises(ValueError, match=r"unknown fields \['task'\]"):
+        sweep.load_config(bad)
+    assert cli.main(["sweep", str(bad)]) == 2
+    assert "unknown fields ['task']" in capsys.readouterr().err
+    parser = cli.build_parser()
+    args = parser.parse_args(["sweep", str(path), "--executor", "slurm"])
+    assert args.executor == "slurm"
