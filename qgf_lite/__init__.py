@@ -5,7 +5,14 @@ each module docstring for the math it implements.
 """
 
 from qgf_lite.version import __version__
-from qgf_lite.networks import CriticEnsemble, MLP, SinusoidalTimeEmbedding, ValueNet, VelocityField
+from qgf_lite.networks import (
+    ConditionedVelocityField,
+    CriticEnsemble,
+    MLP,
+    SinusoidalTimeEmbedding,
+    ValueNet,
+    VelocityField,
+)
 from qgf_lite.flow import euler_sample, flow_matching_loss, interpolate, sample_flow_times
 from qgf_lite.guidance import (
     MODES,
@@ -26,11 +33,14 @@ from qgf_lite.iql import (
     q_target,
     value_loss,
 )
+from qgf_lite.cfgrl import cfg_velocity, cfgrl_loss, cfgrl_sample, optimality_weights
 from qgf_lite.data import TransitionDataset, dataset_from_dict, make_dataset, sample_chunk_batch
 from qgf_lite.training import (
     QGFConfig,
     TrainState,
+    build_cfgrl_network,
     build_networks,
+    cfgrl_velocity_fn,
     compiled_train_steps,
     critic_fn,
     data_parallel_sharding,

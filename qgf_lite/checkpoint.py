@@ -2,7 +2,9 @@
 
 Writes are atomic (a temporary file in the same folder, fsynced, then ``os.replace``), so a crash leaves
 either the old checkpoint or the new one, never half of one. Loading checks the stored arrays against the
-architecture they are loaded into and names the first mismatch.
+architecture they are loaded into and names the first mismatch. Checkpoints written before a config field or a
+train-state field existed still load: a missing config field takes its default, and a missing state field is
+accepted when the architecture holds no arrays in it (e.g. ``cfgrl_params`` of a run without CFG-RL).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def _flat(tree, prefix=""):
 
 def _architecture_diff(stored: QGFConfig, wanted: QGFConfig):
     fields = ("obs_dim", "action_dim", "horizon", "actor_hidden", "critic_hidden", "value_hidden",
-              "num_critics", "layer_norm", "time_emb_dim")
+              "num_critics", "layer_norm", "time_emb_dim", "cfgrl")
     return [f"{f}: checkpoint {getattr(stored, f)!r} vs requested {getattr(wanted, f)!r}"
             for f in fields if getattr(stored, f) != getattr(wanted, f)]
 
@@ -91,7 +93,14 @@ def load_checkpoint(path, config: Optional[QGFConfig] = None) -> Tuple[QGFConfig
         template = jax.eval_shape(lambda: init_train_states(stored_config, list(range(step.shape[0]))))
     else:
         template = jax.eval_shape(lambda: init_train_state(stored_config, jax.random.PRNGKey(0)))
-    want = _flat(flax.serialization.to_state_dict(template))
+    template_dict = flax.serialization.to_state_dict(template)
+    # A state field the architecture leaves empty (the CFG-RL network of a run without it) is absent from
+    # checkpoints written before the field existed: restore it as the empty container it is.
+    stored_state = dict(stored_state)
+    for name, value in template_dict.items():
+        if name not in stored_state and isinstance(value, dict) and not _flat(value):
+            stored_state[name] = value
+    want = _flat(template_dict)
     have = _flat(stored_state)
     for name in sorted(set(want) | set(have)):
         if name not in have:

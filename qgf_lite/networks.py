@@ -1,6 +1,8 @@
 """The three networks of QGF (docs/algorithm.md §2-§3), in flax linen.
 
 - ``VelocityField``  v(s, a_t, t): the flow-matching BC policy.
+- ``ConditionedVelocityField`` v(s, a_t, t, o): the same network with an optimality label o as extra
+  input, for the CFG-RL baseline (docs/algorithm.md §5, ``qgf_lite.cfgrl``).
 - ``CriticEnsemble`` Q_i(s, a): an ensemble whose members are vectorised with ``nn.vmap``.
 - ``ValueNet``       V(s): the IQL value.
 
@@ -13,7 +15,11 @@ import math
 from typing import Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
+
+from qgf_lite.validation import is_concrete
 
 
 def as_obs(obs, batch: int, dtype=jnp.float32) -> jnp.ndarray:
@@ -69,6 +75,38 @@ class VelocityField(nn.Module):
         t = jnp.broadcast_to(jnp.asarray(t, actions.dtype).reshape(-1), (batch,))
         emb = SinusoidalTimeEmbedding(self.time_emb_dim)(t)
         x = jnp.concatenate([as_obs(obs, batch, actions.dtype), actions, emb], axis=-1)
+        return MLP(tuple(self.hidden_dims), self.action_dim, self.layer_norm)(x)
+
+
+class ConditionedVelocityField(nn.Module):
+    """v_theta(s, a_t, t, o) -> (batch, action_dim), a velocity conditioned on an optimality label o.
+
+    The label is one of ``num_labels`` integers, in CFG-RL 0 = unconditional and 1 = positive ("this action
+    is better than the value", see ``qgf_lite.cfgrl``). It enters as a one-hot vector next to the inputs of
+    ``VelocityField``: the MLP sees [s, a_t, phi(t), onehot(o)], which is the same as a learned label embedding
+    added to the first layer. Shapes as ``VelocityField``; ``label`` is a scalar (every particle alike, as in
+    the sampler) or (batch,) integers; observations may be absent (None or width 0).
+    """
+
+    action_dim: int
+    hidden_dims: Sequence[int] = (512, 512, 512, 512)
+    time_emb_dim: int = 32
+    layer_norm: bool = True
+    num_labels: int = 2
+
+    @nn.compact
+    def __call__(self, obs: Optional[jnp.ndarray], actions: jnp.ndarray, t, label) -> jnp.ndarray:
+        batch = actions.shape[0]
+        t = jnp.broadcast_to(jnp.asarray(t, actions.dtype).reshape(-1), (batch,))
+        if is_concrete(label):
+            values = np.asarray(label)
+            if not np.issubdtype(values.dtype, np.integer) or np.any((values < 0) | (values >= self.num_labels)):
+                # one_hot would turn an out-of-range label into an all-zero input silently.
+                raise ValueError(f"`label` must be an integer in [0, {self.num_labels}), got {label!r}.")
+        label = jnp.broadcast_to(jnp.asarray(label, jnp.int32).reshape(-1), (batch,))
+        emb = SinusoidalTimeEmbedding(self.time_emb_dim)(t)
+        onehot = jax.nn.one_hot(label, self.num_labels, dtype=actions.dtype)
+        x = jnp.concatenate([as_obs(obs, batch, actions.dtype), actions, emb, onehot], axis=-1)
         return MLP(tuple(self.hidden_dims), self.action_dim, self.layer_norm)(x)
 
 

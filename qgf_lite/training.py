@@ -1,8 +1,10 @@
 """Training BC (flow matching) and IQL side by side, never coupled (docs/algorithm.md §2-§3).
 
 - ``QGFConfig``: every size and hyper-parameter, frozen (it is a static argument of the jitted functions).
-- ``TrainState``: the three networks' parameters, their Adam states, the target critic and a PRNG key.
-- ``train_step``: one update of policy, critic and value from one batch.
+- ``TrainState``: the three networks' parameters, their Adam states, the target critic and a PRNG key (and,
+  with ``QGFConfig(cfgrl=True)``, the CFG-RL baseline's label-conditioned velocity network and its Adam state).
+- ``train_step``: one update of policy, critic and value from one batch (and of the CFG-RL network, which
+  reads the critic and value as constants: docs/algorithm.md §5, ``qgf_lite.cfgrl``).
 - ``train_steps``: many updates inside one ``jax.lax.scan``, minibatches sampled on the device.
 - ``guidance_critic_params``: which critic the samplers guide with (the target one unless asked otherwise).
 - ``fit``: the host loop around ``train_steps`` with a progress bar; states with a leading seed axis
@@ -14,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 from typing import Callable, Optional, Sequence, Tuple
 
 import flax.struct
@@ -22,10 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from qgf_lite.cfgrl import advantages, cfgrl_loss, optimality_weights
 from qgf_lite.data import TransitionDataset, sample_chunk_batch
 from qgf_lite.flow import flow_matching_loss
 from qgf_lite.iql import critic_loss, polyak_update, q_target, value_loss
-from qgf_lite.networks import CriticEnsemble, ValueNet, VelocityField
+from qgf_lite.networks import ConditionedVelocityField, CriticEnsemble, ValueNet, VelocityField
 from qgf_lite.validation import require_positive_int
 
 
@@ -59,6 +63,12 @@ class QGFConfig:
     flow_steps: int = _field(10, "Euler steps of the samplers; evaluation uses it unless told otherwise")
     time_grid: Optional[int] = _field(10, "training draws flow times from a grid of this many "
                                           "points; None: uniform on [0, 1]")
+    cfgrl: bool = _field(False, "also train the CFG-RL baseline (docs/algorithm.md §5): a second velocity network, "
+                                "conditioned on the optimality label 1[Q - V > threshold], from the same batches")
+    cfgrl_threshold: float = _field(0.0, "CFG-RL: an action is labelled positive when Q(s, a) - V(s) exceeds this")
+    cfgrl_uncond_weight: float = _field(1.0, "CFG-RL: loss weight (>= 0) of the unconditional (all data) branch")
+    cfgrl_critic: str = _field("target", "CFG-RL: the critic whose ensemble minimum labels the data, target "
+                                         "(the Polyak copy) or online")
 
     def __post_init__(self):
         for name in ("actor_hidden", "critic_hidden", "value_hidden"):
@@ -76,6 +86,22 @@ class QGFConfig:
             raise ValueError(f"`target_update_rate` must be in (0, 1], got {self.target_update_rate}.")
         if not self.learning_rate > 0:
             raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate}.")
+        if not isinstance(self.cfgrl, (bool, np.bool_)):
+            raise TypeError(f"`cfgrl` must be True or False, got {self.cfgrl!r}.")
+        object.__setattr__(self, "cfgrl", bool(self.cfgrl))
+        for name in ("cfgrl_threshold", "cfgrl_uncond_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"`{name}` must be a number, got {value!r} ({type(value).__name__}).")
+            if not math.isfinite(value):
+                raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+            object.__setattr__(self, name, float(value))
+        if self.cfgrl_uncond_weight < 0:
+            raise ValueError(f"`cfgrl_uncond_weight` must be >= 0 (it weighs the unconditional branch's loss), "
+                             f"got {self.cfgrl_uncond_weight!r}.")
+        if self.cfgrl_critic not in CRITIC_CHOICES:
+            raise ValueError(f"`cfgrl_critic` must be one of {', '.join(map(repr, CRITIC_CHOICES))}, "
+                             f"got {self.cfgrl_critic!r}.")
 
     @property
     def chunk_dim(self) -> int:
@@ -102,12 +128,25 @@ def build_networks(config: QGFConfig):
     return actor, critic, value
 
 
+def build_cfgrl_network(config: QGFConfig) -> ConditionedVelocityField:
+    """The CFG-RL baseline's label-conditioned velocity network: the policy's shape plus a label input."""
+    return ConditionedVelocityField(config.chunk_dim, config.actor_hidden, config.time_emb_dim, config.layer_norm)
+
+
 def make_optimizer(config: QGFConfig) -> optax.GradientTransformation:
     return optax.adam(config.learning_rate)
 
 
+# The CFG-RL network's PRNG keys are folded out of the keys the other networks use, under this tag, so that
+# turning cfgrl on changes no other key: policy, critic and value train exactly as without it. (split(k, n)[i]
+# is fold_in(k, i) in jax, hence a tag far from small integers.)
+CFGRL_KEY_TAG = 0x43464752
+
+
 @flax.struct.dataclass
 class TrainState:
+    """Every array of a run. ``cfgrl_params``/``cfgrl_opt_state`` are empty dicts unless ``config.cfgrl``."""
+
     step: jnp.ndarray
     rng: jnp.ndarray
     policy_params: dict
@@ -117,6 +156,8 @@ class TrainState:
     policy_opt_state: optax.OptState
     critic_opt_state: optax.OptState
     value_opt_state: optax.OptState
+    cfgrl_params: dict = flax.struct.field(default_factory=dict)
+    cfgrl_opt_state: optax.OptState = flax.struct.field(default_factory=dict)
 
 
 def init_train_state(config: QGFConfig, key) -> TrainState:
@@ -135,6 +176,13 @@ def _init_train_state_compiled(config: QGFConfig, key) -> TrainState:
     critic_params = critic.init(k_critic, obs, act)
     value_params = value.init(k_value, obs)
     opt = make_optimizer(config)
+    cfgrl_params, cfgrl_opt_state = {}, {}
+    if config.cfgrl:
+        label = jnp.zeros((1,), jnp.int32)
+        cfgrl_params = build_cfgrl_network(config).init(
+            jax.random.fold_in(key, CFGRL_KEY_TAG), obs, act, jnp.zeros((1,)), label
+        )
+        cfgrl_opt_state = opt.init(cfgrl_params)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         rng=rng,
@@ -145,6 +193,8 @@ def _init_train_state_compiled(config: QGFConfig, key) -> TrainState:
         policy_opt_state=opt.init(policy_params),
         critic_opt_state=opt.init(critic_params),
         value_opt_state=opt.init(value_params),
+        cfgrl_params=cfgrl_params,
+        cfgrl_opt_state=cfgrl_opt_state,
     )
 
 
@@ -162,6 +212,18 @@ def velocity_fn(config: QGFConfig, policy_params) -> Callable:
     """The trained velocity as a plain function (obs, a, t) -> v for the samplers."""
     actor = build_networks(config)[0]
     return functools.partial(actor.apply, policy_params)
+
+
+def cfgrl_velocity_fn(config: QGFConfig, cfgrl_params) -> Callable:
+    """The trained CFG-RL network as a plain function (obs, a, t, label) -> v, for ``qgf_lite.cfgrl.cfgrl_sample``.
+
+    Pass ``state.cfgrl_params`` of a state trained with ``QGFConfig(cfgrl=True)``; label 0 is the unconditional
+    branch, 1 the positive one.
+    """
+    if not jax.tree_util.tree_leaves(cfgrl_params):
+        raise ValueError("`cfgrl_params` is empty: this state has no CFG-RL network; train with "
+                         "QGFConfig(cfgrl=True) (`qgf-lite train --cfgrl`).")
+    return functools.partial(build_cfgrl_network(config).apply, cfgrl_params)
 
 
 def critic_fn(config: QGFConfig, critic_params) -> Callable:
@@ -203,7 +265,16 @@ def train_step(config: QGFConfig, state: TrainState, batch: dict) -> Tuple[Train
 
     All three losses see the same batch and are differentiated with respect to their own parameters only:
     the policy never sees the critic.
+
+    With ``config.cfgrl`` the CFG-RL network is updated from the same batch too (``qgf_lite.cfgrl.cfgrl_loss``):
+    its positive branch is weighted by 1[min_i Q_i - V > cfgrl_threshold] (Q from the target or online critic
+    per ``cfgrl_critic``, Q and V at this step's parameters before the update, as constants), times the chunk
+    validity. Its gradients reach only its own parameters, and its flow-matching key is folded out of the
+    policy's, so every other field of the new state is what it is with ``cfgrl`` off.
     """
+    if config.cfgrl and not jax.tree_util.tree_leaves(state.cfgrl_params):
+        raise ValueError("config.cfgrl is True but the state has no CFG-RL network: initialise it with "
+                         "init_train_state(config, key) for this config.")
     actor, critic, value = build_networks(config)
     opt = make_optimizer(config)
     rng, flow_key = jax.random.split(state.rng)
@@ -231,6 +302,9 @@ def train_step(config: QGFConfig, state: TrainState, batch: dict) -> Tuple[Train
     policy_l, policy_grads = jax.value_and_grad(policy_objective)(state.policy_params)
     (critic_l, q), critic_grads = jax.value_and_grad(critic_objective, has_aux=True)(state.critic_params)
     (value_l, v), value_grads = jax.value_and_grad(value_objective, has_aux=True)(state.value_params)
+    if config.cfgrl:
+        cfgrl_update = _cfgrl_update(config, state, obs, actions, chunk_ok, flow_key,
+                                     target_q if config.cfgrl_critic == "target" else q, v)
 
     def apply(grads, opt_state, params):
         updates, opt_state = opt.update(grads, opt_state, params)
@@ -239,7 +313,7 @@ def train_step(config: QGFConfig, state: TrainState, batch: dict) -> Tuple[Train
     policy_params, policy_opt_state = apply(policy_grads, state.policy_opt_state, state.policy_params)
     critic_params, critic_opt_state = apply(critic_grads, state.critic_opt_state, state.critic_params)
     value_params, value_opt_state = apply(value_grads, state.value_opt_state, state.value_params)
-    new_state = TrainState(
+    new_state = state.replace(
         step=state.step + 1,
         rng=rng,
         policy_params=policy_params,
@@ -257,7 +331,37 @@ def train_step(config: QGFConfig, state: TrainState, batch: dict) -> Tuple[Train
         "q_mean": jnp.mean(q),
         "v_mean": jnp.mean(v),
     }
+    if config.cfgrl:
+        cfgrl_params, cfgrl_opt_state, cfgrl_metrics = cfgrl_update
+        new_state = new_state.replace(cfgrl_params=cfgrl_params, cfgrl_opt_state=cfgrl_opt_state)
+        metrics.update(cfgrl_metrics)
     return new_state, metrics
+
+
+def _cfgrl_update(config: QGFConfig, state: TrainState, obs, actions, chunk_ok, flow_key, q_values, values):
+    """One Adam step of the CFG-RL network: (params, opt_state, metrics). ``q_values`` (members, batch), ``values``
+    (batch,) label the batch and are constants here."""
+    network = build_cfgrl_network(config)
+    opt = make_optimizer(config)
+    positive = optimality_weights(advantages(q_values, values), config.cfgrl_threshold, chunk_ok)
+
+    def objective(params):
+        return cfgrl_loss(
+            functools.partial(network.apply, params), obs, actions, jax.random.fold_in(flow_key, CFGRL_KEY_TAG),
+            positive, uncond_weight=config.cfgrl_uncond_weight, valid=chunk_ok, time_grid=config.time_grid,
+            return_parts=True,
+        )
+
+    (loss, parts), grads = jax.value_and_grad(objective, has_aux=True)(state.cfgrl_params)
+    updates, opt_state = opt.update(grads, state.cfgrl_opt_state, state.cfgrl_params)
+    metrics = {
+        "cfgrl_loss": loss,
+        "cfgrl_positive_loss": parts["positive_loss"],
+        "cfgrl_unconditional_loss": parts["unconditional_loss"],
+        # share of the batch's valid chunks labelled positive
+        "cfgrl_positive_fraction": jnp.sum(positive) / jnp.maximum(jnp.sum(chunk_ok), 1e-8),
+    }
+    return optax.apply_updates(state.cfgrl_params, updates), opt_state, metrics
 
 
 def sample_and_train_step(config: QGFConfig, state: TrainState, dataset: TransitionDataset, data_sharding=None):
