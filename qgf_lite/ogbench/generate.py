@@ -2,6 +2,9 @@
 
 The oracles ship in the pip package (``ogbench.manipspace.oracles``): plan oracles for 'play' data, Markov
 oracles for 'noisy' data, written in the file layout OGBench's loader reads (``x.npz`` plus ``x-val.npz``).
+The settings follow OGBench's ``data_gen_scripts/generate_manipspace.py`` and ``commands.sh``: 1001-step
+episodes, the per-domain episode counts of the published datasets, and for 'noisy' data a share of uniformly
+random actions (10% for cube and scene, 20% for puzzle).
 
 Generation is deterministic given ``seed``: every episode draws all of its randomness from a seed derived
 from ``(seed, episode index)``, so the arrays do not depend on how many worker processes share the work.
@@ -50,6 +53,10 @@ _CUBE_STACK_PROBABILITY_RANGE = {
     "cube-octuple": (0.0, 0.35),
 }
 _OTHER_STACK_PROBABILITY = 0.5
+# Training episodes of OGBench's published '<env>-play-v0'/'<env>-noisy-v0' datasets (its commands.sh); the
+# others have 1000. cube-octuple has no standard-size dataset in OGBench (only a 100M one): 1000 here too.
+_OGBENCH_NUM_EPISODES = {"cube-triple": 3000, "cube-quadruple": 5000, "puzzle-4x5": 3000, "puzzle-4x6": 5000}
+_DEFAULT_NUM_EPISODES = 1000
 _SCENE_MAX_ATTEMPTS = 100
 
 
@@ -76,6 +83,28 @@ class _CollectorConfig:
     noise_smoothing: float
     min_norm: float
     seed: int
+    p_random_action: float = 0.0
+
+
+def default_num_episodes(env_id: str) -> int:
+    """Training episodes of OGBench's dataset for ``env_id`` (1000 x 1001 steps = 1M transitions for most)."""
+    if env_id not in ENV_IDS:
+        raise ValueError(f"Unknown environment id {env_id!r}; choose from {', '.join(ENV_IDS)}.")
+    return _OGBENCH_NUM_EPISODES.get(env_id, _DEFAULT_NUM_EPISODES)
+
+
+def random_action_probability(env_id: str, dataset_type: str) -> float:
+    """Per-step probability of a uniformly random action in OGBench's datasets (its ``--p_random_action``).
+
+    'play' data has none; 'noisy' data replaces 10% (cube, scene) or 20% (puzzle) of the oracle's actions.
+    """
+    if env_id not in ENV_IDS:
+        raise ValueError(f"Unknown environment id {env_id!r}; choose from {', '.join(ENV_IDS)}.")
+    if dataset_type not in DATASET_TYPES:
+        raise ValueError(f"`dataset_type` must be one of {DATASET_TYPES}, got {dataset_type!r}.")
+    if dataset_type == "play":
+        return 0.0
+    return 0.2 if env_id.startswith("puzzle") else 0.1
 
 
 def episode_seed_sequence(seed: int, episode_index: int, attempt: int = 0) -> np.random.SeedSequence:
@@ -150,6 +179,7 @@ class _EpisodeCollector:
                 mode="data_collection",
                 max_episode_steps=config.episode_length,
             )
+            self.action_shape = self.env.action_space.shape  # (5,): OGBench's normalised end-effector actions
         self.oracles = _make_oracles(
             self.env, config.env_id, config.dataset_type, config.noise, config.noise_smoothing, config.min_norm
         )
@@ -188,9 +218,14 @@ class _EpisodeCollector:
             rows["button_states"] = []
         done = False
         while not done:
-            action = np.asarray(oracle.select_action(ob, info), dtype=np.float64)
-            if config.dataset_type == "noisy":
-                action = action + np.random.normal(0.0, noise_scale)
+            if config.p_random_action > 0 and np.random.rand() < config.p_random_action:
+                # OGBench's env.action_space.sample(): uniform on [-1, 1]^5, drawn here from the seeded generator;
+                # the oracle is not consulted (nor its noise added) on such a step, as in OGBench.
+                action = np.random.uniform(-1.0, 1.0, size=self.action_shape)
+            else:
+                action = np.asarray(oracle.select_action(ob, info), dtype=np.float64)
+                if config.dataset_type == "noisy":
+                    action = action + np.random.normal(0.0, noise_scale)
             # Execute exactly the float32 action that is stored, so the data replays bit for bit.
             action = np.clip(action, -1.0, 1.0).astype(np.float32)
             next_ob, _, terminated, truncated, info = env.step(action)
@@ -303,7 +338,7 @@ def _resolve_generation_name(env_name: str, dataset_type: Optional[str]) -> Pars
 def generate_dataset(
     env_name: str,
     dataset_type: Optional[str] = None,
-    num_episodes: int = 1000,
+    num_episodes: Optional[int] = None,
     out_path: Optional[str] = None,
     *,
     seed: int = 0,
@@ -313,6 +348,7 @@ def generate_dataset(
     noise_smoothing: float = 0.5,
     min_norm: float = 0.4,
     num_val_episodes: Optional[int] = None,
+    p_random_action: Optional[float] = None,
     progress: bool = True,
 ) -> GenerationStats:
     """Generate an OGBench-format dataset with OGBench's scripted oracles.
@@ -320,9 +356,11 @@ def generate_dataset(
     Args:
         env_name: 'cube-single', 'cube-single-v0' or a dataset name such as 'cube-single-play-v0'.
         dataset_type: 'play' (plan oracles with temporally smoothed noise) or 'noisy' (Markov oracles with
-            per-episode Gaussian action noise); default: the type in ``env_name``, else 'play'.
-        num_episodes: training episodes; ``num_val_episodes`` (default num_episodes // 10, at least 1) more
-            go to the '-val.npz' split.
+            per-episode Gaussian action noise, plus random actions: ``p_random_action``); default: the type in
+            ``env_name``, else 'play'.
+        num_episodes: training episodes (default: as many as OGBench's dataset, ``default_num_episodes``:
+            1000, or 3000 for cube-triple/puzzle-4x5, 5000 for cube-quadruple/puzzle-4x6);
+            ``num_val_episodes`` (default num_episodes // 10, at least 1) more go to the '-val.npz' split.
         out_path: training file, must end in '.npz' (default ~/.ogbench/data/<env>-<type>-v0.npz, where
             ``load_dataset`` looks first).
         seed: episode i uses randomness derived from (seed, i) only, so any ``workers`` gives the same data.
@@ -330,11 +368,15 @@ def generate_dataset(
         episode_length: steps per episode (default 1001, OGBench's standard); the target changes whenever the
             oracle finishes one.
         noise, noise_smoothing, min_norm: oracle noise settings (OGBench defaults).
+        p_random_action: per-step probability of a uniformly random action instead of the oracle's (default:
+            OGBench's, ``random_action_probability``: 0 for play, 0.1 for noisy cube/scene, 0.2 for noisy puzzle).
 
     Returns:
         GenerationStats, including transitions per second.
     """
     parsed = _resolve_generation_name(env_name, dataset_type)
+    if num_episodes is None:
+        num_episodes = default_num_episodes(parsed.env_id)
     num_episodes = require_positive_int("num_episodes", num_episodes)
     workers = require_positive_int("workers", workers)
     episode_length = require_positive_int(
@@ -348,6 +390,10 @@ def generate_dataset(
     for name, value in (("noise", noise), ("noise_smoothing", noise_smoothing), ("min_norm", min_norm)):
         if not np.isfinite(value) or value < 0:
             raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
+    if p_random_action is None:
+        p_random_action = random_action_probability(parsed.env_id, parsed.dataset_type)
+    if isinstance(p_random_action, bool) or not 0.0 <= float(p_random_action) <= 1.0:
+        raise ValueError(f"`p_random_action` must be a probability in [0, 1], got {p_random_action!r}.")
 
     name = f"{parsed.env_id}-{parsed.dataset_type}-{parsed.version}"
     train_path = os.path.expanduser(str(out_path)) if out_path is not None else default_dataset_path(name)
@@ -362,6 +408,7 @@ def generate_dataset(
         noise_smoothing=float(noise_smoothing),
         min_norm=float(min_norm),
         seed=int(seed),
+        p_random_action=float(p_random_action),
     )
     total = num_episodes + num_val_episodes
     workers = min(workers, total)
@@ -401,11 +448,16 @@ def build_generate_parser(prog: str = "qgf-lite generate") -> argparse.ArgumentP
     parser.add_argument("env", help=f"environment id or dataset name, one of: {', '.join(ENV_IDS)}")
     parser.add_argument("--type", dest="dataset_type", choices=DATASET_TYPES, default=None,
                         help="'play' (plan oracles) or 'noisy' (Markov oracles); default from the name, else play")
-    parser.add_argument("--episodes", type=int, default=1000, help="training episodes (default 1000 = 1M steps)")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="training episodes (default: as many as OGBench's dataset; 1000 = 1M steps for most, "
+                             "3000 for cube-triple and puzzle-4x5, 5000 for cube-quadruple and puzzle-4x6)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="training .npz path (default ~/.ogbench/data/<name>.npz)")
     parser.add_argument("--episode-length", type=int, default=None, help="steps per episode (default 1001)")
+    parser.add_argument("--p-random-action", type=float, default=None,
+                        help="per-step probability of a uniformly random action (default: OGBench's, 0 for play, "
+                             "0.1 for noisy cube/scene, 0.2 for noisy puzzle)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -423,6 +475,7 @@ def main_generate(argv: Optional[Sequence[str]] = None) -> int:
             seed=args.seed,
             workers=args.workers,
             episode_length=args.episode_length,
+            p_random_action=args.p_random_action,
             progress=not args.no_progress,
         )
     except (TypeError, ValueError) as err:

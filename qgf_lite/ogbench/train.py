@@ -58,13 +58,14 @@ class TrainResult:
 
 def require_singletask_name(env_name: str) -> str:
     """Training needs rewards, which OGBench only provides for single-task names."""
-    from qgf_lite.ogbench.datasets import parse_env_name
+    from qgf_lite.ogbench.datasets import default_task_id, parse_env_name
 
     parsed = parse_env_name(env_name)
     if parsed.task_id is None or parsed.dataset_type is None:
+        task_id = parsed.task_id or default_task_id(parsed.env_id)  # OGBench's default task for this domain
         raise ValueError(
             f"`env_name` {env_name!r} is not a single-task dataset name, so it has no rewards; use e.g. "
-            f"'{parsed.env_id}-{parsed.dataset_type or 'play'}-singletask-task{parsed.task_id or 2}-{parsed.version}'."
+            f"'{parsed.env_id}-{parsed.dataset_type or 'play'}-singletask-task{task_id}-{parsed.version}'."
         )
     return env_name
 
