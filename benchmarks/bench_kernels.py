@@ -5,7 +5,7 @@
    scan trainer (``compiled_train_steps``: dataset in device memory, minibatches drawn on the device,
    many steps per call). Both run the same ``train_step``, for the paper config (4 x 512 networks,
    H = 5 chunks of 5-dim actions, obs 40) and the notebook config (3 x 128, 2D actions, no state).
-2. Guided sampling latency with the paper networks (QGF, 10 steps, w = 0.05) at batch 1 and 1000.
+2. Guided sampling latency with the paper networks (``GUIDED_SPEC``: QGF, 10 steps, w = 0.05) at batch 1 and 1000.
 3. The slider path: QGF on 2048 2D particles with the networks the notebooks' sliders really run
    (``toy.experiments.toy_config()``: actor 3 x 64, critic 2 x 64, no LayerNorm), the weight a traced
    argument so a slider never recompiles; and, for scale, the same with 3 x 128 LayerNorm networks.
@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import qgf_lite
+from qgf_lite.samplers import SamplerSpec
 from qgf_lite.training import QGFConfig, critic_fn, init_train_state, train_step, velocity_fn
 
 PAPER_CONFIG = QGFConfig(obs_dim=40, action_dim=5, horizon=5, num_critics=2, batch_size=256)
@@ -49,6 +50,7 @@ TOY_CONFIG = QGFConfig(
 )
 GUIDED_STEPS = 10
 GUIDED_WEIGHT = 0.05
+GUIDED_SPEC = SamplerSpec("guided", mode="qgf", weight=GUIDED_WEIGHT, steps=GUIDED_STEPS)  # what is timed
 SLIDER_PARTICLES = 2048
 SLIDER_HIDDEN = (128,) * 3
 # XLA:CPU's YNNPACK fusions pack the critic's backward pass (batched dots, LayerNorm and GELU
@@ -259,22 +261,16 @@ def compiler_options(tuned: bool) -> Optional[dict]:
 
 
 def guided_sampler(config: QGFConfig, steps: int, options: Optional[dict] = None) -> Callable:
-    """jit of (policy_params, critic_params, obs, noise, weight) -> QGF actions.
+    """jit of (policy_params, critic_params, obs, noise, weight) -> QGF actions (``GUIDED_SPEC``'s sampler).
 
     Parameters and the weight are arguments, not constants baked into the program: new weights (a
     slider) or new parameters (after training) reuse the compiled sampler.
     """
+    spec = dataclasses.replace(GUIDED_SPEC, steps=steps)
 
     def sample(policy_params, critic_params, obs, noise, weight):
-        return qgf_lite.guided_sample(
-            velocity_fn(config, policy_params),
-            critic_fn(config, critic_params),
-            obs,
-            noise,
-            steps=steps,
-            weight=weight,
-            mode="qgf",
-        )
+        return spec.sample(velocity_fn(config, policy_params), critic_fn(config, critic_params), obs, noise,
+                           weight=weight)
 
     return jax.jit(sample, compiler_options=options)
 
@@ -391,7 +387,8 @@ def run_benchmarks(sizes: Sizes, paper_config: Optional[QGFConfig] = None, toy_c
             results[f"guided_ms_batch{batch}{suffix}"] = g["ms"]
             results[f"guided_cpu_ms_batch{batch}{suffix}"] = g["cpu_ms"]
             log(
-                f"guided sample [paper nets, QGF, {GUIDED_STEPS} steps, batch {batch}"
+                f"guided sample [paper nets, {GUIDED_SPEC.label}, {GUIDED_STEPS} steps, {GUIDED_SPEC.cost} evals/"
+                f"action, batch {batch}"
                 f"{', CPU options' if tuned else ''}]: {g['ms']:.2f} ms/call (CPU {g['cpu_ms']:.2f} ms, {g['calls']} calls)"
             )
     # First the networks the notebooks' sliders run (the figure that matters to a student), then wider ones.

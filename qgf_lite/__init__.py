@@ -14,15 +14,15 @@ from qgf_lite.networks import (
     VelocityField,
 )
 from qgf_lite.flow import euler_sample, flow_matching_loss, interpolate, sample_flow_times
-from qgf_lite.guidance import (
-    MODES,
+from qgf_lite.guidance import MODES, best_of_n, critic_action_gradient, gradient_step, guided_sample
+from qgf_lite.samplers import (
     SAMPLER_METHODS,
-    best_of_n,
-    critic_action_gradient,
-    gradient_step,
-    guided_sample,
-    sample_with_method,
+    SAMPLER_NAMES,
+    SAMPLERS,
+    SamplerSpec,
     sampler_cost,
+    spec_from_name,
+    specs_from_names,
 )
 from qgf_lite.iql import (
     chunk_discount,

@@ -27,7 +27,7 @@ import numpy as np
 from qgf_lite import toy, widgets
 from qgf_lite.toy import experiments as tx
 from qgf_lite.fileio import atomic_write_bytes
-from qgf_lite.guidance import guided_sample
+from qgf_lite.samplers import SamplerSpec
 from qgf_lite.training import CRITIC_CHOICES, check_critic
 from qgf_lite.validation import require_positive_int
 
@@ -124,8 +124,10 @@ def guidance_explorer_figure(setup: tx.ToySetup, weights=DEFAULT_WEIGHTS, *, num
     velocity, q = setup.velocity, setup.guidance_critic(critic)
     noise = explorer_noise(require_positive_int("seed", seed, minimum=0), num_samples)
 
+    qgf = SamplerSpec("guided", mode="qgf", steps=euler_steps)
+
     def sample(weight):
-        return {SAMPLE_TRACE: guided_sample(velocity, q, None, noise, steps=euler_steps, weight=weight)}
+        return {SAMPLE_TRACE: qgf.sample(velocity, q, None, noise, weight=weight)}
 
     fig = widgets.build_frames_view(
         sample, weights, description="guidance weight w",

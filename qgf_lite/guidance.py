@@ -17,6 +17,9 @@ then a = clip(a). ``mode`` changes only how g is computed:
 ``velocity`` is any function (obs, a, t) -> v, with t of shape (batch,), and ``critic`` any function
 (obs, a) -> Q of shape (batch,) (for an ensemble, its minimum). Both may be trained networks
 (``functools.partial(module.apply, params)``) or analytic fields; everything traces under jit and vmap.
+
+These are the kernels; ``qgf_lite.samplers`` names the methods built from them (``SamplerSpec``), counts their
+compute (``sampler_cost``) and dispatches to them.
 """
 
 from __future__ import annotations
@@ -252,76 +255,10 @@ def gradient_step(
     return jax.lax.scan(ascend, actions, None, length=ascent_steps)[0]
 
 
-SAMPLER_METHODS = ("bc", "guided", "best_of_n", "guided_best_of_n", "gradient_step")
+def __getattr__(name):
+    # The method vocabulary (names, costs, dispatch) moved to qgf_lite.samplers, which imports these kernels.
+    if name in ("sampler_cost", "SAMPLER_METHODS"):
+        from qgf_lite import samplers
 
-
-def sample_with_method(
-    method: str,
-    velocity,
-    critic: Optional[Critic],
-    obs,
-    noise,
-    *,
-    steps: int = 10,
-    weight=0.0,
-    mode: str = "qgf",
-    step_size=0.01,
-    ascent_steps: int = 3,
-    clip=(-1.0, 1.0),
-):
-    """Any test-time method (docs/algorithm.md §4-§5) by name, as ``sampler_cost`` names them, so sweeps need no
-    dispatch of their own.
-
-    "bc" (weight 0), "guided" (``mode`` at ``weight``), "best_of_n" (unguided proposals), "guided_best_of_n" and
-    "gradient_step" (``step_size``, ``ascent_steps``). Best-of-N methods take noise (batch, n, dim), the others
-    (batch, dim).
-    """
-    if method == "bc":
-        return guided_sample(velocity, None, obs, noise, steps=steps, clip=clip)
-    if method == "guided":
-        return guided_sample(velocity, critic, obs, noise, steps=steps, weight=weight, mode=mode, clip=clip)
-    if method == "best_of_n":
-        # A Python 0, not a traced weight, lets the proposals skip the critic gradients.
-        return best_of_n(velocity, critic, obs, noise, steps=steps, weight=0.0, clip=clip)
-    if method == "guided_best_of_n":
-        return best_of_n(velocity, critic, obs, noise, steps=steps, weight=weight, mode=mode, clip=clip)
-    if method == "gradient_step":
-        return gradient_step(velocity, critic, obs, noise, steps=steps, step_size=step_size,
-                             ascent_steps=ascent_steps, clip=clip)
-    raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(SAMPLER_METHODS)}.")
-
-
-def sampler_cost(method: str, steps: int = 10, n: int = 1, ascent_steps: int = 3, mode: str = "qgf") -> dict:
-    """Network evaluations one action costs, for compute-matched comparisons.
-
-    Counts forward passes of the velocity network and critic gradient evaluations (a forward and a
-    backward pass of the critic). ``method`` is "bc", "guided", "best_of_n", "guided_best_of_n" or
-    "gradient_step"; ``mode`` matters for guided methods.
-    """
-    per_guided_step = {"qgf": (1, 1), "noisy": (1, 1), "jacobian": (1, 1), "bptt": (1 + steps, 1)}
-    if method == "bc":
-        velocity_calls, critic_grads, critic_calls = steps, 0, 0
-    elif method in ("guided", "guided_best_of_n"):
-        v, g = per_guided_step[mode]
-        velocity_calls, critic_grads, critic_calls = v * steps * n, g * steps * n, 0
-        if method == "guided_best_of_n":
-            critic_calls = n
-    elif method == "best_of_n":
-        velocity_calls, critic_grads, critic_calls = steps * n, 0, n
-    elif method == "gradient_step":
-        velocity_calls, critic_grads, critic_calls = steps, ascent_steps, 0
-    else:
-        raise ValueError(
-            f"Unknown method {method!r}; choose bc, guided, best_of_n, guided_best_of_n or gradient_step."
-        )
-    # The Jacobian mode's vector-Jacobian product is one extra backward pass through the velocity network.
-    velocity_backward = steps * n if method in ("guided", "guided_best_of_n") and mode in ("jacobian", "bptt") else 0
-    if mode == "bptt" and method in ("guided", "guided_best_of_n"):
-        velocity_backward = steps * steps * n
-    return {
-        "velocity_forward": velocity_calls,
-        "velocity_backward": velocity_backward,
-        "critic_forward": critic_calls + critic_grads,
-        "critic_backward": critic_grads,
-        "total": velocity_calls + velocity_backward + critic_calls + 2 * critic_grads,
-    }
+        return getattr(samplers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,6 +17,7 @@ import pytest
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from qgf_lite.ogbench import cli, evaluation  # noqa: E402
+from qgf_lite.samplers import SamplerSpec, specs_from_names  # noqa: E402
 from qgf_lite.checkpoint import load_checkpoint  # noqa: E402
 from qgf_lite.ogbench.train import TrainingDiverged, read_log, train  # noqa: E402
 
@@ -106,7 +107,11 @@ def test_eval_json_structure_and_ranges(trained_run, tmp_path, capsys):
     report = json.loads((out / "eval.json").read_text())
     assert (out / "success_vs_weight.html").stat().st_size > 0
     assert report["env_name"] == ENV and report["train_step"] == 200
-    assert [r["label"] for r in report["results"]] == ["bc", "qgf w=0.05", "qgf w=0.2"]
+    assert [r["label"] for r in report["results"]] == ["BC", "QGF w=0.05", "QGF w=0.2"]
+    # Each row holds its sampler's fields, so the spec comes back from the report, with its compute.
+    assert [SamplerSpec.from_dict(r) for r in report["results"]] == [
+        SamplerSpec("bc"), SamplerSpec("guided", weight=0.05), SamplerSpec("guided", weight=0.2)]
+    assert [r["cost"] for r in report["results"]] == [10, 30, 30] and report["flow_steps"] == 10
     for r in report["results"]:
         assert r["episodes"] == 2 and len(r["per_episode"]) == 2
         assert r["successes"] == sum(e["success"] for e in r["per_episode"])
@@ -119,7 +124,7 @@ def test_eval_json_structure_and_ranges(trained_run, tmp_path, capsys):
                 assert e["return"] == -e["length"] and e["length"] == 200
     # Common random numbers: every setting starts its episodes from the same states.
     assert len({tuple(e["episode"] for e in r["per_episode"]) for r in report["results"]}) == 1
-    assert "| bc | 2 |" in capsys.readouterr().out
+    assert "| BC | 2 |" in capsys.readouterr().out
 
 
 def test_confidence_intervals_against_independent_formulas():
@@ -140,13 +145,71 @@ def test_confidence_intervals_against_independent_formulas():
 
 
 def test_settings_expand_methods_and_weights():
-    settings = evaluation.make_settings(["bc", "qgf", "best_of_n", "qgf_best_of_n"], [0.0, 0.01, 0.1], n=8)
-    assert [s.label for s in settings] == [
-        "bc", "qgf w=0.01", "qgf w=0.1", "best_of_8", "qgf_best_of_8 w=0.01", "qgf_best_of_8 w=0.1"]
+    specs = specs_from_names(["bc", "qgf", "best_of_n", "qgf_best_of_n"], [0.0, 0.01, 0.1], n=8)
+    assert [s.label for s in specs] == [
+        "BC", "QGF w=0.01", "QGF w=0.1", "best-of-8", "QGF w=0.01 + best-of-8", "QGF w=0.1 + best-of-8"]
     with pytest.raises(ValueError, match="Unknown method"):
-        evaluation.make_settings(["qgf", "magic"], [0.1])
+        specs_from_names(["qgf", "magic"], [0.1])
     with pytest.raises(ValueError, match=">= 0"):
-        evaluation.make_settings(["qgf"], [-0.1])
+        specs_from_names(["qgf"], [-0.1])
+
+
+@pytest.mark.parametrize("argv, phrase", [
+    (["--methods", "magic"], "invalid choice: 'magic'"),
+    (["--methods", "qgf", "--weights", "-0.1"], ">= 0"),
+    (["--methods", "qgf", "--weights", "0"], "at least one weight > 0"),
+    (["--methods", "best_of_n", "--n", "0"], "`n` must be >= 1"),
+    (["--methods", "gradient_step", "--step-size", "-0.01"], "`step_size` must be finite and >= 0"),
+    (["--methods", "gradient_step", "--ascent-steps", "-1"], "`ascent_steps` must be >= 0"),
+    (["--methods", "qgf", "--steps", "0"], "`flow_steps` must be >= 1"),
+])
+def test_eval_rejects_bad_sampler_settings(trained_run, capsys, argv, phrase):
+    try:
+        rc = cli.main(["eval", str(trained_run / "checkpoint.msgpack"), "--episodes", "1", "--no-progress", *argv])
+    except SystemExit as exit_info:  # argparse's own errors
+        rc = exit_info.code
+    err = capsys.readouterr().err
+    assert rc == 2 and phrase in err and "Traceback" not in err
+
+
+def test_eval_gradient_step_and_best_of_n_flags_reach_the_specs(trained_run, monkeypatch, capsys):
+    calls = []
+    spy_rollouts(monkeypatch, calls, play=True)
+    rc = cli.main(["eval", str(trained_run / "checkpoint.msgpack"), "--methods", "gradient_step", "noisy_best_of_n",
+                   "--weights", "0.1", "--step-size", "0.05", "--ascent-steps", "2", "--n", "3", "--steps", "4",
+                   "--episodes", "1", "--num-envs", "1", "--no-progress"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "| gradient-step a=0.05 x2 | 1 |" in out and "| noisy-gradient w=0.1 + best-of-3 | 1 |" in out
+    # The step size never travels in the weight slot: gradient_step's weight is 0.
+    assert [c["weight"] for c in calls] == [0.0, 0.1]
+
+
+def test_eval_video_takes_the_best_weight_of_its_own_sampler_family(trained_run, monkeypatch, capsys):
+    def rollout(envs, sampler, params, weight, config, episode_indices, seed, frames=None):
+        # Only w = 0.2 succeeds, whatever the sampler.
+        return [{"episode": int(e), "success": weight == 0.2, "return": -1.0, "length": 1} for e in episode_indices]
+
+    videos = []
+    monkeypatch.setattr(evaluation, "rollout_wave", rollout)
+    monkeypatch.setattr(evaluation, "record_video", lambda *args, **kwargs: videos.append(kwargs) or {
+        "setting": "?", "success": False, "path": "v.gif"})
+    rc = cli.main(["eval", str(trained_run / "checkpoint.msgpack"), "--methods", "bc", "qgf", "noisy", "--weights",
+                   "0.05", "0.2", "--n", "3", "--step-size", "0.02", "--steps", "4", "--episodes", "1",
+                   "--num-envs", "1", "--video", "v.gif", "--video-method", "noisy", "--no-progress"])
+    assert rc == 0
+    [video] = videos
+    assert (video["method"], video["weight"], video["n"], video["step_size"], video["flow_steps"]) == (
+        "noisy", 0.2, 3, 0.02, 4)
+    # The best weight is chosen among the rows of the video's own sampler family.
+    rows = [evaluation.summarise(spec, [{"episode": 0, "success": ok, "return": -1.0, "length": 1}], 0.0)
+            for spec, ok in [(SamplerSpec("guided", weight=0.05), False), (SamplerSpec("guided", weight=0.2), True),
+                             (SamplerSpec("guided", mode="noisy", weight=0.05), True),
+                             (SamplerSpec("guided", mode="noisy", weight=0.2), False)]]
+    report = {"results": rows}
+    assert cli.best_guided_weight(report, SamplerSpec("guided")) == 0.2
+    assert cli.best_guided_weight(report, SamplerSpec("guided", mode="noisy", weight=0.3)) == 0.05
+    assert cli.best_guided_weight(report, SamplerSpec("guided_best_of_n", n=4)) is None
 
 
 # ------------------------------------------------------------------------------------ bad input
@@ -275,9 +338,12 @@ def test_chunk_sampler_at_weight_zero_is_behaviour_cloning(trained_run):
     obs = jax.random.normal(jax.random.PRNGKey(3), (3, config.obs_dim))
     keys = evaluation.episode_chunk_keys(0, [0, 1, 2], 4)
     args = (state.policy_params, state.critic_params, obs, keys)
-    bc = evaluation.compiled_chunk_sampler(config, "bc", 1, 10)(*args, 0.0)
-    qgf0 = evaluation.compiled_chunk_sampler(config, "qgf", 1, 10)(*args, 0.0)
-    qgf = evaluation.compiled_chunk_sampler(config, "qgf", 1, 10)(*args, 1.0)
+    bc = evaluation.compiled_chunk_sampler(config, SamplerSpec("bc"))(*args, 0.0)
+    qgf0 = evaluation.compiled_chunk_sampler(config, SamplerSpec("guided"))(*args, 0.0)
+    qgf = evaluation.compiled_chunk_sampler(config, SamplerSpec("guided", weight=1.0))(*args, 1.0)
+    # The weight is traced: one compiled sampler serves the whole sweep.
+    assert evaluation.compiled_chunk_sampler(config, SamplerSpec("guided", weight=1.0)) is (
+        evaluation.compiled_chunk_sampler(config, SamplerSpec("guided", weight=0.3)))
     assert bc.shape == (3, config.chunk_dim) and np.all(np.abs(np.asarray(bc)) <= 1.0)
     np.testing.assert_allclose(np.asarray(qgf0), np.asarray(bc), atol=1e-6)  # w = 0 is BC, same noise
     assert not np.allclose(np.asarray(qgf), np.asarray(bc), atol=1e-3)  # and the weight is really applied
@@ -328,7 +394,7 @@ def assert_sampled_with(call, checkpoint, which):
     config, state, _ = load_checkpoint(checkpoint)
     wanted, other = ((state.target_critic_params, state.critic_params) if which == "target"
                      else (state.critic_params, state.target_critic_params))
-    sampler = evaluation.compiled_chunk_sampler(config, "qgf", 1, config.flow_steps)
+    sampler = evaluation.compiled_chunk_sampler(config, SamplerSpec("guided", steps=config.flow_steps))
     direct = np.asarray(sampler(state.policy_params, wanted, call["obs"], call["keys"], call["weight"]))
     not_this = np.asarray(sampler(state.policy_params, other, call["obs"], call["keys"], call["weight"]))
     np.testing.assert_allclose(call["chunks"], direct, atol=1e-6)
@@ -478,4 +544,6 @@ def test_documented_train_and_eval_commands_still_parse():
         commands += re.findall(r"^qgf-lite (?:train|eval) .*$", text, re.M)
     assert any(c.startswith("qgf-lite train") for c in commands)
     for command in commands:
-        cli.build_parser().parse_args(shlex.split(command, comments=True)[1:])  # exit 2 on an unknown flag
+        args = cli.build_parser().parse_args(shlex.split(command, comments=True)[1:])  # exit 2 on an unknown flag
+        if args.command == "eval":  # and the named samplers are specs
+            assert specs_from_names(args.methods, args.weights, n=args.n, step_size=args.step_size)

@@ -330,34 +330,3 @@ def test_gradient_step_matches_hand_loop(inputs, ascent_steps):
     for _ in range(ascent_steps):
         a = np.clip(a + step_size * critic_grad_np(obs64, a), -1.0, 1.0)
     _close(out, a)
-
-
-def test_sample_with_method_dispatches_to_each_sampler():
-    """Every named method equals the direct call it stands for (same noise, same settings)."""
-    import qgf_lite as q
-
-    def velocity(obs, a, t):
-        return jnp.tanh(0.5 - a) * (1.0 + t[:, None])
-
-    def critic(obs, a):
-        return -jnp.sum((a - jnp.array([0.4, -0.2])) ** 2, axis=-1)
-
-    key = jax.random.PRNGKey(3)
-    flat = jax.random.normal(key, (6, 2))
-    grouped = jax.random.normal(key, (6, 4, 2))
-    cases = {
-        "bc": (flat, q.euler_sample(velocity, None, flat, steps=5)),
-        "guided": (flat, q.guided_sample(velocity, critic, None, flat, steps=5, weight=0.7, mode="noisy")),
-        "best_of_n": (grouped, q.best_of_n(velocity, critic, None, grouped, steps=5)),
-        "guided_best_of_n": (grouped, q.best_of_n(velocity, critic, None, grouped, steps=5, weight=0.7, mode="noisy")),
-        "gradient_step": (flat, q.gradient_step(velocity, critic, None, flat, steps=5, step_size=0.05, ascent_steps=2)),
-    }
-    assert set(cases) == set(q.SAMPLER_METHODS)
-    for method, (noise, expected) in cases.items():
-        got = q.sample_with_method(method, velocity, critic, None, noise, steps=5, weight=0.7, mode="noisy",
-                                   step_size=0.05, ascent_steps=2)
-        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-6, atol=1e-6, err_msg=method)
-    # the guided variants really use the weight
-    assert not np.allclose(np.asarray(cases["guided"][1]), np.asarray(cases["bc"][1]))
-    with pytest.raises(ValueError, match="Unknown method"):
-        q.sample_with_method("annealed", velocity, critic, None, flat)

@@ -42,9 +42,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # jupyterlab, which Colab lacks).
 COLAB_PREINSTALLED = ["jax", "flax", "optax", "numpy", "plotly>=5.15,<6", "ipywidgets==7.7.1", "notebook==6.5.7",
                       "tqdm", "ipykernel"]
-CORE_MODULES = ["qgf_lite", "qgf_lite.networks", "qgf_lite.flow", "qgf_lite.guidance", "qgf_lite.iql",
-                "qgf_lite.data", "qgf_lite.training", "qgf_lite.checkpoint", "qgf_lite.checks", "qgf_lite.plots",
-                "qgf_lite.widgets", "qgf_lite.explorer", "qgf_lite.notebook_tools", "qgf_lite.toy",
+CORE_MODULES = ["qgf_lite", "qgf_lite.networks", "qgf_lite.flow", "qgf_lite.guidance", "qgf_lite.samplers",
+                "qgf_lite.iql", "qgf_lite.data", "qgf_lite.training", "qgf_lite.checkpoint", "qgf_lite.checks",
+                "qgf_lite.plots", "qgf_lite.widgets", "qgf_lite.explorer", "qgf_lite.notebook_tools", "qgf_lite.toy",
                 "qgf_lite.toy.metrics", "qgf_lite.toy.experiments"]
 OPTIONAL_MODULES = {"qgf_lite.ogbench.evaluation": "ogbench", "qgf_lite.courseware": "course"}
 ARTIFACTS = ROOT / "artifacts"

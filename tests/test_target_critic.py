@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from qgf_lite import toy
+from qgf_lite import SamplerSpec, toy
 from qgf_lite.guidance import guided_sample
 from qgf_lite.toy import experiments as tx
 from qgf_lite.training import critic_fn, guidance_critic_params, init_train_state, velocity_fn
@@ -53,7 +53,7 @@ def test_guidance_critic_params_picks_target_by_default(setup):
 
 @pytest.mark.parametrize("which", ["target", "online"])
 def test_draw_samples_guides_with_the_chosen_critic(setup, which):
-    spec = tx.SamplerSpec("guided", weight=WEIGHT)
+    spec = SamplerSpec("guided", weight=WEIGHT)
     key = jax.random.PRNGKey(5)
     noise = jax.random.normal(key, (NUM, 2))  # the noise draw_samples makes from `key`
     target = direct_guided(setup, setup.state.target_critic_params, noise)
@@ -103,6 +103,6 @@ def test_explorer_figure_follows_the_critic_option(setup):
 
 def test_bad_critic_choice_is_named(setup):
     with pytest.raises(ValueError, match="'target', 'online'"):
-        tx.draw_samples(setup, tx.SamplerSpec("bc"), 0, 4, critic="Target")
+        tx.draw_samples(setup, SamplerSpec("bc"), 0, 4, critic="Target")
     with pytest.raises(ValueError, match="'target', 'online'"):
         tx.weight_sweep(setup, [0.0], 0, num=4, critic="both")

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qgf_lite import guided_sample, sampler_cost, toy
+from qgf_lite import SamplerSpec, guided_sample, sampler_cost, toy
 from qgf_lite.toy import experiments as tx
 
 WEIGHT = 1.0
@@ -28,7 +28,7 @@ def true_reward(setup, actions):
 
 
 def test_qgf_raises_mean_reward_over_bc_on_every_sampling_seed(setup):
-    bc_spec, qgf_spec = tx.SamplerSpec("bc"), tx.SamplerSpec("guided", weight=WEIGHT)
+    bc_spec, qgf_spec = SamplerSpec("bc"), SamplerSpec("guided", weight=WEIGHT)
     gains = []
     for seed in range(4):
         bc = tx.draw_samples(setup, bc_spec, seed, NUM)
@@ -42,9 +42,9 @@ def test_qgf_raises_mean_reward_over_bc_on_every_sampling_seed(setup):
 
 
 def test_qgf_beats_noisy_gradient_and_best_of_n_at_equal_compute(setup):
-    qgf = tx.SamplerSpec("guided", weight=WEIGHT)
-    noisy = tx.SamplerSpec("guided", weight=WEIGHT, mode="noisy")
-    bfn = tx.SamplerSpec("best_of_n", n=tx.matched_best_of_n(qgf.cost))
+    qgf = SamplerSpec("guided", weight=WEIGHT)
+    noisy = SamplerSpec("guided", weight=WEIGHT, mode="noisy")
+    bfn = SamplerSpec("best_of_n", n=tx.matched_best_of_n(qgf.cost))
     assert qgf.cost == noisy.cost
     assert bfn.cost <= qgf.cost < sampler_cost("best_of_n", steps=10, n=bfn.n + 1)["total"]
     rewards = {spec: np.mean([true_reward(setup, tx.draw_samples(setup, spec, seed, NUM)) for seed in range(3)])
@@ -109,9 +109,9 @@ def test_matched_best_of_n_and_bad_inputs():
     with pytest.raises(ValueError, match="budget"):
         tx.matched_best_of_n(5, 10)
     with pytest.raises(ValueError, match="method"):
-        tx.SamplerSpec("beam_search")
+        SamplerSpec("beam_search")
     with pytest.raises(ValueError, match="mode"):
-        tx.SamplerSpec("guided", mode="fast")
+        SamplerSpec("guided", mode="fast")
     with pytest.raises(ValueError, match="contextual"):
         tx.train_toy_bandit("contextual_ring", num_steps=1)
     with pytest.raises(ValueError, match="obs_dim=0"):

@@ -19,7 +19,8 @@ import numpy as np
 
 from qgf_lite.checks._core import CheckFailed, call_student, compare_arrays, fail, passed, random_inputs
 from qgf_lite.checks.flow import _call_with_time_hint, _times, toy_velocity
-from qgf_lite.guidance import critic_action_gradient, sampler_cost
+from qgf_lite.guidance import critic_action_gradient
+from qgf_lite.samplers import sampler_cost
 
 _BATCH, _DIM = 7, 3
 

@@ -7,6 +7,8 @@
         --episodes 50 --out runs/cube-single/eval --video runs/cube-single/eval/qgf.mp4
 
 Every QGFConfig field (but the dataset's obs_dim/action_dim) is a ``train`` flag: ``qgf-lite train --help``.
+``eval --methods`` takes the names of ``qgf_lite.specs_from_names``: methods (bc, guided, best_of_n,
+guided_best_of_n, gradient_step) or guidance modes as shorthand (qgf, jacobian, noisy, bptt, qgf_best_of_n, ...).
 ``eval --critic online`` guides with the online critic instead of the paper's Polyak target critic.
 
 Bad input (unknown ids, missing or corrupted files, mismatched checkpoints, diverging losses) prints one
@@ -100,27 +102,36 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    from qgf_lite.ogbench.evaluation import DEFAULT_WEIGHTS, METHODS
+    from qgf_lite.ogbench.evaluation import DEFAULT_WEIGHTS
+    from qgf_lite.guidance import MODES
+    from qgf_lite.samplers import SAMPLER_NAMES, SAMPLERS
     from qgf_lite.training import CRITIC_CHOICES
 
+    methods = "; ".join(f"{name}: {entry.summary}" for name, entry in SAMPLERS.items())
     parser.add_argument("checkpoint", help="checkpoint.msgpack written by `qgf-lite train`")
     parser.add_argument("--env", default=None, help="single-task env name (default: the one it was trained on)")
-    parser.add_argument("--methods", nargs="+", default=["bc", "qgf"], choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=["bc", "qgf"], choices=SAMPLER_NAMES, metavar="NAME",
+                        help=f"samplers to evaluate (default: bc qgf). {methods}. A guidance mode "
+                             f"({', '.join(MODES)}) names guided in that mode, <mode>_best_of_n guided_best_of_n in "
+                             f"that mode. Choose from {', '.join(SAMPLER_NAMES)}")
     parser.add_argument("--weights", type=float, nargs="+", default=list(DEFAULT_WEIGHTS),
-                        help="guidance weights for the guided methods (bc is weight 0)")
-    parser.add_argument("--n", type=int, default=4, help="proposals for best_of_n / qgf_best_of_n")
+                        help="guidance weights: each guided method runs at every weight > 0 (bc is weight 0)")
+    parser.add_argument("--n", type=int, default=4, help="proposals of the best-of-N methods")
     parser.add_argument("--step-size", type=float, default=0.01, help="gradient_step's ascent step size")
+    parser.add_argument("--ascent-steps", type=int, default=3, help="gradient_step's number of ascent steps")
+    parser.add_argument("--steps", "--flow-steps", dest="flow_steps", type=int, default=None, metavar="K",
+                        help="Euler steps of every sampler (default: the checkpoint config's flow_steps)")
     parser.add_argument("--episodes", type=int, default=20, help="episodes per setting")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-envs", type=int, default=10, help="environments stepped side by side")
-    parser.add_argument("--flow-steps", type=int, default=None, help="Euler steps (default: the config's)")
     parser.add_argument("--seed-index", type=int, default=0, help="which seed of a multi-seed checkpoint")
     parser.add_argument("--critic", choices=CRITIC_CHOICES, default="target",
                         help="critic that guides the samplers: the Polyak target (default, as in the paper) or the "
                              "online one")
     parser.add_argument("--out", default=None, help="folder for eval.json and the success-vs-weight plot")
     parser.add_argument("--video", default=None, help="also render one guided episode to this .mp4/.gif")
-    parser.add_argument("--video-method", default="qgf", choices=METHODS)
+    parser.add_argument("--video-method", default="qgf", choices=SAMPLER_NAMES, metavar="NAME",
+                        help="sampler of the video, a name as in --methods (default: qgf)")
     parser.add_argument("--video-weight", type=float, default=None, help="default: the best guided weight")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -159,8 +170,13 @@ def run_train(args) -> int:
     return 0
 
 
-def best_guided_weight(report: dict, method: str) -> Optional[float]:
-    rows = [r for r in report["results"] if r["method"] == method and r["weight"] > 0]
+def best_guided_weight(report: dict, spec) -> Optional[float]:
+    """The weight > 0 of the report's best row among the weight sweep of ``spec`` (a SamplerSpec; its own weight
+    is ignored), or None when the report has none."""
+    from qgf_lite.samplers import SamplerSpec
+
+    family = spec.with_weight(0.0) if spec.takes_weight else spec
+    rows = [r for r in report["results"] if r["weight"] > 0 and SamplerSpec.from_dict(r).with_weight(0.0) == family]
     if not rows:
         return None
     return max(rows, key=lambda r: (r["success_rate"], r["return_mean"]))["weight"]
@@ -171,21 +187,25 @@ def run_eval(args) -> int:
 
     if args.video:
         video_format_for(args.video)  # a bad video path fails now, not after the whole evaluation
+    knobs = dict(n=args.n, step_size=args.step_size, ascent_steps=args.ascent_steps)
     report = evaluate(
-        args.checkpoint, args.env, methods=args.methods, weights=args.weights, n=args.n,
-        step_size=args.step_size, episodes=args.episodes, seed=args.seed, num_envs=args.num_envs,
-        flow_steps=args.flow_steps, seed_index=args.seed_index, critic=args.critic, out=args.out,
-        progress=not args.no_progress,
+        args.checkpoint, args.env, methods=args.methods, weights=args.weights, **knobs, episodes=args.episodes,
+        seed=args.seed, num_envs=args.num_envs, flow_steps=args.flow_steps, seed_index=args.seed_index,
+        critic=args.critic, out=args.out, progress=not args.no_progress,
     )
     print(results_table(report))
     if args.out:
         print(f"wrote {os.path.join(args.out, 'eval.json')} and success_vs_weight.html")
     if args.video:
+        from qgf_lite.samplers import spec_from_name
+
         weight = args.video_weight
         if weight is None:
-            weight = best_guided_weight(report, args.video_method) or (args.weights[0] if args.weights else 0.0)
-        video = record_video(args.checkpoint, args.video, args.env, method=args.video_method, weight=weight,
-                             n=args.n, seed=args.seed, seed_index=args.seed_index, critic=args.critic)
+            family = spec_from_name(args.video_method, **knobs, steps=report["flow_steps"])
+            weight = best_guided_weight(report, family) or (args.weights[0] if args.weights else 0.0)
+        video = record_video(args.checkpoint, args.video, args.env, method=args.video_method, weight=weight, **knobs,
+                             flow_steps=args.flow_steps, seed=args.seed, seed_index=args.seed_index,
+                             critic=args.critic)
         print(f"video ({video['setting']}, success={video['success']}): {video['path']}")
     return 0
 

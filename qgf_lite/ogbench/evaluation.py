@@ -1,14 +1,14 @@
 """Evaluating a trained checkpoint in its OGBench environment under several samplers (docs/algorithm.md §4).
 
-Every setting (a sampling method and a guidance weight) uses the same trained networks, the same episode
-start states and the same initial noise (common random numbers), so differences between settings come from
-the sampler only. Episodes run in waves of ``num_envs`` environments; each chunk step makes one batched,
-jitted sampler call for the whole wave, and the H actions of a chunk are executed open loop.
+Every setting (a ``qgf_lite.SamplerSpec``: a sampling method with its guidance weight, proposals, ...) uses the
+same trained networks, the same episode start states and the same initial noise (common random numbers), so
+differences between settings come from the sampler only. Episodes run in waves of ``num_envs`` environments;
+each chunk step makes one batched, jitted sampler call for the whole wave, and the H actions of a chunk are
+executed open loop.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib.util
 import json
@@ -25,7 +25,7 @@ import numpy as np
 
 from qgf_lite.checkpoint import load_checkpoint
 from qgf_lite.fileio import atomic_write_bytes
-from qgf_lite.guidance import sample_with_method
+from qgf_lite.samplers import SamplerSpec, spec_from_name, specs_from_names
 from qgf_lite.training import QGFConfig, critic_fn, guidance_critic_params, velocity_fn
 from qgf_lite.validation import require_positive_int
 
@@ -34,80 +34,32 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; read when mujoc
 # float32 cast each time: harmless, and it would bury the evaluation output.
 warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32", category=UserWarning)
 
-GUIDED_MODES = {"qgf": "qgf", "jacobian": "jacobian", "noisy": "noisy", "bptt": "bptt"}
-METHODS = ("bc", "qgf", "jacobian", "noisy", "bptt", "best_of_n", "qgf_best_of_n", "gradient_step")
 DEFAULT_WEIGHTS = (0.004, 0.008, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12)  # the OGBench sweep, docs/algorithm.md §6
 Z_95 = 1.959963984540054
-
-
-@dataclasses.dataclass(frozen=True)
-class Setting:
-    """One sampler: ``method`` with guidance ``weight`` (the step size for gradient_step) and ``n`` proposals."""
-
-    method: str
-    weight: float = 0.0
-    n: int = 1
-
-    @property
-    def label(self) -> str:
-        if self.method == "bc":
-            return "bc"
-        if self.method == "best_of_n":
-            return f"best_of_{self.n}"
-        if self.method == "qgf_best_of_n":
-            return f"qgf_best_of_{self.n} w={self.weight:g}"
-        return f"{self.method} w={self.weight:g}"
-
-
-def make_settings(methods: Sequence[str], weights: Sequence[float], n: int = 4, step_size: float = 0.01) -> list:
-    """Expand methods x weights: bc and best_of_n are weight-free; guided methods get one setting per weight > 0."""
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"Unknown method(s) {unknown}; choose from {', '.join(METHODS)}.")
-    weights = [float(w) for w in weights]
-    if any(not math.isfinite(w) or w < 0 for w in weights):
-        raise ValueError(f"Guidance weights must be finite and >= 0, got {weights}.")
-    n = require_positive_int("n", n)
-    positive = [w for w in weights if w > 0]
-    settings = []
-    for method in methods:
-        if method == "bc":
-            settings.append(Setting("bc"))
-        elif method == "best_of_n":
-            settings.append(Setting("best_of_n", 0.0, n))
-        elif method == "gradient_step":
-            settings.append(Setting("gradient_step", float(step_size)))
-        elif method == "qgf_best_of_n":
-            settings.extend(Setting(method, w, n) for w in positive)
-        else:
-            settings.extend(Setting(method, w) for w in positive)
-    if not settings:
-        raise ValueError("No settings to evaluate: guided methods need at least one weight > 0.")
-    return list(dict.fromkeys(settings))  # drop duplicates, keep order
 
 
 # --------------------------------------------------------------------------------------------- sampling
 
 
-@functools.lru_cache(maxsize=32)
-def compiled_chunk_sampler(config: QGFConfig, method: str, n: int, flow_steps: int, ascent_steps: int = 3):
+def compiled_chunk_sampler(config: QGFConfig, spec: SamplerSpec):
     """jit((policy_params, critic_params, obs (B, obs_dim), keys (B, 2), weight) -> chunks (B, H * action_dim)).
 
-    ``weight`` is traced, so a weight sweep reuses one compiled function per method.
+    ``weight`` is traced: specs that differ only in their weight share one compiled function, so a weight sweep
+    compiles once. Methods without a guidance weight ignore the argument.
     """
-    dim = config.chunk_dim
+    if not isinstance(spec, SamplerSpec):
+        raise TypeError(f"`spec` must be a qgf_lite.SamplerSpec, got {type(spec).__name__}.")
+    return _compiled_chunk_sampler(config, spec.with_weight(0.0) if spec.takes_weight else spec)
 
-    # This CLI's method names -> (sampler_cost's method, guidance mode).
-    kind, mode = {"bc": ("bc", "qgf"), "best_of_n": ("best_of_n", "qgf"), "qgf_best_of_n": ("guided_best_of_n", "qgf"),
-                  "gradient_step": ("gradient_step", "qgf")}.get(method, ("guided", GUIDED_MODES.get(method)))
-    noise_shape = (n, dim) if kind in ("best_of_n", "guided_best_of_n") else (dim,)
+
+@functools.lru_cache(maxsize=32)
+def _compiled_chunk_sampler(config: QGFConfig, spec: SamplerSpec):
+    noise_shape = spec.noise_shape(config.chunk_dim)
 
     def sample(policy_params, critic_params, obs, keys, weight):
         noise = jax.vmap(lambda k: jax.random.normal(k, noise_shape))(keys)
-        # gradient_step sweeps its ascent step size in the weight slot.
-        return sample_with_method(kind, velocity_fn(config, policy_params), critic_fn(config, critic_params), obs,
-                                  noise, steps=flow_steps, weight=weight, mode=mode, step_size=weight,
-                                  ascent_steps=ascent_steps)
+        return spec.sample(velocity_fn(config, policy_params), critic_fn(config, critic_params), obs, noise,
+                           weight=weight if spec.takes_weight else None)
 
     return jax.jit(sample)
 
@@ -252,14 +204,15 @@ def mean_interval(values) -> tuple:
     return mean, (mean - half, mean + half)
 
 
-def summarise(setting: Setting, episodes: list, seconds: float) -> dict:
+def summarise(spec: SamplerSpec, episodes: list, seconds: float) -> dict:
+    """One report row: the spec's label, its fields (``SamplerSpec.to_dict``), its cost (network evaluations per
+    action chunk), and the success and return statistics of ``episodes``."""
     successes = sum(e["success"] for e in episodes)
     mean_return, return_ci = mean_interval([e["return"] for e in episodes])
     return {
-        "label": setting.label,
-        "method": setting.method,
-        "weight": setting.weight,
-        "n": setting.n,
+        "label": spec.label,
+        **spec.to_dict(),
+        "cost": spec.cost,
         "episodes": len(episodes),
         "successes": int(successes),
         "success_rate": successes / len(episodes),
@@ -276,10 +229,11 @@ def evaluate(
     checkpoint,
     env_name: Optional[str] = None,
     *,
-    methods: Sequence[str] = ("bc", "qgf"),
+    methods: Sequence = ("bc", "qgf"),
     weights: Sequence[float] = DEFAULT_WEIGHTS,
     n: int = 4,
     step_size: float = 0.01,
+    ascent_steps: int = 3,
     episodes: int = 20,
     seed: int = 0,
     num_envs: int = 10,
@@ -291,10 +245,14 @@ def evaluate(
 ) -> dict:
     """Success rate and return of each setting, with 95% intervals (Wilson for success, t for return).
 
-    ``env_name`` defaults to the environment the checkpoint was trained on. Guided samplers use the target
-    critic, as the paper does; ``critic="online"`` guides with the online one instead (the report records which
-    under ``"critic"``). With ``out`` (a folder), writes ``eval.json`` and ``success_vs_weight.html`` (plus
-    ``.png`` when kaleido is installed) there.
+    The settings are ``qgf_lite.specs_from_names(methods, weights, n=n, step_size=step_size,
+    ascent_steps=ascent_steps, steps=flow_steps)``: ``methods`` holds method names or shorthands ("bc", "qgf",
+    "noisy", "best_of_n", "qgf_best_of_n", "gradient_step", ...) or ``SamplerSpec`` objects, used as they are;
+    guided methods run at every weight > 0. ``flow_steps`` defaults to the checkpoint's. Each result row holds the
+    spec's fields, ``label`` and ``cost``. ``env_name`` defaults to the environment the checkpoint was trained on.
+    Guided samplers use the target critic, as the paper does; ``critic="online"`` guides with the online one
+    instead (the report records which under ``"critic"``). With ``out`` (a folder), writes ``eval.json`` and
+    ``success_vs_weight.html`` (plus ``.png`` when kaleido is installed) there.
     """
     from tqdm.auto import tqdm
 
@@ -307,7 +265,8 @@ def evaluate(
     flow_steps = require_positive_int("flow_steps", config.flow_steps if flow_steps is None else flow_steps)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}.")
-    settings = make_settings(methods, weights, n=n, step_size=step_size)
+    specs = specs_from_names(methods, weights, n=n, step_size=step_size, ascent_steps=ascent_steps,
+                             steps=flow_steps)
     state = select_seed(state, seed_index)
     params = sampler_params(state, critic)
 
@@ -316,18 +275,18 @@ def evaluate(
     envs += [make_eval_env(env_name) for _ in range(num_envs - 1)]
     results = []
     start = time.perf_counter()
-    bar = tqdm(total=len(settings) * episodes, desc=f"eval {env_name}", unit="episode", disable=not progress)
+    bar = tqdm(total=len(specs) * episodes, desc=f"eval {env_name}", unit="episode", disable=not progress)
     try:
-        for setting in settings:
-            sampler = compiled_chunk_sampler(config, setting.method, setting.n, flow_steps)
+        for spec in specs:
+            sampler = compiled_chunk_sampler(config, spec)
             t0 = time.perf_counter()
             done = []
             for first in range(0, episodes, num_envs):
                 wave = list(range(first, min(first + num_envs, episodes)))
-                done += rollout_wave(envs, sampler, params, setting.weight, config, wave, seed)
+                done += rollout_wave(envs, sampler, params, spec.weight, config, wave, seed)
                 bar.update(len(wave))
-            results.append(summarise(setting, done, time.perf_counter() - t0))
-            bar.set_postfix({"last": f"{setting.label}: {results[-1]['success_rate']:.2f}"}, refresh=False)
+            results.append(summarise(spec, done, time.perf_counter() - t0))
+            bar.set_postfix({"last": f"{spec.label}: {results[-1]['success_rate']:.2f}"}, refresh=False)
     finally:
         bar.close()
         for env in envs:
@@ -372,43 +331,46 @@ def write_report(report: dict, out) -> dict:
 
 
 def results_table(report: dict) -> str:
-    """A markdown table of the report (success and return with their 95% intervals)."""
-    lines = ["| setting | episodes | success % [95% CI] | return [95% CI] |", "| --- | --- | --- | --- |"]
+    """A markdown table of the report: success and return with their 95% intervals, and each setting's compute."""
+    lines = ["| setting | episodes | success % [95% CI] | return [95% CI] | network evals / chunk |",
+             "| --- | --- | --- | --- | --- |"]
     for r in report["results"]:
         lo, hi = r["success_ci95"]
         rlo, rhi = r["return_ci95"]
         lines.append(
             f"| {r['label']} | {r['episodes']} | {100 * r['success_rate']:.0f} [{100 * lo:.0f}, {100 * hi:.0f}] "
-            f"| {r['return_mean']:.1f} [{rlo:.1f}, {rhi:.1f}] |"
+            f"| {r['return_mean']:.1f} [{rlo:.1f}, {rhi:.1f}] | {r.get('cost', '')} |"
         )
     return "\n".join(lines)
 
 
 def success_figure(report: dict):
-    """Success rate against guidance weight, one line per method; weight-free baselines as dashed lines."""
+    """Success rate against guidance weight, one line per sampler family (``SamplerSpec.family``: "QGF",
+    "QGF + best-of-4", ...); samplers without a weight (BC, best-of-N, gradient step) as dashed lines."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    by_method = {}
+    by_family = {}
     for r in report["results"]:
-        by_method.setdefault(r["method"], []).append(r)
-    weights = [r["weight"] for r in report["results"] if r["method"] not in ("bc", "best_of_n", "gradient_step")]
+        spec = SamplerSpec.from_dict(r)
+        by_family.setdefault((spec.family, spec.takes_weight), []).append(r)
+    weights = [r["weight"] for (_, weighted), rows in by_family.items() if weighted for r in rows]
     # Sweeps usually span decades of w: a log axis then, with the weight-free baselines drawn across it.
     log_axis = bool(weights) and max(weights) >= 10 * min(weights)
     span = (min(weights), max(weights)) if weights else (0.0, 1.0)
     if not log_axis and weights:
         span = (0.0, span[1])
-    for method, rows in by_method.items():
+    for (family, weighted), rows in by_family.items():
         rows = sorted(rows, key=lambda r: r["weight"])
         rate = [100 * r["success_rate"] for r in rows]
         upper = [100 * r["success_ci95"][1] - v for r, v in zip(rows, rate)]
         lower = [v - 100 * r["success_ci95"][0] for r, v in zip(rows, rate)]
-        if method in ("bc", "best_of_n", "gradient_step"):
+        if not weighted:
             fig.add_trace(go.Scatter(
-                x=list(span), y=[rate[0]] * 2, mode="lines", name=rows[0]["label"], line=dict(dash="dash")))
+                x=list(span), y=[rate[0]] * 2, mode="lines", name=family, line=dict(dash="dash")))
             continue
         fig.add_trace(go.Scatter(
-            x=[r["weight"] for r in rows], y=rate, mode="lines+markers", name=method,
+            x=[r["weight"] for r in rows], y=rate, mode="lines+markers", name=family,
             error_y=dict(type="data", symmetric=False, array=upper, arrayminus=lower)))
     fig.update_layout(
         title=f"{report['env_name']}: success vs guidance weight ({report['episodes_per_setting']} episodes each)",
@@ -439,6 +401,9 @@ def record_video(
     method: str = "qgf",
     weight: float = 0.04,
     n: int = 4,
+    step_size: float = 0.01,
+    ascent_steps: int = 3,
+    flow_steps: Optional[int] = None,
     seed: int = 0,
     episode: int = 0,
     seed_index: int = 0,
@@ -449,9 +414,11 @@ def record_video(
 ) -> dict:
     """Render one episode of ``method`` at ``weight`` to ``path`` (.mp4, or .gif when ffmpeg is missing).
 
+    ``method`` is a name as ``evaluate`` takes them; ``qgf_lite.spec_from_name`` applies ``weight``, ``n``,
+    ``step_size``, ``ascent_steps`` and ``flow_steps`` (default: the checkpoint's) where the method reads them.
     The episode uses the same start state, noise and ``critic`` ("target" or "online") as episode ``episode`` of
-    ``evaluate`` with ``seed``.
-    Returns {"path", "success", "return", "length", "frames", "setting", "critic"}.
+    ``evaluate`` with ``seed`` and the same setting.
+    Returns {"path", "success", "return", "length", "frames", "setting" (the label), "spec", "critic"}.
     """
     import imageio.v2 as imageio
 
@@ -459,7 +426,8 @@ def record_video(
     env_name = env_name or extra.get("env_name")
     state = select_seed(state, seed_index)
     params = sampler_params(state, critic)  # checked before the environment is built
-    setting = make_settings([method], [weight], n=n, step_size=weight)[0]
+    flow_steps = require_positive_int("flow_steps", config.flow_steps if flow_steps is None else flow_steps)
+    spec = spec_from_name(method, weight, n=n, step_size=step_size, ascent_steps=ascent_steps, steps=flow_steps)
     kwargs = {"width": int(size), "height": int(size)}
     if max_steps is not None:
         kwargs["max_episode_steps"] = require_positive_int("max_steps", max_steps)
@@ -467,8 +435,8 @@ def record_video(
     check_env_matches(config, env, env_name, checkpoint)
     frames = []
     try:
-        sampler = compiled_chunk_sampler(config, setting.method, setting.n, config.flow_steps)
-        result = rollout_wave([env], sampler, params, setting.weight, config, [episode], seed, frames=frames)[0]
+        sampler = compiled_chunk_sampler(config, spec)
+        result = rollout_wave([env], sampler, params, spec.weight, config, [episode], seed, frames=frames)[0]
     finally:
         env.close()
     path = video_format_for(path)
@@ -484,4 +452,5 @@ def record_video(
     finally:
         tmp.unlink(missing_ok=True)  # a failed write leaves no partial video behind
     return {"path": str(path), "success": result["success"], "return": result["return"],
-            "length": result["length"], "frames": len(frames), "setting": setting.label, "critic": critic}
+            "length": result["length"], "frames": len(frames), "setting": spec.label,
+            "spec": spec.to_dict(), "critic": critic}

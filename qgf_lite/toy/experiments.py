@@ -2,15 +2,16 @@
 
 - ``train_toy_bandit``: behaviour data from a ``toy`` bandit, then ``qgf_lite.fit`` (flow matching + IQL side by
   side), cached in memory and optionally on disk, so notebooks and tests pay for training once.
-- ``SamplerSpec``: one test-time method (BC, a guided mode, best-of-N, QGF + best-of-N, gradient step) with its
-  compute from ``qgf_lite.sampler_cost``; ``draw_samples`` runs it.
+- ``draw_samples``: actions from any ``qgf_lite.SamplerSpec`` (BC, a guided mode, best-of-N, QGF + best-of-N,
+  gradient step) with the trained networks, compiled once per spec (a weight sweep reuses one compile).
 - ``tilted_target_samples`` / ``tilted_density_fn``: the distribution guidance aims at,
   pi(a) proportional to pi_ref(a) exp(w Q(a)), with the exact behaviour density and the *learned* critic (the
   sampler only ever sees the learned critic, so that is the fair target).
 - ``critic="target"`` (the default everywhere here) guides with the Polyak target critic, as the paper does;
   ``critic="online"`` uses the online one (``qgf_lite.training.guidance_critic_params``).
 - ``evaluate_specs`` / ``weight_sweep`` / ``equal_compute_specs``: tables of reward, best-region share and
-  distances (sliced Wasserstein, MMD) to the tilted target and to the behaviour data.
+  distances (sliced Wasserstein, MMD) to the tilted target and to the behaviour data; each row carries its spec's
+  fields (``SamplerSpec.to_dict``), ``label`` and ``cost``, as the OGBench evaluation report does.
 
 Toy networks are small and use no LayerNorm: with a 2D input and no observation, the first hidden layer of a
 critic at a = 0 outputs only its biases, and LayerNorm divides those nearly equal numbers by their tiny spread,
@@ -24,6 +25,7 @@ import functools
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -31,11 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qgf_lite import toy
+from qgf_lite import samplers, toy
 from qgf_lite.toy import metrics
 from qgf_lite.checkpoint import load_checkpoint, save_checkpoint
 from qgf_lite.data import make_dataset
-from qgf_lite.guidance import MODES, guided_sample, sample_with_method, sampler_cost
 from qgf_lite.training import (
     QGFConfig,
     TrainState,
@@ -48,7 +49,6 @@ from qgf_lite.training import (
 from qgf_lite.validation import require_positive_int
 
 ACTION_DIM = 2
-METHODS = ("bc", "guided", "best_of_n", "guided_best_of_n", "gradient_step")
 
 
 def toy_config(**overrides) -> QGFConfig:
@@ -205,94 +205,45 @@ def tilted_target_samples(setup: ToySetup, weight: float, key, n: int, grid: toy
 # --------------------------------------------------------------------------- #
 # Samplers and their compute
 # --------------------------------------------------------------------------- #
-@dataclasses.dataclass(frozen=True)
-class SamplerSpec:
-    """One test-time method and its settings.
-
-    method: "bc", "guided", "best_of_n", "guided_best_of_n" or "gradient_step" (as ``sampler_cost`` names them);
-    mode: the guidance mode for guided methods; n: proposals for best-of-N; weight: guidance weight;
-    ascent_steps / step_size: for "gradient_step".
-    """
-
-    method: str
-    steps: int = 10
-    weight: float = 0.0
-    mode: str = "qgf"
-    n: int = 1
-    ascent_steps: int = 3
-    step_size: float = 0.01
-    label: Optional[str] = None
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"Unknown `method` {self.method!r}; choose one of {', '.join(METHODS)}.")
-        if self.mode not in MODES:
-            raise ValueError(f"Unknown guidance `mode` {self.mode!r}; choose one of {', '.join(MODES)}.")
-        require_positive_int("steps", self.steps)
-        require_positive_int("n", self.n)
-        if self.method in ("best_of_n", "guided_best_of_n") and self.n < 1:
-            raise ValueError("best-of-N needs `n` >= 1.")
-
-    @property
-    def name(self) -> str:
-        if self.label:
-            return self.label
-        if self.method == "bc":
-            return "BC"
-        if self.method == "guided":
-            return f"{self.mode} (w={self.weight:g})"
-        if self.method == "best_of_n":
-            return f"best-of-{self.n}"
-        if self.method == "guided_best_of_n":
-            return f"{self.mode} (w={self.weight:g}) + best-of-{self.n}"
-        return f"gradient step (alpha={self.step_size:g}, L={self.ascent_steps})"
-
-    @property
-    def cost(self) -> int:
-        """Network evaluations per action (``sampler_cost``'s total)."""
-        return sampler_cost(self.method, steps=self.steps, n=self.n, ascent_steps=self.ascent_steps,
-                            mode=self.mode)["total"]
-
-
-def _run_spec(spec: SamplerSpec, velocity, critic, key, num: int, weight):
-    noise = jax.random.normal(key, (num, spec.n, ACTION_DIM) if "best_of_n" in spec.method else (num, ACTION_DIM))
-    return sample_with_method(spec.method, velocity, critic, None, noise, steps=spec.steps, weight=weight,
-                              mode=spec.mode, step_size=spec.step_size, ascent_steps=spec.ascent_steps)
-
-
-def _spec_weight(spec: SamplerSpec) -> jnp.ndarray:
-    return jnp.asarray(spec.weight if spec.method in ("guided", "guided_best_of_n") else 0.0, jnp.float32)
+def _spec_key(spec: samplers.SamplerSpec) -> samplers.SamplerSpec:
+    """The compile-cache key: the spec with its weight zeroed, since the weight is a traced argument."""
+    if not isinstance(spec, samplers.SamplerSpec):
+        raise TypeError(f"`spec` must be a qgf_lite.SamplerSpec, got {type(spec).__name__}.")
+    return spec.with_weight(0.0) if spec.takes_weight else spec
 
 
 @functools.lru_cache(maxsize=128)
-def _compiled_spec(spec: SamplerSpec, config: QGFConfig, num: int):
-    # The critic parameters are an argument, so the target and the online critic share one compiled function.
+def _compiled_spec(spec: samplers.SamplerSpec, config: QGFConfig, num: int):
+    # The critic parameters and the weight are arguments, so the target and the online critic, and every weight
+    # of a sweep, share one compiled function.
     def run(policy_params, critic_params, key, weight):
-        return _run_spec(spec, velocity_fn(config, policy_params), critic_fn(config, critic_params), key, num, weight)
+        return spec.sample(velocity_fn(config, policy_params), critic_fn(config, critic_params), None,
+                           spec.draw_noise(key, num, ACTION_DIM), weight=weight if spec.takes_weight else None)
 
-    # gradient_step samples with a Python weight of 0 inside, which does not trace: run it eagerly.
-    return run if spec.method == "gradient_step" else jax.jit(run)
+    return jax.jit(run)
 
 
-def draw_samples(setup: ToySetup, spec: SamplerSpec, key, num: int, *, critic: str = "target") -> jnp.ndarray:
-    """``num`` actions (num, 2) from the method ``spec`` with the trained networks (compiled once per spec).
+def draw_samples(setup: ToySetup, spec: samplers.SamplerSpec, key, num: int, *,
+                 critic: str = "target") -> jnp.ndarray:
+    """``num`` actions (num, 2) from the sampler ``spec`` with the trained networks.
 
+    Compiled once per spec up to its weight, which is a traced argument (a weight sweep compiles once).
     Guidance (and best-of-N's ranking) uses the "target" critic unless ``critic="online"``.
     """
     num = require_positive_int("num", num)
     critic_params = guidance_critic_params(setup.state, critic)
-    return _compiled_spec(spec, setup.config, num)(setup.state.policy_params, critic_params, toy.as_key(key),
-                                                   _spec_weight(spec))
+    compiled = _compiled_spec(_spec_key(spec), setup.config, num)
+    return compiled(setup.state.policy_params, critic_params, toy.as_key(key), jnp.asarray(spec.weight, jnp.float32))
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_weight_sweep(config: QGFConfig, mode: str, steps: int, num: int):
+def _compiled_weight_sweep(spec: samplers.SamplerSpec, config: QGFConfig, num: int):
     def run(policy_params, critic_params, key, weights):
         velocity = velocity_fn(config, policy_params)
         critic = critic_fn(config, critic_params)
-        noise = jax.random.normal(key, (num, ACTION_DIM))
+        noise = spec.draw_noise(key, num, ACTION_DIM)
         # The same noise for every weight: differences between columns come from guidance alone.
-        return jax.vmap(lambda w: guided_sample(velocity, critic, None, noise, steps=steps, weight=w, mode=mode))(weights)
+        return jax.vmap(lambda w: spec.sample(velocity, critic, None, noise, weight=w))(weights)
 
     return jax.jit(run)
 
@@ -305,11 +256,9 @@ def guided_samples_for_weights(setup: ToySetup, weights, key, num: int, *, mode:
         raise ValueError(f"`weights` must be a non-empty 1D sequence, got shape {tuple(weights.shape)}.")
     if not bool(jnp.all(jnp.isfinite(weights) & (weights >= 0))):
         raise ValueError("`weights` must be finite and >= 0.")
-    if mode not in MODES:
-        raise ValueError(f"Unknown guidance `mode` {mode!r}; choose one of {', '.join(MODES)}.")
-    steps = require_positive_int("steps", steps)
+    spec = samplers.SamplerSpec("guided", mode=mode, steps=steps)
     critic_params = guidance_critic_params(setup.state, critic)
-    return _compiled_weight_sweep(setup.config, mode, steps, require_positive_int("num", num))(
+    return _compiled_weight_sweep(spec, setup.config, require_positive_int("num", num))(
         setup.state.policy_params, critic_params, toy.as_key(key), weights)
 
 
@@ -342,10 +291,11 @@ def score_samples(setup: ToySetup, actions, key, *, target=None) -> dict:
                                    reward_fn=problem.reward, region_fn=problem.in_best_region)
 
 
-def evaluate_specs(setup: ToySetup, specs: Sequence[SamplerSpec], key, *, num: int = 1000,
+def evaluate_specs(setup: ToySetup, specs: Sequence[samplers.SamplerSpec], key, *, num: int = 1000,
                    target_weight: Optional[float] = None, num_seeds: int = 1, progress: bool = True,
                    critic: str = "target") -> List[dict]:
-    """One row per spec: its name, compute, and the metrics of ``score_samples`` averaged over ``num_seeds``.
+    """One row per spec: its ``label``, ``cost``, fields (``SamplerSpec.to_dict``), and the metrics of
+    ``score_samples`` averaged over ``num_seeds``.
 
     ``critic`` ("target" or "online") guides the samplers and tilts their targets.
     With ``target_weight`` the distances are to pi_ref exp(w Q) at that w; otherwise each guided spec is scored
@@ -369,7 +319,7 @@ def evaluate_specs(setup: ToySetup, specs: Sequence[SamplerSpec], key, *, num: i
             actions = draw_samples(setup, spec, sample_key, num, critic=critic)
             # One projection key for every spec, so their SW values are paired comparisons.
             per_seed.append(score_samples(setup, actions, jax.random.fold_in(key, 99), target=targets[w]))
-        row = {"method": spec.name, "cost": spec.cost, "target_weight": w}
+        row = {"label": spec.label, "cost": spec.cost, **spec.to_dict(), "target_weight": w}
         for metric in per_seed[0]:
             values = np.array([r[metric] for r in per_seed])
             row[metric] = float(values.mean())
@@ -390,7 +340,8 @@ def weight_sweep(setup: ToySetup, weights: Sequence[float], key, *, num: int = 1
     rows = []
     for w, actions in zip(weights, all_actions):
         target = tilted_target_samples(setup, float(w), target_key, num, critic=critic)
-        row = {"weight": float(w), "mode": mode, "cost": sampler_cost("guided", steps=steps, mode=mode)["total"]}
+        spec = samplers.SamplerSpec("guided", mode=mode, weight=float(w), steps=steps)
+        row = {"label": spec.label, "cost": spec.cost, **spec.to_dict()}
         row.update(score_samples(setup, actions, metric_key, target=target))
         rows.append(row)
     return rows
@@ -401,28 +352,28 @@ def matched_best_of_n(budget: int, steps: int = 10) -> int:
     budget = require_positive_int("budget", budget)
     steps = require_positive_int("steps", steps)
     n = 0
-    while sampler_cost("best_of_n", steps=steps, n=n + 1)["total"] <= budget:
+    while samplers.SamplerSpec("best_of_n", n=n + 1, steps=steps).cost <= budget:
         n += 1
     if n == 0:
         raise ValueError(f"`budget` {budget} is below the cost of a single sample with {steps} steps "
-                         f"({sampler_cost('best_of_n', steps=steps, n=1)['total']}).")
+                         f"({samplers.SamplerSpec('best_of_n', n=1, steps=steps).cost}).")
     return n
 
 
-def equal_compute_specs(weight: float, *, steps: int = 10, bfn_n: int = 4) -> List[SamplerSpec]:
+def equal_compute_specs(weight: float, *, steps: int = 10, bfn_n: int = 4) -> List[samplers.SamplerSpec]:
     """BC, QGF, noisy-gradient and Jacobian QGF at ``weight``, best-of-N with the N that QGF's compute buys,
     a gradient-step baseline, and QGF + best-of-``bfn_n`` next to the plain best-of-N of the same cost."""
-    qgf = SamplerSpec("guided", steps=steps, weight=weight, mode="qgf")
-    combo = SamplerSpec("guided_best_of_n", steps=steps, weight=weight, mode="qgf", n=bfn_n)
+    qgf = samplers.SamplerSpec("guided", steps=steps, weight=weight, mode="qgf")
+    combo = samplers.SamplerSpec("guided_best_of_n", steps=steps, weight=weight, mode="qgf", n=bfn_n)
     return [
-        SamplerSpec("bc", steps=steps),
+        samplers.SamplerSpec("bc", steps=steps),
         qgf,
-        SamplerSpec("guided", steps=steps, weight=weight, mode="noisy"),
-        SamplerSpec("guided", steps=steps, weight=weight, mode="jacobian"),
-        SamplerSpec("best_of_n", steps=steps, n=matched_best_of_n(qgf.cost, steps)),
-        SamplerSpec("gradient_step", steps=steps, step_size=0.05, ascent_steps=5),
+        samplers.SamplerSpec("guided", steps=steps, weight=weight, mode="noisy"),
+        samplers.SamplerSpec("guided", steps=steps, weight=weight, mode="jacobian"),
+        samplers.SamplerSpec("best_of_n", steps=steps, n=matched_best_of_n(qgf.cost, steps)),
+        samplers.SamplerSpec("gradient_step", steps=steps, step_size=0.05, ascent_steps=5),
         combo,
-        SamplerSpec("best_of_n", steps=steps, n=matched_best_of_n(combo.cost, steps)),
+        samplers.SamplerSpec("best_of_n", steps=steps, n=matched_best_of_n(combo.cost, steps)),
     ]
 
 
@@ -438,8 +389,15 @@ def format_table(rows: Iterable[dict], columns: Sequence[str], *, digits: int = 
     return "\n".join(lines)
 
 
+def __getattr__(name):
+    if name == "SamplerSpec":  # the 0.1 notebooks' spelling
+        warnings.warn("qgf_lite.toy.experiments.SamplerSpec moved to qgf_lite.SamplerSpec (its `name` is now "
+                      "`label`); the old name goes in qgf_lite 0.3.", DeprecationWarning, stacklevel=2)
+        return samplers.SamplerSpec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
-    "SamplerSpec",
     "ToySetup",
     "bandit_data",
     "draw_samples",
