@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 

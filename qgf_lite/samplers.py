@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qgf_lite.cfgrl import cfgrl_sample
 from qgf_lite.guidance import MODES, best_of_n, gradient_step, guided_sample
 from qgf_lite.validation import require_positive_int
 
@@ -56,6 +57,8 @@ class SamplerMethod:
     label: (spec, weight_text) -> text for tables and plots; ``weight_text`` is " w=0.1" or "" (the family name).
     uses: the SamplerSpec fields besides ``steps`` that the method reads; the others must keep their defaults.
     summary: one line for help texts.
+    network: the velocity network ``run`` receives: "policy" (the BC flow, (obs, a, t) -> v) or "cfgrl" (CFG-RL's
+      label-conditioned network, (obs, a, t, label) -> v; see ``qgf_lite.training.sampler_velocity_fn``).
     """
 
     run: Callable
@@ -64,6 +67,7 @@ class SamplerMethod:
     label: Callable
     uses: frozenset = frozenset()
     summary: str = ""
+    network: str = "policy"
 
 
 def _one_particle(spec, action_dim):
@@ -134,6 +138,17 @@ SAMPLERS = {
         label=lambda s, w: f"gradient-step a={s.step_size:g} x{s.ascent_steps}",
         uses=frozenset({"step_size", "ascent_steps"}),
         summary="a BC sample, then ascent_steps steps a <- clip(a + step_size * grad_a Q)",
+    ),
+    "cfgrl": SamplerMethod(
+        # The critic is not used at test time: it shaped the positive branch during training.
+        run=lambda s, velocity, critic, obs, noise, w, clip: cfgrl_sample(
+            velocity, obs, noise, steps=s.steps, weight=w, clip=clip),
+        noise_shape=_one_particle,
+        counts=lambda steps, n, ascent_steps, mode: (2 * steps, 0, 0, 0),
+        label=lambda s, w: f"CFG-RL{w}",
+        uses=frozenset({"weight"}),
+        summary="classifier-free guidance on an optimality label: v_uncond + w (v_pos - v_uncond)",
+        network="cfgrl",
     ),
 }
 SAMPLER_METHODS = tuple(SAMPLERS)
@@ -238,6 +253,11 @@ class SamplerSpec:
     @property
     def entry(self) -> SamplerMethod:
         return SAMPLERS[self.method]
+
+    @property
+    def network(self) -> str:
+        """The velocity network this sampler runs: "policy" (the BC flow) or "cfgrl"."""
+        return self.entry.network
 
     @property
     def takes_weight(self) -> bool:

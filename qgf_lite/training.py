@@ -226,6 +226,24 @@ def cfgrl_velocity_fn(config: QGFConfig, cfgrl_params) -> Callable:
     return functools.partial(build_cfgrl_network(config).apply, cfgrl_params)
 
 
+VELOCITY_NETWORKS = ("policy", "cfgrl")
+
+
+def sampler_velocity_params(state: TrainState, network: str = "policy"):
+    """The parameters of the velocity network a sampler runs: the BC flow ("policy") or CFG-RL's ("cfgrl")."""
+    if network not in VELOCITY_NETWORKS:
+        raise ValueError(f"`network` must be one of {VELOCITY_NETWORKS}, got {network!r}.")
+    if network == "cfgrl" and not jax.tree_util.tree_leaves(state.cfgrl_params):
+        raise ValueError("The CFG-RL sampler needs a CFG-RL network, and this state has none: train with "
+                         "QGFConfig(cfgrl=True) (`qgf-lite train --cfgrl`).")
+    return state.policy_params if network == "policy" else state.cfgrl_params
+
+
+def sampler_velocity_fn(config: QGFConfig, params, network: str = "policy") -> Callable:
+    """``velocity_fn`` or ``cfgrl_velocity_fn`` of ``params``, as ``SamplerSpec.network`` names the network."""
+    return cfgrl_velocity_fn(config, params) if network == "cfgrl" else velocity_fn(config, params)
+
+
 def critic_fn(config: QGFConfig, critic_params) -> Callable:
     """min_i Q_i(s, a) of the ensemble as a plain function (obs, a) -> (batch,), as guidance uses it.
 

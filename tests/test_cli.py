@@ -547,3 +547,19 @@ def test_documented_train_and_eval_commands_still_parse():
         args = cli.build_parser().parse_args(shlex.split(command, comments=True)[1:])  # exit 2 on an unknown flag
         if args.command == "eval":  # and the named samplers are specs
             assert specs_from_names(args.methods, args.weights, n=args.n, step_size=args.step_size)
+
+
+def test_cfgrl_trains_in_the_same_run_and_evaluates_by_name(trained_run, dataset_path, tmp_path, capsys):
+    run = tmp_path / "cfgrl"
+    assert cli.main(["train", ENV, "--dataset-path", str(dataset_path), "--steps", "40", *TINY, "--cfgrl",
+                     "--out", str(run), "--log-every", "20", "--no-progress"]) == 0
+    assert cli.main(["eval", str(run / "checkpoint.msgpack"), "--methods", "bc", "cfgrl", "--weights", "0.5",
+                     "--episodes", "1", "--num-envs", "1", "--workers", "0", "--out", str(run / "eval"),
+                     "--no-progress"]) == 0
+    rows = json.loads((run / "eval" / "eval.json").read_text())["results"]
+    assert [(r["label"], r["cost"]) for r in rows] == [("BC", 10), ("CFG-RL w=0.5", 20)]
+    # A checkpoint trained without the option has no CFG-RL network: one clear line, before any episode.
+    capsys.readouterr()
+    assert cli.main(["eval", str(trained_run / "checkpoint.msgpack"), "--methods", "cfgrl", "--weights", "0.5",
+                     "--episodes", "1", "--workers", "0", "--no-progress"]) == 2
+    assert "train with QGFConfig(cfgrl=True) (`qgf-lite train --cfgrl`)" in capsys.readouterr().err

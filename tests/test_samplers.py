@@ -209,7 +209,8 @@ def direct_calls():
 
 def test_sample_equals_the_kernel_called_directly_for_every_method_and_mode():
     cases = direct_calls()
-    assert {spec.method for spec, _, _ in cases} == set(SAMPLER_METHODS)
+    # (cfgrl runs a label-conditioned network: its own test below)
+    assert {spec.method for spec, _, _ in cases} == set(SAMPLER_METHODS) - {"cfgrl"}
     for spec, noise, expected in cases:
         got = spec.sample(velocity, critic, OBS, noise)
         np.testing.assert_array_equal(np.asarray(got), np.asarray(expected), err_msg=spec.label)
@@ -354,3 +355,34 @@ def test_evaluation_report_rows_hold_the_spec_fields_label_and_cost():
     assert "| QGF w=0.01 + best-of-4 | 2 | 50 [" in table and table.splitlines()[2].endswith("| 10 |")
     names = [trace.name for trace in evaluation.success_figure(report).data]
     assert names == ["BC", "QGF", "QGF + best-of-4", "gradient-step a=0.05 x3"]
+
+
+def test_cfgrl_spec_runs_the_conditioned_network_through_the_cfgrl_sampler():
+    from qgf_lite.cfgrl import cfgrl_sample
+
+    def conditioned(obs, a, t, label):  # a toy label-conditioned velocity: the label shifts the target
+        return (jnp.asarray(label, jnp.float32)[..., None] * 0.5 - a) * (1.0 + obs[:, :1])
+
+    spec = S("cfgrl", weight=0.7, steps=5)
+    assert (spec.label, spec.cost, spec.network) == ("CFG-RL w=0.7", 10, "cfgrl")  # 2 velocity calls x 5 steps
+    noise = jax.random.normal(jax.random.PRNGKey(3), (BATCH, DIM))
+    want = cfgrl_sample(conditioned, OBS, noise, steps=5, weight=0.7)
+    np.testing.assert_array_equal(np.asarray(spec.sample(conditioned, None, OBS, noise)), np.asarray(want))
+    assert [x.label for x in specs_from_names(["cfgrl"], [0.0, 1.0])] == ["CFG-RL w=1"]
+
+
+def test_toy_draw_samples_runs_cfgrl_from_a_cfgrl_trained_setup():
+    from qgf_lite.cfgrl import cfgrl_sample
+    from qgf_lite.toy import experiments as tx
+    from qgf_lite.training import cfgrl_velocity_fn
+
+    config = tx.toy_config(cfgrl=True, actor_hidden=(16,), critic_hidden=(16,), value_hidden=(8,))
+    setup = tx.train_toy_bandit("ring", num_steps=20, num_samples=256, config=config, cache_dir=None, progress=False)
+    got = tx.draw_samples(setup, S("cfgrl", weight=1.0), jax.random.PRNGKey(4), 64)
+    noise = S("cfgrl").draw_noise(jax.random.PRNGKey(4), 64, 2)
+    want = cfgrl_sample(cfgrl_velocity_fn(setup.config, setup.state.cfgrl_params), None, noise, steps=10, weight=1.0)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
+    plain = tx.train_toy_bandit("ring", num_steps=20, num_samples=256, config=tx.toy_config(actor_hidden=(16,)),
+                                cache_dir=None, progress=False)
+    with pytest.raises(ValueError, match="train with QGFConfig\\(cfgrl=True\\)"):
+        tx.draw_samples(plain, S("cfgrl", weight=1.0), 0, 8)

@@ -124,6 +124,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=20, help="episodes per setting")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-envs", type=int, default=10, help="environments stepped side by side")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes that step the environments while the sampler runs here "
+                             "(default: one per CPU core, at most --num-envs; 0: in this process)")
     parser.add_argument("--seed-index", type=int, default=0, help="which seed of a multi-seed checkpoint")
     parser.add_argument("--critic", choices=CRITIC_CHOICES, default="target",
                         help="critic that guides the samplers: the Polyak target (default, as in the paper) or the "
@@ -191,6 +194,7 @@ def run_eval(args) -> int:
     report = evaluate(
         args.checkpoint, args.env, methods=args.methods, weights=args.weights, **knobs, episodes=args.episodes,
         seed=args.seed, num_envs=args.num_envs, flow_steps=args.flow_steps, seed_index=args.seed_index,
+        workers=min(os.cpu_count() or 1, args.num_envs) if args.workers is None else args.workers,
         critic=args.critic, out=args.out, progress=not args.no_progress,
     )
     print(results_table(report))

@@ -153,11 +153,15 @@ class EnvPool:
         parts = self._scatter("step", [chunks, active])
         return tuple(np.concatenate([p[j] for p in parts]) for j in range(5))
 
+    def env(self, index: int = 0):
+        """Environment ``index`` itself (in-process pools only)."""
+        if self._local is None:
+            raise RuntimeError("env() needs an in-process pool (workers=0)")
+        return self._local.envs[index]
+
     def render(self):
         """A frame of environment 0 (in-process pools only: frames are for videos)."""
-        if self._local is None:
-            raise RuntimeError("render() needs an in-process pool (workers=0)")
-        return self._local.render(0)
+        return self.env(0).render()
 
     def close(self) -> None:
         if self._local is not None:

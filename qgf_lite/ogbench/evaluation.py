@@ -26,7 +26,14 @@ import numpy as np
 from qgf_lite.checkpoint import load_checkpoint
 from qgf_lite.fileio import atomic_write_bytes
 from qgf_lite.samplers import SamplerSpec, spec_from_name, specs_from_names
-from qgf_lite.training import QGFConfig, critic_fn, guidance_critic_params, velocity_fn
+from qgf_lite.ogbench.envpool import EnvPool
+from qgf_lite.training import (
+    QGFConfig,
+    critic_fn,
+    guidance_critic_params,
+    sampler_velocity_fn,
+    sampler_velocity_params,
+)
 from qgf_lite.validation import require_positive_int
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; read when mujoco is first imported
@@ -42,7 +49,9 @@ Z_95 = 1.959963984540054
 
 
 def compiled_chunk_sampler(config: QGFConfig, spec: SamplerSpec):
-    """jit((policy_params, critic_params, obs (B, obs_dim), keys (B, 2), weight) -> chunks (B, H * action_dim)).
+    """jit((velocity_params, critic_params, obs (B, obs_dim), keys (B, 2), weight) -> chunks (B, H * action_dim)).
+
+    ``velocity_params`` are those of the network the spec runs (``sampler_params`` picks them).
 
     ``weight`` is traced: specs that differ only in their weight share one compiled function, so a weight sweep
     compiles once. Methods without a guidance weight ignore the argument.
@@ -56,9 +65,10 @@ def compiled_chunk_sampler(config: QGFConfig, spec: SamplerSpec):
 def _compiled_chunk_sampler(config: QGFConfig, spec: SamplerSpec):
     noise_shape = spec.noise_shape(config.chunk_dim)
 
-    def sample(policy_params, critic_params, obs, keys, weight):
+    def sample(velocity_params, critic_params, obs, keys, weight):
         noise = jax.vmap(lambda k: jax.random.normal(k, noise_shape))(keys)
-        return spec.sample(velocity_fn(config, policy_params), critic_fn(config, critic_params), obs, noise,
+        velocity = sampler_velocity_fn(config, velocity_params, spec.network)
+        return spec.sample(velocity, critic_fn(config, critic_params), obs, noise,
                            weight=weight if spec.takes_weight else None)
 
     return jax.jit(sample)
@@ -66,10 +76,14 @@ def _compiled_chunk_sampler(config: QGFConfig, spec: SamplerSpec):
 
 def episode_chunk_keys(seed: int, episode_indices, chunk_index: int) -> jnp.ndarray:
     """Noise key for (episode, chunk): the same across settings and independent of the wave size."""
+    return _episode_chunk_keys(jnp.asarray(seed, jnp.uint32), jnp.asarray(episode_indices, jnp.uint32),
+                               jnp.asarray(chunk_index, jnp.uint32))
+
+
+@jax.jit  # eagerly, the fold-ins cost more than the sampler itself (about 14 ms per decision round)
+def _episode_chunk_keys(seed, episode_indices, chunk_index):
     base = jax.random.PRNGKey(seed)
-    return jax.vmap(lambda e: jax.random.fold_in(jax.random.fold_in(base, e), chunk_index))(
-        jnp.asarray(episode_indices, jnp.uint32)
-    )
+    return jax.vmap(lambda e: jax.random.fold_in(jax.random.fold_in(base, e), chunk_index))(episode_indices)
 
 
 def episode_reset_seed(seed: int, episode_index: int) -> int:
@@ -124,26 +138,28 @@ def select_seed(state, seed_index: int):
 # --------------------------------------------------------------------------------------------- rollouts
 
 
-def sampler_params(state, critic: str = "target") -> tuple:
-    """(policy_params, critic_params) for ``compiled_chunk_sampler``: the target critic unless ``critic="online"``."""
-    return state.policy_params, guidance_critic_params(state, critic)
+def sampler_params(state, critic: str = "target", network: str = "policy") -> tuple:
+    """(velocity_params, critic_params) for ``compiled_chunk_sampler``: the velocity network the spec runs
+    (``spec.network``: the BC flow, or CFG-RL's) and the target critic unless ``critic="online"``."""
+    return sampler_velocity_params(state, network), guidance_critic_params(state, critic)
 
 
-def rollout_wave(envs, sampler, params, weight, config: QGFConfig, episode_indices, seed: int,
+def rollout_wave(pool: EnvPool, sampler, params, weight, config: QGFConfig, episode_indices, seed: int,
                  frames: Optional[list] = None) -> list:
-    """Run one episode in each env (padded slots are ignored); returns per-episode dicts.
+    """Run episodes ``episode_indices`` (at most ``pool.num_envs``) to their ends; returns per-episode dicts.
 
-    ``params``: (policy_params, critic_params) as ``sampler_params`` returns them.
-    ``frames``: when a list, env 0's rendered frames are appended (video).
+    Each decision round samples one action chunk for every active episode in one batched call, then the pool
+    executes the chunks (in its worker processes, if it has any). Slots beyond the wave stay idle.
+    ``params``: (velocity_params, critic_params) as ``sampler_params`` returns them.
+    ``frames``: when a list, environment 0's rendered frames are appended (video; in-process pools only).
     """
     count = len(episode_indices)
-    batch = len(envs)
+    batch = pool.num_envs
     padded = list(episode_indices) + [episode_indices[-1]] * (batch - count)
-    obs = np.zeros((batch, config.obs_dim), np.float32)
-    for i, env in enumerate(envs[:count]):
-        obs[i] = env.reset(seed=episode_reset_seed(seed, padded[i]))[0]
+    obs = pool.reset([episode_reset_seed(seed, padded[i]) if i < count else None for i in range(batch)])
+    obs = obs.astype(np.float32)
     if frames is not None:
-        frames.append(envs[0].render())
+        frames.append(pool.render())
     active = np.arange(batch) < count
     returns = np.zeros(batch)
     lengths = np.zeros(batch, np.int64)
@@ -153,18 +169,12 @@ def rollout_wave(envs, sampler, params, weight, config: QGFConfig, episode_indic
         keys = episode_chunk_keys(seed, padded, chunk_index)
         chunks = np.asarray(sampler(params[0], params[1], jnp.asarray(obs), keys, weight), np.float64)
         chunks = chunks.reshape(batch, config.horizon, config.action_dim)
-        for i in np.flatnonzero(active):
-            for action in chunks[i]:
-                ob, reward, terminated, truncated, info = envs[i].step(action)
-                returns[i] += reward
-                lengths[i] += 1
-                success[i] |= bool(info.get("success", False))
-                obs[i] = ob
-                if frames is not None and i == 0:
-                    frames.append(envs[0].render())
-                if terminated or truncated:
-                    active[i] = False
-                    break
+        new_obs, reward_sums, steps, succeeded, ended = pool.step_chunks(chunks, active, frames)
+        obs[active] = new_obs[active]
+        returns += reward_sums
+        lengths += steps
+        success |= succeeded
+        active &= ~ended
         chunk_index += 1
     return [
         {"episode": int(padded[i]), "success": bool(success[i]), "return": float(returns[i]),
@@ -240,6 +250,7 @@ def evaluate(
     flow_steps: Optional[int] = None,
     seed_index: int = 0,
     critic: str = "target",
+    workers: int = 0,
     out: Optional[str] = None,
     progress: bool = True,
 ) -> dict:
@@ -251,7 +262,9 @@ def evaluate(
     guided methods run at every weight > 0. ``flow_steps`` defaults to the checkpoint's. Each result row holds the
     spec's fields, ``label`` and ``cost``. ``env_name`` defaults to the environment the checkpoint was trained on.
     Guided samplers use the target critic, as the paper does; ``critic="online"`` guides with the online one
-    instead (the report records which under ``"critic"``). With ``out`` (a folder), writes ``eval.json`` and
+    instead (the report records which under ``"critic"``). ``workers`` > 0 steps the ``num_envs`` environments in
+    that many processes while the sampler runs here (``qgf_lite.ogbench.envpool``); results are identical.
+    With ``out`` (a folder), writes ``eval.json`` and
     ``success_vs_weight.html`` (plus ``.png`` when kaleido is installed) there.
     """
     from tqdm.auto import tqdm
@@ -267,30 +280,32 @@ def evaluate(
         raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}.")
     specs = specs_from_names(methods, weights, n=n, step_size=step_size, ascent_steps=ascent_steps,
                              steps=flow_steps)
+    workers = require_positive_int("workers", workers, minimum=0)
     state = select_seed(state, seed_index)
-    params = sampler_params(state, critic)
+    params = {spec: sampler_params(state, critic, spec.network) for spec in specs}  # errors before any env
 
-    envs = [make_eval_env(env_name)]
-    check_env_matches(config, envs[0], env_name, checkpoint)
-    envs += [make_eval_env(env_name) for _ in range(num_envs - 1)]
+    check_env = make_eval_env(env_name)
+    try:
+        check_env_matches(config, check_env, env_name, checkpoint)
+    finally:
+        check_env.close()
     results = []
     start = time.perf_counter()
     bar = tqdm(total=len(specs) * episodes, desc=f"eval {env_name}", unit="episode", disable=not progress)
     try:
-        for spec in specs:
-            sampler = compiled_chunk_sampler(config, spec)
-            t0 = time.perf_counter()
-            done = []
-            for first in range(0, episodes, num_envs):
-                wave = list(range(first, min(first + num_envs, episodes)))
-                done += rollout_wave(envs, sampler, params, spec.weight, config, wave, seed)
-                bar.update(len(wave))
-            results.append(summarise(spec, done, time.perf_counter() - t0))
-            bar.set_postfix({"last": f"{spec.label}: {results[-1]['success_rate']:.2f}"}, refresh=False)
+        with EnvPool(env_name, num_envs, workers=workers) as pool:
+            for spec in specs:
+                sampler = compiled_chunk_sampler(config, spec)
+                t0 = time.perf_counter()
+                done = []
+                for first in range(0, episodes, num_envs):
+                    wave = list(range(first, min(first + num_envs, episodes)))
+                    done += rollout_wave(pool, sampler, params[spec], spec.weight, config, wave, seed)
+                    bar.update(len(wave))
+                results.append(summarise(spec, done, time.perf_counter() - t0))
+                bar.set_postfix({"last": f"{spec.label}: {results[-1]['success_rate']:.2f}"}, refresh=False)
     finally:
         bar.close()
-        for env in envs:
-            env.close()
     report = {
         "checkpoint": str(checkpoint),
         "env_name": env_name,
@@ -425,20 +440,17 @@ def record_video(
     config, state, extra = load_checkpoint(checkpoint)
     env_name = env_name or extra.get("env_name")
     state = select_seed(state, seed_index)
-    params = sampler_params(state, critic)  # checked before the environment is built
     flow_steps = require_positive_int("flow_steps", config.flow_steps if flow_steps is None else flow_steps)
     spec = spec_from_name(method, weight, n=n, step_size=step_size, ascent_steps=ascent_steps, steps=flow_steps)
+    params = sampler_params(state, critic, spec.network)  # checked before the environment is built
     kwargs = {"width": int(size), "height": int(size)}
     if max_steps is not None:
         kwargs["max_episode_steps"] = require_positive_int("max_steps", max_steps)
-    env = make_eval_env(env_name, **kwargs)
-    check_env_matches(config, env, env_name, checkpoint)
     frames = []
-    try:
+    with EnvPool(env_name, 1, workers=0, **kwargs) as pool:
+        check_env_matches(config, pool.env(0), env_name, checkpoint)
         sampler = compiled_chunk_sampler(config, spec)
-        result = rollout_wave([env], sampler, params, spec.weight, config, [episode], seed, frames=frames)[0]
-    finally:
-        env.close()
+        result = rollout_wave(pool, sampler, params, spec.weight, config, [episode], seed, frames=frames)[0]
     path = video_format_for(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")

@@ -60,6 +60,7 @@ class SweepConfig:
     n: int = 4  # proposals for best-of-N methods
     episodes: int = 20  # evaluation episodes per setting and seed
     num_envs: int = 10
+    eval_workers: int = 0  # processes stepping the environments during evaluation (0: in the job's process)
     eval_seed: int = 0  # start states: the same for every method, weight and seed
     out: str = "runs/sweep"
     executor: str = "local"
@@ -87,7 +88,7 @@ def _allowed(name: str, values, valid) -> None:
 
 def validate(config: SweepConfig) -> SweepConfig:
     """Check every entry before any job starts; errors name the bad entry and the valid ones."""
-    from qgf_lite.ogbench.evaluation import make_settings
+    from qgf_lite.samplers import specs_from_names
     from qgf_lite.ogbench.train import make_config
 
     for name in ("domains", "tasks", "seeds", "methods", "weights"):
@@ -103,7 +104,7 @@ def validate(config: SweepConfig) -> SweepConfig:
     weights = [float(w) if isinstance(w, (int, float)) else math.nan for w in config.weights]
     if not all(math.isfinite(w) and w >= 0 for w in weights):
         raise ValueError(f"sweep config: `weights` must be finite numbers >= 0, got {config.weights}")
-    make_settings(config.methods, weights, n=config.n)  # unknown methods are named here
+    specs_from_names(config.methods, weights, n=config.n)  # unknown methods are named here
     for name in ("episodes", "num_envs", "n"):
         if not isinstance(getattr(config, name), int) or getattr(config, name) < 1:
             raise ValueError(f"sweep config: `{name}` must be an integer >= 1, got {getattr(config, name)!r}")
@@ -165,7 +166,8 @@ def task_job(config: SweepConfig, domain: str, task: int) -> dict:
     for index, seed in enumerate(config.seeds):
         report = evaluate(result.checkpoint_path, env_name, methods=config.methods, weights=config.weights, n=config.n,
                           episodes=config.episodes, seed=config.eval_seed, num_envs=config.num_envs,
-                          seed_index=index, out=str(job_dir / f"eval-seed{seed}"), progress=False)
+                          seed_index=index, workers=config.eval_workers, out=str(job_dir / f"eval-seed{seed}"),
+                          progress=False)
         reports.append({"seed": seed, "results": [{k: v for k, v in row.items() if k != "per_episode"}
                                                   for row in report["results"]]})
     done = {"env_name": env_name, "fingerprint": config.fingerprint(), "train_steps": result.final_step,

@@ -41,6 +41,8 @@ from qgf_lite.training import (
     QGFConfig,
     TrainState,
     critic_fn,
+    sampler_velocity_fn,
+    sampler_velocity_params,
     fit,
     guidance_critic_params,
     init_train_state,
@@ -216,9 +218,10 @@ def _spec_key(spec: samplers.SamplerSpec) -> samplers.SamplerSpec:
 def _compiled_spec(spec: samplers.SamplerSpec, config: QGFConfig, num: int):
     # The critic parameters and the weight are arguments, so the target and the online critic, and every weight
     # of a sweep, share one compiled function.
-    def run(policy_params, critic_params, key, weight):
-        return spec.sample(velocity_fn(config, policy_params), critic_fn(config, critic_params), None,
-                           spec.draw_noise(key, num, ACTION_DIM), weight=weight if spec.takes_weight else None)
+    def run(velocity_params, critic_params, key, weight):
+        velocity = sampler_velocity_fn(config, velocity_params, spec.network)
+        return spec.sample(velocity, critic_fn(config, critic_params), None, spec.draw_noise(key, num, ACTION_DIM),
+                           weight=weight if spec.takes_weight else None)
 
     return jax.jit(run)
 
@@ -228,12 +231,14 @@ def draw_samples(setup: ToySetup, spec: samplers.SamplerSpec, key, num: int, *,
     """``num`` actions (num, 2) from the sampler ``spec`` with the trained networks.
 
     Compiled once per spec up to its weight, which is a traced argument (a weight sweep compiles once).
-    Guidance (and best-of-N's ranking) uses the "target" critic unless ``critic="online"``.
+    Guidance (and best-of-N's ranking) uses the "target" critic unless ``critic="online"``. A "cfgrl" spec runs
+    the CFG-RL network, so it needs a setup trained with ``toy_config(cfgrl=True)``.
     """
     num = require_positive_int("num", num)
     critic_params = guidance_critic_params(setup.state, critic)
+    velocity_params = sampler_velocity_params(setup.state, _spec_key(spec).network)
     compiled = _compiled_spec(_spec_key(spec), setup.config, num)
-    return compiled(setup.state.policy_params, critic_params, toy.as_key(key), jnp.asarray(spec.weight, jnp.float32))
+    return compiled(velocity_params, critic_params, toy.as_key(key), jnp.asarray(spec.weight, jnp.float32))
 
 
 @functools.lru_cache(maxsize=32)
