@@ -186,12 +186,12 @@ def test_eval_gradient_step_and_best_of_n_flags_reach_the_specs(trained_run, mon
 
 
 def test_eval_video_takes_the_best_weight_of_its_own_sampler_family(trained_run, monkeypatch, capsys):
-    def rollout(envs, sampler, params, weight, config, episode_indices, seed, frames=None):
+    def rollout(pool, sampler, params, weight, config, episode_indices, seed, frames=None, on_episode=None):
         # Only w = 0.2 succeeds, whatever the sampler.
         return [{"episode": int(e), "success": weight == 0.2, "return": -1.0, "length": 1} for e in episode_indices]
 
     videos = []
-    monkeypatch.setattr(evaluation, "rollout_wave", rollout)
+    monkeypatch.setattr(evaluation, "run_episodes", rollout)
     monkeypatch.setattr(evaluation, "record_video", lambda *args, **kwargs: videos.append(kwargs) or {
         "setting": "?", "success": False, "path": "v.gif"})
     rc = cli.main(["eval", str(trained_run / "checkpoint.msgpack"), "--methods", "bc", "qgf", "noisy", "--weights",
@@ -372,10 +372,10 @@ class Recorded(Exception):
 
 
 def spy_rollouts(monkeypatch, calls, play=False):
-    """Replace rollout_wave: record the params the sampler got and the chunks it samples for fixed obs and keys."""
+    """Replace run_episodes: record the params the sampler got and the chunks it samples for fixed obs and keys."""
     import jax
 
-    def rollout(envs, sampler, params, weight, config, episode_indices, seed, frames=None):
+    def rollout(pool, sampler, params, weight, config, episode_indices, seed, frames=None, on_episode=None):
         obs = jax.random.normal(jax.random.PRNGKey(3), (2, config.obs_dim))
         keys = evaluation.episode_chunk_keys(seed, [0, 1], 0)
         calls.append({"params": params, "chunks": np.asarray(sampler(*params, obs, keys, weight)), "obs": obs,
@@ -384,7 +384,7 @@ def spy_rollouts(monkeypatch, calls, play=False):
             raise Recorded
         return [{"episode": int(e), "success": False, "return": -1.0, "length": 1} for e in episode_indices]
 
-    monkeypatch.setattr(evaluation, "rollout_wave", rollout)
+    monkeypatch.setattr(evaluation, "run_episodes", rollout)
 
 
 def assert_sampled_with(call, checkpoint, which):

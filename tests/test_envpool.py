@@ -52,3 +52,16 @@ def test_bad_arguments_and_bad_envs_are_named():
         EnvPool("cube-single-play-singletask-task9-v0", 2, workers=1)
     with EnvPool(ENV, 2, workers=0) as pool, pytest.raises(ValueError, match="one seed"):
         pool.reset([1])
+
+
+def test_evaluation_results_do_not_depend_on_workers_or_slot_count():
+    """Episodes refill free slots as others end, in worker processes or not: every episode's start state and
+    noise depend only on its index, so the per-episode results are the same."""
+    from qgf_lite.ogbench import pretrained_checkpoint
+    from qgf_lite.ogbench.evaluation import evaluate
+
+    runs = [evaluate(pretrained_checkpoint(), ENV, methods=["qgf"], weights=[0.03], episodes=3, num_envs=num_envs,
+                     workers=workers, seed=5, progress=False)["results"][0]["per_episode"]
+            for num_envs, workers in ((1, 0), (2, 0), (2, 2))]
+    assert runs[0] == runs[1] == runs[2]
+    assert [e["episode"] for e in runs[0]] == [0, 1, 2]

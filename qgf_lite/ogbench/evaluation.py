@@ -74,16 +74,19 @@ def _compiled_chunk_sampler(config: QGFConfig, spec: SamplerSpec):
     return jax.jit(sample)
 
 
-def episode_chunk_keys(seed: int, episode_indices, chunk_index: int) -> jnp.ndarray:
-    """Noise key for (episode, chunk): the same across settings and independent of the wave size."""
-    return _episode_chunk_keys(jnp.asarray(seed, jnp.uint32), jnp.asarray(episode_indices, jnp.uint32),
-                               jnp.asarray(chunk_index, jnp.uint32))
+def episode_chunk_keys(seed: int, episode_indices, chunk_index) -> jnp.ndarray:
+    """Noise keys (B, 2) for (episode, chunk) pairs: a chunk's noise depends on its episode and its index in that
+    episode only, so it is the same across settings, batch layouts and scheduling. ``chunk_index``: one index for
+    every episode, or one per episode."""
+    episodes = np.asarray(episode_indices, np.uint32)
+    chunks = np.broadcast_to(np.asarray(chunk_index, np.uint32), episodes.shape)
+    return _episode_chunk_keys(jnp.asarray(seed, jnp.uint32), jnp.asarray(episodes), jnp.asarray(chunks))
 
 
 @jax.jit  # eagerly, the fold-ins cost more than the sampler itself (about 14 ms per decision round)
-def _episode_chunk_keys(seed, episode_indices, chunk_index):
+def _episode_chunk_keys(seed, episode_indices, chunk_indices):
     base = jax.random.PRNGKey(seed)
-    return jax.vmap(lambda e: jax.random.fold_in(jax.random.fold_in(base, e), chunk_index))(episode_indices)
+    return jax.vmap(lambda e, c: jax.random.fold_in(jax.random.fold_in(base, e), c))(episode_indices, chunk_indices)
 
 
 def episode_reset_seed(seed: int, episode_index: int) -> int:
@@ -144,29 +147,46 @@ def sampler_params(state, critic: str = "target", network: str = "policy") -> tu
     return sampler_velocity_params(state, network), guidance_critic_params(state, critic)
 
 
-def rollout_wave(pool: EnvPool, sampler, params, weight, config: QGFConfig, episode_indices, seed: int,
-                 frames: Optional[list] = None) -> list:
-    """Run episodes ``episode_indices`` (at most ``pool.num_envs``) to their ends; returns per-episode dicts.
+def run_episodes(pool: EnvPool, sampler, params, weight, config: QGFConfig, episode_indices, seed: int,
+                 frames: Optional[list] = None, on_episode=None) -> list:
+    """Run every episode of ``episode_indices`` to its end in ``pool``'s slots; returns per-episode dicts in order.
 
-    Each decision round samples one action chunk for every active episode in one batched call, then the pool
-    executes the chunks (in its worker processes, if it has any). Slots beyond the wave stay idle.
+    Each decision round samples one action chunk for every busy slot in one batched call, then the pool executes
+    the chunks (in its worker processes, if it has any). A slot whose episode ends takes the next waiting episode
+    at once, so no environment idles while others finish. An episode's start state and noise depend only on its
+    index (``episode_reset_seed``, ``episode_chunk_keys``), so results do not depend on this scheduling.
     ``params``: (velocity_params, critic_params) as ``sampler_params`` returns them.
-    ``frames``: when a list, environment 0's rendered frames are appended (video; in-process pools only).
+    ``frames``: when a list, slot 0's rendered frames are appended (video; one episode, in-process pools only).
+    ``on_episode``: called with each finished episode's dict (progress bars).
     """
-    count = len(episode_indices)
     batch = pool.num_envs
-    padded = list(episode_indices) + [episode_indices[-1]] * (batch - count)
-    obs = pool.reset([episode_reset_seed(seed, padded[i]) if i < count else None for i in range(batch)])
-    obs = obs.astype(np.float32)
-    if frames is not None:
-        frames.append(pool.render())
-    active = np.arange(batch) < count
+    waiting = list(episode_indices)[::-1]
+    slot_episode = np.zeros(batch, np.int64)
+    slot_chunk = np.zeros(batch, np.int64)
+    active = np.zeros(batch, bool)
     returns = np.zeros(batch)
     lengths = np.zeros(batch, np.int64)
     success = np.zeros(batch, bool)
-    chunk_index = 0
+    obs = np.zeros((batch, config.obs_dim), np.float32)
+    finished = {}
+
+    def refill(free):
+        seeds = [None] * batch
+        for i in free:
+            if waiting:
+                slot_episode[i], slot_chunk[i], active[i] = waiting.pop(), 0, True
+                returns[i], lengths[i], success[i] = 0.0, 0, False
+                seeds[i] = episode_reset_seed(seed, int(slot_episode[i]))
+        started = [i for i in free if seeds[i] is not None]
+        if started:
+            fresh = pool.reset(seeds)
+            obs[started] = fresh[started]
+
+    refill(range(batch))
+    if frames is not None:
+        frames.append(pool.render())
     while active.any():
-        keys = episode_chunk_keys(seed, padded, chunk_index)
+        keys = episode_chunk_keys(seed, slot_episode, slot_chunk)
         chunks = np.asarray(sampler(params[0], params[1], jnp.asarray(obs), keys, weight), np.float64)
         chunks = chunks.reshape(batch, config.horizon, config.action_dim)
         new_obs, reward_sums, steps, succeeded, ended = pool.step_chunks(chunks, active, frames)
@@ -174,13 +194,17 @@ def rollout_wave(pool: EnvPool, sampler, params, weight, config: QGFConfig, epis
         returns += reward_sums
         lengths += steps
         success |= succeeded
-        active &= ~ended
-        chunk_index += 1
-    return [
-        {"episode": int(padded[i]), "success": bool(success[i]), "return": float(returns[i]),
-         "length": int(lengths[i])}
-        for i in range(count)
-    ]
+        slot_chunk += 1
+        done_now = np.flatnonzero(active & ended)
+        for i in done_now:
+            episode = {"episode": int(slot_episode[i]), "success": bool(success[i]), "return": float(returns[i]),
+                       "length": int(lengths[i])}
+            finished[episode["episode"]] = episode
+            if on_episode is not None:
+                on_episode(episode)
+        active[done_now] = False
+        refill(done_now)
+    return [finished[int(e)] for e in episode_indices]
 
 
 def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple:
@@ -297,11 +321,8 @@ def evaluate(
             for spec in specs:
                 sampler = compiled_chunk_sampler(config, spec)
                 t0 = time.perf_counter()
-                done = []
-                for first in range(0, episodes, num_envs):
-                    wave = list(range(first, min(first + num_envs, episodes)))
-                    done += rollout_wave(pool, sampler, params[spec], spec.weight, config, wave, seed)
-                    bar.update(len(wave))
+                done = run_episodes(pool, sampler, params[spec], spec.weight, config, range(episodes), seed,
+                                    on_episode=lambda _: bar.update(1))
                 results.append(summarise(spec, done, time.perf_counter() - t0))
                 bar.set_postfix({"last": f"{spec.label}: {results[-1]['success_rate']:.2f}"}, refresh=False)
     finally:
@@ -450,7 +471,7 @@ def record_video(
     with EnvPool(env_name, 1, workers=0, **kwargs) as pool:
         check_env_matches(config, pool.env(0), env_name, checkpoint)
         sampler = compiled_chunk_sampler(config, spec)
-        result = rollout_wave(pool, sampler, params, spec.weight, config, [episode], seed, frames=frames)[0]
+        result = run_episodes(pool, sampler, params, spec.weight, config, [episode], seed, frames=frames)[0]
     path = video_format_for(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
