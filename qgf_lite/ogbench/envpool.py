@@ -115,11 +115,15 @@ class EnvPool:
             process.start()
             self._conns.append(parent)
             self._processes.append(process)
-        for conn in self._conns:
-            status, message = conn.recv()
+        for k, conn in enumerate(self._conns):
+            try:
+                status, message = conn.recv()
+            except EOFError:  # the process died before it could answer (e.g. a spawn that cannot re-import __main__)
+                status, message = "error", f"worker process exited with code {self._processes[k].exitcode}"
             if status == "error":
                 self.close()
-                raise RuntimeError(f"an evaluation worker could not make {env_name!r}: {message}")
+                raise RuntimeError(f"an evaluation worker could not make {env_name!r}: {message}; "
+                                   "workers=0 steps the environments in this process instead")
 
     def _scatter(self, command: str, per_env_args: list) -> list:
         for k, conn in enumerate(self._conns):
@@ -128,7 +132,10 @@ class EnvPool:
             conn.send((command, args[0] if command == "reset" else tuple(args)))
         results = []
         for conn in self._conns:
-            status, result = conn.recv()
+            try:
+                status, result = conn.recv()
+            except EOFError:
+                status, result = "error", "the worker process died"
             if status == "error":
                 raise RuntimeError(f"an evaluation worker failed: {result}")
             results.append(result)
