@@ -199,7 +199,7 @@ def test_training_writes_a_checkpoint_sized_for_the_env(pipeline):
 
 def test_evaluation_reports_each_setting_within_the_episode_limit(pipeline):
     d, report = pipeline.domain, pipeline.report
-    assert [r["label"] for r in report["results"]] == ["bc", f"qgf w={WEIGHT:g}"]
+    assert [r["label"] for r in report["results"]] == ["BC", f"QGF w={WEIGHT:g}"]
     for r in report["results"]:
         assert r["episodes"] == 1 and len(r["per_episode"]) == 1
         assert math.isfinite(r["success_rate"]) and 0.0 <= r["success_rate"] <= 1.0

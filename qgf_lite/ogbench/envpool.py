@@ -14,7 +14,9 @@ own end. ``workers=0`` runs the same code in this process (videos, debugging); t
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
+import time
 from typing import Optional, Sequence
 
 import numpy as np
@@ -27,6 +29,13 @@ class _EnvSlice:
         from qgf_lite.ogbench.evaluation import make_eval_env
 
         self.envs = [make_eval_env(env_name, **env_kwargs) for _ in range(count)]
+        self.busy_seconds = 0.0  # time spent resetting and stepping: what the same work costs with no sampler
+
+    def timed(self, command: str, args: tuple, frames: Optional[list] = None):
+        start = time.perf_counter()
+        result = self.reset(*args) if command == "reset" else self.step_chunks(*args, frames)
+        self.busy_seconds += time.perf_counter() - start
+        return result
 
     def reset(self, seeds: Sequence[Optional[int]]) -> np.ndarray:
         return np.stack([env.reset(seed=seed)[0] if seed is not None else np.zeros(env.observation_space.shape)
@@ -78,7 +87,10 @@ def _worker(conn, env_name: str, count: int, env_kwargs: dict) -> None:
             conn.close()
             return
         try:
-            result = envs.reset(payload) if command == "reset" else envs.step_chunks(*payload)
+            if command == "busy":
+                result = envs.busy_seconds
+            else:
+                result = envs.timed(command, (payload,) if command == "reset" else payload)
             conn.send(("ok", result))
         except Exception as error:
             conn.send(("error", f"{type(error).__name__}: {error}"))
@@ -100,6 +112,7 @@ class EnvPool:
         self.num_envs = num_envs
         self.workers = min(workers, num_envs)
         self._local = None
+        self._pending = {}  # in-process pools: answers computed at submit time
         self._conns = []
         self._processes = []
         if self.workers == 0:
@@ -125,39 +138,71 @@ class EnvPool:
                 raise RuntimeError(f"an evaluation worker could not make {env_name!r}: {message}; "
                                    "workers=0 steps the environments in this process instead")
 
-    def _scatter(self, command: str, per_env_args: list) -> list:
-        for k, conn in enumerate(self._conns):
-            lo, hi = self._bounds[k], self._bounds[k + 1]
-            args = [a[lo:hi] for a in per_env_args]
-            conn.send((command, args[0] if command == "reset" else tuple(args)))
-        results = []
-        for conn in self._conns:
-            try:
-                status, result = conn.recv()
-            except EOFError:
-                status, result = "error", "the worker process died"
-            if status == "error":
-                raise RuntimeError(f"an evaluation worker failed: {result}")
-            results.append(result)
-        return results
+    # ------------------------------------------------------------------ groups: one per worker process
+    @property
+    def groups(self) -> list:
+        """The slot indices each worker owns, in order (one group of every slot for an in-process pool).
 
+        Groups run independently: ``submit`` a command to one, go on (sample for another), ``receive`` later.
+        """
+        if self._local is not None:
+            return [np.arange(self.num_envs)]
+        return [np.arange(self._bounds[k], self._bounds[k + 1]) for k in range(self.workers)]
+
+    def submit(self, group: int, command: str, args: tuple, frames: Optional[list] = None) -> None:
+        """Start ``command`` ("reset" with (seeds,), or "step" with (chunks, active)) on one group's slots."""
+        if self._local is not None:
+            self._pending[group] = self._local.timed(command, args, frames)
+            return
+        if frames is not None:
+            raise RuntimeError("frames need an in-process pool (workers=0)")
+        self._conns[group].send((command, args[0] if command == "reset" else tuple(args)))
+
+    def ready(self, groups) -> list:
+        """Those of ``groups`` whose answer has arrived; waits until there is at least one."""
+        groups = list(groups)
+        if self._local is not None:
+            return [g for g in groups if g in self._pending]
+        conns = multiprocessing.connection.wait([self._conns[g] for g in groups])
+        return [g for g in groups if self._conns[g] in conns]
+
+    def receive(self, group: int):
+        """The answer of the command last submitted to ``group`` (waits for it)."""
+        if self._local is not None:
+            return self._pending.pop(group)
+        try:
+            status, result = self._conns[group].recv()
+        except EOFError:
+            status, result = "error", "the worker process died"
+        if status == "error":
+            raise RuntimeError(f"an evaluation worker failed: {result}")
+        return result
+
+    def busy_seconds(self) -> list:
+        """Per group, the seconds its environments spent resetting and stepping so far (no messaging, no
+        sampling): the same work's cost with nothing else in the loop, for throughput comparisons."""
+        if self._local is not None:
+            return [self._local.busy_seconds]
+        for conn in self._conns:
+            conn.send(("busy", None))
+        return [self.receive(g) for g in range(self.workers)]
+
+    # ------------------------------------------------------------------ every slot at once
     def reset(self, seeds: Sequence[Optional[int]]) -> np.ndarray:
         seeds = list(seeds)
         if len(seeds) != self.num_envs:
             raise ValueError(f"need one seed (or None) per environment: {self.num_envs}, got {len(seeds)}")
-        if self._local is not None:
-            return self._local.reset(seeds)
-        return np.concatenate(self._scatter("reset", [seeds]))
+        for g, slots in enumerate(self.groups):
+            self.submit(g, "reset", ([seeds[i] for i in slots],))
+        return np.concatenate([self.receive(g) for g in range(len(self.groups))])
 
     def step_chunks(self, chunks: np.ndarray, active: np.ndarray, frames: Optional[list] = None) -> tuple:
         """``frames``: a list that gets environment 0's frame after every step (in-process pools only)."""
         chunks = np.asarray(chunks, np.float64)
         active = np.asarray(active, bool)
-        if self._local is not None:
-            return self._local.step_chunks(chunks, active, frames)
-        if frames is not None:
-            raise RuntimeError("frames need an in-process pool (workers=0)")
-        parts = self._scatter("step", [chunks, active])
+        for g, slots in enumerate(self.groups):
+            self.submit(g, "step", (chunks[slots], active[slots]), frames)
+        parts = [self.receive(g) for g in range(len(self.groups))]
         return tuple(np.concatenate([p[j] for p in parts]) for j in range(5))
 
     def env(self, index: int = 0):

@@ -151,12 +151,14 @@ def run_episodes(pool: EnvPool, sampler, params, weight, config: QGFConfig, epis
                  frames: Optional[list] = None, on_episode=None) -> list:
     """Run every episode of ``episode_indices`` to its end in ``pool``'s slots; returns per-episode dicts in order.
 
-    Each decision round samples one action chunk for every busy slot in one batched call, then the pool executes
-    the chunks (in its worker processes, if it has any). A slot whose episode ends takes the next waiting episode
-    at once, so no environment idles while others finish. An episode's start state and noise depend only on its
-    index (``episode_reset_seed``, ``episode_chunk_keys``), so results do not depend on this scheduling.
+    The pool's worker groups run independently: as soon as one group has executed its action chunks, the sampler
+    draws the next chunks for that group (one batched call) and sends them, while the other groups are still
+    stepping; so sampling overlaps stepping and no worker waits for a slower one. A slot whose episode ends takes
+    the next waiting episode at once. An episode's start state and noise depend only on its index
+    (``episode_reset_seed``, ``episode_chunk_keys``), and the sampler always runs on the full slot batch, so the
+    results do not depend on this scheduling, on the number of slots or on the number of workers.
     ``params``: (velocity_params, critic_params) as ``sampler_params`` returns them.
-    ``frames``: when a list, slot 0's rendered frames are appended (video; one episode, in-process pools only).
+    ``frames``: when a list, slot 0's rendered frames are appended (video; in-process pools only).
     ``on_episode``: called with each finished episode's dict (progress bars).
     """
     batch = pool.num_envs
@@ -169,41 +171,60 @@ def run_episodes(pool: EnvPool, sampler, params, weight, config: QGFConfig, epis
     success = np.zeros(batch, bool)
     obs = np.zeros((batch, config.obs_dim), np.float32)
     finished = {}
+    groups = pool.groups
 
-    def refill(free):
-        seeds = [None] * batch
+    def refill(group: int, free) -> None:
+        """Start waiting episodes in the ``free`` slots of ``group`` (one reset round trip to its worker)."""
+        started = []
         for i in free:
             if waiting:
                 slot_episode[i], slot_chunk[i], active[i] = waiting.pop(), 0, True
                 returns[i], lengths[i], success[i] = 0.0, 0, False
-                seeds[i] = episode_reset_seed(seed, int(slot_episode[i]))
-        started = [i for i in free if seeds[i] is not None]
+                started.append(i)
         if started:
-            fresh = pool.reset(seeds)
-            obs[started] = fresh[started]
+            slots = groups[group]
+            seeds = [episode_reset_seed(seed, int(slot_episode[i])) if i in started else None for i in slots]
+            pool.submit(group, "reset", (seeds,))
+            fresh = pool.receive(group)
+            obs[started] = fresh[np.searchsorted(slots, started)]
 
-    refill(range(batch))
-    if frames is not None:
-        frames.append(pool.render())
-    while active.any():
+    def launch(group: int) -> bool:
+        """Sample chunks (for every slot: a fixed batch shape) and send this group's; False when it is idle."""
+        slots = groups[group]
+        if not active[slots].any():
+            return False
         keys = episode_chunk_keys(seed, slot_episode, slot_chunk)
         chunks = np.asarray(sampler(params[0], params[1], jnp.asarray(obs), keys, weight), np.float64)
         chunks = chunks.reshape(batch, config.horizon, config.action_dim)
-        new_obs, reward_sums, steps, succeeded, ended = pool.step_chunks(chunks, active, frames)
-        obs[active] = new_obs[active]
-        returns += reward_sums
-        lengths += steps
-        success |= succeeded
-        slot_chunk += 1
-        done_now = np.flatnonzero(active & ended)
-        for i in done_now:
-            episode = {"episode": int(slot_episode[i]), "success": bool(success[i]), "return": float(returns[i]),
-                       "length": int(lengths[i])}
-            finished[episode["episode"]] = episode
-            if on_episode is not None:
-                on_episode(episode)
-        active[done_now] = False
-        refill(done_now)
+        pool.submit(group, "step", (chunks[slots], active[slots]), frames)
+        return True
+
+    for g, slots in enumerate(groups):
+        refill(g, slots)
+    if frames is not None:
+        frames.append(pool.render())
+    in_flight = {g for g in range(len(groups)) if launch(g)}
+    while in_flight:
+        for g in pool.ready(sorted(in_flight)):
+            slots = groups[g]
+            new_obs, reward_sums, steps, succeeded, ended = pool.receive(g)
+            was_active = active[slots]
+            obs[slots[was_active]] = new_obs[was_active]
+            returns[slots] += reward_sums
+            lengths[slots] += steps
+            success[slots] |= succeeded
+            slot_chunk[slots] += 1
+            done_now = slots[was_active & ended]
+            for i in done_now:
+                episode = {"episode": int(slot_episode[i]), "success": bool(success[i]),
+                           "return": float(returns[i]), "length": int(lengths[i])}
+                finished[episode["episode"]] = episode
+                if on_episode is not None:
+                    on_episode(episode)
+            active[done_now] = False
+            refill(g, done_now)
+            if not launch(g):
+                in_flight.discard(g)
     return [finished[int(e)] for e in episode_indices]
 
 
@@ -320,10 +341,13 @@ def evaluate(
         with EnvPool(env_name, num_envs, workers=workers) as pool:
             for spec in specs:
                 sampler = compiled_chunk_sampler(config, spec)
-                t0 = time.perf_counter()
+                t0, busy0 = time.perf_counter(), sum(pool.busy_seconds())
                 done = run_episodes(pool, sampler, params[spec], spec.weight, config, range(episodes), seed,
                                     on_episode=lambda _: bar.update(1))
                 results.append(summarise(spec, done, time.perf_counter() - t0))
+                # Environment time alone (all workers together): rollouts' seconds x workers minus this is what
+                # sampling and messaging cost (benchmarks/bench_eval.py).
+                results[-1]["env_busy_seconds"] = sum(pool.busy_seconds()) - busy0
                 bar.set_postfix({"last": f"{spec.label}: {results[-1]['success_rate']:.2f}"}, refresh=False)
     finally:
         bar.close()
