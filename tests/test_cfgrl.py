@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from training_problem import training_problem
 
 import qgf_lite
 from qgf_lite import toy
@@ -46,7 +47,6 @@ from qgf_lite.training import (
     train_step,
 )
 
-TINY = dict(actor_hidden=(32,), critic_hidden=(32,), value_hidden=(32,), time_emb_dim=8)
 init_state = jax.jit(init_train_state, static_argnums=0)
 jitted_train_step = jax.jit(train_step, static_argnums=0)
 PRETRAINED = Path(qgf_lite.__file__).parent / "ogbench" / "pretrained" / "cube-single-task2-2x256.msgpack"
@@ -75,19 +75,7 @@ def assert_trees_close(a, b, rtol, atol):
 
 @pytest.fixture(scope="module")
 def problem():
-    """The trainer tests' problem: 20-step episodes, behaviour a noisy function of the state, reward near a = 0.3."""
-    rng = np.random.default_rng(0)
-    n = 512
-    obs = rng.normal(size=(n + 1, 2)).astype(np.float32)
-    actions = (0.5 * np.tanh(obs[:n]) + 0.1 * rng.normal(size=(n, 2))).astype(np.float32)
-    rewards = -np.sum((actions - 0.3) ** 2, axis=1)
-    terminals = np.zeros(n, np.float32)
-    terminals[19::20] = 1.0
-    terminals[-1] = 1.0
-    dataset = make_dataset(actions, rewards, obs[:n], terminals, None, obs[1:])
-    config = QGFConfig(obs_dim=2, action_dim=2, horizon=2, batch_size=32, discount=0.9,
-                       target_update_rate=0.05, learning_rate=1e-3, **TINY)
-    return config, dataset
+    return training_problem()
 
 
 def with_cfgrl(config, **kw):

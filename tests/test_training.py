@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from training_problem import TINY, training_problem
 
 from qgf_lite.data import make_dataset, sample_chunk_batch
 from qgf_lite.flow import euler_sample
@@ -18,7 +19,6 @@ from qgf_lite.training import (
     velocity_fn,
 )
 
-TINY = dict(actor_hidden=(32,), critic_hidden=(32,), value_hidden=(32,), time_emb_dim=8)
 # Compiling dominates these tests: one jitted init and one jitted step are shared by all of them, and every
 # fit of the main problem uses chunks of 20 or 40 steps so only those two scans are compiled.
 init_state = jax.jit(init_train_state, static_argnums=0)
@@ -39,19 +39,7 @@ def state_of_seed(states, i):
 
 @pytest.fixture(scope="module")
 def problem():
-    """Episodes of 20 steps; the behaviour action is a noisy function of the state, the reward prefers a = 0.3."""
-    rng = np.random.default_rng(0)
-    n = 512
-    obs = rng.normal(size=(n + 1, 2)).astype(np.float32)
-    actions = (0.5 * np.tanh(obs[:n]) + 0.1 * rng.normal(size=(n, 2))).astype(np.float32)
-    rewards = -np.sum((actions - 0.3) ** 2, axis=1)
-    terminals = np.zeros(n, np.float32)
-    terminals[19::20] = 1.0
-    terminals[-1] = 1.0
-    dataset = make_dataset(actions, rewards, obs[:n], terminals, None, obs[1:])
-    config = QGFConfig(obs_dim=2, action_dim=2, horizon=2, batch_size=32, discount=0.9,
-                       target_update_rate=0.05, learning_rate=1e-3, **TINY)
-    return config, dataset
+    return training_problem()
 
 
 @pytest.fixture(scope="module")
