@@ -113,7 +113,7 @@ def test_quick_run_reports_the_requested_figures(quick_run):
     assert cube["train"]["steps"] == cube["train"]["planned_steps"]
     evaluation = cube["evaluate"]
     assert evaluation["status"] == "ok"
-    assert [r["label"] for r in evaluation["results"]] == ["bc", "qgf w=0.02", "qgf w=0.08"]
+    assert [r["label"] for r in evaluation["results"]] == ["BC", "QGF w=0.02", "QGF w=0.08"]
     for r in evaluation["results"]:
         low, high = r["success_ci95"]
         assert 0 <= low <= r["success_rate"] <= high <= 1 and r["episodes"] == evaluation["episodes_per_setting"]
