@@ -34,17 +34,20 @@ from qgf_lite.iql import (
     value_loss,
 )
 from qgf_lite.cfgrl import cfg_velocity, cfgrl_loss, cfgrl_sample, optimality_weights
+from qgf_lite.fql import OneStepPolicy, distillation_loss, fql_loss, fql_q_loss, fql_sample
 from qgf_lite.data import TransitionDataset, dataset_from_dict, make_dataset, sample_chunk_batch
 from qgf_lite.training import (
     QGFConfig,
     TrainState,
     build_cfgrl_network,
+    build_fql_network,
     build_networks,
     cfgrl_velocity_fn,
     compiled_train_steps,
     critic_fn,
     data_parallel_sharding,
     fit,
+    fql_policy_fn,
     guidance_critic_params,
     init_train_state,
     init_train_states,

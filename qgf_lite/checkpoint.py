@@ -4,7 +4,8 @@ Writes are atomic (a temporary file in the same folder, fsynced, then ``os.repla
 either the old checkpoint or the new one, never half of one. Loading checks the stored arrays against the
 architecture they are loaded into and names the first mismatch. Checkpoints written before a config field or a
 train-state field existed still load: a missing config field takes its default, and a missing state field is
-accepted when the architecture holds no arrays in it (e.g. ``cfgrl_params`` of a run without CFG-RL).
+accepted when the architecture holds no arrays in it (e.g. ``cfgrl_params`` / ``fql_params`` of a run without
+CFG-RL / FQL).
 """
 
 from __future__ import annotations
@@ -55,9 +56,12 @@ def _flat(tree, prefix=""):
 
 def _architecture_diff(stored: QGFConfig, wanted: QGFConfig):
     fields = ("obs_dim", "action_dim", "horizon", "actor_hidden", "critic_hidden", "value_hidden",
-              "num_critics", "layer_norm", "time_emb_dim", "cfgrl")
-    return [f"{f}: checkpoint {getattr(stored, f)!r} vs requested {getattr(wanted, f)!r}"
+              "num_critics", "layer_norm", "time_emb_dim", "cfgrl", "fql")
+    diff = [f"{f}: checkpoint {getattr(stored, f)!r} vs requested {getattr(wanted, f)!r}"
             for f in fields if getattr(stored, f) != getattr(wanted, f)]
+    if stored.fql and wanted.fql and stored.fql_hidden_dims != wanted.fql_hidden_dims:
+        diff.append(f"fql_hidden: checkpoint {stored.fql_hidden_dims!r} vs requested {wanted.fql_hidden_dims!r}")
+    return diff
 
 
 def load_checkpoint(path, config: Optional[QGFConfig] = None) -> Tuple[QGFConfig, TrainState, dict]:

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qgf_lite.cfgrl import cfgrl_sample
+from qgf_lite.fql import fql_sample
 from qgf_lite.guidance import MODES, best_of_n, gradient_step, guided_sample
 from qgf_lite.validation import require_positive_int
 
@@ -57,8 +58,9 @@ class SamplerMethod:
     label: (spec, weight_text) -> text for tables and plots; ``weight_text`` is " w=0.1" or "" (the family name).
     uses: the SamplerSpec fields besides ``steps`` that the method reads; the others must keep their defaults.
     summary: one line for help texts.
-    network: the velocity network ``run`` receives: "policy" (the BC flow, (obs, a, t) -> v) or "cfgrl" (CFG-RL's
-      label-conditioned network, (obs, a, t, label) -> v; see ``qgf_lite.training.sampler_velocity_fn``).
+    network: the network ``run`` receives as ``velocity``: "policy" (the BC flow, (obs, a, t) -> v), "cfgrl"
+      (CFG-RL's label-conditioned network, (obs, a, t, label) -> v) or "fql" (FQL's one-step policy,
+      (obs, noise) -> actions); see ``qgf_lite.training.sampler_velocity_fn``.
     """
 
     run: Callable
@@ -149,6 +151,16 @@ SAMPLERS = {
         uses=frozenset({"weight"}),
         summary="classifier-free guidance on an optimality label: v_uncond + w (v_pos - v_uncond)",
         network="cfgrl",
+    ),
+    "fql": SamplerMethod(
+        # `velocity` is FQL's one-step policy (obs, noise) -> actions (``qgf_lite.training.sampler_velocity_fn``):
+        # one call, then the clip. Neither the critic nor `steps` is used at test time.
+        run=lambda s, velocity, critic, obs, noise, w, clip: fql_sample(velocity, obs, noise, clip=clip),
+        noise_shape=_one_particle,
+        counts=lambda steps, n, ascent_steps, mode: (1, 0, 0, 0),
+        label=lambda s, w: "FQL",
+        summary="flow Q-learning: one call of a one-step policy trained to maximise Q while distilling the flow",
+        network="fql",
     ),
 }
 SAMPLER_METHODS = tuple(SAMPLERS)
@@ -256,7 +268,7 @@ class SamplerSpec:
 
     @property
     def network(self) -> str:
-        """The velocity network this sampler runs: "policy" (the BC flow) or "cfgrl"."""
+        """The network this sampler runs: "policy" (the BC flow), "cfgrl" or "fql" (FQL's one-step policy)."""
         return self.entry.network
 
     @property

@@ -2,9 +2,11 @@
 
 - ``QGFConfig``: every size and hyper-parameter, frozen (it is a static argument of the jitted functions).
 - ``TrainState``: the three networks' parameters, their Adam states, the target critic and a PRNG key (and,
-  with ``QGFConfig(cfgrl=True)``, the CFG-RL baseline's label-conditioned velocity network and its Adam state).
+  with ``QGFConfig(cfgrl=True)``, the CFG-RL baseline's label-conditioned velocity network and its Adam state;
+  with ``QGFConfig(fql=True)``, FQL's one-step policy and its Adam state).
 - ``train_step``: one update of policy, critic and value from one batch (and of the CFG-RL network, which
-  reads the critic and value as constants: docs/algorithm.md §5, ``qgf_lite.cfgrl``).
+  reads the critic and value as constants: docs/algorithm.md §5, ``qgf_lite.cfgrl``; and of FQL's one-step
+  policy, which reads the BC flow and the critic as constants: ``qgf_lite.fql``).
 - ``train_steps``: many updates inside one ``jax.lax.scan``, minibatches sampled on the device.
 - ``guidance_critic_params``: which critic the samplers guide with (the target one unless asked otherwise).
 - ``fit``: the host loop around ``train_steps`` with a progress bar; states with a leading seed axis
@@ -28,6 +30,7 @@ import optax
 from qgf_lite.cfgrl import advantages, cfgrl_loss, optimality_weights
 from qgf_lite.data import TransitionDataset, sample_chunk_batch
 from qgf_lite.flow import flow_matching_loss
+from qgf_lite.fql import Q_AGGREGATES, OneStepPolicy, fql_loss
 from qgf_lite.iql import critic_loss, polyak_update, q_target, value_loss
 from qgf_lite.networks import ConditionedVelocityField, CriticEnsemble, ValueNet, VelocityField
 from qgf_lite.validation import require_positive_int
@@ -69,9 +72,20 @@ class QGFConfig:
     cfgrl_uncond_weight: float = _field(1.0, "CFG-RL: loss weight (>= 0) of the unconditional (all data) branch")
     cfgrl_critic: str = _field("target", "CFG-RL: the critic whose ensemble minimum labels the data, target "
                                          "(the Polyak copy) or online")
+    fql: bool = _field(False, "also train the FQL baseline (docs/algorithm.md §5): a one-step policy mu(s, z) that "
+                              "maximises Q while distilling the BC flow, from the same batches")
+    fql_alpha: float = _field(10.0, "FQL: weight (>= 0) of the distillation loss against the normalised Q loss")
+    fql_hidden: Tuple[int, ...] = _field((), "FQL: hidden layer widths of the one-step policy; empty: the "
+                                             "velocity network's (actor_hidden)")
+    fql_critic: str = _field("online", "FQL: the critic the one-step policy maximises, online (as the FQL "
+                                       "reference) or target (the Polyak copy)")
+    fql_q_aggregate: str = _field("mean", "FQL: how the actor loss reduces the Q ensemble, mean (as the FQL "
+                                          "reference) or min")
+    fql_normalize_q: bool = _field(True, "FQL: divide the Q loss by the batch's mean |Q| (stop-gradient), as the "
+                                         "FQL reference's normalize_q_loss")
 
     def __post_init__(self):
-        for name in ("actor_hidden", "critic_hidden", "value_hidden"):
+        for name in ("actor_hidden", "critic_hidden", "value_hidden", "fql_hidden"):
             object.__setattr__(self, name, tuple(int(w) for w in getattr(self, name)))
         require_positive_int("obs_dim", self.obs_dim, minimum=0)
         for name in ("action_dim", "horizon", "num_critics", "batch_size", "flow_steps", "time_emb_dim"):
@@ -102,6 +116,29 @@ class QGFConfig:
         if self.cfgrl_critic not in CRITIC_CHOICES:
             raise ValueError(f"`cfgrl_critic` must be one of {', '.join(map(repr, CRITIC_CHOICES))}, "
                              f"got {self.cfgrl_critic!r}.")
+        for name in ("fql", "fql_normalize_q"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+            object.__setattr__(self, name, bool(getattr(self, name)))
+        if isinstance(self.fql_alpha, bool) or not isinstance(self.fql_alpha, numbers.Real):
+            raise TypeError(f"`fql_alpha` must be a number, got {self.fql_alpha!r} ({type(self.fql_alpha).__name__}).")
+        if not math.isfinite(self.fql_alpha) or self.fql_alpha < 0:
+            raise ValueError(f"`fql_alpha` must be a finite number >= 0 (the distillation weight), "
+                             f"got {self.fql_alpha!r}.")
+        object.__setattr__(self, "fql_alpha", float(self.fql_alpha))
+        for width in self.fql_hidden:
+            require_positive_int("fql_hidden", width)
+        if self.fql_critic not in CRITIC_CHOICES:
+            raise ValueError(f"`fql_critic` must be one of {', '.join(map(repr, CRITIC_CHOICES))}, "
+                             f"got {self.fql_critic!r}.")
+        if self.fql_q_aggregate not in Q_AGGREGATES:
+            raise ValueError(f"`fql_q_aggregate` must be one of {', '.join(map(repr, Q_AGGREGATES))}, "
+                             f"got {self.fql_q_aggregate!r}.")
+
+    @property
+    def fql_hidden_dims(self) -> Tuple[int, ...]:
+        """The one-step policy's hidden widths: ``fql_hidden``, or ``actor_hidden`` when it is empty."""
+        return self.fql_hidden or self.actor_hidden
 
     @property
     def chunk_dim(self) -> int:
@@ -133,6 +170,11 @@ def build_cfgrl_network(config: QGFConfig) -> ConditionedVelocityField:
     return ConditionedVelocityField(config.chunk_dim, config.actor_hidden, config.time_emb_dim, config.layer_norm)
 
 
+def build_fql_network(config: QGFConfig) -> OneStepPolicy:
+    """FQL's one-step policy mu(s, z): an MLP on concat[obs, noise] -> action chunk (``qgf_lite.fql``)."""
+    return OneStepPolicy(config.chunk_dim, config.fql_hidden_dims, config.layer_norm)
+
+
 def make_optimizer(config: QGFConfig) -> optax.GradientTransformation:
     return optax.adam(config.learning_rate)
 
@@ -141,11 +183,13 @@ def make_optimizer(config: QGFConfig) -> optax.GradientTransformation:
 # turning cfgrl on changes no other key: policy, critic and value train exactly as without it. (split(k, n)[i]
 # is fold_in(k, i) in jax, hence a tag far from small integers.)
 CFGRL_KEY_TAG = 0x43464752
+FQL_KEY_TAG = 0x46514C31  # the same for FQL's initialisation and noise
 
 
 @flax.struct.dataclass
 class TrainState:
-    """Every array of a run. ``cfgrl_params``/``cfgrl_opt_state`` are empty dicts unless ``config.cfgrl``."""
+    """Every array of a run. ``cfgrl_params``/``cfgrl_opt_state`` are empty dicts unless ``config.cfgrl``, and
+    ``fql_params``/``fql_opt_state`` unless ``config.fql``."""
 
     step: jnp.ndarray
     rng: jnp.ndarray
@@ -158,6 +202,8 @@ class TrainState:
     value_opt_state: optax.OptState
     cfgrl_params: dict = flax.struct.field(default_factory=dict)
     cfgrl_opt_state: optax.OptState = flax.struct.field(default_factory=dict)
+    fql_params: dict = flax.struct.field(default_factory=dict)
+    fql_opt_state: optax.OptState = flax.struct.field(default_factory=dict)
 
 
 def init_train_state(config: QGFConfig, key) -> TrainState:
@@ -183,6 +229,10 @@ def _init_train_state_compiled(config: QGFConfig, key) -> TrainState:
             jax.random.fold_in(key, CFGRL_KEY_TAG), obs, act, jnp.zeros((1,)), label
         )
         cfgrl_opt_state = opt.init(cfgrl_params)
+    fql_params, fql_opt_state = {}, {}
+    if config.fql:
+        fql_params = build_fql_network(config).init(jax.random.fold_in(key, FQL_KEY_TAG), obs, act)
+        fql_opt_state = opt.init(fql_params)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         rng=rng,
@@ -195,6 +245,8 @@ def _init_train_state_compiled(config: QGFConfig, key) -> TrainState:
         value_opt_state=opt.init(value_params),
         cfgrl_params=cfgrl_params,
         cfgrl_opt_state=cfgrl_opt_state,
+        fql_params=fql_params,
+        fql_opt_state=fql_opt_state,
     )
 
 
@@ -226,22 +278,41 @@ def cfgrl_velocity_fn(config: QGFConfig, cfgrl_params) -> Callable:
     return functools.partial(build_cfgrl_network(config).apply, cfgrl_params)
 
 
-VELOCITY_NETWORKS = ("policy", "cfgrl")
+def fql_policy_fn(config: QGFConfig, fql_params) -> Callable:
+    """FQL's trained one-step policy as a plain function (obs, noise) -> actions (unclipped), for
+    ``qgf_lite.fql.fql_sample``. Pass ``state.fql_params`` of a state trained with ``QGFConfig(fql=True)``."""
+    if not jax.tree_util.tree_leaves(fql_params):
+        raise ValueError("`fql_params` is empty: this state has no FQL policy; train with QGFConfig(fql=True) "
+                         "(`qgf-lite train --fql`).")
+    return functools.partial(build_fql_network(config).apply, fql_params)
+
+
+VELOCITY_NETWORKS = ("policy", "cfgrl", "fql")
+_NETWORK_FIELDS = {"policy": "policy_params", "cfgrl": "cfgrl_params", "fql": "fql_params"}
 
 
 def sampler_velocity_params(state: TrainState, network: str = "policy"):
-    """The parameters of the velocity network a sampler runs: the BC flow ("policy") or CFG-RL's ("cfgrl")."""
+    """The parameters of the network a sampler runs: the BC flow ("policy"), CFG-RL's ("cfgrl") or FQL's one-step
+    policy ("fql")."""
     if network not in VELOCITY_NETWORKS:
         raise ValueError(f"`network` must be one of {VELOCITY_NETWORKS}, got {network!r}.")
     if network == "cfgrl" and not jax.tree_util.tree_leaves(state.cfgrl_params):
         raise ValueError("The CFG-RL sampler needs a CFG-RL network, and this state has none: train with "
                          "QGFConfig(cfgrl=True) (`qgf-lite train --cfgrl`).")
-    return state.policy_params if network == "policy" else state.cfgrl_params
+    if network == "fql" and not jax.tree_util.tree_leaves(state.fql_params):
+        raise ValueError("The FQL sampler needs an FQL one-step policy, and this state has none: train with "
+                         "QGFConfig(fql=True) (`qgf-lite train --fql`).")
+    return getattr(state, _NETWORK_FIELDS[network])
 
 
 def sampler_velocity_fn(config: QGFConfig, params, network: str = "policy") -> Callable:
-    """``velocity_fn`` or ``cfgrl_velocity_fn`` of ``params``, as ``SamplerSpec.network`` names the network."""
-    return cfgrl_velocity_fn(config, params) if network == "cfgrl" else velocity_fn(config, params)
+    """``velocity_fn``, ``cfgrl_velocity_fn`` or ``fql_policy_fn`` of ``params``, as ``SamplerSpec.network`` names
+    the network (FQL's is the one-step policy (obs, noise) -> actions, which its runner calls once)."""
+    if network == "cfgrl":
+        return cfgrl_velocity_fn(config, params)
+    if network == "fql":
+        return fql_policy_fn(config, params)
+    return velocity_fn(config, params)
 
 
 def critic_fn(config: QGFConfig, critic_params) -> Callable:
@@ -289,9 +360,19 @@ def train_step(config: QGFConfig, state: TrainState, batch: dict) -> Tuple[Train
     per ``cfgrl_critic``, Q and V at this step's parameters before the update, as constants), times the chunk
     validity. Its gradients reach only its own parameters, and its flow-matching key is folded out of the
     policy's, so every other field of the new state is what it is with ``cfgrl`` off.
+
+    With ``config.fql`` FQL's one-step policy takes one Adam step of ``qgf_lite.fql.fql_loss`` on the batch's
+    observations, with noise from ``fold_in(flow_key, FQL_KEY_TAG)``, the BC flow's Euler sample (``flow_steps``
+    steps, the policy parameters before this step's update) as distillation target, and Q from the online or target
+    critic (``fql_critic``, before the update) reduced by ``fql_q_aggregate``. Gradients reach only its parameters;
+    every other field is what it is with ``fql`` off. The critic stays the IQL critic (FQL's paper trains a TD
+    critic on the one-step policy's actions instead; docs/algorithm.md §5).
     """
     if config.cfgrl and not jax.tree_util.tree_leaves(state.cfgrl_params):
         raise ValueError("config.cfgrl is True but the state has no CFG-RL network: initialise it with "
+                         "init_train_state(config, key) for this config.")
+    if config.fql and not jax.tree_util.tree_leaves(state.fql_params):
+        raise ValueError("config.fql is True but the state has no FQL policy: initialise it with "
                          "init_train_state(config, key) for this config.")
     actor, critic, value = build_networks(config)
     opt = make_optimizer(config)
@@ -323,6 +404,8 @@ def train_step(config: QGFConfig, state: TrainState, batch: dict) -> Tuple[Train
     if config.cfgrl:
         cfgrl_update = _cfgrl_update(config, state, obs, actions, chunk_ok, flow_key,
                                      target_q if config.cfgrl_critic == "target" else q, v)
+    if config.fql:
+        fql_update = _fql_update(config, state, obs, flow_key)
 
     def apply(grads, opt_state, params):
         updates, opt_state = opt.update(grads, opt_state, params)
@@ -353,7 +436,39 @@ def train_step(config: QGFConfig, state: TrainState, batch: dict) -> Tuple[Train
         cfgrl_params, cfgrl_opt_state, cfgrl_metrics = cfgrl_update
         new_state = new_state.replace(cfgrl_params=cfgrl_params, cfgrl_opt_state=cfgrl_opt_state)
         metrics.update(cfgrl_metrics)
+    if config.fql:
+        fql_params, fql_opt_state, fql_metrics = fql_update
+        new_state = new_state.replace(fql_params=fql_params, fql_opt_state=fql_opt_state)
+        metrics.update(fql_metrics)
     return new_state, metrics
+
+
+def _fql_update(config: QGFConfig, state: TrainState, obs, flow_key):
+    """One Adam step of FQL's one-step policy: (params, opt_state, metrics).
+
+    Noise z ~ N(0, I) from ``fold_in(flow_key, FQL_KEY_TAG)``; the BC flow (``state.policy_params``) and the
+    critic (online or target per ``fql_critic``) at this step's parameters before their update are constants.
+    """
+    network = build_fql_network(config)
+    opt = make_optimizer(config)
+    actor, critic, _ = build_networks(config)
+    velocity = functools.partial(actor.apply, jax.lax.stop_gradient(state.policy_params))
+    critic_params = jax.lax.stop_gradient(
+        state.critic_params if config.fql_critic == "online" else state.target_critic_params)
+    critic_apply = functools.partial(critic.apply, critic_params)
+    batch = jnp.shape(obs)[0]
+    noise = jax.random.normal(jax.random.fold_in(flow_key, FQL_KEY_TAG), (batch, config.chunk_dim))
+
+    def objective(params):
+        return fql_loss(functools.partial(network.apply, params), critic_apply, velocity, obs, noise,
+                        alpha=config.fql_alpha, flow_steps=config.flow_steps, aggregate=config.fql_q_aggregate,
+                        normalize=config.fql_normalize_q, return_parts=True)
+
+    (loss, parts), grads = jax.value_and_grad(objective, has_aux=True)(state.fql_params)
+    updates, opt_state = opt.update(grads, state.fql_opt_state, state.fql_params)
+    metrics = {"fql_loss": loss, "fql_q_loss": parts["q_loss"], "fql_distill_loss": parts["distill_loss"],
+               "fql_q_mean": parts["q_mean"]}
+    return optax.apply_updates(state.fql_params, updates), opt_state, metrics
 
 
 def _cfgrl_update(config: QGFConfig, state: TrainState, obs, actions, chunk_ok, flow_key, q_values, values):

@@ -232,7 +232,8 @@ def draw_samples(setup: ToySetup, spec: samplers.SamplerSpec, key, num: int, *,
 
     Compiled once per spec up to its weight, which is a traced argument (a weight sweep compiles once).
     Guidance (and best-of-N's ranking) uses the "target" critic unless ``critic="online"``. A "cfgrl" spec runs
-    the CFG-RL network, so it needs a setup trained with ``toy_config(cfgrl=True)``.
+    the CFG-RL network, so it needs a setup trained with ``toy_config(cfgrl=True)``; an "fql" spec runs FQL's
+    one-step policy (``toy_config(fql=True)``).
     """
     num = require_positive_int("num", num)
     critic_params = guidance_critic_params(setup.state, critic)
