@@ -50,7 +50,7 @@ class SamplerMethod:
     """One entry of ``SAMPLERS``: everything the package needs to know about a test-time method.
 
     run: (spec, velocity, critic, obs, noise, weight, clip) -> actions (batch, action_dim); ``weight`` is the
-      spec's weight or a traced override (see ``SamplerSpec.sample``).
+      weight of the SamplerSpec or a traced override (see ``SamplerSpec.sample``).
     noise_shape: (spec, action_dim) -> the shape of one particle's noise (``(action_dim,)``, or ``(n, action_dim)``
       for best-of-N).
     counts: (steps, n, ascent_steps, mode) -> (velocity forward passes, velocity backward passes, critic forward
@@ -313,7 +313,7 @@ class SamplerSpec:
 
         ``noise`` is the starting noise, shape (batch, *noise_shape(action_dim)), or a PRNG key from which it is
         drawn (``draw_noise``; then ``action_dim`` is needed, and ``batch`` when ``obs`` is None).
-        ``weight`` overrides the spec's weight and may be traced, so one jitted sampler serves a whole weight
+        ``weight`` overrides the weight set here and may be traced, so one jitted sampler serves a whole weight
         sweep; only methods that take a weight accept it.
         """
         if _is_key(noise):
@@ -346,7 +346,7 @@ class SamplerSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "SamplerSpec":
-        """The spec whose fields ``data`` holds; other keys are ignored, so a report row gives its spec back."""
+        """The SamplerSpec whose fields ``data`` holds; other keys are ignored, so a report row gives it back."""
         if "method" not in data:
             raise ValueError(f"A sampler spec needs a `method`; got keys {sorted(data)}.")
         names = {f.name for f in dataclasses.fields(cls)}
@@ -354,7 +354,7 @@ class SamplerSpec:
 
     @property
     def name(self) -> str:
-        """Deprecated: ``label`` (the 0.1 toy spec's name for it); goes in 0.3."""
+        """Deprecated: ``label`` (what the 0.1 toy SamplerSpec called it); goes in 0.3."""
         warnings.warn("SamplerSpec.name is now SamplerSpec.label; `name` goes in qgf_lite 0.3.", DeprecationWarning,
                       stacklevel=2)
         return self.label
@@ -394,7 +394,7 @@ def resolve_name(name: str) -> Tuple[str, Optional[str]]:
 
 def spec_from_name(name: str, weight: float = 0.0, *, n: int = 4, step_size: float = 0.01, ascent_steps: int = 3,
                    steps: int = 10) -> SamplerSpec:
-    """The spec a user name stands for, each setting applied where the method reads it.
+    """The SamplerSpec a user name stands for, each setting applied where the method reads it.
 
     ``weight`` goes to guided methods, ``n`` to best-of-N, ``step_size`` and ``ascent_steps`` to gradient_step;
     the rest is left at the defaults. See ``specs_from_names`` for the names.

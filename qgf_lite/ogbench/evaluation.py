@@ -51,7 +51,7 @@ Z_95 = 1.959963984540054
 def compiled_chunk_sampler(config: QGFConfig, spec: SamplerSpec):
     """jit((velocity_params, critic_params, obs (B, obs_dim), keys (B, 2), weight) -> chunks (B, H * action_dim)).
 
-    ``velocity_params`` are those of the network the spec runs (``sampler_params`` picks them).
+    ``velocity_params`` are those of the network the sampler runs (``sampler_params`` picks them).
 
     ``weight`` is traced: specs that differ only in their weight share one compiled function, so a weight sweep
     compiles once. Methods without a guidance weight ignore the argument.
@@ -142,7 +142,7 @@ def select_seed(state, seed_index: int):
 
 
 def sampler_params(state, critic: str = "target", network: str = "policy") -> tuple:
-    """(velocity_params, critic_params) for ``compiled_chunk_sampler``: the velocity network the spec runs
+    """(velocity_params, critic_params) for ``compiled_chunk_sampler``: the velocity network the sampler runs
     (``spec.network``: the BC flow, or CFG-RL's) and the target critic unless ``critic="online"``."""
     return sampler_velocity_params(state, network), guidance_critic_params(state, critic)
 
@@ -260,7 +260,7 @@ def mean_interval(values) -> tuple:
 
 
 def summarise(spec: SamplerSpec, episodes: list, seconds: float) -> dict:
-    """One report row: the spec's label, its fields (``SamplerSpec.to_dict``), its cost (network evaluations per
+    """One report row: the sampler's label, its SamplerSpec fields (``SamplerSpec.to_dict``), its cost (network evaluations per
     action chunk), and the success and return statistics of ``episodes``."""
     successes = sum(e["success"] for e in episodes)
     mean_return, return_ci = mean_interval([e["return"] for e in episodes])
@@ -305,7 +305,7 @@ def evaluate(
     ascent_steps=ascent_steps, steps=flow_steps)``: ``methods`` holds method names or shorthands ("bc", "qgf",
     "noisy", "best_of_n", "qgf_best_of_n", "gradient_step", ...) or ``SamplerSpec`` objects, used as they are;
     guided methods run at every weight > 0. ``flow_steps`` defaults to the checkpoint's. Each result row holds the
-    spec's fields, ``label`` and ``cost``. ``env_name`` defaults to the environment the checkpoint was trained on.
+    SamplerSpec fields, ``label`` and ``cost``. ``env_name`` defaults to the environment the checkpoint was trained on.
     Guided samplers use the target critic, as the paper does; ``critic="online"`` guides with the online one
     instead (the report records which under ``"critic"``). ``workers`` > 0 steps the ``num_envs`` environments in
     that many processes while the sampler runs here (``qgf_lite.ogbench.envpool``); results are identical.

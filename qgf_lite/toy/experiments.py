@@ -10,7 +10,7 @@
 - ``critic="target"`` (the default everywhere here) guides with the Polyak target critic, as the paper does;
   ``critic="online"`` uses the online one (``qgf_lite.training.guidance_critic_params``).
 - ``evaluate_specs`` / ``weight_sweep`` / ``equal_compute_specs``: tables of reward, best-region share and
-  distances (sliced Wasserstein, MMD) to the tilted target and to the behaviour data; each row carries its spec's
+  distances (sliced Wasserstein, MMD) to the tilted target and to the behaviour data; each row carries its SamplerSpec
   fields (``SamplerSpec.to_dict``), ``label`` and ``cost``, as the OGBench evaluation report does.
 
 Toy networks are small and use no LayerNorm: with a 2D input and no observation, the first hidden layer of a
@@ -208,7 +208,7 @@ def tilted_target_samples(setup: ToySetup, weight: float, key, n: int, grid: toy
 # Samplers and their compute
 # --------------------------------------------------------------------------- #
 def _spec_key(spec: samplers.SamplerSpec) -> samplers.SamplerSpec:
-    """The compile-cache key: the spec with its weight zeroed, since the weight is a traced argument."""
+    """The compile-cache key: the SamplerSpec with its weight zeroed, since the weight is a traced argument."""
     if not isinstance(spec, samplers.SamplerSpec):
         raise TypeError(f"`spec` must be a qgf_lite.SamplerSpec, got {type(spec).__name__}.")
     return spec.with_weight(0.0) if spec.takes_weight else spec
