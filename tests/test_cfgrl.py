@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import math
-from pathlib import Path
 
 import flax.serialization
 import jax
@@ -16,7 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from training_problem import training_problem
+from training_problem import (
+    PRETRAINED,
+    assert_bit_exact,
+    assert_trees_close,
+    leaves_with_paths,
+    reference_train_step,
+    training_problem,
+)
 
 import qgf_lite
 from qgf_lite import toy
@@ -31,8 +37,7 @@ from qgf_lite.cfgrl import (
 )
 from qgf_lite.checkpoint import load_checkpoint, save_checkpoint
 from qgf_lite.data import make_dataset, sample_chunk_batch
-from qgf_lite.flow import euler_sample, flow_matching_loss
-from qgf_lite.iql import critic_loss, polyak_update, q_target, value_loss
+from qgf_lite.flow import euler_sample
 from qgf_lite.networks import ConditionedVelocityField
 from qgf_lite.toy.experiments import bandit_data, toy_config
 from qgf_lite.training import (
@@ -49,28 +54,8 @@ from qgf_lite.training import (
 
 init_state = jax.jit(init_train_state, static_argnums=0)
 jitted_train_step = jax.jit(train_step, static_argnums=0)
-PRETRAINED = Path(qgf_lite.__file__).parent / "ogbench" / "pretrained" / "cube-single-task2-2x256.msgpack"
 NON_CFGRL_FIELDS = ("step", "rng", "policy_params", "critic_params", "target_critic_params", "value_params",
                     "policy_opt_state", "critic_opt_state", "value_opt_state")
-
-
-def leaves_with_paths(tree):
-    return [(jax.tree_util.keystr(p), np.asarray(x)) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]]
-
-
-def assert_bit_exact(a, b):
-    la, lb = leaves_with_paths(a), leaves_with_paths(b)
-    assert [p for p, _ in la] == [p for p, _ in lb]
-    for (path, x), (_, y) in zip(la, lb):
-        assert x.dtype == y.dtype, path
-        np.testing.assert_array_equal(x, y, err_msg=path)
-
-
-def assert_trees_close(a, b, rtol, atol):
-    la, lb = leaves_with_paths(a), leaves_with_paths(b)
-    assert [p for p, _ in la] == [p for p, _ in lb]
-    for (path, x), (_, y) in zip(la, lb):
-        np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=path)
 
 
 @pytest.fixture(scope="module")
@@ -282,32 +267,6 @@ def test_cfgrl_puts_more_mass_in_the_good_region_than_behaviour_cloning(ring_run
 
 
 # ----------------------------------------------------------------- (d) the trainer
-def reference_train_step(config, state, batch):
-    """docs/algorithm.md §2-§3 restated from the kernels: the update train_step made before CFG-RL existed."""
-    actor, critic, value = build_networks(config)
-    opt = optax.adam(config.learning_rate)
-    rng, flow_key = jax.random.split(state.rng)
-    obs, actions, ok = batch["observations"], batch["actions"], batch["valid"][:, -1]
-    policy_grads = jax.grad(lambda p: flow_matching_loss(functools.partial(actor.apply, p), obs, actions, flow_key,
-                                                         config.time_grid, weights=ok))(state.policy_params)
-    target = q_target(batch["returns"], batch["bootstrap_mask"], value.apply(state.value_params,
-                      batch["next_observations"]), config.discount, config.horizon)
-    critic_grads = jax.grad(lambda p: critic_loss(critic.apply(p, obs, actions), target, ok))(state.critic_params)
-    target_q = critic.apply(state.target_critic_params, obs, actions)
-    value_grads = jax.grad(lambda p: value_loss(target_q, value.apply(p, obs), config.expectile))(state.value_params)
-
-    def apply(grads, opt_state, params):
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
-
-    policy_params, policy_opt = apply(policy_grads, state.policy_opt_state, state.policy_params)
-    critic_params, critic_opt = apply(critic_grads, state.critic_opt_state, state.critic_params)
-    value_params, value_opt = apply(value_grads, state.value_opt_state, state.value_params)
-    return state.replace(step=state.step + 1, rng=rng, policy_params=policy_params, critic_params=critic_params,
-                         target_critic_params=polyak_update(state.target_critic_params, critic_params,
-                                                            config.target_update_rate),
-                         value_params=value_params, policy_opt_state=policy_opt, critic_opt_state=critic_opt,
-                         value_opt_state=value_opt)
 
 
 def test_disabled_cfgrl_changes_nothing(problem):

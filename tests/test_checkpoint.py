@@ -6,6 +6,7 @@ import flax.serialization
 import jax
 import numpy as np
 import pytest
+from training_problem import assert_bit_exact
 
 from qgf_lite import fileio as atomic_io  # where save_checkpoint writes the file
 from qgf_lite.checkpoint import load_checkpoint, save_checkpoint
@@ -46,17 +47,6 @@ def test_multi_seed_layout_matches_init_train_states(multi_state):
     assert jax.tree_util.tree_structure(reference) == jax.tree_util.tree_structure(multi_state)
     for want, have in zip(jax.tree_util.tree_leaves(reference), jax.tree_util.tree_leaves(multi_state)):
         assert (want.shape, want.dtype) == (have.shape, have.dtype)
-
-
-def assert_bit_exact(a, b):
-    leaves_a, tree_a = jax.tree_util.tree_flatten_with_path(a)
-    leaves_b, tree_b = jax.tree_util.tree_flatten_with_path(b)
-    assert tree_a == tree_b
-    assert [p for p, _ in leaves_a] == [p for p, _ in leaves_b]
-    for (path, x), (_, y) in zip(leaves_a, leaves_b):
-        x, y = np.asarray(x), np.asarray(y)
-        assert x.dtype == y.dtype, path
-        np.testing.assert_array_equal(x, y, err_msg=str(path))
 
 
 @pytest.mark.parametrize("which", ["single", "multi"])

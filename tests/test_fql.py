@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-from pathlib import Path
 
 import flax.serialization
 import jax
@@ -18,9 +17,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from training_problem import training_problem
+from training_problem import (
+    PRETRAINED,
+    assert_bit_exact,
+    assert_trees_close,
+    leaves_with_paths,
+    reference_train_step,
+    training_problem,
+)
 
-import qgf_lite
 from qgf_lite import toy
 from qgf_lite.checkpoint import load_checkpoint, save_checkpoint
 from qgf_lite.data import make_dataset, sample_chunk_batch
@@ -42,28 +47,8 @@ from qgf_lite.training import (
 
 init_state = jax.jit(init_train_state, static_argnums=0)
 jitted_train_step = jax.jit(train_step, static_argnums=0)
-PRETRAINED = Path(qgf_lite.__file__).parent / "ogbench" / "pretrained" / "cube-single-task2-2x256.msgpack"
 NON_FQL_FIELDS = ("step", "rng", "policy_params", "critic_params", "target_critic_params", "value_params",
                   "policy_opt_state", "critic_opt_state", "value_opt_state", "cfgrl_params", "cfgrl_opt_state")
-
-
-def leaves_with_paths(tree):
-    return [(jax.tree_util.keystr(p), np.asarray(x)) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]]
-
-
-def assert_bit_exact(a, b):
-    la, lb = leaves_with_paths(a), leaves_with_paths(b)
-    assert [p for p, _ in la] == [p for p, _ in lb]
-    for (path, x), (_, y) in zip(la, lb):
-        assert x.dtype == y.dtype, path
-        np.testing.assert_array_equal(x, y, err_msg=path)
-
-
-def assert_trees_close(a, b, rtol, atol):
-    la, lb = leaves_with_paths(a), leaves_with_paths(b)
-    assert [p for p, _ in la] == [p for p, _ in lb]
-    for (path, x), (_, y) in zip(la, lb):
-        np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=path)
 
 
 def with_fql(config, **kw):
@@ -171,7 +156,6 @@ def paired_runs(problem):
 
 def test_disabled_fql_changes_nothing(problem, paired_runs):
     """Off: no arrays, no metrics; on: every other field of the state, and every other metric, bit-identical."""
-    from test_cfgrl import reference_train_step  # docs/algorithm.md §2-§3 restated from the kernels
 
     config, dataset = problem
     assert config.fql is False

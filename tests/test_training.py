@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from training_problem import TINY, training_problem
+from training_problem import assert_trees_close, TINY, training_problem
 
 from qgf_lite.data import make_dataset, sample_chunk_batch
 from qgf_lite.flow import euler_sample
@@ -23,14 +23,6 @@ from qgf_lite.training import (
 # fit of the main problem uses chunks of 20 or 40 steps so only those two scans are compiled.
 init_state = jax.jit(init_train_state, static_argnums=0)
 jitted_train_step = jax.jit(train_step, static_argnums=0)
-
-
-def assert_trees_close(a, b, rtol, atol):
-    leaves_a, tree_a = jax.tree_util.tree_flatten(a)
-    leaves_b, tree_b = jax.tree_util.tree_flatten(b)
-    assert tree_a == tree_b
-    for x, y in zip(leaves_a, leaves_b):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
 
 
 def state_of_seed(states, i):
