@@ -94,6 +94,10 @@ def test_a_checkpoint_of_another_architecture_fails_naming_the_field(finished):
     ({"seeds": [0, 0]}, r"`seeds` must be distinct"),
     ({"executor": "kubernetes"}, r"unknown executor \['kubernetes'\]; valid: \['local', 'slurm', 'debug'\]"),
     ({"train": {"expectlie": 0.7}}, r"expectlie"),
+    ({"selection_episodes": 5, "selection_seed": 0}, r"`selection_seed` \(0\) equals `eval_seed`"),
+    ({"selection_episodes": -1}, r"`selection_episodes` must be an integer >= 0"),
+    ({"methods": ["bc", "cfgrl"]}, r"method `cfgrl` samples from a network the run does not train; add `cfgrl = true`"),
+    ({"methods": ["fql"]}, r"add `fql = true` under \[train\]"),
 ])
 def test_bad_configs_name_the_entry_before_any_job_starts(tmp_path, change, message):
     config = sweep.SweepConfig(**{**TINY, **change, "out": str(tmp_path / "out")})
@@ -116,3 +120,58 @@ def test_config_files_and_the_cli(tmp_path, capsys):
     parser = cli.build_parser()
     args = parser.parse_args(["sweep", str(path), "--executor", "slurm"])
     assert args.executor == "slurm"
+
+
+def _row(method, weight, successes, return_mean, mode="qgf"):
+    from qgf_lite.samplers import SamplerSpec
+
+    spec = SamplerSpec(method, mode=mode, weight=weight) if weight else SamplerSpec(method)
+    return {"label": spec.label, **spec.to_dict(), "cost": spec.cost, "successes": successes, "episodes": 4,
+            "success_rate": successes / 4, "return_mean": return_mean}
+
+
+def test_choose_weights_pools_seeds_then_breaks_ties_by_return_then_by_the_smaller_weight():
+    seed0 = {"results": [_row("bc", 0, 1, -90), _row("guided", 0.1, 3, -50), _row("guided", 0.3, 1, -80),
+                         _row("guided", 0.1, 1, -70, mode="noisy"), _row("guided", 0.3, 1, -70, mode="noisy")]}
+    seed1 = {"results": [_row("bc", 0, 0, -95), _row("guided", 0.1, 0, -90), _row("guided", 0.3, 3, -40),
+                         _row("guided", 0.1, 2, -60, mode="noisy"), _row("guided", 0.3, 2, -60, mode="noisy")]}
+    # QGF: 3 successes at either weight over both seeds; w=0.3 has the higher mean return (-60 vs -70).
+    # noisy-gradient: 3 successes and the same return at both weights: the smaller weight.
+    assert sweep.choose_weights([seed0, seed1]) == {"QGF": 0.3, "noisy-gradient": 0.1}
+    kept = sweep.chosen_specs([seed0, seed1], {"QGF": 0.3, "noisy-gradient": 0.1})
+    assert [s.label for s in kept] == ["BC", "QGF w=0.3", "noisy-gradient w=0.1"]
+
+
+def test_weights_chosen_on_selection_start_states_are_reported_on_fresh_ones(finished, tmp_path):
+    config, _, _ = finished
+    chosen_config = sweep.SweepConfig(**{**TINY, "tasks": [1], "methods": ["bc", "qgf"], "weights": [0.05, 0.5],
+                                         "selection_episodes": 1, "selection_seed": 3,
+                                         "dataset_dir": config.dataset_dir, "out": str(tmp_path / "out"),
+                                         "executor": "local"})
+    summary = sweep.run_sweep(chosen_config, progress=False, log=lambda _: None)
+    assert summary["failed"] == []
+    (task,) = summary["tasks"]
+    weight = task["chosen_weights"]["QGF"]
+    assert weight in (0.05, 0.5)
+    assert list(task["results"]) == ["BC", f"QGF w={weight:g}"]  # only the chosen weight is reported
+    job = sweep.Path(chosen_config.out) / "cube-single" / "task1"
+    for seed in (0, 1):  # the two stages saw different start states
+        selection = json.loads((job / f"select-seed{seed}" / "eval.json").read_text())
+        final = json.loads((job / f"eval-seed{seed}" / "eval.json").read_text())
+        assert (selection["seed"], final["seed"]) == (3, 0)
+        assert len(selection["results"]) == 3 and len(final["results"]) == 2
+    assert {row["label"] for row in summary["mean_over_tasks"]} == {"BC", "QGF"}  # one row per method family
+    table = sweep.results_markdown(summary)
+    assert "Weights chosen per task on 1 episodes per seed" in table and f"| QGF w={weight:g} | 2 |" in table
+
+
+def test_published_numbers_are_printed_as_a_labelled_reference_for_their_domain(finished):
+    config, summary, _ = finished
+    assert summary["published"] == []  # cube-single has none
+    from qgf_lite.ogbench.published import published_reference
+
+    with_reference = {**summary, "published": [published_reference("cube-double")]}
+    table = sweep.results_markdown(with_reference)
+    assert "Published reference for cube-double (1M steps, 4 x 512 networks" in table
+    assert "| FQL | 45.7 |" in table and "not comparable in scale" in table
+    assert published_reference("cube-single") is None

@@ -7,6 +7,7 @@ A sweep is described by one config file (JSON or TOML, fields of :class:`SweepCo
     seeds = [0, 1, 2]                          # trained together under jax.vmap in one job per task
     methods = ["bc", "qgf", "noisy", "best_of_n"]
     weights = [0.01, 0.03, 0.1]
+    selection_episodes = 20                    # pick each method's weight on other start states first
     [train]                                    # qgf_lite.ogbench.train.train keywords and QGFConfig fields
     steps = 1000000
 
@@ -17,10 +18,14 @@ failing job there: it is for debugging).
 
 Stages: (1) one job per domain makes its dataset when it is missing and ``generate_episodes`` > 0 (OGBench's own
 oracles); (2) one job per (domain, task) trains every seed at once, then evaluates every seed on the same start
-states under every method and weight. A job that finished (its ``done.json`` matches the config) is skipped, so
+states under every method and weight. With ``selection_episodes`` > 0 the weight of each guided method is chosen
+on start states of their own (``selection_seed``; success pooled over seeds), and only that weight is evaluated on
+the ``episodes`` fresh start states of ``eval_seed``, so the reported rates are not picked on the episodes they
+report. A job that finished (its ``done.json`` matches the config) is skipped, so
 rerunning the command resumes a sweep; training itself resumes from its checkpoint. A job that fails (NaN loss,
 missing data) is marked failed with its reason and the others still finish. The results table gives, per task and
-over tasks, success rates with 95% intervals.
+over tasks, success rates with 95% intervals, network evaluations per action, and, for domains that have them,
+published reference numbers at their own (larger) scale (:mod:`qgf_lite.ogbench.published`).
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ class SweepConfig:
     num_envs: int = 10
     eval_workers: int = 0  # processes stepping the environments during evaluation (0: in the job's process)
     eval_seed: int = 0  # start states: the same for every method, weight and seed
+    selection_episodes: int = 0  # > 0: choose each guided method's weight on this many other episodes per seed
+    selection_seed: int = 1  # start states for choosing weights (must differ from eval_seed)
     out: str = "runs/sweep"
     executor: str = "local"
     slurm: dict = dataclasses.field(default_factory=dict)  # e.g. {"slurm_partition": "gpu", "timeout_min": 600}
@@ -108,6 +115,18 @@ def validate(config: SweepConfig) -> SweepConfig:
     for name in ("episodes", "num_envs", "n"):
         if not isinstance(getattr(config, name), int) or getattr(config, name) < 1:
             raise ValueError(f"sweep config: `{name}` must be an integer >= 1, got {getattr(config, name)!r}")
+    for name in ("selection_episodes", "selection_seed", "eval_seed"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"sweep config: `{name}` must be an integer >= 0, got {value!r}")
+    if config.selection_episodes and config.selection_seed == config.eval_seed:
+        raise ValueError(f"sweep config: `selection_seed` ({config.selection_seed}) equals `eval_seed`: weights "
+                         "would be chosen on the very start states they are reported on; give them different values")
+    networks = {spec.network for spec in specs_from_names(config.methods, weights, n=config.n)} - {"policy"}
+    for network in sorted(networks):  # "cfgrl" and "fql" samplers need their network trained in the same run
+        if not config.train.get(network):
+            raise ValueError(f"sweep config: method `{network}` samples from a network the run does not train; "
+                             f"add `{network} = true` under [train]")
     train_options = dict(config.train)
     job_keys = {"steps", "checkpoint_every", "log_every", "init_from"}
     make_config(1, 1, **{k: v for k, v in train_options.items() if k not in job_keys})  # names bad config fields
@@ -152,7 +171,8 @@ def generate_job(config: SweepConfig, domain: str) -> dict:
 
 
 def task_job(config: SweepConfig, domain: str, task: int) -> dict:
-    """Train every seed of one task together, then evaluate each seed under every setting."""
+    """Train every seed of one task together; with ``selection_episodes``, choose each guided method's weight on
+    the selection start states; then evaluate each seed under every (chosen) setting on the evaluation ones."""
     from qgf_lite.ogbench.evaluation import evaluate
     from qgf_lite.ogbench.train import train
 
@@ -162,18 +182,55 @@ def task_job(config: SweepConfig, domain: str, task: int) -> dict:
     steps = options.pop("steps", 1_000_000)
     result = train(env_name, job_dir / "train", steps=steps, dataset_path=config.dataset_path(domain),
                    seeds=list(config.seeds), progress=False, **options)
-    reports = []
-    for index, seed in enumerate(config.seeds):
-        report = evaluate(result.checkpoint_path, env_name, methods=config.methods, weights=config.weights, n=config.n,
-                          episodes=config.episodes, seed=config.eval_seed, num_envs=config.num_envs,
-                          seed_index=index, workers=config.eval_workers, out=str(job_dir / f"eval-seed{seed}"),
-                          progress=False)
-        reports.append({"seed": seed, "results": [{k: v for k, v in row.items() if k != "per_episode"}
-                                                  for row in report["results"]]})
-    done = {"env_name": env_name, "fingerprint": config.fingerprint(), "train_steps": result.final_step,
-            "reports": reports}
+
+    def evaluate_seeds(methods, episodes: int, seed: int, stage: str) -> list:
+        reports = []
+        for index, train_seed in enumerate(config.seeds):
+            report = evaluate(result.checkpoint_path, env_name, methods=methods, weights=config.weights,
+                              n=config.n, episodes=episodes, seed=seed, num_envs=config.num_envs,
+                              seed_index=index, workers=config.eval_workers,
+                              out=str(job_dir / f"{stage}-seed{train_seed}"), progress=False)
+            reports.append({"seed": train_seed, "results": [{k: v for k, v in row.items() if k != "per_episode"}
+                                                             for row in report["results"]]})
+        return reports
+
+    done = {"env_name": env_name, "fingerprint": config.fingerprint(), "train_steps": result.final_step}
+    methods = config.methods
+    if config.selection_episodes:
+        selection = evaluate_seeds(config.methods, config.selection_episodes, config.selection_seed, "select")
+        chosen = choose_weights(selection)
+        methods = chosen_specs(selection, chosen)
+        done["selection"] = {"episodes": config.selection_episodes, "seed": config.selection_seed,
+                             "chosen_weights": chosen, "reports": selection}
+    done["reports"] = evaluate_seeds(methods, config.episodes, config.eval_seed, "eval")
     atomic_write_bytes(job_dir / DONE_NAME, json.dumps(done, indent=2).encode())
     return done
+
+
+def choose_weights(reports: list) -> dict:
+    """{method family: weight} for every guided family in ``reports`` (one report per seed): the weight with the
+    most successes pooled over seeds; ties go to the higher mean return, then to the smaller weight."""
+    from qgf_lite.samplers import SamplerSpec
+
+    scores: dict = {}
+    for report in reports:
+        for row in report["results"]:
+            spec = SamplerSpec.from_dict(row)
+            if not spec.takes_weight:
+                continue
+            successes, returns = scores.setdefault(spec.family, {}).setdefault(spec.weight, [0, []])
+            scores[spec.family][spec.weight][0] = successes + row["successes"]
+            returns.append(row["return_mean"])
+    return {family: max(by_weight, key=lambda w: (by_weight[w][0], sum(by_weight[w][1]) / len(by_weight[w][1]), -w))
+            for family, by_weight in scores.items()}
+
+
+def chosen_specs(reports: list, chosen: dict) -> list:
+    """The SamplerSpecs of ``reports``' rows, keeping only the chosen weight of each guided family."""
+    from qgf_lite.samplers import SamplerSpec
+
+    specs = [SamplerSpec.from_dict(row) for row in reports[0]["results"]]
+    return [s for s in specs if not s.takes_weight or s.weight == chosen[s.family]]
 
 
 def finished_job(config: SweepConfig, domain: str, task: int) -> Optional[dict]:
@@ -271,12 +328,15 @@ def run_sweep(config: SweepConfig, *, progress: bool = True, log=print) -> dict:
 
 
 def summarise_sweep(config: SweepConfig, outcomes: dict) -> dict:
-    """Per task and label: success pooled over seeds (Wilson 95%) and the per-seed rates; over tasks: the mean of
-    the task rates with a 95% t interval over tasks."""
+    """Per task and label: success pooled over seeds (Wilson 95%), the per-seed rates and network evaluations per
+    action; over tasks: the mean of the task rates with a 95% t interval over tasks, per label, or per method
+    family when weights were chosen per task (``selection_episodes``); published references for the domains."""
     from qgf_lite.ogbench.evaluation import mean_interval, wilson_interval
+    from qgf_lite.ogbench.published import published_reference
+    from qgf_lite.samplers import SamplerSpec
 
     tasks, failures = [], []
-    per_label_rates: dict = {}
+    per_key_rates: dict = {}
     for (domain, task), (done, reason) in sorted(outcomes.items()):
         if reason is not None:
             failures.append({"domain": domain, "task": task, "status": "failed", "reason": reason})
@@ -284,38 +344,63 @@ def summarise_sweep(config: SweepConfig, outcomes: dict) -> dict:
         rows: dict = {}
         for report in done["reports"]:
             for row in report["results"]:
-                entry = rows.setdefault(row["label"], {"successes": 0, "episodes": 0, "seed_rates": []})
+                spec = SamplerSpec.from_dict(row)
+                entry = rows.setdefault(row["label"], {"family": spec.family, "cost": row["cost"], "successes": 0,
+                                                       "episodes": 0, "seed_rates": []})
                 entry["successes"] += row["successes"]
                 entry["episodes"] += row["episodes"]
                 entry["seed_rates"].append(row["success_rate"])
+        selected = "selection" in done
         for label, entry in rows.items():
             rate = entry["successes"] / entry["episodes"]
             entry.update(success_rate=rate, success_ci95=list(wilson_interval(entry["successes"], entry["episodes"])))
-            per_label_rates.setdefault((domain, label), []).append(rate)
-        tasks.append({"domain": domain, "task": task, "status": "done", "env_name": done["env_name"],
-                      "results": rows})
+            key = entry["family"] if selected else label
+            per_key_rates.setdefault((domain, key), []).append((rate, entry["cost"]))
+        task_summary = {"domain": domain, "task": task, "status": "done", "env_name": done["env_name"],
+                        "results": rows}
+        if selected:
+            task_summary["chosen_weights"] = done["selection"]["chosen_weights"]
+        tasks.append(task_summary)
     means = []
-    for (domain, label), rates in per_label_rates.items():
+    for (domain, label), pairs in per_key_rates.items():
+        rates = [rate for rate, _ in pairs]
         mean, (lo, hi) = mean_interval(rates)
         means.append({"domain": domain, "label": label, "tasks": len(rates), "success_rate": mean,
-                      "success_ci95": [max(0.0, lo), min(1.0, hi)]})
-    return {"config": dataclasses.asdict(config), "tasks": tasks, "failed": failures, "mean_over_tasks": means}
+                      "success_ci95": [max(0.0, lo), min(1.0, hi)], "cost": pairs[0][1]})
+    references = [published_reference(d) for d in config.domains if published_reference(d) is not None]
+    return {"config": dataclasses.asdict(config), "tasks": tasks, "failed": failures, "mean_over_tasks": means,
+            "published": references}
+
+
+def _percent(rate: float, ci) -> str:
+    lo, hi = ci
+    return f"{100 * rate:.0f} [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
 def results_markdown(summary: dict) -> str:
-    """The sweep's table: one row per task and setting, then the mean over each domain's tasks, then failures."""
-    lines = ["| domain | task | setting | seeds | success % [95% CI] |", "| --- | --- | --- | --- | --- |"]
+    """The sweep's table: one row per task and setting, then the mean over each domain's tasks, then failures;
+    then, for domains that have them, published numbers (labelled with their own scale)."""
+    lines = ["| domain | task | setting | seeds | success % [95% CI] | network evals / action |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for task in summary["tasks"]:
         for label, row in task["results"].items():
-            lo, hi = row["success_ci95"]
             lines.append(f"| {task['domain']} | {task['task']} | {label} | {len(row['seed_rates'])} | "
-                         f"{100 * row['success_rate']:.0f} [{100 * lo:.0f}, {100 * hi:.0f}] |")
+                         f"{_percent(row['success_rate'], row['success_ci95'])} | {row['cost']} |")
     for row in summary["mean_over_tasks"]:
-        lo, hi = row["success_ci95"]
         lines.append(f"| {row['domain']} | mean of {row['tasks']} | {row['label']} | | "
-                     f"{100 * row['success_rate']:.0f} [{100 * lo:.0f}, {100 * hi:.0f}] |")
+                     f"{_percent(row['success_rate'], row['success_ci95'])} | {row['cost']} |")
     for failure in summary["failed"]:
-        lines.append(f"| {failure['domain']} | {failure['task']} | FAILED | | {failure['reason']} |")
+        lines.append(f"| {failure['domain']} | {failure['task']} | FAILED | | {failure['reason']} | |")
+    if any("chosen_weights" in task for task in summary["tasks"]):
+        config = summary["config"]
+        lines += ["", f"Weights chosen per task on {config['selection_episodes']} episodes per seed from other start "
+                      f"states (seed {config['selection_seed']}); rates above are on fresh start states "
+                      f"(seed {config['eval_seed']})."]
+    for reference in summary.get("published", []):
+        lines += ["", f"Published reference for {reference['domain']} ({reference['scale']}; "
+                      f"source: {reference['source']}), not comparable in scale with the rows above:", "",
+                  "| method | mean success % over tasks 1-5 |", "| --- | --- |"]
+        lines += [f"| {method} | {value:.1f} |" for method, value in reference["success"].items()]
     return "\n".join(lines)
 
 
