@@ -460,8 +460,9 @@ def mass_panels(samples: Mapping[str, np.ndarray], region_fn=None, *, targets=No
         row, col = i // cols + 1, i % cols + 1
         first = i == 0
         fig.add_trace(mass_trace(pts, axis_range=axis_range, bins=bins, zmax=zmax, showscale=first), row=row, col=col)
-        fig.add_trace(scatter_trace(pts, name="samples" if first else None, color="#3a3a3a", size=2.5, opacity=0.3),
-                      row=row, col=col)
+        samples_trace = scatter_trace(pts, name="samples" if first else None, color="#3a3a3a", size=2.5, opacity=0.3)
+        samples_trace.meta = "samples"  # lets a test (or a reader of the figure JSON) find the sample traces
+        fig.add_trace(samples_trace, row=row, col=col)
         if outline is not None:
             trace = copy.deepcopy(outline)
             trace.showlegend = first
@@ -482,12 +483,13 @@ def mass_panels(samples: Mapping[str, np.ndarray], region_fn=None, *, targets=No
 
 def panels(figures: Sequence[go.Figure], titles: Optional[Sequence[str]] = None, *, axis_range=ACTION_RANGE,
            panel_size: Optional[int] = None, colorbars: bool = False, colorbar_titles: Optional[Sequence] = None,
-           x_title: str = "a[0]", y_title: str = "a[1]") -> go.Figure:
+           x_title: str = "a[0]", y_title: str = "a[1]", axis_ranges: Optional[Sequence] = None) -> go.Figure:
     """Put the traces of several single-plot figures side by side (one row), each panel square over ``axis_range``.
 
     Legends are kept for the first panel only, so repeated trace names ("paths", "data") appear once, below the
     panels. ``panel_size=None`` fits the row into ``FIT_WIDTH``. With ``colorbars`` every heatmap panel keeps its
     own colour bar beside it, titled by ``colorbar_titles`` (one entry per figure, None for no title).
+    ``axis_ranges`` gives each panel its own range (e.g. a zoom next to the whole picture).
     """
     from plotly.subplots import make_subplots
 
@@ -495,6 +497,8 @@ def panels(figures: Sequence[go.Figure], titles: Optional[Sequence[str]] = None,
         raise ValueError("`figures` is empty: pass at least one figure.")
     if titles is not None and len(titles) != len(figures):
         raise ValueError(f"`titles` has {len(titles)} entries for {len(figures)} figures.")
+    if axis_ranges is not None and len(axis_ranges) != len(figures):
+        raise ValueError(f"`axis_ranges` has {len(axis_ranges)} entries for {len(figures)} figures.")
     if colorbar_titles is not None and len(colorbar_titles) != len(figures):
         raise ValueError(f"`colorbar_titles` has {len(colorbar_titles)} entries for {len(figures)} figures.")
     n = len(figures)
@@ -516,9 +520,11 @@ def panels(figures: Sequence[go.Figure], titles: Optional[Sequence[str]] = None,
                                           title=dict(text=title, side="right"))
             fig.add_trace(trace, row=1, col=col)
         suffix = "" if col == 1 else str(col)
-        fig.update_xaxes(range=list(axis_range), constrain="domain", title=x_title, title_standoff=2, row=1, col=col)
-        fig.update_yaxes(range=list(axis_range), scaleanchor=f"x{suffix}", scaleratio=1, constrain="domain",
-                         title=y_title if col == 1 else None, title_standoff=2, row=1, col=col)
+        panel_range = list(axis_range if axis_ranges is None else axis_ranges[col - 1])
+        fig.update_xaxes(range=panel_range, constrain="domain", title=x_title, title_standoff=2, row=1, col=col)
+        fig.update_yaxes(range=panel_range, scaleanchor=f"x{suffix}", scaleratio=1, constrain="domain",
+                         title=y_title if col == 1 or axis_ranges is not None else None, title_standoff=2,
+                         row=1, col=col)
     has_legend = any(t.showlegend is not False and t.name for t in fig.data)
     fig.update_layout(template="plotly_white", width=min(FIT_WIDTH, panel_size * n + 70 + (70 * n if colorbars else 0)),
                       height=panel_size + (130 if has_legend else 100),

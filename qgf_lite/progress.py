@@ -20,13 +20,13 @@ def _in_kernel() -> bool:
 
 
 def progress_bar(*args, **kwargs):
-    """``tqdm.tqdm(*args, **kwargs)`` as a text bar; in a Jupyter kernel on stdout, 80 columns, redrawn at most
+    """``tqdm.tqdm(*args, **kwargs)`` as a text bar; in a Jupyter kernel on stdout, 100 columns, redrawn at most
     twice a second. Arguments given explicitly win."""
     from tqdm.std import tqdm
 
     if _in_kernel():
         kwargs.setdefault("file", sys.stdout)
-        kwargs.setdefault("ncols", 80)
+        kwargs.setdefault("ncols", 100)
         kwargs.setdefault("mininterval", 0.5)
     return tqdm(*args, **kwargs)
 

@@ -26,6 +26,7 @@ The choice and its reason are printed, so a reader knows which view they got and
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import itertools
@@ -154,9 +155,12 @@ def _scatter_traces(point_sets: Dict[str, np.ndarray], marker_size: float, opaci
     from qgf_lite.plots import COLORS, scatter_trace
 
     # Over a mass heatmap the points are dark and translucent: where they pile up the colour accumulates.
-    return [scatter_trace(points, name=name, color="#3a3a3a" if name == mass_of else COLORS[i % len(COLORS)],
-                          size=marker_size, opacity=opacity)
-            for i, (name, points) in enumerate(point_sets.items())]
+    traces = [scatter_trace(points, name=name, color="#3a3a3a" if name == mass_of else COLORS[i % len(COLORS)],
+                            size=marker_size, opacity=opacity)
+              for i, (name, points) in enumerate(point_sets.items())]
+    for trace in traces:
+        trace.meta = "samples"  # lets a test (or a reader of the figure JSON) find the sample traces
+    return traces
 
 
 def _mass_trace(point_sets, style):
@@ -295,15 +299,30 @@ def build_live_view(
             if new_density is not None:
                 fig.data[0].z = _background_z(new_density, background_style)
             if mass_of is not None:
-                fig.data[offset - 1].z = _mass_trace(new_points, style).z
+                mass = _mass_trace(new_points, style)
+                fig.data[offset - 1].z = mass.z
+                fig.data[offset - 1].customdata = mass.customdata
             for i, pts in zip(sample_idx, new_points.values()):
                 fig.data[i].x = pts[:, 0]
                 fig.data[i].y = pts[:, 1]
             if title_fn is not None:
                 fig.layout.title = title_fn(float(main_slider.value), new_points)
 
+    def keep_saved_state():
+        # The FigureWidget's synced state (_widget_layout/_widget_data) is what a notebook saved with its widget
+        # state re-renders from when reopened. Plotly sets it only at construction and in _repr_mimebundle_,
+        # which never runs here (the figure is shown inside a VBox), so without this a reopened notebook draws
+        # the view with no title and default (squashed) size.
+        fig._widget_layout = copy.deepcopy(fig._layout_obj._props)
+        fig._widget_data = copy.deepcopy(fig._data)
+
+    def update_and_keep(*args):
+        update(*args)
+        keep_saved_state()
+
+    keep_saved_state()
     for slider in sliders.values():
-        slider.observe(update, names="value")
+        slider.observe(update_and_keep, names="value")
     box = widgets.VBox([*sliders.values(), fig])
     return LiveView(figure=fig, sliders=sliders, widget=box, sample_trace_indices=sample_idx,
                     trace_names=tuple(points), update=update)
