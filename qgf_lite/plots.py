@@ -296,7 +296,14 @@ def log_ticks(low: float, high: float, max_ticks: int = 8):
             break
     if len(values) < 2:  # less than a decade: label the ends too
         values = sorted(set(values) | {low, high})
-    return values, [f"{v:.3g}" for v in values]
+    return values, [_tick_text(v) for v in values]
+
+
+def _tick_text(value: float) -> str:
+    """1000 -> "1000", 20000 -> "20k", 0.05 -> "0.05": no exponents on a student's axis."""
+    if value >= 10_000 and float(value).is_integer():
+        return f"{value / 1000:g}k"
+    return f"{value:.3g}" if value < 1000 else f"{value:.0f}"
 
 
 def log_axis(fig: go.Figure, values, *, axis: str = "x", exact: bool = False, **axis_kwargs) -> go.Figure:
@@ -311,7 +318,7 @@ def log_axis(fig: go.Figure, values, *, axis: str = "x", exact: bool = False, **
         raise ValueError("`values` needs at least one positive number for a log axis.")
     if exact:
         tickvals = sorted(set(float(v) for v in vals))
-        ticktext = [f"{v:.3g}" for v in tickvals]
+        ticktext = [_tick_text(v) for v in tickvals]
     else:
         tickvals, ticktext = log_ticks(float(vals.min()), float(vals.max()))
     update = dict(type="log", tickvals=tickvals, ticktext=ticktext, **axis_kwargs)
@@ -502,9 +509,9 @@ def panels(figures: Sequence[go.Figure], titles: Optional[Sequence[str]] = None,
     if colorbar_titles is not None and len(colorbar_titles) != len(figures):
         raise ValueError(f"`colorbar_titles` has {len(colorbar_titles)} entries for {len(figures)} figures.")
     n = len(figures)
-    spacing = 0.11 if colorbars else 0.04
+    spacing = 0.06 if colorbars else 0.04
     if panel_size is None:
-        panel_size = int(min(330, (FIT_WIDTH - 70 - (70 * n if colorbars else 0)) / n))
+        panel_size = int(min(330, (FIT_WIDTH - 70 - (30 * n if colorbars else 0)) / n))
     fig = make_subplots(rows=1, cols=n, subplot_titles=list(titles) if titles else None, horizontal_spacing=spacing)
     for col, panel in enumerate(figures, start=1):
         for trace in panel.data:
@@ -513,11 +520,12 @@ def panels(figures: Sequence[go.Figure], titles: Optional[Sequence[str]] = None,
                 trace.showlegend = False
             if isinstance(trace, go.Heatmap):
                 trace.showscale = bool(colorbars)
-                if colorbars:
+                if colorbars:  # horizontal, under its own panel, so no bar or title crowds the next panel
                     domain = fig.layout[f"xaxis{'' if col == 1 else col}"].domain
                     title = None if colorbar_titles is None else colorbar_titles[col - 1]
-                    trace.colorbar = dict(x=domain[1] + 0.005, xanchor="left", thickness=10, len=0.75,
-                                          title=dict(text=title, side="right"))
+                    trace.colorbar = dict(orientation="h", x=0.5 * (domain[0] + domain[1]), xanchor="center",
+                                          y=-0.32, yanchor="top", len=0.8 * (domain[1] - domain[0]), thickness=10,
+                                          title=dict(text=title, side="bottom"))
             fig.add_trace(trace, row=1, col=col)
         suffix = "" if col == 1 else str(col)
         panel_range = list(axis_range if axis_ranges is None else axis_ranges[col - 1])
@@ -526,9 +534,9 @@ def panels(figures: Sequence[go.Figure], titles: Optional[Sequence[str]] = None,
                          title=y_title if col == 1 or axis_ranges is not None else None, title_standoff=2,
                          row=1, col=col)
     has_legend = any(t.showlegend is not False and t.name for t in fig.data)
-    fig.update_layout(template="plotly_white", width=min(FIT_WIDTH, panel_size * n + 70 + (70 * n if colorbars else 0)),
-                      height=panel_size + (130 if has_legend else 100),
-                      margin=dict(l=45, r=20, t=50, b=40 if not has_legend else 70),
+    fig.update_layout(template="plotly_white", width=min(FIT_WIDTH, panel_size * n + 70 + (30 * n if colorbars else 0)),
+                      height=panel_size + (130 if has_legend else 100) + (90 if colorbars else 0),
+                      margin=dict(l=45, r=20, t=50, b=(40 if not has_legend else 70) + (90 if colorbars else 0)),
                       legend=dict(itemsizing="constant", orientation="h", yanchor="top", y=-0.16, x=0.0))
     return fig
 

@@ -60,7 +60,7 @@ COURSE = ["01_flow_matching", "02_critic_learning", "03_guided_sampling", "04_te
           "05_ogbench_manipulation"]
 RUN_TIMEOUT = 300
 # The viewport that gives a notebook output area of about 900 px with JupyterLab's file browser open.
-VIEWPORT = {"width": 1290, "height": 1000}
+VIEWPORT = {"width": 1340, "height": 1000}
 
 # JupyterLab user settings for the test: never autosave (running all cells must
 # not write outputs into committed notebooks), no news pop-up over the page, and
@@ -378,11 +378,12 @@ def test_slider_changes_plotted_samples(lab_server, browser_context, notebook, l
 # --- every figure of the course notebooks -------------------------------------------------------
 
 # One entry per plotly figure in the notebook's outputs: where it sits against its output area, and its axes.
-FIGURES_JS = """() => Array.from(document.querySelectorAll('.jp-Notebook .jp-OutputArea-output .js-plotly-plot'))
+FIGURES_JS = """() => Array.from(document.querySelectorAll('.jp-Notebook .js-plotly-plot'))
   .map((gd, index) => {
     const out = gd.closest('.jp-OutputArea-output');
     const box = gd.getBoundingClientRect(), area = out.getBoundingClientRect();
-    const svg = gd.querySelector('.main-svg');
+    // A static figure's output element is itself the plot (class js-plotly-plot); a FigureWidget sits inside one.
+    const svg = gd.querySelector('.svg-container');
     const full = gd._fullLayout || {};
     const axes = Object.keys(full).filter(k => /^[xy]axis\\d*$/.test(k) && full[k].visible !== false)
       .map(k => {
@@ -400,7 +401,7 @@ STDERR_JS = """() => Array.from(document.querySelectorAll(
 
 # Trace data and layout of one figure (typed arrays as lists), found by its index among the notebook's plots.
 FIGURE_DATA_JS = """(index) => {
-  const gd = document.querySelectorAll('.jp-Notebook .jp-OutputArea-output .js-plotly-plot')[index];
+  const gd = document.querySelectorAll('.jp-Notebook .js-plotly-plot')[index];
   const plain = (k, v) => ArrayBuffer.isView(v) ? Array.from(v) : v;
   return JSON.parse(JSON.stringify({data: gd.data, layout: gd.layout}, plain));
 }"""
@@ -486,7 +487,7 @@ def check_slider_view(page, what: str) -> None:
     cell = output_of(slider)
     gd_index = page.evaluate(
         """(cell) => { const all = Array.from(document.querySelectorAll(
-              '.jp-Notebook .jp-OutputArea-output .js-plotly-plot'));
+              '.jp-Notebook .js-plotly-plot'));
             return all.indexOf(cell.querySelector('.js-plotly-plot')); }""", cell.element_handle())
     assert gd_index >= 0, "the slider's cell shows no plot"
     figure = page.evaluate(FIGURE_DATA_JS, gd_index)
@@ -525,7 +526,11 @@ def save_and_reopen(page, base_url: str, notebook: str) -> None:
         request.delete(f"{base_url}/api/kernels/{kernel['id']}?token={TOKEN}")
     page.goto(f"{base_url}/lab/tree/{notebook}?token={TOKEN}&reset", wait_until="domcontentloaded")
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=60_000)
-    page.wait_for_timeout(3000)  # let the widget manager restore the saved state
+    wait_until(page, KERNEL_READY_JS, 60, "kernel start after reopening")
+    try:  # the widget manager restores the saved widget state once the new kernel is connected
+        page.wait_for_selector(".jp-Notebook .widget-slider", timeout=60_000)
+    except sync_api.TimeoutError:
+        pass  # reported by the caller's assertion, with what the page shows
 
 
 @pytest.mark.parametrize("name", COURSE)
@@ -558,10 +563,11 @@ def test_notebook_figures(lab_server, browser_context, name):
             untitled_x = [a["name"] for a in figure["axes"] if a["name"].startswith("x") and not a["title"].strip()]
             if figure["axes"] and (untitled_x or titled != {"x", "y"}):
                 problems.append(f"{what}: axes without titles: x axes {untitled_x}, titled kinds {sorted(titled)}")
-            plot = page.locator(".jp-Notebook .jp-OutputArea-output .js-plotly-plot").nth(figure["index"])
+            plot = page.locator(".jp-Notebook .js-plotly-plot").nth(figure["index"])
             plot.scroll_into_view_if_needed()
             path = FIGURES / f"{name[:2]}-{figure['index']:02d}.png"
-            plot.locator("xpath=ancestor::div[contains(@class, 'jp-OutputArea-output')][1]").screenshot(path=str(path))
+            output = plot.locator("xpath=ancestor-or-self::div[contains(@class, 'jp-OutputArea-output')][1]")
+            output.screenshot(path=str(path))
             shots.append(path)
         print(f"{name}: {len(shots)} figure screenshots in {FIGURES} (output area {figures[0]['areaWidth']} px wide)")
         assert not problems, "\n".join(problems)

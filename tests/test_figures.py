@@ -62,7 +62,7 @@ def test_log_ticks_are_clean_and_exact_weights_are_labelled_as_given():
     values, text = plots.log_ticks(0.01, 0.1)
     assert text == ["0.01", "0.02", "0.05", "0.1"]
     values, text = plots.log_ticks(1, 10_000)
-    assert text == ["1", "10", "100", "1e+03", "1e+04"] or len(values) <= 8
+    assert text == ["1", "10", "100", "1000", "10k"]
     import plotly.graph_objects as go
 
     fig = plots.log_axis(go.Figure(), [0.01, 0.03, 0.1], exact=True, title="w")
