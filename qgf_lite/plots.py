@@ -408,7 +408,8 @@ def mass_trace(points, *, axis_range=ACTION_RANGE, bins: int = 24, zmax: Optiona
     centers = 0.5 * (edges[1:] + edges[:-1])
     high = float(np.max(share)) if zmax is None else float(zmax)
     high = max(high, 1e-9)
-    z = np.where(share > 0, np.sqrt(share), np.nan)
+    # Empty cells are None (JSON null, drawn transparent), not NaN: widget messages must be valid JSON.
+    z = [[float(np.sqrt(v)) if v > 0 else None for v in row] for row in share]
     ticks = [v for v in (0, 1, 5, 10, 25, 50, 100) if v <= high]
     colorbar = dict(title=dict(text="% of samples per cell", side="right"), thickness=12, len=colorbar_len,
                     y=1.0, yanchor="top", tickvals=[float(np.sqrt(v)) for v in ticks], ticktext=[f"{v:g}" for v in ticks])

@@ -520,10 +520,10 @@ def save_and_reopen(page, base_url: str, notebook: str) -> None:
     """Save (with widget state), shut the kernel down, reload: what a student sees opening the file next day."""
     page.keyboard.press("Control+s")
     page.wait_for_function("() => !document.querySelector('.jp-NotebookPanel .jp-mod-dirty')", timeout=30_000)
-    # Shut every kernel down through the REST API, so no widget model survives on the server side.
+    # End every session (and its kernel) through the REST API, so no widget model survives on the server side.
     request = page.request
-    for kernel in request.get(f"{base_url}/api/kernels?token={TOKEN}").json():
-        request.delete(f"{base_url}/api/kernels/{kernel['id']}?token={TOKEN}")
+    for session in request.get(f"{base_url}/api/sessions?token={TOKEN}").json():
+        request.delete(f"{base_url}/api/sessions/{session['id']}?token={TOKEN}")
     page.goto(f"{base_url}/lab/tree/{notebook}?token={TOKEN}&reset", wait_until="domcontentloaded")
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=60_000)
     wait_until(page, KERNEL_READY_JS, 60, "kernel start after reopening")

@@ -24,7 +24,7 @@ def test_mass_trace_counts_every_sample_and_leaves_empty_cells_transparent():
     share = np.asarray(trace.customdata)
     assert share.sum() == pytest.approx(100.0)
     assert share.max() >= 75.0  # the pile is one cell holding three quarters of the samples
-    z = np.asarray(trace.z, dtype=float)
+    z = np.asarray(trace.z, dtype=float)  # empty cells are None (JSON null) -> NaN here
     assert np.all(np.isnan(z[share == 0])) and np.all(np.isfinite(z[share > 0]))
     assert trace.colorbar.title.text == "% of samples per cell"
     # Colour ticks are labelled in % although the colour grows with the square root of the share.
@@ -92,6 +92,12 @@ def test_live_view_draws_mass_under_the_samples_and_keeps_its_saved_state_in_ste
     fig = view.figure
     assert [t.type for t in fig.data] == ["contour", "heatmap", "scatter"]
     assert view.sample_trace_indices == (2,) and fig.data[2].meta == "samples"
+    # Widget messages must be valid JSON (no NaN), or the kernel prints a serialization warning under the cell.
+    import json
+
+    from ipywidgets.widgets.widget import _remove_buffers
+
+    json.dumps(_remove_buffers(fig.get_state())[0], allow_nan=False)
     before = np.asarray(fig.data[1].customdata).copy()
     view.sliders["weight"].value = 0.5
     assert not np.array_equal(np.asarray(fig.data[1].customdata), before)  # the mass follows the samples
