@@ -347,13 +347,12 @@ def loss_curve(history: Sequence[Mapping], keys: Optional[Iterable[str]] = None,
         all_ys += ys
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=METRIC_NAMES.get(key, key.replace("_", " ")),
                                  marker=dict(size=4), line=dict(color=COLORS[i % len(COLORS)])))
-    fig.update_layout(title=title, template="plotly_white", width=640, height=360,
-                      margin=dict(l=60, r=20, t=50 if title else 20, b=40),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0.0) if len(keys) > 1 else None,
-                      showlegend=len(keys) > 1)
-    if title and len(keys) > 1:
-        fig.update_layout(margin=dict(t=80))
-    fig.update_xaxes(title="training step" if x == "step" else x.replace("_", " "))
+    several = len(keys) > 1
+    fig.update_layout(title=title, template="plotly_white", width=640, height=400 if several else 360,
+                      margin=dict(l=60, r=20, t=50 if title else 20, b=90 if several else 40),
+                      legend=dict(orientation="h", yanchor="top", y=-0.25, x=0.0) if several else None,
+                      showlegend=several)
+    fig.update_xaxes(title="training step" if x == "step" else x.replace("_", " "), tickformat=",d")
     if y_title is None:
         y_title = METRIC_NAMES.get(keys[0], keys[0].replace("_", " ")) if len(keys) == 1 else "loss"
     if log_y:
