@@ -531,6 +531,12 @@ def drag_and_check_slider(page, stem: str) -> None:
     check_slider_view(page, f"{stem} slider view after the drag to w = {handle.get_attribute('aria-valuenow')}")
 
 
+# A live view (slider + FigureWidget) drawn with its traces: what a reopened notebook restores from saved state.
+LIVE_VIEW_RENDERED_JS = """() => Array.from(document.querySelectorAll('.jp-Notebook .widget-slider'))
+  .some(s => { const gd = s.closest('.jp-OutputArea-output').querySelector('.js-plotly-plot');
+               return gd && gd._fullLayout && (gd.data || []).length > 0; })"""
+
+
 def save_and_reopen(page, base_url: str, notebook: str) -> None:
     """Save (with widget state), shut the kernel down, reload: what a student sees opening the file next day."""
     page.keyboard.press("Control+s")
@@ -543,7 +549,7 @@ def save_and_reopen(page, base_url: str, notebook: str) -> None:
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=60_000)
     wait_until(page, KERNEL_READY_JS, 60, "kernel start after reopening")
     try:  # the widget manager restores the saved widget state once the new kernel is connected
-        page.wait_for_selector(".jp-Notebook .widget-slider", timeout=60_000)
+        page.wait_for_function(LIVE_VIEW_RENDERED_JS, timeout=90_000, polling=500)
     except sync_api.TimeoutError:
         pass  # reported by the caller's assertion, with what the page shows
 
