@@ -132,7 +132,7 @@ def guidance_explorer_figure(setup: tx.ToySetup, weights=DEFAULT_WEIGHTS, *, num
         background_fn=tx.tilted_density_fn(setup.log_ref, q, grid), grid=grid,
         title_fn=_frame_title(setup.problem), extra_traces=[_region_trace(setup.problem)],
         # As in notebook 03: the samples' own mass under translucent points, so a pile on the peak reads as mass.
-        mass_of=SAMPLE_TRACE, marker_size=3, opacity=0.3,
+        mass_of=SAMPLE_TRACE, marker_size=3, opacity=0.3, background_style="contour",
     )
     return fig
 
@@ -143,8 +143,8 @@ def _page_intro(bandit: str, num_samples: int, train_steps: int, euler_steps: in
         f"toy bandit ({train_steps} gradient steps). Each slider position shows {num_samples} actions sampled by "
         f"Q-Guided Flow with {euler_steps} Euler steps from the <i>same</i> noise, with the critic's action gradient "
         f"(taken at the one-step estimate &acirc; = a + (1 &minus; t) v) added to the velocity with weight <i>w</i>. "
-        f"The blue background is the tilted target &pi;<sub>ref</sub>(a) exp(w Q(a)) with the learned critic; the "
-        f"orange cells show where the samples are (the share of samples per cell, darker where they pile up); the "
+        f"The blue contour lines are the tilted target &pi;<sub>ref</sub>(a) exp(w Q(a)) with the learned critic (at "
+        f"10%, 40% and 70% of its peak); the orange cells show where the samples are (the share of samples per cell, darker where they pile up); the "
         f"dashed red circle is the best region around the reward peak; the title gives the true mean reward and the "
         f"share of samples in that circle. "
         f"At w = 0 the samples are plain behavioural cloning; a large w can overshoot the peak (watch the reward in "

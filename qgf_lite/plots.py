@@ -417,14 +417,15 @@ def mass_trace(points, *, axis_range=ACTION_RANGE, bins: int = 24, zmax: Optiona
                       hovertemplate="a = (%{x:.2f}, %{y:.2f})<br>%{customdata:.1f}% of samples<extra></extra>")
 
 
-def region_outline(region_fn, *, obs=None, axis_range=ACTION_RANGE, resolution: int = 161,
+def region_outline(region_fn, *, obs=None, axis_range=ACTION_RANGE, resolution: int = 111,
                    name: str = "best region", color: str = "#d62728") -> go.Contour:
     """The boundary of a region as a dashed line: ``region_fn(obs, actions) -> (batch,) bool``, e.g. a bandit's
     ``in_best_region``. Works for any shape (discs, boxes, sectors): it contours the indicator on a fine grid."""
     axis = np.linspace(axis_range[0], axis_range[1], resolution)
     y, x = np.meshgrid(axis, axis, indexing="ij")
     grid = np.stack([x.ravel(), y.ravel()], axis=1).astype(np.float32)
-    inside = np.asarray(region_fn(obs, grid), dtype=np.float64).reshape(resolution, resolution)
+    # uint8: a figure (and every slider frame that repeats this trace) carries one byte per grid point.
+    inside = np.asarray(region_fn(obs, grid), dtype=np.uint8).reshape(resolution, resolution)
     return go.Contour(x=axis, y=axis, z=inside, name=name, showlegend=True, showscale=False, hoverinfo="skip",
                       contours=dict(start=0.5, end=0.5, size=1.0, coloring="lines"),
                       line=dict(color=color, width=1.5, dash="dash"), colorscale=[[0, color], [1, color]])

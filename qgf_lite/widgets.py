@@ -125,15 +125,19 @@ def _check_static(static_sliders) -> Dict[str, dict]:
 
 
 BACKGROUND_STYLES = ("heatmap", "contour")
-# Contour levels of the background density, as log10 of its share of the peak: 1/30, 1/10 and 1/3 of the peak.
-CONTOUR_LEVELS = dict(start=-1.5, end=-0.5, size=0.5)
+# Contour lines of the background density at these fractions of its peak (one set per slider position).
+CONTOUR_FRACTIONS = (0.1, 0.4, 0.7)
 
 
-def _background_z(density, background_style: str) -> np.ndarray:
-    z = np.asarray(density, dtype=np.float64)
-    if background_style == "contour":
-        return np.log10(np.maximum(z / max(float(np.max(z)), 1e-30), 1e-3))
-    return z
+def _background_z(density) -> np.ndarray:
+    return np.asarray(density, dtype=np.float64)
+
+
+def _contour_levels(z: np.ndarray) -> dict:
+    peak = max(float(np.max(z)), 1e-30)
+    low, high = CONTOUR_FRACTIONS[0], CONTOUR_FRACTIONS[-1]
+    return dict(coloring="lines", start=low * peak, end=high * peak,
+                size=(high - low) * peak / (len(CONTOUR_FRACTIONS) - 1))
 
 
 def _background_trace(grid, density, colorscale: str, background_style: str = "heatmap",
@@ -141,10 +145,10 @@ def _background_trace(grid, density, colorscale: str, background_style: str = "h
     import plotly.graph_objects as go
 
     centers = np.asarray(grid.centers, dtype=np.float64)
-    z = _background_z(density, background_style)
+    z = _background_z(density)
     if background_style == "contour":
         # Lines, not a fill: the fill under the samples is their own mass (``mass_of``).
-        return go.Contour(x=centers, y=centers, z=z, contours=dict(coloring="lines", **CONTOUR_LEVELS),
+        return go.Contour(x=centers, y=centers, z=z, contours=_contour_levels(z),
                           colorscale=[[0, "#9ecae1"], [1, "#08306b"]], line=dict(width=1.5), showscale=False,
                           hoverinfo="skip", name=background_name, showlegend=True)
     return go.Heatmap(x=centers, y=centers, z=z, colorscale=colorscale, showscale=False, hoverinfo="skip",
@@ -297,7 +301,9 @@ def build_live_view(
         new_points, new_density = compute(main_slider.value, current)
         with fig.batch_update():
             if new_density is not None:
-                fig.data[0].z = _background_z(new_density, background_style)
+                fig.data[0].z = _background_z(new_density)
+                if background_style == "contour":
+                    fig.data[0].contours = _contour_levels(fig.data[0].z)
             if mass_of is not None:
                 mass = _mass_trace(new_points, style)
                 fig.data[offset - 1].z = mass.z
@@ -400,9 +406,9 @@ def interactive_view(sample_fn: Callable, slider_values, *, mode: str = "auto", 
       static_sliders: {name: values or {"values", "description", "value"}} extra sliders passed to sample_fn
         as static keyword arguments (live view only; fixed at their initial values in the frames view).
       background_fn / grid: value -> (size, size) density on ``grid`` (a toy.Grid2D), drawn behind the samples.
-      background_style: "heatmap" (a filled background, default) or "contour" (lines at 1/30, 1/10 and
-        1/3 of the density's peak, so a fill underneath can show the samples' own mass); background_name: its
-        legend entry.
+      background_style: "heatmap" (a filled background, default) or "contour" (lines at 10%, 40% and 70% of
+        the density's peak at each slider position, so a fill underneath can show the samples' own mass);
+        background_name: its legend entry.
       mass_of: the name of a point set whose mass (share of samples per cell, ``plots.mass_trace``) is drawn
         under the points, so that samples piling up on one spot read as mass; its points turn dark and
         translucent. ``mass_zmax`` is the top of its colour range in % (default 100, the same at every slider
@@ -431,6 +437,7 @@ def interactive_view(sample_fn: Callable, slider_values, *, mode: str = "auto", 
 
 __all__ = [
     "BACKGROUND_STYLES",
+    "CONTOUR_FRACTIONS",
     "ENV_VAR",
     "LiveView",
     "build_frames_view",
