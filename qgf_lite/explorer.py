@@ -74,12 +74,11 @@ def _frame_title(problem: toy.BanditProblem):
     return title
 
 
-def _peak_trace(problem: toy.BanditProblem):
-    import plotly.graph_objects as go
+def _region_trace(problem: toy.BanditProblem):
+    """The best region's outline (dashed): it marks the reward peak without hiding the samples piled on it."""
+    from qgf_lite import plots
 
-    peaks = np.asarray(problem.best_points, dtype=np.float64).reshape(-1, 2)
-    return go.Scatter(x=peaks[:, 0], y=peaks[:, 1], mode="markers", name="reward peak",
-                      marker=dict(symbol="star", size=14, color="red", line=dict(width=1, color="white")))
+    return plots.region_outline(problem.in_best_region, name="best region")
 
 
 def _float32_spec(value):
@@ -131,7 +130,9 @@ def guidance_explorer_figure(setup: tx.ToySetup, weights=DEFAULT_WEIGHTS, *, num
     fig = widgets.build_frames_view(
         sample, weights, description="guidance weight w",
         background_fn=tx.tilted_density_fn(setup.log_ref, q, grid), grid=grid,
-        title_fn=_frame_title(setup.problem), extra_traces=[_peak_trace(setup.problem)],
+        title_fn=_frame_title(setup.problem), extra_traces=[_region_trace(setup.problem)],
+        # As in notebook 03: the samples' own mass under translucent points, so a pile on the peak reads as mass.
+        mass_of=SAMPLE_TRACE, marker_size=3, opacity=0.3, background_style="contour",
     )
     return fig
 
@@ -142,8 +143,10 @@ def _page_intro(bandit: str, num_samples: int, train_steps: int, euler_steps: in
         f"toy bandit ({train_steps} gradient steps). Each slider position shows {num_samples} actions sampled by "
         f"Q-Guided Flow with {euler_steps} Euler steps from the <i>same</i> noise, with the critic's action gradient "
         f"(taken at the one-step estimate &acirc; = a + (1 &minus; t) v) added to the velocity with weight <i>w</i>. "
-        f"The background is the tilted target &pi;<sub>ref</sub>(a) exp(w Q(a)) with the learned critic; the red star "
-        f"marks the reward peak; the title gives the true mean reward and the share of samples in the best region. "
+        f"The blue contour lines are the tilted target &pi;<sub>ref</sub>(a) exp(w Q(a)) with the learned critic (at "
+        f"10%, 40% and 70% of its peak); the orange cells show where the samples are (the share of samples per cell, darker where they pile up); the "
+        f"dashed red circle is the best region around the reward peak; the title gives the true mean reward and the "
+        f"share of samples in that circle. "
         f"At w = 0 the samples are plain behavioural cloning; a large w can overshoot the peak (watch the reward in "
         f"the title rise and then fall again).</p>"
         f"<p>Every frame was computed in advance (notebook <code>03_guided_sampling.ipynb</code>, section 4, has the "

@@ -9,14 +9,24 @@ small margin), equal aspect ratio, white template.
 
 - ``scatter_samples(samples, title)``           points, or several labelled point sets from a dict
 - ``trajectories(path, title)``                 particle paths (steps + 1, batch, 2) with start/end markers
+- ``fitted_range(points)``                      an axis range fitted to the data (instead of a fixed +-3)
 - ``interpolation_lines(a0, a1, t)``            straight noise -> data segments and the points a_t on them
 - ``density_heatmap(grid_x, grid_y, density)``  a density (rows = y, columns = x) as a heatmap
 - ``gradient_field(points, vectors)``           arrows (a quiver plot) for velocities or critic gradients
   (``arrow_trace`` gives the bare trace, e.g. for slider frames)
 - ``loss_curve(history, keys)``                 training curves from ``qgf_lite.fit``'s history
-- ``add_points(fig, points)``                   mark a few points (reward peaks, targets) with stars
+- ``add_points(fig, points)``                   mark a few points (reward peaks, targets) with hollow stars
+- ``mass_trace(points)``                        where samples pile up: the share of samples per cell (a 2D
+  histogram drawn under the points, so a pile on one spot reads as mass, not as one dot)
+- ``region_outline(region_fn)``                 the outline of a region (e.g. a bandit's best region)
+- ``mass_panels(samples, region_fn)``           sample sets side by side, each with its mass, the region and
+  the share of samples inside it in the panel title
 - ``panels(figures, titles)``                   several 2D plots side by side in one figure
 - ``frames_figure(frames, labels)``             one figure with a slider over precomputed trace lists
+- ``log_axis(fig, values)``                     a log axis with clean ticks (1-2-5, no stray minor labels)
+
+Every figure is at most ``FIT_WIDTH`` pixels wide, so it fits a 900-px JupyterLab output area with the file
+browser open.
 """
 
 from __future__ import annotations
@@ -29,7 +39,16 @@ import plotly.graph_objects as go
 
 ACTION_RANGE = (-1.1, 1.1)
 FIGURE_SIZE = 460
+FIT_WIDTH = 860  # widest figure: fits a 900-px notebook output area (JupyterLab with the file browser open)
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+# Sample mass: light (few samples) to dark orange (many); empty cells stay transparent.
+MASS_COLORSCALE = [[0.0, "#fee6ce"], [0.35, "#fdae6b"], [0.7, "#e6550d"], [1.0, "#7f2704"]]
+# Human-readable names of fit()'s history keys, for legends and axis titles.
+METRIC_NAMES = {
+    "policy_loss": "flow-matching loss (policy)",
+    "critic_loss": "critic loss (TD regression)",
+    "value_loss": "value loss (expectile)",
+}
 
 
 def _points_2d(name: str, points) -> np.ndarray:
@@ -50,15 +69,19 @@ def action_layout(fig: go.Figure, title: Optional[str] = None, *, axis_range=ACT
     has_colorbar = any(isinstance(trace, go.Heatmap) and trace.showscale is not False for trace in fig.data)
     legend = dict(itemsizing="constant")
     if has_colorbar:
-        legend.update(orientation="h", yanchor="top", y=-0.14, x=0.0)
+        # Colour bar at the top right, legend under it: nothing below the plot (a slider may live there).
+        legend.update(x=1.02, xanchor="left", y=0.0, yanchor="bottom")
+        for trace in fig.data:
+            if isinstance(trace, go.Heatmap) and trace.showscale is not False:
+                trace.colorbar.update(len=0.5, y=1.0, yanchor="top")
     if title is not None:
         fig.update_layout(title=title)
     has_title = bool(fig.layout.title.text)
     fig.update_layout(
         template="plotly_white",
-        width=size + 120,
-        height=size + (40 if has_colorbar else 0),
-        margin=dict(l=40, r=20, t=50 if has_title else 20, b=80 if has_colorbar else 40),
+        width=size + (230 if has_colorbar else 120),
+        height=size,
+        margin=dict(l=50, r=20, t=50 if has_title else 20, b=40),
         legend=legend,
     )
     fig.update_xaxes(range=list(axis_range), title=x_title, constrain="domain")
@@ -88,6 +111,17 @@ def scatter_samples(samples, title: Optional[str] = None, *, size: float = 4, op
     for i, (label, pts) in enumerate(sets):
         fig.add_trace(scatter_trace(pts, name=label, color=COLORS[i % len(COLORS)], size=size, opacity=opacity))
     return action_layout(fig, title, axis_range=axis_range)
+
+
+def fitted_range(points, *, quantile: float = 0.99, pad: float = 0.1, minimum: float = 1.1) -> tuple:
+    """A symmetric axis range (-r, r) holding the ``quantile`` of the absolute coordinates of ``points`` (any shape
+    ending in 2), plus ``pad``, and at least ``minimum``: fits a plot to its data instead of a fixed +-3."""
+    arr = np.asarray(points, dtype=np.float64)
+    if arr.size == 0 or arr.shape[-1] != 2:
+        raise ValueError(f"`points` must be non-empty with a last axis of 2 (x, y), got shape {arr.shape}.")
+    r = max(float(np.quantile(np.abs(arr[np.isfinite(arr)]), quantile)) + pad, minimum)
+    r = float(np.ceil(r * 10) / 10)
+    return (-r, r)
 
 
 def _polyline_xy(paths: np.ndarray):
@@ -250,11 +284,54 @@ def grid_points(low: float = -1.0, high: float = 1.0, n: int = 15) -> np.ndarray
     return np.stack([x.ravel(), y.ravel()], axis=1).astype(np.float32)
 
 
+def log_ticks(low: float, high: float, max_ticks: int = 8):
+    """Tick values and labels for a log axis from ``low`` to ``high``: 1-2-5 steps, fewer when those are too many."""
+    if not (np.isfinite(low) and np.isfinite(high)) or low <= 0 or high < low:
+        raise ValueError(f"a log axis needs 0 < low <= high, got low={low}, high={high}.")
+    decades = range(int(np.floor(np.log10(low))) - 1, int(np.ceil(np.log10(high))) + 1)
+    values = []
+    for mantissas in ((1, 2, 5), (1, 3), (1,)):
+        values = [m * 10.0**e for e in decades for m in mantissas if low / 1.001 <= m * 10.0**e <= high * 1.001]
+        if len(values) <= max_ticks:
+            break
+    if len(values) < 2:  # less than a decade: label the ends too
+        values = sorted(set(values) | {low, high})
+    return values, [_tick_text(v) for v in values]
+
+
+def _tick_text(value: float) -> str:
+    """1000 -> "1000", 20000 -> "20k", 0.05 -> "0.05": no exponents on a student's axis."""
+    if value >= 10_000 and float(value).is_integer():
+        return f"{value / 1000:g}k"
+    return f"{value:.3g}" if value < 1000 else f"{value:.0f}"
+
+
+def log_axis(fig: go.Figure, values, *, axis: str = "x", exact: bool = False, **axis_kwargs) -> go.Figure:
+    """Make ``axis`` ("x" or "y") of ``fig`` logarithmic with clean tick labels for data ``values``.
+
+    ``exact=True`` labels exactly the given values (e.g. the guidance weights of a sweep: 0.01, 0.03, 0.1);
+    otherwise 1-2-5 ticks spanning them. Plotly's own log ticks label minor ticks with bare digits ("2", "5"),
+    which read as values.
+    """
+    vals = np.asarray([v for v in np.asarray(values, dtype=np.float64).ravel() if v > 0])
+    if vals.size == 0:
+        raise ValueError("`values` needs at least one positive number for a log axis.")
+    if exact:
+        tickvals = sorted(set(float(v) for v in vals))
+        ticktext = [_tick_text(v) for v in tickvals]
+    else:
+        tickvals, ticktext = log_ticks(float(vals.min()), float(vals.max()))
+    update = dict(type="log", tickvals=tickvals, ticktext=ticktext, **axis_kwargs)
+    (fig.update_xaxes if axis == "x" else fig.update_yaxes)(**update)
+    return fig
+
+
 def loss_curve(history: Sequence[Mapping], keys: Optional[Iterable[str]] = None, title: Optional[str] = None, *,
                x: str = "step", log_y: bool = False, y_title: Optional[str] = None) -> go.Figure:
     """Line plot of metrics over training from a list of dicts (``qgf_lite.fit``'s history).
 
-    ``keys`` defaults to every key ending in "loss". Multi-seed entries (lists) are averaged over seeds.
+    ``keys`` defaults to every key ending in "loss". Multi-seed entries (lists) are averaged over seeds. Curves
+    are named in words (``METRIC_NAMES``); a linear y axis starts at 0, so "how far from zero" can be read off.
     """
     if not history:
         raise ValueError("`history` is empty: train for at least one chunk before plotting.")
@@ -264,32 +341,163 @@ def loss_curve(history: Sequence[Mapping], keys: Optional[Iterable[str]] = None,
         raise ValueError(f"`keys` {missing} are not in the history; available: {sorted(history[0])}.")
     xs = [rec.get(x, i) for i, rec in enumerate(history)]
     fig = go.Figure()
+    all_ys = []
     for i, key in enumerate(keys):
         ys = [float(np.mean(rec[key])) for rec in history]
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=key, marker=dict(size=4),
-                                 line=dict(color=COLORS[i % len(COLORS)])))
-    fig.update_layout(title=title, template="plotly_white", width=620, height=360,
-                      margin=dict(l=50, r=20, t=50 if title else 20, b=40))
-    fig.update_xaxes(title=x)
-    fig.update_yaxes(type="log" if log_y else "linear", title=y_title if y_title is not None else
-                     (keys[0] if len(keys) == 1 else None))
+        all_ys += ys
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=METRIC_NAMES.get(key, key.replace("_", " ")),
+                                 marker=dict(size=4), line=dict(color=COLORS[i % len(COLORS)])))
+    several = len(keys) > 1
+    fig.update_layout(title=title, template="plotly_white", width=640, height=400 if several else 360,
+                      margin=dict(l=60, r=20, t=50 if title else 20, b=90 if several else 40),
+                      legend=dict(orientation="h", yanchor="top", y=-0.25, x=0.0) if several else None,
+                      showlegend=several)
+    fig.update_xaxes(title="training step" if x == "step" else x.replace("_", " "), tickformat=",d")
+    if y_title is None:
+        y_title = METRIC_NAMES.get(keys[0], keys[0].replace("_", " ")) if len(keys) == 1 else "loss"
+    if log_y:
+        log_axis(fig, [v for v in all_ys if v > 0], axis="y", title=y_title)
+    else:
+        fig.update_yaxes(title=y_title, rangemode="tozero")
     return fig
+
+
+def marker_trace(points, *, name: str = "best", color: str = "red", size: float = 14,
+                 symbol: str = "star-open", **scatter_kwargs) -> go.Scatter:
+    """A few marked points (reward peaks, goals) as one trace. Hollow symbols (the default, "star-open") only draw
+    an outline, so samples under the marker stay visible; pass a filled symbol for markers on empty ground."""
+    pts = _points_2d("points", points)
+    line = dict(width=2, color=color) if symbol.endswith("-open") else dict(width=1, color="white")
+    return go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", name=name,
+                      marker=dict(size=size, color=color, symbol=symbol, line=line), **scatter_kwargs)
 
 
 def add_points(fig: go.Figure, points, *, name: str = "best", color: str = "red", size: float = 14,
-               symbol: str = "star") -> go.Figure:
-    """Mark a few points (reward peaks, goals) on an existing figure; returns ``fig``."""
-    pts = _points_2d("points", points)
-    fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", name=name,
-                             marker=dict(size=size, color=color, symbol=symbol, line=dict(width=1, color="white"))))
+               symbol: str = "star-open", **trace_kwargs) -> go.Figure:
+    """Mark a few points (reward peaks, goals) on an existing figure; returns ``fig``.
+
+    The default hollow star does not hide the samples under it (``marker_trace``).
+    """
+    fig.add_trace(marker_trace(points, name=name, color=color, size=size, symbol=symbol), **trace_kwargs)
     return fig
 
 
+def mass_counts(points, *, axis_range=ACTION_RANGE, bins: int = 24) -> np.ndarray:
+    """The percentage of ``points`` (n, 2) in each of bins x bins cells over ``axis_range``^2 (rows = y)."""
+    pts = _points_2d("points", points)
+    if len(pts) == 0:
+        raise ValueError("`points` is empty: nothing to histogram.")
+    edges = np.linspace(axis_range[0], axis_range[1], bins + 1)
+    counts, _, _ = np.histogram2d(pts[:, 1], pts[:, 0], bins=[edges, edges])
+    return 100.0 * counts / len(pts)
+
+
+def mass_trace(points, *, axis_range=ACTION_RANGE, bins: int = 24, zmax: Optional[float] = None,
+               name: str = "sample mass", showscale: bool = True, colorbar_len: float = 0.55) -> go.Heatmap:
+    """Where the samples pile up: a heatmap of the share of ``points`` per cell (%), drawn under the points.
+
+    A scatter plot shows a thousand samples on one spot as one dot; this trace shows them as the darkest cell.
+    The colour grows with the square root of the share, up to ``zmax`` % (default: the fullest cell), so a pile
+    holding half of the samples is dark while a thin ring of single samples stays visible; the colour bar is
+    labelled in %. Empty cells are transparent, so a background stays visible.
+    """
+    pts = _points_2d("points", points)
+    share = mass_counts(pts, axis_range=axis_range, bins=bins)
+    edges = np.linspace(axis_range[0], axis_range[1], bins + 1)
+    centers = 0.5 * (edges[1:] + edges[:-1])
+    high = float(np.max(share)) if zmax is None else float(zmax)
+    high = max(high, 1e-9)
+    # Empty cells are None (JSON null, drawn transparent), not NaN: widget messages must be valid JSON.
+    z = [[float(np.sqrt(v)) if v > 0 else None for v in row] for row in share]
+    ticks = [v for v in (0, 1, 5, 10, 25, 50, 100) if v <= high]
+    colorbar = dict(title=dict(text="% of samples per cell", side="right"), thickness=12, len=colorbar_len,
+                    y=1.0, yanchor="top", tickvals=[float(np.sqrt(v)) for v in ticks], ticktext=[f"{v:g}" for v in ticks])
+    return go.Heatmap(x=centers, y=centers, z=z, customdata=share, colorscale=MASS_COLORSCALE, zmin=0.0,
+                      zmax=float(np.sqrt(high)), name=name, showscale=showscale, colorbar=colorbar,
+                      hovertemplate="a = (%{x:.2f}, %{y:.2f})<br>%{customdata:.1f}% of samples<extra></extra>")
+
+
+def region_outline(region_fn, *, obs=None, axis_range=ACTION_RANGE, resolution: int = 111,
+                   name: str = "best region", color: str = "#d62728") -> go.Contour:
+    """The boundary of a region as a dashed line: ``region_fn(obs, actions) -> (batch,) bool``, e.g. a bandit's
+    ``in_best_region``. Works for any shape (discs, boxes, sectors): it contours the indicator on a fine grid."""
+    axis = np.linspace(axis_range[0], axis_range[1], resolution)
+    y, x = np.meshgrid(axis, axis, indexing="ij")
+    grid = np.stack([x.ravel(), y.ravel()], axis=1).astype(np.float32)
+    # uint8: a figure (and every slider frame that repeats this trace) carries one byte per grid point.
+    inside = np.asarray(region_fn(obs, grid), dtype=np.uint8).reshape(resolution, resolution)
+    return go.Contour(x=axis, y=axis, z=inside, name=name, showlegend=True, showscale=False, hoverinfo="skip",
+                      contours=dict(start=0.5, end=0.5, size=1.0, coloring="lines"),
+                      line=dict(color=color, width=1.5, dash="dash"), colorscale=[[0, color], [1, color]])
+
+
+def share_in_region(points, region_fn, obs=None) -> float:
+    """The fraction of ``points`` (n, 2) for which ``region_fn(obs, points)`` is true."""
+    pts = _points_2d("points", points)
+    return float(np.mean(np.asarray(region_fn(obs, pts.astype(np.float32)), dtype=np.float64)))
+
+
+def mass_panels(samples: Mapping[str, np.ndarray], region_fn=None, *, targets=None, obs=None,
+                axis_range=ACTION_RANGE, bins: int = 24, title: Optional[str] = None,
+                target_name: str = "reward peak", region_name: str = "best region") -> go.Figure:
+    """Sample sets side by side ({panel title: (n, 2) points}), drawn so that mass is visible.
+
+    Each panel shows the share of samples per cell (``mass_trace``, one colour scale for all panels) under the
+    points (small and translucent, so piles accumulate), the outline of ``region_fn`` (``region_outline``) and
+    hollow star ``targets``. With ``region_fn`` each panel title ends with the share of its samples in the region
+    (computed from the plotted points). Fits ``FIT_WIDTH``: up to 4 panels per row, more rows below.
+    """
+    from plotly.subplots import make_subplots
+
+    if not samples:
+        raise ValueError("`samples` is empty: pass at least one {title: points} entry.")
+    sets = {name: _points_2d(f"samples[{name!r}]", pts) for name, pts in samples.items()}
+    titles = []
+    for name, pts in sets.items():
+        titles.append(name if region_fn is None else
+                      f"{name}<br><sup>{share_in_region(pts, region_fn, obs):.1%} in the {region_name}</sup>")
+    rows = -(-len(sets) // 4)  # at most 4 panels per row, rows as even as possible
+    cols = -(-len(sets) // rows)
+    panel = min(210, (FIT_WIDTH - 150) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.06,
+                        vertical_spacing=0.3 / rows if rows > 1 else 0.0)
+    zmax = max(float(np.max(mass_counts(p, axis_range=axis_range, bins=bins))) for p in sets.values())
+    outline = None if region_fn is None else region_outline(region_fn, obs=obs, axis_range=axis_range,
+                                                            name=region_name)
+    for i, (name, pts) in enumerate(sets.items()):
+        row, col = i // cols + 1, i % cols + 1
+        first = i == 0
+        fig.add_trace(mass_trace(pts, axis_range=axis_range, bins=bins, zmax=zmax, showscale=first), row=row, col=col)
+        samples_trace = scatter_trace(pts, name="samples" if first else None, color="#3a3a3a", size=2.5, opacity=0.3)
+        samples_trace.meta = "samples"  # lets a test (or a reader of the figure JSON) find the sample traces
+        fig.add_trace(samples_trace, row=row, col=col)
+        if outline is not None:
+            trace = copy.deepcopy(outline)
+            trace.showlegend = first
+            fig.add_trace(trace, row=row, col=col)
+        if targets is not None:
+            fig.add_trace(marker_trace(targets, name=target_name, size=12, showlegend=first), row=row, col=col)
+        fig.update_xaxes(range=list(axis_range), constrain="domain", title="a[0]", row=row, col=col,
+                         title_standoff=2)
+        fig.update_yaxes(range=list(axis_range), scaleanchor=f"x{'' if i == 0 else i + 1}", scaleratio=1,
+                         constrain="domain", title="a[1]" if col == 1 else None, row=row, col=col, title_standoff=2)
+    fig.update_layout(template="plotly_white", title=title, width=min(FIT_WIDTH, panel * cols + 170),
+                      height=rows * (panel + 95) + (100 if title else 60),
+                      margin=dict(l=45, r=10, t=(100 if title else 60), b=20),
+                      legend=dict(x=1.02, y=0.0, yanchor="bottom", xanchor="left", itemsizing="constant"))
+    return fig
+
+
+
 def panels(figures: Sequence[go.Figure], titles: Optional[Sequence[str]] = None, *, axis_range=ACTION_RANGE,
-           panel_size: int = 330) -> go.Figure:
+           panel_size: Optional[int] = None, colorbars: bool = False, colorbar_titles: Optional[Sequence] = None,
+           x_title: str = "a[0]", y_title: str = "a[1]", axis_ranges: Optional[Sequence] = None) -> go.Figure:
     """Put the traces of several single-plot figures side by side (one row), each panel square over ``axis_range``.
 
-    Legends are kept for the first panel only, so repeated trace names ("paths", "data") appear once.
+    Legends are kept for the first panel only, so repeated trace names ("paths", "data") appear once, below the
+    panels. ``panel_size=None`` fits the row into ``FIT_WIDTH``. With ``colorbars`` every heatmap panel keeps its
+    own colour bar beside it, titled by ``colorbar_titles`` (one entry per figure, None for no title).
+    ``axis_ranges`` gives each panel its own range (e.g. a zoom next to the whole picture).
     """
     from plotly.subplots import make_subplots
 
@@ -297,22 +505,40 @@ def panels(figures: Sequence[go.Figure], titles: Optional[Sequence[str]] = None,
         raise ValueError("`figures` is empty: pass at least one figure.")
     if titles is not None and len(titles) != len(figures):
         raise ValueError(f"`titles` has {len(titles)} entries for {len(figures)} figures.")
-    fig = make_subplots(rows=1, cols=len(figures), subplot_titles=list(titles) if titles else None,
-                        horizontal_spacing=0.04)
+    if axis_ranges is not None and len(axis_ranges) != len(figures):
+        raise ValueError(f"`axis_ranges` has {len(axis_ranges)} entries for {len(figures)} figures.")
+    if colorbar_titles is not None and len(colorbar_titles) != len(figures):
+        raise ValueError(f"`colorbar_titles` has {len(colorbar_titles)} entries for {len(figures)} figures.")
+    n = len(figures)
+    spacing = 0.06 if colorbars else 0.04
+    if panel_size is None:
+        panel_size = int(min(330, (FIT_WIDTH - 70 - (30 * n if colorbars else 0)) / n))
+    fig = make_subplots(rows=1, cols=n, subplot_titles=list(titles) if titles else None, horizontal_spacing=spacing)
     for col, panel in enumerate(figures, start=1):
         for trace in panel.data:
             trace = copy.deepcopy(trace)
             if col > 1:
                 trace.showlegend = False
             if isinstance(trace, go.Heatmap):
-                trace.showscale = False
+                trace.showscale = bool(colorbars)
+                if colorbars:  # horizontal, under its own panel, so no bar or title crowds the next panel
+                    domain = fig.layout[f"xaxis{'' if col == 1 else col}"].domain
+                    title = None if colorbar_titles is None else colorbar_titles[col - 1]
+                    trace.colorbar = dict(orientation="h", x=0.5 * (domain[0] + domain[1]), xanchor="center",
+                                          y=-0.32, yanchor="top", len=0.8 * (domain[1] - domain[0]), thickness=10,
+                                          title=dict(text=title, side="bottom"))
             fig.add_trace(trace, row=1, col=col)
         suffix = "" if col == 1 else str(col)
-        fig.update_xaxes(range=list(axis_range), constrain="domain", row=1, col=col)
-        fig.update_yaxes(range=list(axis_range), scaleanchor=f"x{suffix}", scaleratio=1, constrain="domain",
+        panel_range = list(axis_range if axis_ranges is None else axis_ranges[col - 1])
+        fig.update_xaxes(range=panel_range, constrain="domain", title=x_title, title_standoff=2, row=1, col=col)
+        fig.update_yaxes(range=panel_range, scaleanchor=f"x{suffix}", scaleratio=1, constrain="domain",
+                         title=y_title if col == 1 or axis_ranges is not None else None, title_standoff=2,
                          row=1, col=col)
-    fig.update_layout(template="plotly_white", width=panel_size * len(figures) + 160, height=panel_size + 70,
-                      margin=dict(l=30, r=20, t=50, b=30), legend=dict(itemsizing="constant"))
+    has_legend = any(t.showlegend is not False and t.name for t in fig.data)
+    fig.update_layout(template="plotly_white", width=min(FIT_WIDTH, panel_size * n + 70 + (30 * n if colorbars else 0)),
+                      height=panel_size + (130 if has_legend else 100) + (90 if colorbars else 0),
+                      margin=dict(l=45, r=20, t=50, b=(40 if not has_legend else 70) + (90 if colorbars else 0)),
+                      legend=dict(itemsizing="constant", orientation="h", yanchor="top", y=-0.16, x=0.0))
     return fig
 
 
@@ -346,18 +572,29 @@ def frames_figure(frames: Sequence[Sequence[go.BaseTraceType]], labels: Sequence
 __all__ = [
     "ACTION_RANGE",
     "COLORS",
+    "FIT_WIDTH",
+    "METRIC_NAMES",
     "action_layout",
     "add_points",
     "arrow_trace",
     "auto_arrow_scale",
     "density_heatmap",
+    "fitted_range",
     "frames_figure",
     "gradient_field",
     "grid_points",
     "interpolation_lines",
     "lattice_spacing",
+    "log_axis",
+    "log_ticks",
     "loss_curve",
+    "marker_trace",
+    "mass_counts",
+    "mass_panels",
+    "mass_trace",
     "panels",
+    "region_outline",
+    "share_in_region",
     "scatter_samples",
     "scatter_trace",
     "trajectories",

@@ -564,7 +564,7 @@ def fit(
 
     Returns (state, history) with history a list of dicts {"step": ..., metric: mean over the chunk}.
     """
-    from tqdm.auto import tqdm
+    from qgf_lite.progress import progress_bar as tqdm
 
     num_steps = require_positive_int("num_steps", num_steps)
     chunk_size = require_positive_int("chunk_size", chunk_size)

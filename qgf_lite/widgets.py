@@ -26,6 +26,7 @@ The choice and its reason are printed, so a reader knows which view they got and
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import itertools
@@ -123,25 +124,73 @@ def _check_static(static_sliders) -> Dict[str, dict]:
     return result
 
 
-def _background_trace(grid, density, colorscale: str):
+BACKGROUND_STYLES = ("heatmap", "contour")
+# Contour lines of the background density at these fractions of its peak (one set per slider position).
+CONTOUR_FRACTIONS = (0.1, 0.4, 0.7)
+
+
+def _background_z(density) -> np.ndarray:
+    return np.asarray(density, dtype=np.float64)
+
+
+def _contour_levels(z: np.ndarray) -> dict:
+    peak = max(float(np.max(z)), 1e-30)
+    low, high = CONTOUR_FRACTIONS[0], CONTOUR_FRACTIONS[-1]
+    return dict(coloring="lines", start=low * peak, end=high * peak,
+                size=(high - low) * peak / (len(CONTOUR_FRACTIONS) - 1))
+
+
+def _background_trace(grid, density, colorscale: str, background_style: str = "heatmap",
+                      background_name: str = "target density"):
     import plotly.graph_objects as go
 
     centers = np.asarray(grid.centers, dtype=np.float64)
-    return go.Heatmap(x=centers, y=centers, z=np.asarray(density, dtype=np.float64), colorscale=colorscale,
-                      showscale=False, hoverinfo="skip", name="target density")
+    z = _background_z(density)
+    if background_style == "contour":
+        # Lines, not a fill: the fill under the samples is their own mass (``mass_of``).
+        return go.Contour(x=centers, y=centers, z=z, contours=_contour_levels(z),
+                          colorscale=[[0, "#9ecae1"], [1, "#08306b"]], line=dict(width=1.5), showscale=False,
+                          hoverinfo="skip", name=background_name, showlegend=True)
+    return go.Heatmap(x=centers, y=centers, z=z, colorscale=colorscale, showscale=False, hoverinfo="skip",
+                      name=background_name)
 
 
-def _scatter_traces(point_sets: Dict[str, np.ndarray], marker_size: float, opacity: float):
+def _scatter_traces(point_sets: Dict[str, np.ndarray], marker_size: float, opacity: float, mass_of=None):
     from qgf_lite.plots import COLORS, scatter_trace
 
-    return [scatter_trace(points, name=name, color=COLORS[i % len(COLORS)], size=marker_size, opacity=opacity)
-            for i, (name, points) in enumerate(point_sets.items())]
+    # Over a mass heatmap the points are dark and translucent: where they pile up the colour accumulates.
+    traces = [scatter_trace(points, name=name, color="#3a3a3a" if name == mass_of else COLORS[i % len(COLORS)],
+                            size=marker_size, opacity=opacity)
+              for i, (name, points) in enumerate(point_sets.items())]
+    for trace in traces:
+        trace.meta = "samples"  # lets a test (or a reader of the figure JSON) find the sample traces
+    return traces
+
+
+def _mass_trace(point_sets, style):
+    from qgf_lite.plots import mass_trace
+
+    name = style["mass_of"]
+    if name not in point_sets:
+        raise ValueError(f"`mass_of` names a point set the sampler does not return: {name!r}; "
+                         f"it returns {sorted(point_sets)}.")
+    return mass_trace(point_sets[name], zmax=style["mass_zmax"], name=f"{name}: mass")
 
 
 def _traces(point_sets, density, grid, extra_traces, style):
-    traces = [] if density is None else [_background_trace(grid, density, style["colorscale"])]
-    traces += _scatter_traces(point_sets, style["marker_size"], style["opacity"])
+    traces = [] if density is None else [_background_trace(grid, density, style["colorscale"],
+                                                           style["background_style"], style["background_name"])]
+    if style["mass_of"] is not None:
+        traces.append(_mass_trace(point_sets, style))
+    traces += _scatter_traces(point_sets, style["marker_size"], style["opacity"], style["mass_of"])
     return traces + list(extra_traces)
+
+
+def _style(marker_size, opacity, colorscale, background_style, background_name, mass_of, mass_zmax):
+    if background_style not in BACKGROUND_STYLES:
+        raise ValueError(f"`background_style` must be one of {BACKGROUND_STYLES}, got {background_style!r}.")
+    return dict(marker_size=marker_size, opacity=opacity, colorscale=colorscale, background_style=background_style,
+                background_name=background_name, mass_of=mass_of, mass_zmax=mass_zmax)
 
 
 def _format_value(value) -> str:
@@ -156,7 +205,7 @@ class LiveView:
     """A FigureWidget and the sliders that drive it; display it with ``display(view)`` or as a cell's last line.
 
     ``sliders[name].value = x`` re-samples and updates ``figure.data`` in place (also without a front end).
-    ``sample_trace_indices`` says which of ``figure.data`` hold the samples (after an optional background heatmap),
+    ``sample_trace_indices`` says which of ``figure.data`` hold the samples (after an optional background and mass trace),
     in the order of ``trace_names`` (sorted, as jax orders dict outputs).
     """
 
@@ -201,6 +250,10 @@ def build_live_view(
     opacity: float = 0.6,
     colorscale: str = "Blues",
     title: Optional[str] = None,
+    background_style: str = "heatmap",
+    background_name: str = "target density",
+    mass_of: Optional[str] = None,
+    mass_zmax: Optional[float] = 100.0,
 ) -> LiveView:
     """The live view (see module docstring). Arguments as for ``interactive_view``."""
     import ipywidgets as widgets
@@ -214,7 +267,7 @@ def build_live_view(
         raise ValueError(f"static slider name `{name}` clashes with the main slider's `name`; rename one.")
     if background_fn is not None and grid is None:
         raise ValueError("`background_fn` needs the `grid` (a toy.Grid2D) its densities live on.")
-    style = dict(marker_size=marker_size, opacity=opacity, colorscale=colorscale)
+    style = _style(marker_size, opacity, colorscale, background_style, background_name, mass_of, mass_zmax)
     sampler = jax.jit(sample_fn, static_argnames=tuple(static)) if static else jax.jit(sample_fn)
     background = None if background_fn is None else jax.jit(background_fn)
     value0 = float(values[0] if initial is None else initial)
@@ -233,7 +286,7 @@ def build_live_view(
     points, density = compute(value0, static_values)
     fig = go.FigureWidget(data=_traces(points, density, grid, extra_traces, style))
     action_layout(fig, title if title_fn is None else title_fn(value0, points))
-    offset = 0 if density is None else 1
+    offset = (0 if density is None else 1) + (0 if mass_of is None else 1)
     sample_idx = tuple(range(offset, offset + len(points)))
 
     main_slider = _float_slider(values, value0, description)
@@ -248,15 +301,34 @@ def build_live_view(
         new_points, new_density = compute(main_slider.value, current)
         with fig.batch_update():
             if new_density is not None:
-                fig.data[0].z = np.asarray(new_density, dtype=np.float64)
+                fig.data[0].z = _background_z(new_density)
+                if background_style == "contour":
+                    fig.data[0].contours = _contour_levels(fig.data[0].z)
+            if mass_of is not None:
+                mass = _mass_trace(new_points, style)
+                fig.data[offset - 1].z = mass.z
+                fig.data[offset - 1].customdata = mass.customdata
             for i, pts in zip(sample_idx, new_points.values()):
                 fig.data[i].x = pts[:, 0]
                 fig.data[i].y = pts[:, 1]
             if title_fn is not None:
                 fig.layout.title = title_fn(float(main_slider.value), new_points)
 
+    def keep_saved_state():
+        # The FigureWidget's synced state (_widget_layout/_widget_data) is what a notebook saved with its widget
+        # state re-renders from when reopened. Plotly sets it only at construction and in _repr_mimebundle_,
+        # which never runs here (the figure is shown inside a VBox), so without this a reopened notebook draws
+        # the view with no title and default (squashed) size.
+        fig._widget_layout = copy.deepcopy(fig._layout_obj._props)
+        fig._widget_data = copy.deepcopy(fig._data)
+
+    def update_and_keep(*args):
+        update(*args)
+        keep_saved_state()
+
+    keep_saved_state()
     for slider in sliders.values():
-        slider.observe(update, names="value")
+        slider.observe(update_and_keep, names="value")
     box = widgets.VBox([*sliders.values(), fig])
     return LiveView(figure=fig, sliders=sliders, widget=box, sample_trace_indices=sample_idx,
                     trace_names=tuple(points), update=update)
@@ -280,6 +352,10 @@ def build_frames_view(
     opacity: float = 0.6,
     colorscale: str = "Blues",
     title: Optional[str] = None,
+    background_style: str = "heatmap",
+    background_name: str = "target density",
+    mass_of: Optional[str] = None,
+    mass_zmax: Optional[float] = 100.0,
     **_ignored,
 ):
     """A ``go.Figure`` with one frame and one slider step per slider value, all sampled by one ``jax.vmap`` call."""
@@ -290,7 +366,7 @@ def build_frames_view(
     if background_fn is not None and grid is None:
         raise ValueError("`background_fn` needs the `grid` (a toy.Grid2D) its densities live on.")
     static_values = {name: s["value"] for name, s in static.items()}
-    style = dict(marker_size=marker_size, opacity=opacity, colorscale=colorscale)
+    style = _style(marker_size, opacity, colorscale, background_style, background_name, mass_of, mass_zmax)
     batch = jnp.asarray(values, jnp.float32)
     all_points = jax.jit(jax.vmap(lambda v: sample_fn(v, **static_values)))(batch)
     all_density = None if background_fn is None else jax.jit(jax.vmap(background_fn))(batch)
@@ -330,8 +406,16 @@ def interactive_view(sample_fn: Callable, slider_values, *, mode: str = "auto", 
       static_sliders: {name: values or {"values", "description", "value"}} extra sliders passed to sample_fn
         as static keyword arguments (live view only; fixed at their initial values in the frames view).
       background_fn / grid: value -> (size, size) density on ``grid`` (a toy.Grid2D), drawn behind the samples.
+      background_style: "heatmap" (a filled background, default) or "contour" (lines at 10%, 40% and 70% of
+        the density's peak at each slider position, so a fill underneath can show the samples' own mass);
+        background_name: its legend entry.
+      mass_of: the name of a point set whose mass (share of samples per cell, ``plots.mass_trace``) is drawn
+        under the points, so that samples piling up on one spot read as mass; its points turn dark and
+        translucent. ``mass_zmax`` is the top of its colour range in % (default 100, the same at every slider
+        position; None: the fullest cell of each position).
       title_fn: (value, {trace name: points}) -> title text, e.g. a metric of the samples.
-      extra_traces: fixed plotly traces drawn on top (e.g. reward peaks).
+      extra_traces: fixed plotly traces drawn on top (e.g. ``plots.region_outline`` of the best region, a hollow
+        ``plots.marker_trace`` at the reward peaks; a filled marker there would hide the samples under it).
       precompile: live view only, compile every static combination up front.
 
     Returns a ``LiveView`` (display it, or make it the cell's last line) or a ``plotly.graph_objects.Figure``.
@@ -352,6 +436,8 @@ def interactive_view(sample_fn: Callable, slider_values, *, mode: str = "auto", 
 
 
 __all__ = [
+    "BACKGROUND_STYLES",
+    "CONTOUR_FRACTIONS",
     "ENV_VAR",
     "LiveView",
     "build_frames_view",

@@ -312,7 +312,7 @@ def evaluate(
     With ``out`` (a folder), writes ``eval.json`` and
     ``success_vs_weight.html`` (plus ``.png`` when kaleido is installed) there.
     """
-    from tqdm.auto import tqdm
+    from qgf_lite.progress import progress_bar as tqdm
 
     config, state, extra = load_checkpoint(checkpoint)
     env_name = env_name or extra.get("env_name")
@@ -406,8 +406,11 @@ def results_table(report: dict) -> str:
 
 def success_figure(report: dict):
     """Success rate against guidance weight, one line per sampler family (``SamplerSpec.family``: "QGF",
-    "QGF + best-of-4", ...); samplers without a weight (BC, best-of-N, gradient step) as dashed lines."""
+    "QGF + best-of-4", ...) with its 95% intervals as error bars; samplers without a weight (BC, best-of-N,
+    gradient step) as dashed lines across the axis with their interval as a shaded band."""
     import plotly.graph_objects as go
+
+    from qgf_lite.plots import COLORS, FIT_WIDTH, log_axis
 
     fig = go.Figure()
     by_family = {}
@@ -416,27 +419,35 @@ def success_figure(report: dict):
         by_family.setdefault((spec.family, spec.takes_weight), []).append(r)
     weights = [r["weight"] for (_, weighted), rows in by_family.items() if weighted for r in rows]
     # Sweeps usually span decades of w: a log axis then, with the weight-free baselines drawn across it.
-    log_axis = bool(weights) and max(weights) >= 10 * min(weights)
+    log_axis_wanted = bool(weights) and max(weights) >= 10 * min(weights)
     span = (min(weights), max(weights)) if weights else (0.0, 1.0)
-    if not log_axis and weights:
+    if not log_axis_wanted and weights:
         span = (0.0, span[1])
-    for (family, weighted), rows in by_family.items():
+    for i, ((family, weighted), rows) in enumerate(by_family.items()):
+        color = COLORS[i % len(COLORS)]
         rows = sorted(rows, key=lambda r: r["weight"])
         rate = [100 * r["success_rate"] for r in rows]
         upper = [100 * r["success_ci95"][1] - v for r, v in zip(rows, rate)]
         lower = [v - 100 * r["success_ci95"][0] for r, v in zip(rows, rate)]
         if not weighted:
-            fig.add_trace(go.Scatter(
-                x=list(span), y=[rate[0]] * 2, mode="lines", name=family, line=dict(dash="dash")))
+            lo, hi = (100 * c for c in rows[0]["success_ci95"])
+            # The interval as a shaded band across the axis (a shape, so the legend keeps one entry per family).
+            fig.add_hrect(y0=lo, y1=hi, fillcolor=color, opacity=0.15, line_width=0, layer="below")
+            fig.add_trace(go.Scatter(x=list(span), y=[rate[0]] * 2, mode="lines", name=family,
+                                     line=dict(dash="dash", color=color)))
             continue
         fig.add_trace(go.Scatter(
             x=[r["weight"] for r in rows], y=rate, mode="lines+markers", name=family,
-            error_y=dict(type="data", symmetric=False, array=upper, arrayminus=lower)))
+            line=dict(color=color), error_y=dict(type="data", symmetric=False, array=upper, arrayminus=lower)))
     fig.update_layout(
-        title=f"{report['env_name']}: success vs guidance weight ({report['episodes_per_setting']} episodes each)",
-        xaxis_title="guidance weight w", yaxis_title="success rate (%)", yaxis_range=[0, 100], template="plotly_white",
-        xaxis_type="log" if log_axis else "linear",
+        title=f"{report['env_name']}:<br><sup>success rate against guidance weight "
+              f"({report['episodes_per_setting']} episodes per setting; bars and bands: 95% intervals)</sup>",
+        xaxis_title="guidance weight w" + (" (log scale)" if log_axis_wanted else ""),
+        yaxis_title="success rate (%)", yaxis_range=[0, 100], template="plotly_white",
+        width=min(FIT_WIDTH, 700), height=420, margin=dict(t=80),
     )
+    if log_axis_wanted:
+        log_axis(fig, weights, axis="x", exact=True)
     return fig
 
 
@@ -500,11 +511,17 @@ def record_video(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
-        if path.suffix == ".gif":
-            imageio.mimsave(tmp, frames, duration=1000 / fps, loop=0)
-        else:
-            # 8 divides the 200-pixel renders and keeps H.264's even sizes, so frames are not rescaled.
-            imageio.mimsave(tmp, frames, fps=fps, macro_block_size=8)
+        with warnings.catch_warnings():
+            # imageio-ffmpeg starts ffmpeg with subprocess(preexec_fn=os.setpgrp), so Python runs its fork hooks
+            # and JAX's hook warns that os.fork() in a multithreaded process may deadlock. The child only calls
+            # setpgrp and then execs ffmpeg (no JAX, no lock taken), so the warning does not apply here; in a
+            # notebook it would show as a pink stderr box under the video.
+            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+            if path.suffix == ".gif":
+                imageio.mimsave(tmp, frames, duration=1000 / fps, loop=0)
+            else:
+                # 8 divides the 200-pixel renders and keeps H.264's even sizes, so frames are not rescaled.
+                imageio.mimsave(tmp, frames, fps=fps, macro_block_size=8)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # a failed write leaves no partial video behind

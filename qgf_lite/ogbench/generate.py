@@ -25,7 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Optional, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from qgf_lite.progress import progress_bar as tqdm
 
 from qgf_lite.validation import require_positive_int
 

@@ -273,7 +273,7 @@ def _failure_reason(error: BaseException) -> str:
 
 def _wait(jobs: dict, progress: bool, description: str) -> dict:
     """{key: (result or None, failure reason or None)} as jobs finish, with a progress bar."""
-    from tqdm.auto import tqdm
+    from qgf_lite.progress import progress_bar as tqdm
 
     outcomes = {}
     with tqdm(total=len(jobs), desc=description, disable=not progress or not jobs) as bar:

@@ -308,7 +308,7 @@ def evaluate_specs(setup: ToySetup, specs: Sequence[samplers.SamplerSpec], key, 
     against the target at its own weight (best-of-N and gradient steps against w = 0, i.e. pi_ref itself).
     Also reports ``<metric>_std`` (across seeds) for the mean reward.
     """
-    from tqdm.auto import tqdm
+    from qgf_lite.progress import progress_bar as tqdm
 
     num_seeds = require_positive_int("num_seeds", num_seeds)
     key = toy.as_key(key)
