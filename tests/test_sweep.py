@@ -163,6 +163,7 @@ def test_weights_chosen_on_selection_start_states_are_reported_on_fresh_ones(fin
     assert {row["label"] for row in summary["mean_over_tasks"]} == {"BC", "QGF"}  # one row per method family
     table = sweep.results_markdown(summary)
     assert "Weights chosen per task on 1 episodes per seed" in table and f"| QGF w={weight:g} | 2 |" in table
+    assert "| cube-single | mean of 1 | QGF | | " in table and "(one task: no interval)" in table
 
 
 def test_published_numbers_are_printed_as_a_labelled_reference_for_their_domain(finished):

@@ -387,8 +387,10 @@ def results_markdown(summary: dict) -> str:
             lines.append(f"| {task['domain']} | {task['task']} | {label} | {len(row['seed_rates'])} | "
                          f"{_percent(row['success_rate'], row['success_ci95'])} | {row['cost']} |")
     for row in summary["mean_over_tasks"]:
-        lines.append(f"| {row['domain']} | mean of {row['tasks']} | {row['label']} | | "
-                     f"{_percent(row['success_rate'], row['success_ci95'])} | {row['cost']} |")
+        # One task has no spread over tasks to build an interval from: print the mean alone.
+        rate = (_percent(row["success_rate"], row["success_ci95"]) if row["tasks"] > 1
+                else f"{100 * row['success_rate']:.0f} (one task: no interval)")
+        lines.append(f"| {row['domain']} | mean of {row['tasks']} | {row['label']} | | {rate} | {row['cost']} |")
     for failure in summary["failed"]:
         lines.append(f"| {failure['domain']} | {failure['task']} | FAILED | | {failure['reason']} | |")
     if any("chosen_weights" in task for task in summary["tasks"]):
