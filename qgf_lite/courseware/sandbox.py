@@ -344,10 +344,22 @@ def isolation_available() -> bool:
 
 _MOUNT_SCRIPT = r"""
 set -e
-for dir in "$@"; do
-  [ -d "$dir" ] && mount -t tmpfs -o size=1m,mode=755 tmpfs "$dir"
+dir="$QGF_SANDBOX_DIR"
+if [ -d /mnt ]; then mount --bind "$dir" /mnt; fi
+for hidden in "$@"; do
+  [ -d "$hidden" ] && mount -t tmpfs -o size=1m,mode=755 tmpfs "$hidden"
 done
-cd "$QGF_SANDBOX_DIR"
+if [ -d /mnt ]; then
+  mount -t tmpfs -o size=256m,mode=1777 tmpfs /tmp
+  mkdir -p /tmp/submission
+  mount --bind /mnt /tmp/submission
+  umount /mnt
+  dir=/tmp/submission
+fi
+[ -d /dev/shm ] && mount -t tmpfs -o size=64m tmpfs /dev/shm || true
+mount --rbind / / && mount -o remount,bind,ro / || true
+export HOME="$dir" TMPDIR="$dir"
+cd "$dir"
 exec "$QGF_SANDBOX_PYTHON" -c "$QGF_SANDBOX_BOOT"
 """
 
@@ -392,10 +404,11 @@ class Sandbox:
             keep = {Path(package_root).resolve(), Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
                     Path(sys.executable).resolve().parent, self.folder.resolve()}
             hidden = []
-            for path in hide:
+            for path in list(hide) + [Path.home()]:
                 path = Path(path).resolve()
-                # Never hide a folder the child needs (the package, the interpreter, its own folder).
-                if path.is_dir() and not any(k == path or path in k.parents for k in keep):
+                # Never hide a folder the child needs (the package, the interpreter, its own folder); /tmp goes
+                # anyway (the child's folder is moved to /tmp/submission inside).
+                if path.is_dir() and not any(k == path or path in k.parents for k in keep if k != self.folder.resolve()):
                     hidden.append(str(path))
             env["QGF_SANDBOX_DIR"] = str(self.folder)
             env["QGF_SANDBOX_PYTHON"] = sys.executable
