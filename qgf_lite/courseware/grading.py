@@ -272,12 +272,22 @@ class _Session:
     def call(self, op, name, payload):
         self.ensure()
         arrays: dict = {}
-        header = {"op": op, "name": name, "args": encode(tuple(payload["args"]), arrays)}
+        callbacks: list = []
+
+        def register(fn):
+            callbacks.append(fn)
+            return len(callbacks) - 1
+
+        header = {"op": op, "name": name, "args": encode(tuple(payload["args"]), arrays, register=register)}
         if op == "vjp":
             header["argnum"] = payload["argnum"]
             header["cotangent"] = encode(payload["cotangent"], arrays)
         self.sandbox.send(header, arrays)
-        reply, out = self.sandbox.receive(self.call_deadline, f"calling {name}")
+        while True:
+            reply, out = self.sandbox.receive(self.call_deadline, f"calling {name}")
+            if reply.get("op") != "callback":
+                break
+            self._answer_callback(reply, out, callbacks)
         self.fired.update(reply.get("tripwires", []) if isinstance(reply.get("tripwires"), list) else [])
         if reply.get("op") == "raised":
             from qgf_lite.courseware.sandbox import _remote_exception
@@ -287,6 +297,21 @@ class _Session:
             return decode(reply.get("value", {}), out, self.builders)
         except Exception as err:
             raise SandboxLost(f"the submission's answer could not be read ({err})") from None
+
+
+    def _answer_callback(self, request, arrays, callbacks):
+        """The child calls one of the check's own functions (one without a ``qgf_spec`` recipe) back."""
+        out: dict = {}
+        try:
+            fn = callbacks[int(request.get("id", -1))]
+            args = decode(request.get("args", {}), arrays)
+            if not isinstance(args, tuple):
+                raise TypeError("bad callback arguments")
+            reply = {"op": "callback_result", "value": encode(fn(*args), out, callables=False)}
+        except Exception as err:  # the child passed inputs the check's function rejects
+            out = {}
+            reply = {"op": "callback_result", "error": f"{type(err).__name__}: {err}"[:500]}
+        self.sandbox.send(reply, out)
 
 
 # ---------------------------------------------------------------------------
@@ -381,7 +406,11 @@ def grade_submission(
     problems = []
     try:
         for ex in plan.exercises:
-            result = _grade_question(ex, plan, definitions.get(ex.id, Question()), session, seed, limits)
+            question = definitions.get(ex.id, Question())
+            if (question.function and question.function not in plan.functions.get(ex.id, [])) or (
+                    question.check and question.check not in plan.check_sources.get(ex.id, "")):
+                question = Question()  # a definition written for another notebook's exercise
+            result = _grade_question(ex, plan, question, session, seed, limits)
             report["questions"][ex.id] = result
             problems += [f"{ex.id}: {flag}" for flag in result["flags"]]
     finally:

@@ -39,6 +39,11 @@ class Hidden:
 
 @dataclass(frozen=True)
 class Question:
+    """``function``: the name the exercise cell defines; ``check``: the ``qgf_lite.checks`` function its check
+    cell calls. The definition is ignored (public check only) for a notebook whose exercise or check differs."""
+
+    function: str = ""
+    check: str = ""
     references: tuple = ()
     hidden: tuple = ()
     public_share: float = 0.5
@@ -329,21 +334,29 @@ def matched_large_budgets(fn, rng):
 QUESTIONS: dict = {
     "01_flow_matching": {
         "1.1": Question(
+            check="check_interpolation",
+            function="interpolate",
             references=("qgf_lite.flow:interpolate",),
             hidden=(Hidden("other batch sizes and action dimensions", interpolate_other_sizes),
                     Hidden("a single row", interpolate_single_row)),
         ),
         "1.2": Question(
+            check="check_flow_matching_loss",
+            function="flow_matching_loss",
             references=("qgf_lite.flow:flow_matching_loss", "qgf_lite.checks.flow:reference_flow_matching_loss"),
             hidden=(Hidden("other batch sizes, action dimensions and velocity fields", loss_other_sizes),
                     Hidden("times exactly 0 and 1", loss_end_times)),
         ),
         "1.3": Question(
+            check="check_euler_step",
+            function="euler_step",
             references=(),
             hidden=(Hidden("other sizes, step sizes and velocity fields", euler_step_other_sizes),
                     Hidden("the last step of a sampler", euler_step_last_step)),
         ),
         "1.4": Question(
+            check="check_euler_sample",
+            function="euler_sample",
             references=("qgf_lite.flow:euler_sample", "qgf_lite.guidance:guided_sample"),
             hidden=(Hidden("other step counts, sizes and velocity fields", euler_sample_other_steps),
                     Hidden("a single step", euler_sample_one_step)),
@@ -351,27 +364,37 @@ QUESTIONS: dict = {
     },
     "02_critic_learning": {
         "2.1": Question(
+            check="check_expectile_loss",
+            function="expectile_loss",
             references=("qgf_lite.iql:expectile_loss",),
             hidden=(Hidden("other shapes and expectiles", expectile_other_shapes),
                     Hidden("expectile 0.5 and zero errors", expectile_half_and_zero)),
         ),
         "2.2": Question(
+            check="check_chunk_returns",
+            function="chunk_returns",
             references=("qgf_lite.iql:chunk_returns",),
             hidden=(Hidden("other horizons, batches, discounts and terminal patterns", chunk_returns_other_sizes),
                     Hidden("chunks of one step", chunk_returns_horizon_one)),
         ),
         "2.3": Question(
+            check="check_td_target",
+            function="td_target",
             references=("qgf_lite.iql:q_target",),
             hidden=(Hidden("other batch sizes, discounts and horizons", td_target_other_sizes),),
         ),
     },
     "03_guided_sampling": {
         "3.1": Question(
+            check="check_qgf_velocity",
+            function="qgf_velocity",
             references=("qgf_lite.checks.guidance:reference_qgf_velocity",
                         "qgf_lite.checks.guidance:reference_denoised_estimate", "qgf_lite.guidance:guided_sample"),
             hidden=(Hidden("other sizes, weights, velocity fields and critics", qgf_velocity_other_sizes),),
         ),
         "3.2": Question(
+            check="check_denoised_estimate",
+            function="denoised_estimate",
             references=("qgf_lite.checks.guidance:reference_denoised_estimate",),
             hidden=(Hidden("other sizes and velocity fields", denoised_other_sizes),
                     Hidden("its gradient on other inputs", denoised_gradient)),
@@ -379,11 +402,15 @@ QUESTIONS: dict = {
     },
     "04_test_time_compute": {
         "4.1": Question(
+            check="check_select_best",
+            function="select_best",
             references=("qgf_lite.checks.guidance:reference_select_best", "qgf_lite.guidance:best_of_n"),
             hidden=(Hidden("other batch sizes, proposal counts and dimensions", select_best_other_sizes),
                     Hidden("a single proposal per row", select_best_single_proposal)),
         ),
         "4.2": Question(
+            check="check_matched_best_of_n",
+            function="matched_best_of_n",
             references=("qgf_lite.checks.guidance:reference_matched_best_of_n", "qgf_lite.samplers:sampler_cost"),
             hidden=(Hidden("budgets too small for many samples", matched_small_budgets),
                     Hidden("large budgets and many steps", matched_large_budgets)),

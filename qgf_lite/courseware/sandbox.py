@@ -56,8 +56,12 @@ class Opaque:
         return f"<{self.type_name} object>"
 
 
-def encode(value, arrays: dict, *, callables: bool = True) -> dict:
-    """A JSON-able description of ``value``; arrays go into ``arrays`` under fresh keys."""
+def encode(value, arrays: dict, *, callables: bool = True, register=None) -> dict:
+    """A JSON-able description of ``value``; arrays go into ``arrays`` under fresh keys.
+
+    A function the other side can rebuild (``qgf_spec``) travels as its recipe; any other function, when
+    ``register`` is given, as a callback id: the other side calls it back through the protocol.
+    """
 
     def put(array) -> str:
         key = f"a{len(arrays)}"
@@ -77,12 +81,16 @@ def encode(value, arrays: dict, *, callables: bool = True) -> dict:
     if isinstance(value, np.generic):
         return {"t": "scalar", "a": put(np.asarray(value))}
     if isinstance(value, (list, tuple)):
-        return {"t": type(value).__name__, "items": [encode(v, arrays, callables=callables) for v in value]}
+        return {"t": type(value).__name__,
+                "items": [encode(v, arrays, callables=callables, register=register) for v in value]}
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        return {"t": "dict", "items": {k: encode(v, arrays, callables=callables) for k, v in value.items()}}
+        return {"t": "dict",
+                "items": {k: encode(v, arrays, callables=callables, register=register) for k, v in value.items()}}
     spec = getattr(value, "qgf_spec", None)
     if callables and callable(value) and isinstance(spec, tuple) and len(spec) == 2:
         return {"t": "fn", "builder": str(spec[0]), "args": encode(dict(spec[1]), arrays, callables=False)}
+    if callables and callable(value) and register is not None and not hasattr(value, "__array__"):
+        return {"t": "callback", "id": int(register(value))}
     if hasattr(value, "__array__") or isinstance(value, np.ndarray):
         try:
             array = np.asarray(value)
@@ -119,6 +127,10 @@ def decode(tree: dict, arrays, builders: dict | None = None):
         if builders is None or tree["builder"] not in builders:
             raise ValueError(f"unknown function builder {tree['builder']!r}")
         return builders[tree["builder"]](**decode(tree["args"], arrays, builders))
+    if kind == "callback":
+        if builders is None or "__callback__" not in builders:
+            raise ValueError("a callback cannot be used here")
+        return builders["__callback__"](int(tree["id"]))
     if kind == "opaque":
         return Opaque(str(tree.get("type", "object")))
     raise ValueError(f"bad value tag {kind!r}")
@@ -242,6 +254,21 @@ def _child_main() -> None:  # pragma: no cover - runs in the sandboxed process
 
     namespace: dict = {"__name__": "__main__", "get_ipython": lambda: _NoIPython()}
     builders = None
+
+    def make_callback(callback_id):
+        """A function of the grader's (e.g. a check's velocity field), evaluated by the grader."""
+
+        def callback(*args):
+            arrays: dict = {}
+            send({"op": "callback", "id": callback_id, "args": encode(tuple(args), arrays, callables=False)}, arrays)
+            reply, out = unpack(protocol_in)
+            if reply.get("op") != "callback_result":
+                raise RuntimeError("the grader did not answer the callback")
+            if "error" in reply:
+                raise RuntimeError(f"the check's function failed on these inputs: {reply['error']}")
+            return decode(reply["value"], out, builders)
+
+        return callback
     while True:
         try:
             header, arrays = unpack(protocol_in)
@@ -264,6 +291,7 @@ def _child_main() -> None:  # pragma: no cover - runs in the sandboxed process
             send({"op": "ready", "names": names})
         elif op in ("call", "vjp"):
             del _FIRED[:]
+            builders["__callback__"] = make_callback
             out: dict = {}
             try:
                 fn = namespace[header["name"]]
