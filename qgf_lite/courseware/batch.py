@@ -81,7 +81,7 @@ def _key_to_filename(key: str) -> str:
 
 
 def feedback_markdown(report: dict) -> str:
-    lines = [f"# Feedback: {report['notebook']}", ""]
+    lines = [f"# Feedback: {report.get('notebook', '')}", ""]
     total, max_total = report.get("total", 0.0), report.get("max_total", 0.0)
     lines.append(f"Assignment `{report.get('assignment')}`: **{total:g} / {max_total:g} points**.")
     if report.get("status") != "ok":
