@@ -50,7 +50,7 @@ def graded(autograder, tmp_path_factory):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     done = subprocess.run(
         [sys.executable, "-m", "qgf_lite.courseware", "grade", str(subs), "--autograder-dir", str(autograder),
-         "--out", str(out), "--jobs", "2", "--seed", SEED, "--question-timeout", QUESTION_TIMEOUT],
+         "--out", str(out), "--jobs", "2", "--seed", SEED, "--question-timeout", QUESTION_TIMEOUT, "--memory", "1.5"],
         capture_output=True, text=True, env=env, timeout=900, cwd=root,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -75,6 +75,7 @@ def test_failures_say_why(graded):
     assert rows["infinite_loop"]["status"] == "1.4: time limit exceeded while calling euler_sample"
     assert rows["interrupt_swallowing_loop"]["status"] == "1.4: time limit exceeded while calling euler_sample"
     assert "died (exit code 3)" in rows["kernel_dies"]["status"]
+    assert rows["memory_hog"]["status"] == "1.3: memory limit exceeded (1.5 GiB resident)"
     assert rows["syntax_error"]["status"] == "1.2: syntax error"
     assert "SyntaxError" in reports["syntax_error"]["questions"]["1.2"]["message"]
     assert "raised ValueError: oops" in reports["exception"]["questions"]["1.3"]["message"]

@@ -14,14 +14,16 @@ import csv
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from qgf_lite.courseware.assignments import ASSIGNMENTS, METADATA_KEY, find_exercises, read_notebook
-from qgf_lite.courseware.grading import DEFAULT_SEED, Limits, assignment_name, grade_submission
+from qgf_lite.courseware.grading import DEFAULT_SEED, Limits, assignment_name, grade_submission, warm_jax_cache
 
 SEED_FILE = "grading_seed.txt"
 FIXED_COLUMNS = ("submission", "assignment")
@@ -197,9 +199,14 @@ def grade_batch(
     seed: int | None = None,
     limits: Limits = Limits(),
     progress: bool = True,
+    warm_cache: bool = True,
     log=print,
 ) -> list[dict]:
-    """Grade every submission (files or folders) into ``out``; returns the rows written in this call."""
+    """Grade every submission (files or folders) into ``out``; returns the rows written in this call.
+
+    warm_cache: first grade each assignment's reference once and start every sandbox with a copy of the JAX
+    compilations it made (about twice as fast; see :func:`~qgf_lite.courseware.grading.warm_jax_cache`).
+    """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs!r}")
     if (reference is None) == (autograder_dir is None):
@@ -234,6 +241,14 @@ def grade_batch(
                   | {str(p.resolve().parent) for p in references.values()} | {str(Path.home())})
     bar = Progress(len(todo), enabled=progress)
     rows = []
+    cache_root = Path(tempfile.mkdtemp(prefix="qgf_jax_cache_"))
+    caches: dict[str, Path] = {}
+    if warm_cache and todo:
+        # One trusted run of each assignment's reference first: its JAX compilations seed every sandbox.
+        wanted = {match_reference(p, references) for p in todo} - {None}
+        for reference_path in sorted(wanted):
+            caches[reference_path.stem] = cache_root / reference_path.stem
+            warm_jax_cache(reference_path, caches[reference_path.stem], seed=seed, limits=limits, hide=hide)
 
     def grade_one(path: Path) -> dict:
         reference_path = match_reference(path, references)
@@ -242,18 +257,22 @@ def grade_batch(
                     "status": f"unmatched: cannot tell which assignment this is (expected one of "
                               f"{sorted(references)} in its metadata or file name)"}
         try:
-            return grade_submission(path, reference_path, seed=seed, limits=limits, hide=hide)
+            return grade_submission(path, reference_path, seed=seed, limits=limits, hide=hide,
+                                    jax_cache=caches.get(reference_path.stem))
         except Exception as err:  # a bug of the grader itself: say so in the row, keep grading the rest
             return {"notebook": str(path), "assignment": reference_path.stem, "questions": {}, "total": 0.0,
                     "max_total": 0.0, "status": f"grader error: {type(err).__name__}: {err}"}
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(grade_one, path): path for path in todo}
-        for future in concurrent.futures.as_completed(futures):
-            path = futures[future]
-            report = future.result()
-            rows.append(book.add(str(path), report))
-            bar.update(f"{path.name}: {report.get('total', 0):g}/{report.get('max_total', 0):g}")
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(grade_one, path): path for path in todo}
+            for future in concurrent.futures.as_completed(futures):
+                path = futures[future]
+                report = future.result()
+                rows.append(book.add(str(path), report))
+                bar.update(f"{path.name}: {report.get('total', 0):g}/{report.get('max_total', 0):g}")
+    finally:
+        shutil.rmtree(cache_root, ignore_errors=True)
     return rows
 
 

@@ -38,7 +38,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-MAX_MESSAGE_BYTES = 64 * 2**20  # far more than any check needs; a bigger answer is refused, not read
+MAX_MESSAGE_BYTES = 64 * 2**20
+JAX_CACHE_FOLDER = "jax_cache"  # far more than any check needs; a bigger answer is refused, not read
 
 
 # ---------------------------------------------------------------------------
@@ -386,7 +387,7 @@ if [ -d /mnt ]; then
 fi
 [ -d /dev/shm ] && mount -t tmpfs -o size=64m tmpfs /dev/shm || true
 mount --rbind / / && mount -o remount,bind,ro / || true
-export HOME="$dir" TMPDIR="$dir"
+export HOME="$dir" TMPDIR="$dir" JAX_COMPILATION_CACHE_DIR="$dir/jax_cache"
 cd "$dir"
 exec "$QGF_SANDBOX_PYTHON" -c "$QGF_SANDBOX_BOOT"
 """
@@ -396,10 +397,17 @@ class Sandbox:
     """One child process for one submission (restarted by the grader after it is killed)."""
 
     def __init__(self, submission: Path, *, memory_limit: int, hide: Sequence[Path] = (),
-                 file_limit: int = 64 * 2**20, isolate: bool | None = None):
+                 file_limit: int = 64 * 2**20, isolate: bool | None = None, jax_cache: Path | None = None):
         self.folder = Path(tempfile.mkdtemp(prefix="qgf_grade_"))
         self.copy = self.folder / Path(submission).name
         shutil.copyfile(submission, self.copy)
+        # JAX's compilation cache, warmed by grading the reference (see grading.warm_jax_cache): the child gets
+        # its own copy, so whatever it writes there reaches no other submission.
+        self.jax_cache = self.folder / JAX_CACHE_FOLDER
+        if jax_cache is not None and Path(jax_cache).is_dir():
+            shutil.copytree(jax_cache, self.jax_cache)
+        else:
+            self.jax_cache.mkdir()
         self.memory_limit = memory_limit
         self.killed_for: str | None = None
         self.log = bytearray()
@@ -419,6 +427,9 @@ class Sandbox:
             "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
             "OMP_NUM_THREADS": "1",
             "QGF_SANDBOX_FILE_LIMIT": str(int(file_limit)),
+            "JAX_COMPILATION_CACHE_DIR": str(self.jax_cache),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
             "OPENBLAS_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1",
         }
@@ -527,6 +538,11 @@ class Sandbox:
         except (OSError, subprocess.TimeoutExpired):
             pass
 
+    def keep_jax_cache(self, target: Path) -> None:
+        """Copy the child's compilation cache to ``target`` (after a trusted run; see warm_jax_cache)."""
+        if self.jax_cache.is_dir():
+            shutil.copytree(self.jax_cache, target, dirs_exist_ok=True)
+
     def close(self) -> None:
         if self._alive and self.process.poll() is None and not self.killed_for:
             try:  # a clean exit first, so the child's CPU time is accounted to the grader (benchmarks)
@@ -541,6 +557,9 @@ class Sandbox:
                 stream.close()
             except OSError:
                 pass
+
+    def cleanup(self) -> None:
+        """Remove the child's folder (after :meth:`close`)."""
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
