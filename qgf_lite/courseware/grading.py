@@ -495,6 +495,9 @@ def _grade_question(ex, plan: _Plan, question: Question, session: _Session, seed
         return fail_all(f"{cell_problem}; {message}" if cell_problem else message, flag)
 
     namespace = _trusted_namespace(plan)
+    for other in {n for names_of in plan.functions.values() for n in names_of} - set(names):
+        if session.names.get(other) == "callable":  # a check may also use earlier exercises' functions
+            namespace[other] = StudentFunction(session, other)
     for name in names:
         if session.names.get(name) == "callable":
             namespace[name] = StudentFunction(session, name)
