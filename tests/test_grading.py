@@ -36,7 +36,7 @@ def autograder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def graded(autograder, tmp_path_factory):
-    """Every fixture graded in one call; the submissions sit in their own folder with a file beside them."""
+    """Every fixture graded in one call (with the warmed JAX cache; the determinism test regrades without)."""
     root = tmp_path_factory.mktemp("class")
     subs = root / "submissions"
     subs.mkdir()
@@ -124,7 +124,7 @@ def test_grades_are_deterministic_and_a_rerun_resumes(graded, autograder, tmp_pa
     subset = ["correct", "hard_coded_1_3"]
     rows = cw.grade_batch([graded["subs"] / f"{n}.ipynb" for n in subset], out=tmp_path / "again.csv",
                           autograder_dir=autograder, jobs=2, seed=int(SEED), progress=False, log=lambda _: None,
-                          limits=cw.Limits(question_timeout=float(QUESTION_TIMEOUT)))
+                          limits=cw.Limits(question_timeout=float(QUESTION_TIMEOUT)), warm_cache=False)
     again = {Path(r["submission"]).stem: r for r in rows}
     for name in subset:
         first = {k: v for k, v in graded["rows"][name].items() if k != "submission"}
