@@ -22,7 +22,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import io
-import os
 import threading
 import time
 import zlib

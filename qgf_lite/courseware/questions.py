@@ -22,7 +22,7 @@ check alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -84,6 +84,10 @@ def _velocity(rng, dim):
     from qgf_lite.checks.flow import velocity_field
 
     return velocity_field(rng.normal(scale=0.6, size=(dim, dim)), rng.normal(size=dim), rng.normal(size=dim))
+
+
+def _with_obs(velocity):
+    return lambda obs, a, t: velocity(a, t)
 
 
 def _critic(rng, dim):
@@ -173,8 +177,9 @@ def _clipping_sample_case(rng, steps_low, steps_high):
         velocity = _velocity(rng, dim)
         noise = _normal(rng, batch, dim, scale=1.5)
         steps = int(rng.integers(steps_low, steps_high + 1))
-        want = euler_sample(lambda obs, a, t: velocity(a, t), None, noise, steps=steps)
-        unclipped = euler_sample(lambda obs, a, t: velocity(a, t), None, noise, steps=steps, clip=None)
+        field = _with_obs(velocity)
+        want = euler_sample(field, None, noise, steps=steps)
+        unclipped = euler_sample(field, None, noise, steps=steps, clip=None)
         if float(jnp.max(jnp.abs(want - unclipped))) > 1e-2:
             break
     return velocity, noise, steps, want
@@ -186,7 +191,7 @@ def euler_sample_other_steps(fn, rng):
 
 
 def euler_sample_one_step(fn, rng):
-    velocity, noise, steps, want = _clipping_sample_case(rng, 1, 1)
+    velocity, noise, _, want = _clipping_sample_case(rng, 1, 1)
     _compare("euler_sample", fn, (velocity, noise, 1), want, what="samples with steps=1")
 
 

@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -234,7 +234,7 @@ def _install_tripwires(paths: Sequence[str]) -> None:
 def _child_main() -> None:  # pragma: no cover - runs in the sandboxed process
     import resource
 
-    file_limit = int(os.environ.get("QGF_SANDBOX_FILE_LIMIT", 64 * 2**20))
+    file_limit = int(os.environ.get("QGF_SANDBOX_FILE_LIMIT", str(64 * 2**20)))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))  # hard limit too: no raising it back
     protocol_in = os.fdopen(os.dup(0), "rb", buffering=0)
