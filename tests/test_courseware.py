@@ -126,23 +126,31 @@ def test_is_setup_code(code, cheap):
     assert cw.is_setup_code(code) is cheap
 
 
-def test_solutions_get_full_marks_without_reference():
-    report = cw.grade_notebook(FIXTURE)
+def test_solutions_get_full_marks_against_the_source_notebook():
+    report = cw.grade_notebook(FIXTURE, FIXTURE)  # the source notebook (with solutions) serves as reference
     assert {q: v["points"] for q, v in report["questions"].items()} == POINTS
     assert report["total"] == report["max_total"] == sum(POINTS.values())
     assert report["questions"]["1.3"]["message"] == "check_euler_sample passed"
+    assert report["status"] == "ok"
+    with pytest.raises(ValueError, match="a submission's own check cells are never trusted"):
+        cw.grade_notebook(FIXTURE)
 
 
-def test_untouched_student_version_gets_zero_via_cli(dist, capsys):
+def test_untouched_student_version_gets_zero_via_cli(dist, tmp_path):
     out, _, _ = dist
-    code = cw.main(["grade", str(out / "student" / FIXTURE.name), "--autograder-dir", str(out / "autograder")])
+    book = tmp_path / "grades.csv"
+    code = cw.main(["grade", str(out / "student" / FIXTURE.name), "--autograder-dir", str(out / "autograder"),
+                    "--out", str(book), "--no-progress"])
     assert code == 0
-    report = json.loads(capsys.readouterr().out)
+    report = json.loads((tmp_path / "reports.jsonl").read_text().splitlines()[0])
     assert report["reference"].endswith(str(Path("autograder") / FIXTURE.name))
     assert report["total"] == 0 and report["max_total"] == sum(POINTS.values())
     for ex_id, question in report["questions"].items():
         assert not question["passed"]
         assert question["message"].startswith(f"NotImplementedError: Exercise {ex_id}")
+    header, row = book.read_text().splitlines()
+    assert header == "submission,assignment,1.1,1.2,1.3,total,max_total,status"
+    assert row.endswith(",courseware_assignment,0,0,0,0,6,ok")
 
 
 def test_typical_mistake_loses_exactly_that_question(dist, tmp_path):
@@ -170,8 +178,10 @@ def test_build_writes_expected_tree_and_skips_notebooks_without_exercises(dist):
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     name = FIXTURE.name
     assert files == sorted(
-        [f"student/{name}", f"solutions/{name}", f"autograder/{name}", "autograder/README.md", "autograder/grade.py"]
+        [f"student/{name}", f"solutions/{name}", f"autograder/{name}", "autograder/README.md", "autograder/grade.py",
+         "autograder/grading_seed.txt"]
     )
+    assert int((out / "autograder" / "grading_seed.txt").read_text()) > 0
     assert list(built) == [FIXTURE.stem]
     assert any(m.startswith(f"skip {NO_EXERCISES}") for m in messages)
 
@@ -270,9 +280,9 @@ def test_bad_notebooks_raise_clear_errors(source, tmp_path):
         cw.find_exercises(duplicate)
 
     with pytest.raises(FileNotFoundError, match="missing.ipynb"):
-        cw.grade_notebook(tmp_path / "missing.ipynb")
-    with pytest.raises(ValueError, match="cell_timeout"):
-        cw.grade_notebook(FIXTURE, cell_timeout=0)
+        cw.grade_notebook(tmp_path / "missing.ipynb", FIXTURE)
+    with pytest.raises(ValueError, match="question_timeout must be a positive number"):
+        cw.grade_notebook(FIXTURE, FIXTURE, cell_timeout=0)
 
 
 ASSIGNMENT_PATHS = [REPO / "notebooks" / name for name in cw.ASSIGNMENTS]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from qgf_lite.checks._core import call_student, compare_arrays, fail, passed, random_inputs
+from qgf_lite.checks._core import call_student, compare_arrays, fail, passed, random_inputs, rng
 from qgf_lite.iql import chunk_returns as _reference_chunk_returns
 from qgf_lite.iql import expectile_loss as _reference_expectile_loss
 from qgf_lite.iql import q_target as _reference_q_target
@@ -58,7 +58,7 @@ def _chunk_inputs(seed: int, batch: int = 12, horizon: int = 5):
     """Rewards and terminal flags with every pattern: no terminal, one mid-chunk, one at the end, two."""
     (rewards,) = random_inputs(seed, [(batch, horizon)])
     terminals = np.zeros((batch, horizon), np.float32)
-    rows = np.random.default_rng(seed + 1).permutation(batch)
+    rows = rng(seed + 1).permutation(batch)
     terminals[rows[0], 1] = 1.0
     terminals[rows[1], horizon - 1] = 1.0
     terminals[rows[2], [0, 3]] = 1.0
@@ -104,7 +104,7 @@ def check_td_target(fn) -> None:
     """Exercise 2.3: ``fn(returns, bootstrap_mask, next_value, discount, horizon)`` = R + gamma^H * mask * V'."""
     name = "td_target"
     returns, next_value = (jnp.asarray(x) for x in random_inputs(71, [(10,), (10,)], scale=3.0))
-    mask = jnp.asarray(np.random.default_rng(72).permutation([0.0] * 4 + [1.0] * 6), jnp.float32)
+    mask = jnp.asarray(rng(72).permutation([0.0] * 4 + [1.0] * 6), jnp.float32)
     gamma, horizon = 0.9, 5
     got = call_student(name, fn, returns, mask, next_value, gamma, horizon)
     compare_arrays(

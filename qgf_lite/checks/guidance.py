@@ -17,7 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qgf_lite.checks._core import CheckFailed, call_student, compare_arrays, fail, passed, random_inputs
+from qgf_lite.checks._core import (
+    CheckFailed, call_student, compare_arrays, fail, passed, random_inputs, rng, seeded, student_vjp,
+)
 from qgf_lite.checks.flow import _call_with_time_hint, _times, toy_velocity
 from qgf_lite.guidance import critic_action_gradient
 from qgf_lite.samplers import sampler_cost
@@ -27,14 +29,21 @@ _BATCH, _DIM = 7, 3
 
 def toy_critic(seed: int = 0, dim: int = _DIM):
     """A smooth, non-quadratic Q(a) -> (batch,) whose gradient differs from point to point."""
-    rng = np.random.default_rng(2000 + seed)
-    center = jnp.asarray(rng.uniform(-0.5, 0.5, size=dim), jnp.float32)
-    direction = jnp.asarray(rng.normal(size=dim), jnp.float32)
+    generator = rng(2000 + seed)
+    center = generator.uniform(-0.5, 0.5, size=dim).astype(np.float32)
+    direction = generator.normal(size=dim).astype(np.float32)
+    return critic_field(center, direction)
+
+
+def critic_field(center, direction):
+    """Q(a) = -||a - center||^2 + 0.5 sin(2 a . direction); ``qgf_spec`` lets the autograder rebuild it."""
+    center, direction = jnp.asarray(center, jnp.float32), jnp.asarray(direction, jnp.float32)
 
     def critic(a):
         a = jnp.asarray(a, jnp.float32)
         return -jnp.sum(jnp.square(a - center), axis=-1) + 0.5 * jnp.sin(2.0 * a @ direction)
 
+    critic.qgf_spec = ("critic_field", {"center": center, "direction": direction})
     return critic
 
 
@@ -85,7 +94,7 @@ def check_denoised_estimate(fn) -> None:
     # the clip is inactive (and 0 where it clips).
     weights = jnp.asarray(random_inputs(33, [(_BATCH, _DIM)])[0])
     try:
-        got_grad = jax.grad(lambda x: jnp.sum(jnp.asarray(fn(velocity, x, t)) * weights))(a)
+        got_grad = student_vjp(name, fn, (velocity, a, t), 1, weights)
     except CheckFailed:
         raise
     except Exception as err:
@@ -184,25 +193,38 @@ def reference_matched_best_of_n(budget: int, steps: int) -> int:
 _BUDGET_CASES = ((30, 10), (124, 10), (100, 4), (33, 10), (40, 3), (200, 16), (21, 20))
 
 
+def _budget_cases():
+    """The public (budget, steps) cases, or under a grading seed seven cases drawn from it."""
+    if seeded(91) == 91:
+        return _BUDGET_CASES
+    generator = rng(91)
+    cases = []
+    for _ in range(len(_BUDGET_CASES)):
+        steps = int(generator.integers(2, 21))
+        cases.append((int(generator.integers(steps + 1, 12 * (steps + 1))), steps))
+    return tuple(cases)
+
+
 def check_matched_best_of_n(fn) -> None:
     """Exercise 4.2: ``fn(budget, steps)`` = the largest N whose best-of-N with ``steps`` Euler steps fits ``budget``."""
     name = "matched_best_of_n"
+    cases = _budget_cases()
     got = []
-    for budget, steps in _BUDGET_CASES:
+    for budget, steps in cases:
         value = call_student(name, fn, budget, steps)
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
             fail(name, f"for budget={budget}, steps={steps} it returned {value!r}; return a Python int.",
                  "N counts samples: use integer division (//), not /.")
         got.append(int(value))
-    want = [reference_matched_best_of_n(b, k) for b, k in _BUDGET_CASES]
+    want = [reference_matched_best_of_n(b, k) for b, k in cases]
     compare_arrays(
         name, np.asarray(got), np.asarray(want), what="N",
         known_mistakes=[
             ("the critic call that scores each proposal is not counted (N = budget // steps), so best-of-N "
-             "goes over the budget", [b // k for b, k in _BUDGET_CASES]),
-            ("N is rounded up, so best-of-N goes over the budget", [-(-b // (k + 1)) for b, k in _BUDGET_CASES]),
+             "goes over the budget", [b // k for b, k in cases]),
+            ("N is rounded up, so best-of-N goes over the budget", [-(-b // (k + 1)) for b, k in cases]),
             ("it divides by the cost of one guided sample (3 evaluations per step) instead of one BC sample "
-             "plus its scoring", [b // (3 * k) for b, k in _BUDGET_CASES]),
+             "plus its scoring", [b // (3 * k) for b, k in cases]),
         ],
     )
     passed(name)

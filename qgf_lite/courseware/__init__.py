@@ -15,22 +15,24 @@ and the next code cell (tagged ``check:1.1``) calls a check that raises an
 * a student version: solution blocks become a TODO plus
   ``raise NotImplementedError``, outputs cleared, ``solution-only`` cells dropped;
 * a solutions version: marker lines removed, outputs cleared;
-* an autograder: a notebook holding only the cells needed for grading, which
-  :func:`grade_notebook` combines with the exercise cells of a submission and
-  runs in a fresh kernel. A question earns its points iff its check cell runs
-  without error.
+* an autograder: a notebook holding only the cells grading needs (setup,
+  exercises with solutions, checks) plus a secret grading seed.
 
-Which cells the grader runs: the exercise and check cells, plus *setup* cells.
-A setup cell is either tagged ``setup`` or is recognised as cheap by reading
-its code: only imports, function/class definitions and assignments of
-constant-like expressions (see :func:`is_setup_code`). Everything else
-(training loops, plots, data generation) is skipped, which keeps grading fast;
-an exercise therefore has to work given the setup cells alone.
+Grading (:mod:`qgf_lite.courseware.grading`) never trusts the submission's kernel: the submission's exercise
+cells and cheap helper cells run in a sandboxed child process (:mod:`qgf_lite.courseware.sandbox`) that only
+returns the outputs of the student's functions on inputs the grader chooses; the reference's check cells run in
+the grader on inputs drawn from the grading seed, followed by hidden checks (:mod:`qgf_lite.courseware.questions`).
+
+Which cells the child runs: the reference's setup cells (tagged ``setup`` or recognised as cheap by reading
+their code: only imports, function/class definitions and assignments of constant-like expressions, see
+:func:`is_setup_code`), then the submission's exercise cells and its cheap helper cells. Everything else
+(training loops, plots, data generation) is skipped, which keeps grading fast; an exercise therefore has to work
+given the setup cells alone.
 
 Command line::
 
-    python -m qgf_lite.courseware build --out dist
-    python -m qgf_lite.courseware grade submission.ipynb [--reference REF.ipynb]
+    python -m qgf_lite.courseware build --out dist [--selftest] [--gradescope]
+    python -m qgf_lite.courseware grade SUBMISSIONS... --autograder-dir dist/autograder --out grades.csv --jobs 2
 """
 
 
@@ -41,4 +43,6 @@ require_extra("qgf_lite.courseware", "course")
 from qgf_lite.courseware.assignments import *  # noqa: E402,F401,F403
 from qgf_lite.courseware.build import build, find_reference, has_exercises, selftest, write_notebook  # noqa: E402,F401,E501
 from qgf_lite.courseware.cli import main  # noqa: E402,F401
-from qgf_lite.courseware.grading import grade_notebook  # noqa: E402,F401
+from qgf_lite.courseware.batch import grade_batch  # noqa: E402,F401
+from qgf_lite.courseware.grading import Limits, find_reference_uses, grade_notebook, grade_submission  # noqa: E402,F401,E501
+from qgf_lite.courseware.questions import QUESTIONS, Hidden, Question  # noqa: E402,F401

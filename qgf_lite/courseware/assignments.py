@@ -82,18 +82,38 @@ def cell_tags(cell) -> list[str]:
     return list(cell.get("metadata", {}).get("tags", []))
 
 
-def exercise_header(cell) -> tuple[str, str, float] | None:
-    """(id, title, points) if the cell's first non-blank line is an exercise header."""
+def exercise_header(cell, *, anywhere: bool = False) -> tuple[str, str, float] | None:
+    """(id, title, points) if the cell's first non-blank line is an exercise header.
+
+    anywhere=True (for submissions) also accepts a header below other lines, e.g. an import a student put
+    above it.
+    """
     if cell.get("cell_type") != "code":
         return None
     for line in cell.source.splitlines():
         if not line.strip():
             continue
         match = EXERCISE_HEADER.match(line)
-        if match is None:
+        if match is not None:
+            return match["id"], match["title"], float(match["points"])
+        if not anywhere:
             return None
-        return match["id"], match["title"], float(match["points"])
     return None
+
+
+def submitted_exercises(nb) -> tuple[dict[str, int], dict[str, int]]:
+    """For a submission: {exercise id: index of its cell} (the last one when a student duplicated the cell)
+    and {exercise id: how many cells carry its header}."""
+    cells: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for index, cell in enumerate(nb.cells):
+        if check_id(cell) is not None:
+            continue
+        header = exercise_header(cell, anywhere=True)
+        if header is not None:
+            cells[header[0]] = index
+            counts[header[0]] = counts.get(header[0], 0) + 1
+    return cells, counts
 
 
 def check_id(cell) -> str | None:

@@ -1,4 +1,4 @@
-"""``python -m qgf_lite.courseware build | grade``."""
+"""``python -m qgf_lite.courseware build | grade | gradescope``."""
 
 from __future__ import annotations
 
@@ -7,17 +7,42 @@ import json
 import sys
 from typing import Sequence
 
+from qgf_lite.courseware.build import build, selftest
 
-from qgf_lite.courseware.build import build, find_reference, selftest
-from qgf_lite.courseware.grading import grade_notebook
 
-# ---------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
+def _add_limits(parser):
+    parser.add_argument("--timeout", type=_positive(float), default=300.0,
+                        help="wall-clock seconds per submission, always enforced by killing it (default 300)")
+    parser.add_argument("--question-timeout", type=_positive(float), default=60.0,
+                        help="seconds one question (or one cell) may take; it alone then scores 0 (default 60)")
+    parser.add_argument("--memory", type=_positive(float), default=4.0,
+                        help="resident memory limit per submission in GiB (default 4)")
+    parser.add_argument("--seed", type=int, help="grading seed for the hidden inputs (default: the build's "
+                        "autograder/grading_seed.txt, or $QGF_GRADING_SEED)")
+
+
+def _limits(args):
+    from qgf_lite.courseware.grading import Limits
+
+    return Limits(timeout=args.timeout, question_timeout=args.question_timeout, memory=int(args.memory * 2**30))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qgf_lite.courseware", description="Student versions, solutions and an autograder from the course notebooks.")
+    parser = argparse.ArgumentParser(prog="python -m qgf_lite.courseware",
+                                     description="Student versions, solutions and an autograder from the course notebooks.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_build = sub.add_parser("build", help="build student, solution and autograder notebooks")
@@ -30,28 +55,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         help='the qgf_lite the handed-out notebooks install where it is missing (Colab), e.g. "0.2.0" or '
         '"qgf_lite @ git+https://github.com/<owner>/<repo>@v0.2.0" (default: the release the notebooks pin)',
     )
-
     p_build.add_argument(
         "--selftest",
         action="store_true",
         help="then grade every solutions (must pass) and student (must fail) notebook; exit 1 otherwise",
     )
+    p_build.add_argument("--gradescope", action="store_true",
+                         help="also write gradescope/<assignment>/autograder.zip for Gradescope's autograder")
 
-    p_grade = sub.add_parser("grade", help="grade submissions; prints a JSON report")
-    p_grade.add_argument("submissions", nargs="+", help="submitted .ipynb files")
+    p_grade = sub.add_parser("grade", help="grade submissions into a gradebook CSV plus feedback per student")
+    p_grade.add_argument("submissions", nargs="+", help="submitted .ipynb files, or folders of them")
     group = p_grade.add_mutually_exclusive_group()
-    group.add_argument("--reference", help="autograder notebook to take setup and check cells from")
-    group.add_argument("--autograder-dir", help="folder of autograder notebooks; the matching one is picked")
-    p_grade.add_argument("--timeout", type=float, default=300.0, help="seconds per cell (default 300)")
-    p_grade.add_argument("--kernel", default="python3", help="Jupyter kernel name (default python3)")
+    group.add_argument("--reference", help="the autograder (or source) notebook of the assignment")
+    group.add_argument("--autograder-dir", help="folder of autograder notebooks; each submission gets its match "
+                       "(default: dist/autograder)")
+    p_grade.add_argument("--out", default="grades.csv", help="gradebook CSV (default grades.csv); feedback/ and "
+                         "reports.jsonl go beside it; rerunning resumes")
+    p_grade.add_argument("--jobs", type=_positive(int), default=1, help="submissions graded in parallel (default 1)")
+    p_grade.add_argument("--json", action="store_true", help="also print the full reports as JSON")
+    p_grade.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _add_limits(p_grade)
+
+    p_gs = sub.add_parser("gradescope", help="grade a Gradescope submission folder (what run_autograder calls)")
+    p_gs.add_argument("--root", help="Gradescope's root (default $GRADESCOPE_ROOT or /autograder)")
+    p_gs.add_argument("--reference", required=True, help="the autograder notebook")
+    _add_limits(p_gs)
 
     args = parser.parse_args(argv)
     if args.command == "build":
-        built = build(
-            args.out, args.notebooks or None, notebooks_dir=args.notebooks_dir, release=args.release
-        )
+        built = build(args.out, args.notebooks or None, notebooks_dir=args.notebooks_dir, release=args.release)
         if not built:
             return 1
+        if args.gradescope:
+            from qgf_lite.courseware.gradescope import write_gradescope
+
+            for path in write_gradescope(args.out, built, release=args.release):
+                print(f"wrote {path}")
         if args.selftest:
             problems = selftest(args.out, built)
             for problem in problems:
@@ -61,15 +100,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"selftest passed: {len(built)} assignments grade full marks solved and zero unsolved")
         return 0
 
-    reports = []
-    for submission in args.submissions:
-        reference = args.reference
-        if args.autograder_dir:
-            reference = find_reference(submission, args.autograder_dir)
-        reports.append(
-            grade_notebook(submission, reference, cell_timeout=args.timeout, kernel_name=args.kernel)
-        )
-    print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
+    if args.command == "gradescope":
+        from qgf_lite.courseware.gradescope import run_gradescope
+
+        run_gradescope(args.root, args.reference, seed=args.seed, limits=_limits(args))
+        return 0
+
+    from pathlib import Path
+
+    from qgf_lite.courseware.batch import grade_batch
+
+    autograder_dir = args.autograder_dir
+    if args.reference is None and autograder_dir is None:
+        autograder_dir = "dist/autograder"
+        if not Path(autograder_dir).is_dir():
+            parser.error("pass --reference NOTEBOOK or --autograder-dir FOLDER (no dist/autograder here; run "
+                         "`python -m qgf_lite.courseware build` first)")
+    try:
+        rows = grade_batch(args.submissions, out=args.out, reference=args.reference, autograder_dir=autograder_dir,
+                           jobs=args.jobs, seed=args.seed, limits=_limits(args), progress=not args.no_progress,
+                           log=lambda m: print(m, file=sys.stderr))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        reports_path = Path(args.out).parent / "reports.jsonl"
+        graded = {row["submission"] for row in rows}
+        reports = [json.loads(line) for line in reports_path.read_text().splitlines() if line.strip()]
+        print(json.dumps([r for r in reports if r["submission"] in graded], indent=2))
+    print(f"graded {len(rows)} submissions into {args.out}", file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,78 @@
+"""Grading throughput: submissions per minute for N copies of assignment 01 graded with --jobs J.
+
+    python benchmarks/bench_grading.py [--copies 40] [--jobs 2]
+
+Builds the course's autograder for notebooks/01_flow_matching.ipynb in a temporary folder, copies its solutions
+notebook N times (every copy runs all public and hidden checks, the most work a submission can cause), and
+grades them with ``qgf_lite.courseware.grade_batch``, as ``python -m qgf_lite.courseware grade --jobs J`` does.
+Figures are end to end (sandbox start-up, JAX import and the checks included). CPU seconds per submission (this
+process plus its reaped sandboxes) are given too, because wall-clock figures on a shared machine depend on its
+other load; the last line is JSON for scripts. Target: 100 students x 4 assignments in under 30 minutes on 2
+cores, i.e. at least 13.3 submissions per minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--copies", type=int, default=40)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--notebook", default=str(REPO / "notebooks" / "01_flow_matching.ipynb"))
+    args = parser.parse_args(argv)
+
+    from qgf_lite.courseware import build, grade_batch
+    from qgf_lite.courseware.sandbox import isolation_available
+
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        built = build(folder / "dist", [args.notebook], log=lambda _: None)
+        stem = next(iter(built))
+        submissions = folder / "submissions"
+        submissions.mkdir()
+        for index in range(args.copies):
+            shutil.copy(folder / "dist" / "solutions" / f"{stem}.ipynb", submissions / f"student{index:03d}_{stem}.ipynb")
+        cpu, start = _cpu_seconds(), time.perf_counter()
+        rows = grade_batch([submissions], out=folder / "out" / "grades.csv", autograder_dir=folder / "dist" / "autograder",
+                           jobs=args.jobs, progress=False, log=lambda _: None)
+        wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+    full = sum(1 for row in rows if row["total"] == row["max_total"] and row["status"] == "ok")
+    result = {
+        "assignment": stem,
+        "copies": args.copies,
+        "jobs": args.jobs,
+        "wall_s": round(wall, 1),
+        "submissions_per_min": round(60 * args.copies / wall, 1),
+        "cpu_s_per_submission": round(cpu / args.copies, 2),
+        "submissions_per_min_per_cpu_from_cpu_time": round(60 * args.copies / cpu, 1),
+        "full_marks": full,
+        "isolated": isolation_available(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+    }
+    print(f"{args.copies} copies of {stem}, --jobs {args.jobs}: {wall:.1f} s wall, "
+          f"{result['submissions_per_min']} submissions/min, {result['cpu_s_per_submission']} CPU s per submission, "
+          f"{full}/{args.copies} full marks (load average {result['load_average_1min']})")
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
