@@ -377,6 +377,15 @@ def pooled_rows(evals: list) -> list:
     return list(rows.values())
 
 
+def newcombe_difference_interval(p1, ci1, p2, ci2) -> tuple:
+    """95% interval of p1 - p2 for two independent proportions from their Wilson intervals (Newcombe 1998,
+    method 10). Overlapping Wilson intervals are a loose test; this is the direct one. Treating the two arms as
+    independent ignores the shared start states and noise, which makes the interval conservative."""
+    d = p1 - p2
+    return (d - math.sqrt((p1 - ci1[0]) ** 2 + (ci2[1] - p2) ** 2),
+            d + math.sqrt((ci1[1] - p1) ** 2 + (p2 - ci2[0]) ** 2))
+
+
 def agreement(rows: list) -> list:
     by = {}
     for r in rows:
@@ -387,11 +396,35 @@ def agreement(rows: list) -> list:
             continue
         o, q = pair["official"], pair["qgf_lite"]
         overlap = o["success_ci95"][0] <= q["success_ci95"][1] and q["success_ci95"][0] <= o["success_ci95"][1]
-        # paired by episode (same start state and noise keys): count discordant episodes as well
+        diff_ci = newcombe_difference_interval(q["success_rate"], q["success_ci95"], o["success_rate"],
+                                               o["success_ci95"])
         out.append({"method": method, "weight": weight, "label": setting_label(method, weight),
                     "official": o["success_rate"], "qgf_lite": q["success_rate"],
-                    "difference": q["success_rate"] - o["success_rate"], "intervals_overlap": bool(overlap),
-                    "episodes": o["episodes"]})
+                    "difference": q["success_rate"] - o["success_rate"], "difference_ci95": list(diff_ci),
+                    "difference_excludes_zero": bool(diff_ci[0] > 0 or diff_ci[1] < 0),
+                    "intervals_overlap": bool(overlap), "episodes": o["episodes"]})
+    return out
+
+
+def critic_gradient_scale(trainers: Trainers, arrays: dict, config, n: int = 1024, seed: int = 0) -> dict:
+    """Mean and median L2 norm of grad_a min_i Qbar_i(s, a) (the target critic, as guidance uses it) of each
+    implementation on the same ``n`` dataset (state, action chunk) pairs. Guidance adds ``w`` times this gradient
+    to the velocity, so the ratio of the two scales says how differently the same ``w`` guides them."""
+    from qgf_lite.guidance import critic_action_gradient
+    from qgf_lite.training import critic_fn, guidance_critic_params
+
+    size = arrays["actions"].shape[0]
+    start = np.random.default_rng(seed).integers(0, size - config.horizon + 1, size=n)
+    obs = jnp.asarray(arrays["observations"][start], jnp.float32)
+    acts = jnp.asarray(arrays["actions"][start[:, None] + np.arange(config.horizon)].reshape(n, -1), jnp.float32)
+    agent = trainers.agent
+    ours = critic_action_gradient(critic_fn(config, guidance_critic_params(trainers.state)), obs, acts)
+    theirs = jax.grad(lambda a: jnp.sum(jnp.min(agent.target_critic(obs, a), axis=0)))(acts)
+    out = {}
+    for impl, g in (("official", theirs), ("qgf_lite", ours)):
+        norms = np.asarray(jnp.linalg.norm(g, axis=-1))
+        out[impl] = {"mean_norm": float(norms.mean()), "median_norm": float(np.median(norms))}
+    out["qgf_lite_over_official"] = out["qgf_lite"]["mean_norm"] / out["official"]["mean_norm"]
     return out
 
 
@@ -490,8 +523,9 @@ def markdown_table(report: dict) -> str:
     for r in rows:
         by.setdefault((r["method"], r["weight"]), {})[r["impl"]] = r
     order = {"bc": 0, "qgf": 1, "noisy": 2}
-    lines = ["| setting | official: success % [95% CI] | qgf_lite: success % [95% CI] | per seed (official / qgf_lite) "
-             "| intervals overlap |", "| --- | --- | --- | --- | --- |"]
+    lines = [("| setting | official: success % [95% CI] | qgf_lite: success % [95% CI] | per seed (official / qgf_lite) "
+              "| intervals overlap | qgf_lite - official, pp [95% CI] |"), "| --- | --- | --- | --- | --- | --- |"]
+    diffs = {(a["method"], a["weight"]): a for a in agreement(rows)}
     for (method, weight), pair in sorted(by.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1])):
         o, q = pair.get("official"), pair.get("qgf_lite")
         per_seed = " / ".join(
@@ -499,8 +533,11 @@ def markdown_table(report: dict) -> str:
         overlap = "-" if not (o and q) else (
             "yes" if o["success_ci95"][0] <= q["success_ci95"][1] and q["success_ci95"][0] <= o["success_ci95"][1]
             else "**no**")
+        a = diffs.get((method, weight))
+        diff = "-" if a is None else (f"{100 * a['difference']:+.0f} [{100 * a['difference_ci95'][0]:+.0f}, "
+                                      f"{100 * a['difference_ci95'][1]:+.0f}]")
         lines.append(f"| {setting_label(method, weight)} | {fmt_rate(o) if o else '-'} | {fmt_rate(q) if q else '-'} "
-                     f"| {per_seed} | {overlap} |")
+                     f"| {per_seed} | {overlap} | {diff} |")
     speed = ["", "| speed (same process, interleaved) | official | qgf_lite | qgf_lite / official: wall | process CPU |",
              "| --- | --- | --- | --- | --- |"]
 
@@ -683,6 +720,10 @@ def main(argv=None) -> int:
                 log(f"seed {seed}: {t['official']['steps_per_s']:.1f} (official) vs {t['qgf_lite']['steps_per_s']:.1f} "
                     f"(qgf_lite) steps/s; final losses official {t['official']['final_losses']}, "
                     f"qgf_lite {t['qgf_lite']['final_losses']}")
+            if str(seed) not in report.setdefault("critic_gradient", {}):
+                report["critic_gradient"][str(seed)] = critic_gradient_scale(tr, train, config)
+                write_json(out, report)
+                log(f"seed {seed}: |grad_a Qbar| on 1024 data chunks: {report['critic_gradient'][str(seed)]}")
             for method, weight in todo:
                 pair = samplers_for(tr, config, method, weight)
                 for impl, (sampler, params) in pair.items():
@@ -708,6 +749,8 @@ def main(argv=None) -> int:
     report["rows"] = pooled_rows(report["evaluations"])
     report["agreement"] = agreement(report["rows"])
     report["all_intervals_overlap"] = all(a["intervals_overlap"] for a in report["agreement"])
+    report["settings_with_difference_excluding_zero"] = [a["label"] for a in report["agreement"]
+                                                         if a["difference_excludes_zero"]]
     report["environment"]["load_average_end"] = list(os.getloadavg())
     report["seconds"] = time.perf_counter() - t_start
     report["complete"] = True
