@@ -43,8 +43,8 @@ stand-in checkout). What the script does, in one process:
 expectile, discount, Polyak rate, Adam 3e-4, GELU + LayerNorm, the critic minimum for V and guidance. **Not matched**
 (each implementation keeps its own; see docs/results.md): the MLP block order (official Dense -> LayerNorm -> GELU
 with no LayerNorm on the last hidden layer and Glorot-uniform hidden kernels; qgf_lite Dense -> GELU -> LayerNorm on
-every hidden layer, flax default init), the flow-time embedding (official 16 sinusoidal features of 10000 t; qgf_lite
-32 of 2 pi f t, f up to 1000), validity weighting (the official weights the value loss by chunk validity and the
+every hidden layer, flax default init), the flow-time embedding (official: cos/sin(10000^(1 - k/8) t), k < 8, 16
+features; qgf_lite: sin/cos(2 pi f t) with 16 frequencies f from 1 down to 1/1000, 32 features), validity weighting (the official weights the value loss by chunk validity and the
 flow loss not; qgf_lite the reverse), and the minibatch sampler (host numpy vs device).
 The official ``main.py`` would also clip dataset actions to +-(1 - 1e-5) and set masks = 1 - terminals; here both
 see OGBench's own relabelled arrays (masks = 1 - success), so the data are identical.
@@ -667,13 +667,16 @@ def main(argv=None) -> int:
     check_env.close()
 
     report = json.loads(out.read_text()) if (args.resume and out.is_file()) else {}
+    argv_now = sys.argv if argv is None else ["benchmarks/vs_reference.py", *argv]
+    invocations = report.get("invocations") or ([report["argv"]] if "argv" in report else [])
     if report and report.get("args", {}).get("dataset") and report["args"]["dataset"] != args.dataset:
         raise ValueError(f"--resume: {out} was made from {report['args']['dataset']}, not {args.dataset}.")
     report.update({
         "schema": SCHEMA,
         "claim": "the two implementations' success rates agree within their 95% intervals",
         "args": vars(args),
-        "argv": sys.argv if argv is None else ["benchmarks/vs_reference.py", *argv],
+        "argv": argv_now,
+        "invocations": [*invocations, argv_now],  # every run that wrote to this report, in order
         "env_name": args.env,
         "dataset": {"path": str(args.dataset), "transitions": int(dataset.size), "obs_dim": int(dataset.obs_dim),
                     "action_dim": int(dataset.action_dim),
