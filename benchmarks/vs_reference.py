@@ -40,12 +40,13 @@ stand-in checkout). What the script does, in one process:
 
 **Matched**: network widths and depths (``--hidden``, ``--layers`` for the flow, each critic member and the value),
 2 critics, batch, H (action chunking), 10 denoising steps (flow times on the grid {0, 0.1, ..., 1} in training),
-expectile, discount, Polyak rate, Adam 3e-4, GELU + LayerNorm, the critic minimum for V and guidance. **Not matched**
-(each implementation keeps its own; see docs/results.md): the MLP block order (official Dense -> LayerNorm -> GELU
-with no LayerNorm on the last hidden layer and Glorot-uniform hidden kernels; qgf_lite Dense -> GELU -> LayerNorm on
-every hidden layer, flax default init), the flow-time embedding (official: cos/sin(10000^(1 - k/8) t), k < 8, 16
-features; qgf_lite: sin/cos(2 pi f t) with 16 frequencies f from 1 down to 1/1000, 32 features), validity weighting (the official weights the value loss by chunk validity and the
-flow loss not; qgf_lite the reverse), and the minibatch sampler (host numpy vs device).
+expectile, discount, Polyak rate, Adam 3e-4, GELU + LayerNorm, the critic minimum for V and guidance. **Not
+matched** (each implementation keeps its own; see docs/results.md): the MLP block order (official Dense -> LayerNorm
+-> GELU with no LayerNorm on the last hidden layer and Glorot-uniform hidden kernels; qgf_lite Dense -> GELU ->
+LayerNorm on every hidden layer, flax default init), the flow-time embedding (official: cos/sin(10000^(1-k/8) t), k
+< 8, 16 features; qgf_lite: sin/cos(2 pi f t) with 16 frequencies f from 1 down to 1/1000, 32 features), validity
+weighting (the official weights the value loss by chunk validity and the flow loss not; qgf_lite the reverse), and
+the minibatch sampler (host numpy vs device).
 The official ``main.py`` would also clip dataset actions to +-(1 - 1e-5) and set masks = 1 - terminals; here both
 see OGBench's own relabelled arrays (masks = 1 - success), so the data are identical.
 
@@ -79,6 +80,9 @@ import jax.numpy as jnp
 import numpy as np
 
 SCHEMA = "qgf_lite.vs_reference/1"
+# options a --resume must keep (the seeds, weights and speed options may change: new ones are added to the report)
+RESUME_MUST_MATCH = ("dataset", "env", "steps", "hidden", "layers", "batch_size", "horizon", "flow_steps", "discount",
+                     "expectile", "tau", "episodes", "eval_seed", "max_episode_steps")
 REFERENCE_FILES = ("agents/qgf.py", "agents/common.py", "utils/networks.py", "utils/flax_utils.py",
                    "utils/datasets.py", "utils/activation.py")
 
@@ -121,7 +125,8 @@ def _bare_package(name: str, folder: Path) -> None:
         if str(folder.resolve()) in paths:
             return
         raise RuntimeError(f"A module named {name!r} is already imported from {paths or existing!r}; the official "
-                           f"code's top-level package {name!r} would clash with it. Run this script in a fresh process.")
+                           f"code's top-level package {name!r} would clash with it. Run this script in a fresh "
+                           "process.")
     package = types.ModuleType(name, f"The official checkout's {name}/ (its __init__ is not run).")
     package.__path__ = [str(folder)]
     sys.modules[name] = package
@@ -523,8 +528,9 @@ def markdown_table(report: dict) -> str:
     for r in rows:
         by.setdefault((r["method"], r["weight"]), {})[r["impl"]] = r
     order = {"bc": 0, "qgf": 1, "noisy": 2}
-    lines = [("| setting | official: success % [95% CI] | qgf_lite: success % [95% CI] | per seed (official / qgf_lite) "
-              "| intervals overlap | qgf_lite - official, pp [95% CI] |"), "| --- | --- | --- | --- | --- | --- |"]
+    lines = [("| setting | official: success % [95% CI] | qgf_lite: success % [95% CI] "
+              "| per seed (official / qgf_lite) | intervals overlap | qgf_lite - official, pp [95% CI] |"),
+             "| --- | --- | --- | --- | --- | --- |"]
     diffs = {(a["method"], a["weight"]): a for a in agreement(rows)}
     for (method, weight), pair in sorted(by.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1])):
         o, q = pair.get("official"), pair.get("qgf_lite")
@@ -538,7 +544,8 @@ def markdown_table(report: dict) -> str:
                                       f"{100 * a['difference_ci95'][1]:+.0f}]")
         lines.append(f"| {setting_label(method, weight)} | {fmt_rate(o) if o else '-'} | {fmt_rate(q) if q else '-'} "
                      f"| {per_seed} | {overlap} | {diff} |")
-    speed = ["", "| speed (same process, interleaved) | official | qgf_lite | qgf_lite / official: wall | process CPU |",
+    speed = ["", ("| speed (same process, interleaved) | official | qgf_lite | qgf_lite / official: wall "
+                  "| process CPU |"),
              "| --- | --- | --- | --- | --- |"]
 
     def train_row(name, t):
@@ -547,7 +554,8 @@ def markdown_table(report: dict) -> str:
                 f"{t['qgf_lite_vs_official_steps_per_s']:.2f}x | {cpu:.2f}x |")
 
     for seed, t in sorted(report.get("training", {}).items()):
-        speed.append(train_row(f"train steps/s, seed {seed} ({report['args']['layers']} x {report['args']['hidden']})", t))
+        size = f"{report['args']['layers']} x {report['args']['hidden']}"
+        speed.append(train_row(f"train steps/s, seed {seed} ({size})", t))
     sp = report.get("speed", {})
     for size_key in ("trained_size", "paper_size"):
         s = sp.get(size_key)
@@ -631,6 +639,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     if args.table_only:
+        if not out.is_file():
+            raise SystemExit(f"--table-only: no report at --out {str(out)!r}.")
         print(markdown_table(json.loads(out.read_text())))
         return 0
     from tqdm.auto import tqdm
@@ -648,6 +658,15 @@ def main(argv=None) -> int:
         print(f"[{time.perf_counter() - t_start:7.1f}s] {msg}", flush=True)
 
     require_singletask_name(args.env)
+    report = json.loads(out.read_text()) if (args.resume and out.is_file()) else {}
+    argv_now = sys.argv if argv is None else ["benchmarks/vs_reference.py", *argv]
+    invocations = report.get("invocations") or ([report["argv"]] if "argv" in report else [])
+    before = report.get("args", {})
+    changed = [k for k in RESUME_MUST_MATCH if k in before and before[k] != getattr(args, k)]
+    if changed:
+        was = ", ".join(f"--{k.replace('_', '-')} {before[k]!r}" for k in changed)
+        raise ValueError(f"--resume: {out} was made with {was}; with other values the results would not be "
+                         "comparable. Pass the same options, or another --out.")
     ref = load_reference(args.reference)
     log(f"official code: {ref.path} (commit {ref.git_commit}); shims: {len(ref.shims)}")
     workdir = Path(args.workdir) if args.workdir else out.with_suffix("").with_name(out.stem + "_work")
@@ -666,11 +685,6 @@ def main(argv=None) -> int:
     check_env = make_eval_env(args.env, **env_kwargs)
     check_env.close()
 
-    report = json.loads(out.read_text()) if (args.resume and out.is_file()) else {}
-    argv_now = sys.argv if argv is None else ["benchmarks/vs_reference.py", *argv]
-    invocations = report.get("invocations") or ([report["argv"]] if "argv" in report else [])
-    if report and report.get("args", {}).get("dataset") and report["args"]["dataset"] != args.dataset:
-        raise ValueError(f"--resume: {out} was made from {report['args']['dataset']}, not {args.dataset}.")
     report.update({
         "schema": SCHEMA,
         "claim": "the two implementations' success rates agree within their 95% intervals",
@@ -680,7 +694,8 @@ def main(argv=None) -> int:
         "env_name": args.env,
         "dataset": {"path": str(args.dataset), "transitions": int(dataset.size), "obs_dim": int(dataset.obs_dim),
                     "action_dim": int(dataset.action_dim),
-                    "episodes": int(np.sum(train["terminals"])), "success_fraction": float(np.mean(train["masks"] == 0))},
+                    "episodes": int(np.sum(train["terminals"])),
+                    "success_fraction": float(np.mean(train["masks"] == 0))},
         "qgf_lite_config": config.to_dict(),
         "official_config": {k: (dict(v) if isinstance(v, dict) else v) for k, v in ref_config.items()},
         "official": {"path": str(ref.path), "git_commit": ref.git_commit, "shims": ref.shims},
@@ -695,7 +710,9 @@ def main(argv=None) -> int:
 
     fresh = Trainers(ref, ref_config, config, dataset, ref_dataset, args.seeds[0])
     report["common_noise_max_abs_diff"] = common_noise_check(fresh, config)
-    log(f"common random numbers: both samplers start from the same noise (max |diff| with zeroed networks: "
+    same = report["common_noise_max_abs_diff"] == 0.0
+    verdict = "both samplers start from the same noise" if same else "WARNING: the samplers' noise differs"
+    log(f"common random numbers: {verdict} (max |diff| with zeroed networks: "
         f"{report['common_noise_max_abs_diff']:.3g})")
     write_json(out, report)
     if "speed" in report and args.redo_speed:

@@ -43,7 +43,8 @@ def run_script(*args, check=True):
     proc = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, env=env,
                           timeout=600, check=False)
     if check and proc.returncode != 0:
-        raise AssertionError(f"vs_reference.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(f"vs_reference.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-3000:]}")
     return proc
 
 
@@ -147,3 +148,11 @@ def test_input_errors_are_one_clear_message(dataset_path, tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             vs.parse_args(argv)
         assert exc.value.code == 2 and message in capsys.readouterr().err
+    # --resume refuses a report made with other sizes (checked before the official code is imported)
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"args": {"steps": 4, "hidden": 8, "seeds": [0]}}))
+    with pytest.raises(ValueError, match="--steps 4"):
+        vs.main(["--reference", str(FAKE), "--dataset", str(dataset_path), "--out", str(earlier), "--resume",
+                 "--steps", "5", "--hidden", "8"])
+    with pytest.raises(SystemExit, match="no report"):
+        vs.main(["--table-only", "--out", str(tmp_path / "none.json")])
