@@ -8,8 +8,8 @@ import pytest
 
 from qgf_lite import checks
 from qgf_lite.checks import CheckFailed
-from qgf_lite.checks.fql import reference_fql_distillation_loss, toy_policy
 from qgf_lite.checks.flow import toy_velocity
+from qgf_lite.checks.fql import reference_fql_distillation_loss, toy_policy
 
 
 # ---------------------------------------------------------------- 6.1 FQL distillation loss

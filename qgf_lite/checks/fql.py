@@ -21,7 +21,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qgf_lite.checks._core import CheckFailed, call_student, compare_arrays, fail, passed, random_inputs
+from qgf_lite.checks._core import (
+    CheckFailed,
+    call_student,
+    compare_arrays,
+    fail,
+    passed,
+    random_inputs,
+)
 from qgf_lite.checks.flow import toy_velocity
 from qgf_lite.fql import distillation_loss as _reference_distillation_loss
 from qgf_lite.fql import flow_targets as _reference_flow_targets
@@ -53,7 +60,7 @@ def _euler(velocity, noise, steps, *, clip=True, times=None):
 
 def reference_fql_distillation_loss(policy, velocity, noise, steps) -> jnp.ndarray:
     """``qgf_lite.fql.distillation_loss`` with ``flow_targets`` as the target, in the exercise's conventions."""
-    with_obs = lambda obs, a, t: velocity(a, t)  # noqa: E731
+    with_obs = lambda obs, a, t: velocity(a, t)
     targets = _reference_flow_targets(with_obs, None, noise, steps=steps)
     return _reference_distillation_loss(lambda obs, z: policy(z), None, noise, targets)
 
@@ -101,11 +108,11 @@ def check_fql_distillation_loss(fn) -> None:
 
     # Gradients must reach only the policy: differentiate with respect to a scale shared by policy and flow.
     def student_loss(theta):
-        scaled_velocity = lambda a, t: (1.0 + theta) * velocity(a, t)  # noqa: E731
+        scaled_velocity = lambda a, t: (1.0 + theta) * velocity(a, t)
         return fn(toy_policy(6, scale=1.0 + theta), scaled_velocity, noise, 4)
 
     def reference_loss(theta, stop=True):
-        scaled_velocity = lambda a, t: (1.0 + theta) * velocity(a, t)  # noqa: E731
+        scaled_velocity = lambda a, t: (1.0 + theta) * velocity(a, t)
         mu = toy_policy(6, scale=1.0 + theta)(noise)
         target = _euler(scaled_velocity, noise, 4)
         return jnp.mean(jnp.square(mu - (jax.lax.stop_gradient(target) if stop else target)))

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qgf_lite import toy
-from qgf_lite.data import make_dataset, dataset_from_dict, sample_chunk_batch
+from qgf_lite.data import dataset_from_dict, make_dataset, sample_chunk_batch
 from qgf_lite.samplers import SamplerSpec
 from qgf_lite.toy import metrics
 from qgf_lite.toy.experiments import bandit_data, toy_config
@@ -41,6 +41,7 @@ from qgf_lite.training import (
     guidance_critic_params,
     init_train_state,
     is_multi_seed,
+    num_parameters,
     sampler_velocity_fn,
     sampler_velocity_params,
 )
@@ -529,13 +530,13 @@ def width_study(widths: Sequence[int], *, seeds: Sequence[int] = (0, 1), num_ste
         for split, obs in (("heldout", val_obs), ("test", test_obs)):
             per_weight = []
             for i, w in enumerate(weights):
-                a = draw_actions(config, state, SamplerSpec("guided", weight=w), jax.random.fold_in(key, 10 + i), obs=obs)
+                spec = SamplerSpec("guided", weight=w)  # w = 0 draws exactly the BC actions
+                a = draw_actions(config, state, spec, jax.random.fold_in(key, 10 + i), obs=obs)
                 per_weight.append([float(jnp.mean(problem.reward(obs, x))) for x in a])
             scores[split] = np.asarray(per_weight)  # (weights, seeds)
         chosen, test_reward = select_weight(weights, scores["heldout"], scores["test"])
-        q = np.asarray(jax.vmap(lambda p: critic_fn(config, p)(test_obs, test_actions))(state.target_critic_params))
+        q = np.asarray(jax.vmap(lambda p, c=config: critic_fn(c, p)(test_obs, test_actions))(state.target_critic_params))
         corr = float(np.mean([np.corrcoef(row, np.asarray(test_rewards))[0, 1] for row in q]))
-        from qgf_lite.training import num_parameters
         rows.append({
             "width": width,
             "flow_params": num_parameters(seed_state(state, 0).policy_params),
