@@ -15,6 +15,16 @@ from qgf_lite.toy import comparison as cmp
 from qgf_lite.toy.experiments import toy_config
 from qgf_lite.training import critic_fn, init_train_state
 
+@pytest.fixture(scope="module", autouse=True)
+def quick_compile():
+    """These networks are tiny: XLA's optimisation passes cost more compile time than they save (the setting is
+    restored after the module, and jax keys its compile cache on it)."""
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
 TINY = dict(actor_hidden=(32,), critic_hidden=(32,), fql_hidden=(32,), value_hidden=(8,), batch_size=64)
 
 
