@@ -13,7 +13,7 @@ import pytest
 from qgf_lite import SamplerSpec, toy
 from qgf_lite.toy import comparison as cmp
 from qgf_lite.toy.experiments import toy_config
-from qgf_lite.training import critic_fn, init_train_state
+from qgf_lite.training import critic_fn, init_train_state, init_train_states
 
 @pytest.fixture(scope="module", autouse=True)
 def quick_compile():
@@ -64,6 +64,15 @@ def test_guidance_gain_tracks_the_critic_and_a_flipped_critic_hurts(ring_run):
     assert rows["trained"]["gain_over_bc"] > 0.1, rows["trained"]
     assert rows["trained"]["gain_over_bc"] > rows["untrained"]["gain_over_bc"] + 0.1
     assert rows["flipped"]["gain_over_bc"] < 0, rows["flipped"]
+
+
+def test_initial_states_are_init_train_states():
+    config = toy_config(fql=True, **TINY)
+    want = init_train_states(config, (3, 4))
+    got = cmp.initial_states(config, (3, 4))
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+    assert all(bool(jnp.array_equal(a, b)) for a, b in zip(jax.tree_util.tree_leaves(got),
+                                                           jax.tree_util.tree_leaves(want)))
 
 
 def test_draw_actions_per_seed_matches_the_single_seed_draw(ring_run):
