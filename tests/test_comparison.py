@@ -15,6 +15,7 @@ from qgf_lite.toy import comparison as cmp
 from qgf_lite.toy.experiments import toy_config
 from qgf_lite.training import critic_fn, init_train_state, init_train_states
 
+
 @pytest.fixture(scope="module", autouse=True)
 def quick_compile():
     """These networks are tiny: XLA's optimisation passes cost more compile time than they save (the setting is
