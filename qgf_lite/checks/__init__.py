@@ -7,3 +7,4 @@ from qgf_lite.checks._core import CheckFailed, compare_arrays, call_student
 from qgf_lite.checks.flow import *  # noqa: F401,F403
 from qgf_lite.checks.critic import *  # noqa: F401,F403
 from qgf_lite.checks.guidance import *  # noqa: F401,F403
+from qgf_lite.checks.fql import *  # noqa: F401,F403

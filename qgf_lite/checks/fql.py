@@ -1,0 +1,207 @@
+"""Checks for the exercises of notebook 06: FQL's distillation loss and choosing w on held-out data.
+
+Student signatures (the check calls them exactly like this):
+
+- ``fql_distillation_loss(policy, velocity, noise, steps) -> ()``
+      policy(noise) -> actions (batch, dim), the one-step policy; velocity(a, t) -> (batch, dim) with t (batch,),
+      the frozen BC flow. The loss is mean over batch and coordinates of (policy(z) - stop_grad(target))^2 with
+      target = clip(Euler sample of the flow from the same z with ``steps`` steps, -1, 1).
+- ``select_weight(weights, heldout_scores, test_scores) -> (w, score)``
+      weights (W,); scores (W, R). w: the weight with the highest mean held-out score (the smallest w on a tie);
+      score: the mean *test* score at that w.
+
+Each check runs the student's function on seeded inputs, compares it with qgf_lite's reference
+(``qgf_lite.fql.distillation_loss`` + ``flow_targets``; ``qgf_lite.toy.comparison.select_weight``) and, when they
+disagree, says which common mistake the output matches.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qgf_lite.checks._core import (
+    CheckFailed,
+    call_student,
+    compare_arrays,
+    fail,
+    passed,
+    random_inputs,
+)
+from qgf_lite.checks.flow import toy_velocity
+from qgf_lite.fql import distillation_loss as _reference_distillation_loss
+from qgf_lite.fql import flow_targets as _reference_flow_targets
+from qgf_lite.toy.comparison import select_weight as _reference_select_weight
+
+_BATCH, _DIM = 9, 3
+
+
+def toy_policy(seed: int = 0, dim: int = _DIM, scale: float = 1.0):
+    """A fixed nonlinear one-step policy mu(z) for the checks, times ``scale`` (a parameter the checks
+    differentiate). Its outputs reach beyond [-1, 1], so clipping them shows."""
+    rng = np.random.default_rng(2000 + seed)
+    matrix = jnp.asarray(rng.normal(scale=0.8, size=(dim, dim)), jnp.float32)
+    shift = jnp.asarray(rng.normal(scale=0.5, size=dim), jnp.float32)
+
+    def policy(noise):
+        return scale * (1.6 * jnp.tanh(jnp.asarray(noise, jnp.float32) @ matrix) + shift)
+
+    return policy
+
+
+def _euler(velocity, noise, steps, *, clip=True, times=None):
+    a = noise
+    for k in range(steps):
+        t = jnp.full((a.shape[0],), (k if times is None else times(k)) / steps, jnp.float32)
+        a = a + velocity(a, t) / steps
+    return jnp.clip(a, -1.0, 1.0) if clip else a
+
+
+def reference_fql_distillation_loss(policy, velocity, noise, steps) -> jnp.ndarray:
+    """``qgf_lite.fql.distillation_loss`` with ``flow_targets`` as the target, in the exercise's conventions."""
+    with_obs = lambda obs, a, t: velocity(a, t)
+    targets = _reference_flow_targets(with_obs, None, noise, steps=steps)
+    return _reference_distillation_loss(lambda obs, z: policy(z), None, noise, targets)
+
+
+def check_fql_distillation_loss(fn) -> None:
+    """Exercise 6.1: ``fn(policy, velocity, noise, steps)`` = mean over batch and coordinates of
+    (policy(noise) - stop_gradient(clip(EulerSample(velocity, noise, steps), -1, 1)))^2."""
+    name = "fql_distillation_loss"
+    velocity = toy_velocity(6)
+    policy = toy_policy(6)
+    (noise,) = (jnp.asarray(x) for x in random_inputs(61, [(_BATCH, _DIM)], scale=1.5))
+    for steps in (3, 8):
+        mu = policy(noise)
+        target = _euler(velocity, noise, steps)
+
+        def msq(pred, tgt):
+            return jnp.mean(jnp.square(pred - tgt))
+
+        got = call_student(name, fn, policy, velocity, noise, steps)
+        if np.ndim(got) != 0:
+            fail(name, f"the loss must be a single number, got an array of shape {np.shape(got)}.",
+                 "take the mean over the batch and the action coordinates.")
+        compare_arrays(
+            name, got, reference_fql_distillation_loss(policy, velocity, noise, steps), what=f"loss with steps={steps}",
+            known_mistakes=[
+                ("the flow's target is not clipped to [-1, 1]: the BC sampler clips its output, so the target is "
+                 "clip(Euler sample)", msq(mu, _euler(velocity, noise, steps, clip=False))),
+                ("the policy's actions are clipped too; FQL clips only the flow target (the policy's raw output is "
+                 "regressed, so its gradient does not vanish outside [-1, 1])", msq(jnp.clip(mu, -1, 1), target)),
+                ("the policy is regressed onto the noise z itself; the target is the flow's sample from z",
+                 msq(mu, noise)),
+                ("the target is one Euler step (z + v(z, 0)); integrate the flow with `steps` steps",
+                 msq(mu, jnp.clip(noise + velocity(noise, jnp.zeros(_BATCH)), -1, 1))),
+                ("the Euler times are off by one step (t = (k + 1)/K); the k-th step starts at t = k/K",
+                 msq(mu, _euler(velocity, noise, steps, times=lambda k: k + 1))),
+                ("the squared error is summed over the action coordinates; FQL takes the mean over batch *and* "
+                 "coordinates", jnp.mean(jnp.sum(jnp.square(mu - target), axis=-1))),
+                ("the squared error is summed over the batch; take the mean", jnp.sum(jnp.mean(jnp.square(mu - target),
+                                                                                            axis=-1))),
+                ("the error is not squared (an absolute error)", jnp.mean(jnp.abs(mu - target))),
+                ("the norm is not squared (|| . || per sample instead of the squared error)",
+                 jnp.mean(jnp.linalg.norm(mu - target, axis=-1))),
+            ],
+        )
+
+    # Gradients must reach only the policy: differentiate with respect to a scale shared by policy and flow.
+    def student_loss(theta):
+        scaled_velocity = lambda a, t: (1.0 + theta) * velocity(a, t)
+        return fn(toy_policy(6, scale=1.0 + theta), scaled_velocity, noise, 4)
+
+    def reference_loss(theta, stop=True):
+        scaled_velocity = lambda a, t: (1.0 + theta) * velocity(a, t)
+        mu = toy_policy(6, scale=1.0 + theta)(noise)
+        target = _euler(scaled_velocity, noise, 4)
+        return jnp.mean(jnp.square(mu - (jax.lax.stop_gradient(target) if stop else target)))
+
+    try:
+        got_grad = jax.grad(student_loss)(0.0)
+    except CheckFailed:
+        raise
+    except Exception as err:  # numpy calls on traced values, Python control flow on arrays, ...
+        fail(name, f"your loss cannot be differentiated with jax.grad ({type(err).__name__}: {err}).",
+             "use jax.numpy (jnp) operations only, no numpy or float() on the arrays.")
+    compare_arrays(
+        name, got_grad, jax.grad(reference_loss)(0.0), what="the loss's gradient (through a parameter shared by the "
+                                                             "policy and the flow)",
+        known_mistakes=[("gradients flow into the BC flow's target: wrap it in jax.lax.stop_gradient, the flow is "
+                         "frozen and only the one-step policy learns", jax.grad(reference_loss)(0.0, stop=False))],
+    )
+    passed(name, "for 3 and 8 Euler steps, gradient included")
+
+
+def check_select_weight(fn) -> None:
+    """Exercise 6.2: ``fn(weights, heldout_scores, test_scores)`` -> (the weight with the best mean held-out score,
+    smallest on a tie; the mean test score at that weight)."""
+    name = "select_weight"
+    rng = np.random.default_rng(62)
+    weights = np.array([0.0, 0.25, 0.5, 1.0, 2.0, 4.0])
+    # Held-out and test disagree on the best weight; the best single held-out repetition is a third weight, and
+    # the held-out score at the chosen w differs from its test score, so every mistake below gives a distinct answer.
+    heldout = 0.2 + 0.05 * rng.standard_normal((weights.size, 5))
+    heldout[2] += 0.6                       # best mean held-out score: w = 0.5 (index 2, not a weight's value)
+    heldout[5, 0] = 1.0                     # best single held-out score: w = 4
+    test = 0.2 + 0.05 * rng.standard_normal((weights.size, 5))
+    test[2] += 0.15                         # test at the chosen w
+    test[3] += 0.4                          # best mean test score: w = 1 (choosing on test would pick it)
+    want_w, want_score = _reference_select_weight(weights, heldout, test)
+
+    def run(w, h, t):
+        out = call_student(name, fn, w, h, t)
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            fail(name, f"return a pair (weight, score), got {type(out).__name__}"
+                       f"{'' if not isinstance(out, (tuple, list)) else f' of length {len(out)}'}.")
+        for part, value in zip(("weight", "score"), out):
+            if np.ndim(value) != 0:
+                fail(name, f"the {part} must be a single number, got shape {np.shape(value)}.")
+        return float(out[0]), float(out[1])
+
+    got_w, got_score = run(weights, heldout, test)
+    if not np.isclose(got_w, want_w):
+        if np.isclose(got_w, 4.0):
+            fail(name, f"you chose w = {got_w:g}, the weight of the best *single* held-out repetition; choose on the "
+                       "mean over repetitions (one lucky seed is noise).")
+        if np.isclose(got_w, 1.0):
+            fail(name, f"you chose w = {got_w:g} on the *test* scores. Choose on the held-out scores only: a w picked "
+                       "on the test set makes its reported score the maximum of noisy estimates, biased upwards.")
+        if np.isclose(got_w, float(np.argmax(heldout.mean(axis=1)))):
+            fail(name, f"you returned {got_w:g}, which looks like the index of the best weight; return the weight "
+                       "itself, weights[index].")
+        fail(name, f"you chose w = {got_w:g}, expected {want_w:g} (the highest mean held-out score).")
+    if not np.isclose(got_score, want_score, rtol=1e-5, atol=1e-6):
+        if np.isclose(got_score, heldout[2].mean()):
+            fail(name, "the reported score is the held-out score at the chosen w; report its *test* score (the "
+                       "held-out score was used to choose, so it is biased upwards).")
+        if np.isclose(got_score, test.mean(axis=1).max()):
+            fail(name, "the reported score is the best mean test score over all weights; report the test score of "
+                       "the weight chosen on held-out data.")
+        if np.isclose(got_score, test[2].max()):
+            fail(name, "the reported score is the best test repetition at the chosen w; report the mean over "
+                       "repetitions.")
+        fail(name, f"the reported score is {got_score:.4g}, expected {want_score:.4g} (the mean test score at the "
+                   "chosen w).")
+
+    # A tie between two weights: prefer the smaller w (less departure from the behaviour policy); weights unsorted.
+    tie_weights = np.array([2.0, 0.5, 1.0])
+    tie_heldout = np.array([[0.75, 0.25], [0.5, 0.5], [0.125, 0.25]])  # exact tie of the means (0.5)
+    tie_test = np.array([[0.3, 0.3], [0.5, 0.4], [0.0, 0.0]])
+    got_w, got_score = run(tie_weights, tie_heldout, tie_test)
+    want_w, want_score = _reference_select_weight(tie_weights, tie_heldout, tie_test)
+    if not np.isclose(got_w, want_w):
+        fail(name, f"on a tie of mean held-out scores (w = 2 and w = 0.5) you chose w = {got_w:g}; choose the "
+                   "smallest tied w, the one that moves the policy least from the behaviour data (the weights are "
+                   "not necessarily sorted).")
+    if not np.isclose(got_score, want_score):
+        fail(name, f"with the tie the reported score is {got_score:.4g}, expected {want_score:.4g}.")
+    passed(name, "including a tie")
+
+
+__all__ = [
+    "check_fql_distillation_loss",
+    "check_select_weight",
+    "reference_fql_distillation_loss",
+    "toy_policy",
+]
