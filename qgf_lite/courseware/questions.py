@@ -347,6 +347,70 @@ def matched_large_budgets(fn, rng):
             fail("matched_best_of_n", "wrong N for a large budget.")
 
 
+# 06 test time vs training time ----------------------------------------------
+
+
+def _policy(rng, dim):
+    from qgf_lite.checks.fql import policy_field
+
+    return policy_field(rng.normal(scale=0.8, size=(dim, dim)), rng.normal(scale=0.5, size=dim))
+
+
+def fql_loss_other_sizes(fn, rng):
+    from qgf_lite.checks.fql import reference_fql_distillation_loss
+
+    batch, dim = _sizes(rng)
+    steps = int(rng.integers(1, 12))
+    policy, velocity = _policy(rng, dim), _velocity(rng, dim)
+    noise = _normal(rng, batch, dim, scale=1.5)  # wide enough that clipping the flow's target matters
+    _compare("fql_distillation_loss", fn, (policy, velocity, noise, steps),
+             reference_fql_distillation_loss(policy, velocity, noise, steps), what=f"loss with {steps} Euler steps")
+
+
+def fql_loss_gradient(fn, rng):
+    import jax
+    import jax.numpy as jnp
+
+    from qgf_lite.checks._core import compare_arrays, student_vjp
+    from qgf_lite.checks.fql import reference_fql_distillation_loss
+
+    batch, dim = _sizes(rng)
+    steps = int(rng.integers(2, 8))
+    policy, velocity = _policy(rng, dim), _velocity(rng, dim)
+    noise = _normal(rng, batch, dim, scale=1.5)
+    want = jax.grad(lambda z: reference_fql_distillation_loss(policy, velocity, z, steps))(noise)
+    got = student_vjp("fql_distillation_loss", fn, (policy, velocity, noise, steps), 2, jnp.float32(1.0))
+    compare_arrays("fql_distillation_loss", got, want, what="the loss's gradient with respect to the noise")
+
+
+def _compare_choice(fn, weights, heldout, test):
+    from qgf_lite.checks._core import call_student, fail
+    from qgf_lite.toy.comparison import select_weight
+
+    want = select_weight(weights, heldout, test)
+    got = call_student("select_weight", fn, weights, heldout, test)
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        fail("select_weight", f"return a pair (weight, score), got {type(got).__name__}.")
+    if not (np.isclose(float(got[0]), want[0]) and np.isclose(float(got[1]), want[1], rtol=1e-5, atol=1e-6)):
+        fail("select_weight", f"returned ({float(got[0]):.4g}, {float(got[1]):.4g}), expected "
+                              f"({want[0]:.4g}, {want[1]:.4g}).")
+
+
+def select_weight_other_sizes(fn, rng):
+    count, repeats = int(rng.integers(2, 9)), int(rng.integers(1, 7))
+    weights = rng.permutation(np.round(rng.uniform(0.0, 5.0, size=count), 3))  # unsorted
+    _compare_choice(fn, weights, rng.uniform(size=(count, repeats)), rng.uniform(size=(count, repeats)))
+
+
+def select_weight_ties(fn, rng):
+    count, repeats = int(rng.integers(3, 8)), int(rng.integers(2, 6))
+    weights = rng.permutation(np.arange(1, count + 1) * 0.25)
+    heldout = rng.integers(0, 3, size=(count, repeats)).astype(float) / 4
+    tied = rng.choice(count, size=2, replace=False)
+    heldout[tied] = heldout[np.argmax(heldout.mean(axis=1))]  # two (or more) exact ties at the top
+    _compare_choice(fn, weights, heldout, rng.uniform(size=(count, repeats)))
+
+
 QUESTIONS: dict = {
     "01_flow_matching": {
         "1.1": Question(
@@ -431,6 +495,23 @@ QUESTIONS: dict = {
             references=("qgf_lite.checks.guidance:reference_matched_best_of_n",),
             hidden=(Hidden("budgets too small for many samples", matched_small_budgets),
                     Hidden("large budgets and many steps", matched_large_budgets)),
+        ),
+    },
+    "06_test_time_vs_training_time": {
+        "6.1": Question(
+            check="check_fql_distillation_loss",
+            function="fql_distillation_loss",
+            references=("qgf_lite.fql:distillation_loss", "qgf_lite.fql:flow_targets",
+                        "qgf_lite.checks.fql:reference_fql_distillation_loss"),
+            hidden=(Hidden("other sizes, step counts, policies and flows", fql_loss_other_sizes),
+                    Hidden("its gradient on other inputs (the flow's target held fixed)", fql_loss_gradient)),
+        ),
+        "6.2": Question(
+            check="check_select_weight",
+            function="select_weight",
+            references=("qgf_lite.toy.comparison:select_weight",),
+            hidden=(Hidden("other numbers of weights and repetitions, unsorted weights", select_weight_other_sizes),
+                    Hidden("exact ties of the mean held-out score", select_weight_ties)),
         ),
     },
 }

@@ -178,9 +178,10 @@ def unpack(stream) -> tuple[dict, dict]:
 def function_builders() -> dict:
     """How the checks' toy functions are rebuilt on the other side (see ``qgf_spec``)."""
     from qgf_lite.checks.flow import velocity_field
+    from qgf_lite.checks.fql import policy_field
     from qgf_lite.checks.guidance import critic_field
 
-    return {"velocity_field": velocity_field, "critic_field": critic_field}
+    return {"velocity_field": velocity_field, "critic_field": critic_field, "policy_field": policy_field}
 
 
 # ---------------------------------------------------------------------------
