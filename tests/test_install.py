@@ -31,7 +31,7 @@ from install_envs import (
 CORE_MODULES = ["qgf_lite", "qgf_lite.networks", "qgf_lite.flow", "qgf_lite.guidance", "qgf_lite.samplers", "qgf_lite.cfgrl", "qgf_lite.fql",
                 "qgf_lite.iql", "qgf_lite.data", "qgf_lite.training", "qgf_lite.checkpoint", "qgf_lite.checks",
                 "qgf_lite.plots", "qgf_lite.widgets", "qgf_lite.explorer", "qgf_lite.notebook_tools", "qgf_lite.toy",
-                "qgf_lite.toy.metrics", "qgf_lite.toy.experiments"]
+                "qgf_lite.toy.metrics", "qgf_lite.toy.experiments", "qgf_lite.toy.comparison", "qgf_lite.progress"]
 OPTIONAL_MODULES = {"qgf_lite.ogbench.evaluation": "ogbench", "qgf_lite.courseware": "course"}
 ARTIFACTS = ROOT / "artifacts"
 
@@ -115,4 +115,16 @@ def test_core_install_from_the_wheel_runs_notebook_01_outside_the_repository(dis
     )
     count = int(run([python, "-c", code], cwd=tmp_path, env={"MUJOCO_GL": "egl"}).stdout.split()[-1])
     assert count >= 30
+
+    # The student's road in README: the installed package builds the student notebooks from a clone's
+    # notebooks/ (a copy here), and notebook 01's first exercise is left to the student.
+    readme = (ROOT / "README.md").read_text()
+    assert "python -m qgf_lite.courseware build --out dist" in readme
+    assert "python -m jupyter lab dist/student/01_flow_matching.ipynb" in readme
+    clone = tmp_path / "clone"
+    shutil.copytree(ROOT / "notebooks", clone / "notebooks")
+    run([python, "-m", "qgf_lite.courseware", "build", "--out", "dist"], cwd=clone)
+    student = json.loads((clone / "dist" / "student" / "01_flow_matching.ipynb").read_text())
+    first = next("".join(c["source"]) for c in student["cells"] if "".join(c["source"]).startswith("# EXERCISE"))
+    assert first.startswith("# EXERCISE 1.1") and "NotImplementedError" in first and "BEGIN SOLUTION" not in first
     _record("wheel_core_notebook01.json", {"notebook_01_seconds": round(seconds, 1), "modules_imported": count})
