@@ -260,3 +260,13 @@ def test_the_grading_seed_changes_the_public_inputs():
     with grading_seed(99):
         graded = random_inputs(11, [(2, 3)])[0]
     assert not (graded == public).any()
+
+
+def test_the_private_tmp_brings_back_what_the_child_needs_from_the_old_one():
+    """A checkout or a virtual environment under /tmp (CI clones live there) must stay visible to the child."""
+    from qgf_lite.courseware.sandbox import _needed_under_tmp
+
+    tmp = Path("/tmp").resolve()
+    paths = [tmp / "clone", tmp / "clone" / ".venv", Path("/usr/lib"), tmp / "other" / "env"]
+    assert _needed_under_tmp(paths) == [str(tmp / "clone"), str(tmp / "other" / "env")]
+    assert _needed_under_tmp([Path("/usr/lib"), Path("/work/repo")]) == []

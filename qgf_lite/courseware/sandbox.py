@@ -375,15 +375,23 @@ def isolation_available() -> bool:
 _MOUNT_SCRIPT = r"""
 set -e
 dir="$QGF_SANDBOX_DIR"
-if [ -d /mnt ]; then mount --bind "$dir" /mnt; fi
 for hidden in "$@"; do
   [ -d "$hidden" ] && mount -t tmpfs -o size=1m,mode=755 tmpfs "$hidden"
 done
 if [ -d /mnt ]; then
+  # A private /tmp. What the child needs from the old one (its own folder; the package or the interpreter when
+  # they live under /tmp, e.g. a checkout there) is parked on a staging tmpfs and bound back at the same paths.
+  mount -t tmpfs -o size=1m,mode=755 tmpfs /mnt
+  mkdir /mnt/submission && mount --bind "$dir" /mnt/submission
+  printf '%s\n' "$QGF_SANDBOX_KEEP_TMP" | { i=0; while IFS= read -r keep; do
+    [ -n "$keep" ] || continue
+    mkdir "/mnt/keep$i" && mount --rbind "$keep" "/mnt/keep$i"; i=$((i + 1)); done; }
   mount -t tmpfs -o size=256m,mode=1777 tmpfs /tmp
-  mkdir -p /tmp/submission
-  mount --bind /mnt /tmp/submission
-  umount /mnt
+  mkdir -p /tmp/submission && mount --bind /mnt/submission /tmp/submission
+  printf '%s\n' "$QGF_SANDBOX_KEEP_TMP" | { i=0; while IFS= read -r keep; do
+    [ -n "$keep" ] || continue
+    mkdir -p "$keep" && mount --rbind "/mnt/keep$i" "$keep"; i=$((i + 1)); done; }
+  umount -l /mnt
   dir=/tmp/submission
 fi
 [ -d /dev/shm ] && mount -t tmpfs -o size=64m tmpfs /dev/shm || true
@@ -392,6 +400,17 @@ export HOME="$dir" TMPDIR="$dir" JAX_COMPILATION_CACHE_DIR="$dir/jax_cache"
 cd "$dir"
 exec "$QGF_SANDBOX_PYTHON" -c "$QGF_SANDBOX_BOOT"
 """
+
+
+def _needed_under_tmp(paths) -> list[str]:
+    """The outermost of ``paths`` that lie under /tmp (the sandbox's private /tmp must bring them back)."""
+    tmp = Path("/tmp").resolve()
+    under = sorted({p for p in paths if tmp in p.parents}, key=lambda p: len(p.parts))
+    outermost: list[Path] = []
+    for path in under:
+        if not any(o == path or o in path.parents for o in outermost):
+            outermost.append(path)
+    return [str(p) for p in outermost]
 
 
 class Sandbox:
@@ -451,6 +470,7 @@ class Sandbox:
                 if path.is_dir() and not any(k == path or path in k.parents for k in keep if k != self.folder.resolve()):
                     hidden.append(str(path))
             env["QGF_SANDBOX_DIR"] = str(self.folder)
+            env["QGF_SANDBOX_KEEP_TMP"] = "\n".join(_needed_under_tmp(k for k in keep if k != self.folder.resolve()))
             env["QGF_SANDBOX_PYTHON"] = sys.executable
             env["QGF_SANDBOX_BOOT"] = boot
             command = [shutil.which("unshare"), "-r", "-m", "-n", "-p", "-f", "--mount-proc", "--kill-child",
