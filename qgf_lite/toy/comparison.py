@@ -94,7 +94,7 @@ def _compiled_actions(spec: SamplerSpec, config: QGFConfig, num: int, multi: boo
 
 
 def evaluation_spec(spec: SamplerSpec) -> SamplerSpec:
-    """The spec the evaluations here draw with: BC as QGF at w = 0 (the same actions: the guidance term is multiplied
+    """The SamplerSpec the evaluations here draw with: BC as QGF at w = 0 (the same actions: the guidance term is multiplied
     by 0), so BC and every guided weight share one compiled sampler; other specs unchanged."""
     if isinstance(spec, SamplerSpec) and spec.method == "bc":
         return SamplerSpec("guided", steps=spec.steps, weight=0.0)
