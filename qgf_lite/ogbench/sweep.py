@@ -212,17 +212,17 @@ def choose_weights(reports: list) -> dict:
     most successes pooled over seeds; ties go to the higher mean return, then to the smaller weight."""
     from qgf_lite.samplers import SamplerSpec
 
-    scores: dict = {}
+    rows_by_weight: dict = {}  # family -> weight -> that weight's rows, one per seed
     for report in reports:
         for row in report["results"]:
             spec = SamplerSpec.from_dict(row)
-            if not spec.takes_weight:
-                continue
-            successes, returns = scores.setdefault(spec.family, {}).setdefault(spec.weight, [0, []])
-            scores[spec.family][spec.weight][0] = successes + row["successes"]
-            returns.append(row["return_mean"])
-    return {family: max(by_weight, key=lambda w: (by_weight[w][0], sum(by_weight[w][1]) / len(by_weight[w][1]), -w))
-            for family, by_weight in scores.items()}
+            if spec.takes_weight:
+                rows_by_weight.setdefault(spec.family, {}).setdefault(spec.weight, []).append(row)
+
+    def score(rows: list, weight: float) -> tuple:
+        return sum(r["successes"] for r in rows), sum(r["return_mean"] for r in rows) / len(rows), -weight
+
+    return {family: max(by_weight, key=lambda w: score(by_weight[w], w)) for family, by_weight in rows_by_weight.items()}
 
 
 def chosen_specs(reports: list, chosen: dict) -> list:
