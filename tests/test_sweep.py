@@ -98,12 +98,25 @@ def test_a_checkpoint_of_another_architecture_fails_naming_the_field(finished):
     ({"selection_episodes": -1}, r"`selection_episodes` must be an integer >= 0"),
     ({"methods": ["bc", "cfgrl"]}, r"method `cfgrl` samples from a network the run does not train; add `cfgrl = true`"),
     ({"methods": ["fql"]}, r"add `fql = true` under \[train\]"),
+    ({"method_weights": {"noisy": [0.1]}}, r"`method_weights` names 'noisy', which is not in `methods`"),
+    ({"method_weights": {"qgf": []}}, r"`method_weights.qgf` must be a non-empty list of numbers > 0"),
+    ({"method_weights": {"qgf": [0.0]}}, r"`method_weights.qgf` must be a non-empty list of numbers > 0"),
+    ({"method_weights": {"best_of_n": [2.0]}}, r"method 'best_of_n' takes no guidance weight"),
+    ({"method_weights": [1.0]}, r"`method_weights` must map method names to weight lists"),
 ])
 def test_bad_configs_name_the_entry_before_any_job_starts(tmp_path, change, message):
     config = sweep.SweepConfig(**{**TINY, **change, "out": str(tmp_path / "out")})
     with pytest.raises(ValueError, match=message):
         sweep.run_sweep(config, progress=False, log=lambda _: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_method_weights_replace_the_shared_weights_for_their_method_only():
+    config = sweep.validate(sweep.SweepConfig(**{**TINY, "methods": ["bc", "qgf", "cfgrl", "best_of_n"],
+                                                 "weights": [0.01, 0.1], "method_weights": {"cfgrl": [1.0, 3.0]},
+                                                 "train": {**TINY["train"], "cfgrl": True}}))
+    assert [s.label for s in config.specs()] == ["BC", "QGF w=0.01", "QGF w=0.1", "CFG-RL w=1", "CFG-RL w=3",
+                                                 "best-of-2"]
 
 
 def test_config_files_and_the_cli(tmp_path, capsys):
@@ -144,8 +157,8 @@ def test_choose_weights_pools_seeds_then_breaks_ties_by_return_then_by_the_small
 
 def test_weights_chosen_on_selection_start_states_are_reported_on_fresh_ones(finished, tmp_path):
     config, _, _ = finished
-    chosen_config = sweep.SweepConfig(**{**TINY, "tasks": [1], "methods": ["bc", "qgf"], "weights": [0.05, 0.5],
-                                         "selection_episodes": 1, "selection_seed": 3,
+    chosen_config = sweep.SweepConfig(**{**TINY, "tasks": [1], "methods": ["bc", "qgf"], "weights": [0.3],
+                                         "method_weights": {"qgf": [0.05, 0.5]}, "selection_episodes": 1, "selection_seed": 3,
                                          "dataset_dir": config.dataset_dir, "out": str(tmp_path / "out"),
                                          "executor": "local"})
     summary = sweep.run_sweep(chosen_config, progress=False, log=lambda _: None)

@@ -62,6 +62,10 @@ class SweepConfig:
     train: dict = dataclasses.field(default_factory=dict)  # train() keywords and QGFConfig fields
     methods: list = dataclasses.field(default_factory=lambda: ["bc", "qgf"])
     weights: list = dataclasses.field(default_factory=lambda: [0.01, 0.03, 0.1])
+    # {method name: its own weights}, replacing `weights` for that method: CFG-RL's weight multiplies
+    # v_pos - v_uncond, so w = 1 is its label-conditioned flow and its useful range starts there, e.g.
+    # method_weights = {cfgrl = [1.0, 2.0, 4.0]}
+    method_weights: dict = dataclasses.field(default_factory=dict)
     n: int = 4  # proposals for best-of-N methods
     episodes: int = 20  # evaluation episodes per setting and seed
     num_envs: int = 10
@@ -75,6 +79,17 @@ class SweepConfig:
 
     def env_name(self, domain: str, task: int) -> str:
         return f"{domain}-{self.dataset_type}-singletask-task{task}-v0"
+
+    def specs(self, flow_steps: int = 10) -> list:
+        """Every setting the sweep evaluates (before weights are chosen): ``methods`` in order, each guided method
+        at its weights (``method_weights`` where given, else ``weights``), with ``flow_steps`` Euler steps."""
+        from qgf_lite.samplers import specs_from_names
+
+        specs = []
+        for name in self.methods:
+            weights = self.method_weights.get(name, self.weights)
+            specs.extend(specs_from_names([name], weights, n=self.n, steps=flow_steps))
+        return list(dict.fromkeys(specs))
 
     def dataset_path(self, domain: str) -> str:
         return default_dataset_path(f"{domain}-{self.dataset_type}-v0", self.dataset_dir)
@@ -112,6 +127,20 @@ def validate(config: SweepConfig) -> SweepConfig:
     if not all(math.isfinite(w) and w >= 0 for w in weights):
         raise ValueError(f"sweep config: `weights` must be finite numbers >= 0, got {config.weights}")
     specs_from_names(config.methods, weights, n=config.n)  # unknown methods are named here
+    if not isinstance(config.method_weights, dict):
+        raise ValueError(f"sweep config: `method_weights` must map method names to weight lists, e.g. "
+                         f"{{cfgrl = [1.0, 2.0]}}, got {config.method_weights!r}")
+    for name, values in config.method_weights.items():
+        if name not in config.methods:
+            raise ValueError(f"sweep config: `method_weights` names {name!r}, which is not in `methods` "
+                             f"{config.methods}")
+        numbers = [float(w) if isinstance(w, (int, float)) and not isinstance(w, bool) else math.nan
+                   for w in (values if isinstance(values, (list, tuple)) else [math.nan])]
+        if not numbers or not all(math.isfinite(w) and w > 0 for w in numbers):
+            raise ValueError(f"sweep config: `method_weights.{name}` must be a non-empty list of numbers > 0, "
+                             f"got {values!r}")
+        if not specs_from_names([name], numbers, n=config.n)[0].takes_weight:
+            raise ValueError(f"sweep config: `method_weights.{name}`: method {name!r} takes no guidance weight")
     for name in ("episodes", "num_envs", "n"):
         if not isinstance(getattr(config, name), int) or getattr(config, name) < 1:
             raise ValueError(f"sweep config: `{name}` must be an integer >= 1, got {getattr(config, name)!r}")
@@ -122,7 +151,7 @@ def validate(config: SweepConfig) -> SweepConfig:
     if config.selection_episodes and config.selection_seed == config.eval_seed:
         raise ValueError(f"sweep config: `selection_seed` ({config.selection_seed}) equals `eval_seed`: weights "
                          "would be chosen on the very start states they are reported on; give them different values")
-    networks = {spec.network for spec in specs_from_names(config.methods, weights, n=config.n)} - {"policy"}
+    networks = {spec.network for spec in config.specs()} - {"policy"}
     for network in sorted(networks):  # "cfgrl" and "fql" samplers need their network trained in the same run
         if not config.train.get(network):
             raise ValueError(f"sweep config: method `{network}` samples from a network the run does not train; "
@@ -173,6 +202,7 @@ def generate_job(config: SweepConfig, domain: str) -> dict:
 def task_job(config: SweepConfig, domain: str, task: int) -> dict:
     """Train every seed of one task together; with ``selection_episodes``, choose each guided method's weight on
     the selection start states; then evaluate each seed under every (chosen) setting on the evaluation ones."""
+    from qgf_lite.checkpoint import load_checkpoint
     from qgf_lite.ogbench.evaluation import evaluate
     from qgf_lite.ogbench.train import train
 
@@ -186,7 +216,7 @@ def task_job(config: SweepConfig, domain: str, task: int) -> dict:
     def evaluate_seeds(methods, episodes: int, seed: int, stage: str) -> list:
         reports = []
         for index, train_seed in enumerate(config.seeds):
-            report = evaluate(result.checkpoint_path, env_name, methods=methods, weights=config.weights,
+            report = evaluate(result.checkpoint_path, env_name, methods=methods,
                               n=config.n, episodes=episodes, seed=seed, num_envs=config.num_envs,
                               seed_index=index, workers=config.eval_workers,
                               out=str(job_dir / f"{stage}-seed{train_seed}"), progress=False)
@@ -195,9 +225,9 @@ def task_job(config: SweepConfig, domain: str, task: int) -> dict:
         return reports
 
     done = {"env_name": env_name, "fingerprint": config.fingerprint(), "train_steps": result.final_step}
-    methods = config.methods
+    methods = config.specs(flow_steps=load_checkpoint(result.checkpoint_path)[0].flow_steps)
     if config.selection_episodes:
-        selection = evaluate_seeds(config.methods, config.selection_episodes, config.selection_seed, "select")
+        selection = evaluate_seeds(methods, config.selection_episodes, config.selection_seed, "select")
         chosen = choose_weights(selection)
         methods = chosen_specs(selection, chosen)
         done["selection"] = {"episodes": config.selection_episodes, "seed": config.selection_seed,
