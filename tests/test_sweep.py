@@ -189,3 +189,22 @@ def test_published_numbers_are_printed_as_a_labelled_reference_for_their_domain(
     assert "Published reference for cube-double (1M steps, 4 x 512 networks" in table
     assert "| FQL | 45.7 |" in table and "not comparable in scale" in table
     assert published_reference("cube-single") is None
+
+
+def test_the_committed_and_documented_sweep_configs_load(tmp_path):
+    """benchmarks/sweeps/*.toml (the commands behind docs/results.md) and README's example stay valid configs."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    paths = sorted((root / "benchmarks" / "sweeps").glob("*.toml"))
+    assert len(paths) >= 3, paths
+    for path in paths:
+        config = sweep.load_config(path)
+        assert config.specs(), path
+    (example,) = re.findall(r"`qgf-lite sweep sweep.toml`, with a config such as\n\n```toml\n(.*?)```",
+                            (root / "README.md").read_text(), re.S)
+    readme = tmp_path / "readme_sweep.toml"
+    readme.write_text(example)
+    config = sweep.load_config(readme)
+    assert "CFG-RL w=2" in [s.label for s in config.specs()]
