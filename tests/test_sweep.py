@@ -189,6 +189,9 @@ def test_published_numbers_are_printed_as_a_labelled_reference_for_their_domain(
     assert "Published reference for cube-double (1M steps, 4 x 512 networks" in table
     assert "| FQL | 45.7 |" in table and "not comparable in scale" in table
     assert published_reference("cube-single") is None
+    # scene's published runs used the sparse-reward variant, which a sweep here does not: the label says so
+    assert "sparse-reward variant" in published_reference("scene")["scale"]
+    assert "sparse" not in published_reference("cube-double")["scale"]
 
 
 def test_the_committed_and_documented_sweep_configs_load(tmp_path):
