@@ -158,7 +158,8 @@ def test_choose_weights_pools_seeds_then_breaks_ties_by_return_then_by_the_small
 def test_weights_chosen_on_selection_start_states_are_reported_on_fresh_ones(finished, tmp_path):
     config, _, _ = finished
     chosen_config = sweep.SweepConfig(**{**TINY, "tasks": [1], "methods": ["bc", "qgf"], "weights": [0.3],
-                                         "method_weights": {"qgf": [0.05, 0.5]}, "selection_episodes": 1, "selection_seed": 3,
+                                         "method_weights": {"qgf": [0.05, 0.5]},  # replaces [0.3] for qgf
+                                         "selection_episodes": 1, "selection_seed": 3,
                                          "dataset_dir": config.dataset_dir, "out": str(tmp_path / "out"),
                                          "executor": "local"})
     summary = sweep.run_sweep(chosen_config, progress=False, log=lambda _: None)
