@@ -15,6 +15,7 @@ Needs Debian's chromium and the python playwright package
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -298,6 +299,21 @@ def output_of(slider):
     return _ancestor(slider, "jp-Cell")
 
 
+@contextlib.contextmanager
+def browser_page(browser_context, lab_server, failure_png: Path):
+    """A fresh page; if the test fails in it, a full-page screenshot goes to ``failure_png`` and the end of the
+    JupyterLab server's log is printed before the error propagates. The page is closed either way."""
+    page = browser_context.new_page()
+    try:
+        yield page
+    except Exception:
+        page.screenshot(path=str(failure_png), full_page=True)
+        print(lab_server["log"].read_text()[-4000:])
+        raise
+    finally:
+        page.close()
+
+
 def snapshot(page, slider, path: Path) -> None:
     """Screenshot of the slider's output area (slider and plot), else the page."""
     outputs = _ancestor(slider, "jp-OutputArea")
@@ -314,8 +330,7 @@ def test_slider_changes_plotted_samples(lab_server, browser_context, notebook, l
         pytest.skip(f"{notebook} does not exist yet")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     stem = Path(notebook).stem
-    page = browser_context.new_page()
-    try:
+    with browser_page(browser_context, lab_server, ARTIFACTS / f"{stem}-failure.png") as page:
         open_notebook(page, lab_server["url"], notebook)
         run_all_cells(page, run_timeout)
 
@@ -367,12 +382,6 @@ def test_slider_changes_plotted_samples(lab_server, browser_context, notebook, l
             trace = json.loads(after[0])[0]
             np.testing.assert_allclose(trace["x"], expected[:, 0], atol=1e-6)
             np.testing.assert_allclose(trace["y"], expected[:, 1], atol=1e-6)
-    except Exception:
-        page.screenshot(path=str(ARTIFACTS / f"{stem}-failure.png"), full_page=True)
-        print(lab_server["log"].read_text()[-4000:])
-        raise
-    finally:
-        page.close()
 
 
 # --- every figure of the course notebooks -------------------------------------------------------
@@ -567,8 +576,7 @@ def test_notebook_figures(lab_server, browser_context, name):
     workdir.mkdir(exist_ok=True)
     shutil.copy(source, workdir / source.name)
     notebook = (workdir / source.name).relative_to(REPO).as_posix()
-    page = browser_context.new_page()
-    try:
+    with browser_page(browser_context, lab_server, FIGURES / f"{name[:2]}-failure.png") as page:
         open_notebook(page, lab_server["url"], notebook)
         run_all_cells(page, RUN_TIMEOUT)
         page.wait_for_timeout(1000)  # plotly finishes laying out figures after the kernel goes idle
@@ -613,9 +621,3 @@ def test_notebook_figures(lab_server, browser_context, name):
             slider = page.locator(".jp-Notebook .widget-slider").first
             slider.scroll_into_view_if_needed()
             _ancestor(slider, "jp-OutputArea").first.screenshot(path=str(FIGURES / f"{name[:2]}-reopened-live-view.png"))
-    except Exception:
-        page.screenshot(path=str(FIGURES / f"{name[:2]}-failure.png"), full_page=True)
-        print(lab_server["log"].read_text()[-4000:])
-        raise
-    finally:
-        page.close()
