@@ -222,15 +222,35 @@ class LiveView:
         display(self.widget)
 
 
-def _float_slider(values: np.ndarray, value: float, description: str):
+def _decimals(values: np.ndarray) -> int:
+    """The fewest decimals (up to 6) that print every slider value exactly."""
+    for decimals in range(7):
+        if np.allclose(np.round(values, decimals), values, rtol=0, atol=1e-9):
+            return decimals
+    return 6
+
+
+def _main_slider(values: np.ndarray, value: float, description: str):
+    """A slider that can stop only at ``values`` and reads out exactly those numbers.
+
+    Evenly spaced values get a FloatSlider whose step is their spacing and whose readout has just the decimals
+    the values need (a d3 ".3g" readout showed "7.00" for 7). Unevenly spaced values (e.g. Euler steps
+    1, 2, 3, 4, 6, 8, 16, 32) get a SelectionSlider over exactly those values: a FloatSlider with the smallest
+    spacing as its step would also stop at 5, 7, 9, ... which are not in the list.
+    """
     import ipywidgets as widgets
 
-    step = float(np.min(np.diff(values))) if values.size > 1 else 1.0
-    return widgets.FloatSlider(
-        value=float(value), min=float(values[0]), max=float(values[-1]), step=step, description=description,
-        continuous_update=True, readout_format=".3g", style={"description_width": "initial"},
-        layout=widgets.Layout(width="460px"),
-    )
+    common = dict(description=description, continuous_update=True, style={"description_width": "initial"},
+                  layout=widgets.Layout(width="460px"))
+    if value not in values:
+        value = float(values[int(np.argmin(np.abs(values - value)))])
+    spacing = np.diff(values)
+    if values.size > 1 and not np.allclose(spacing, spacing[0], rtol=1e-6, atol=1e-9):
+        options = [(_format_value(v), float(v)) for v in values]
+        return widgets.SelectionSlider(options=options, value=float(value), **common)
+    step = float(spacing[0]) if values.size > 1 else 1.0
+    return widgets.FloatSlider(value=float(value), min=float(values[0]), max=float(values[-1]), step=step,
+                               readout_format=f".{_decimals(values)}f", **common)
 
 
 def build_live_view(
@@ -289,7 +309,7 @@ def build_live_view(
     offset = (0 if density is None else 1) + (0 if mass_of is None else 1)
     sample_idx = tuple(range(offset, offset + len(points)))
 
-    main_slider = _float_slider(values, value0, description)
+    main_slider = _main_slider(values, value0, description)
     sliders = {name: main_slider}
     for name, s in static.items():
         sliders[name] = widgets.SelectionSlider(options=s["values"], value=s["value"], description=s["description"],
@@ -301,9 +321,12 @@ def build_live_view(
         new_points, new_density = compute(main_slider.value, current)
         with fig.batch_update():
             if new_density is not None:
-                fig.data[0].z = _background_z(new_density)
+                z = _background_z(new_density)
+                fig.data[0].z = z
                 if background_style == "contour":
-                    fig.data[0].contours = _contour_levels(fig.data[0].z)
+                    # Levels from the new z itself: inside batch_update, fig.data[0].z still returns the previous
+                    # position's z, so reading it back drew the levels of wherever the slider came from.
+                    fig.data[0].contours = _contour_levels(z)
             if mass_of is not None:
                 mass = _mass_trace(new_points, style)
                 fig.data[offset - 1].z = mass.z

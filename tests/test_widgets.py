@@ -142,3 +142,56 @@ def test_without_anywidget_the_frames_fallback_is_chosen_and_built():
     assert result.returncode == 0, result.stderr[-3000:]
     assert "FALLBACK-OK" in result.stdout
     assert "interactive view: frames (anywidget is not installed)" in result.stdout
+
+
+def tilted(weight):
+    """A density whose peak height changes with the weight: exp(w q) on the grid, q a ramp (peak exp(w))."""
+    q = jnp.linspace(0.0, 1.0, GRID.size)[None, :] * jnp.ones((GRID.size, 1))
+    return jnp.exp(weight * q)
+
+
+def contour_levels_at(weight):
+    """What the figure must draw: lines at 10%, 40% and 70% of the density's peak at ``weight`` (here e^w)."""
+    peak = float(np.exp(weight))
+    return [0.1 * peak, 0.4 * peak, 0.7 * peak]
+
+
+def drawn_levels(contours):
+    return [contours.start, contours.start + contours.size, contours.start + 2 * contours.size]
+
+
+@pytest.mark.parametrize("came_from", [0.0, 3.0])
+def test_live_contours_follow_the_new_weight_from_either_side(came_from):
+    # The old update read fig.data[0].z back inside fig.batch_update(), where plotly still returns the previous
+    # z: the levels were those of the position the slider came from (at w = 1: e^0 or e^3 instead of e^1).
+    view = widgets.build_live_view(shifted, [0.0, 1.0, 2.0, 3.0], background_fn=tilted, grid=GRID,
+                                   background_style="contour", initial=came_from)
+    np.testing.assert_allclose(drawn_levels(view.figure.data[0].contours), contour_levels_at(came_from), rtol=1e-5)
+    view.sliders["weight"].value = 1.0
+    np.testing.assert_allclose(np.max(view.figure.data[0].z), np.exp(1.0), rtol=1e-5)
+    np.testing.assert_allclose(drawn_levels(view.figure.data[0].contours), contour_levels_at(1.0), rtol=1e-5)
+    assert view.figure.data[0].contours.end == pytest.approx(contour_levels_at(1.0)[-1], rel=1e-5)
+
+
+def test_main_slider_stops_only_at_the_listed_values():
+    import ipywidgets
+
+    steps = [1, 2, 3, 4, 6, 8, 16, 32]
+    view = widgets.build_live_view(lambda k: jnp.asarray(BASE) * k, steps, name="steps", description="Euler steps K",
+                                   initial=32)
+    slider = view.sliders["steps"]
+    # Uneven values: a selection slider over exactly these values, read out as "7", not "7.00", and no 5 or 7.
+    assert isinstance(slider, ipywidgets.SelectionSlider)
+    assert [value for _, value in slider.options] == [float(k) for k in steps]
+    assert [label for label, _ in slider.options] == [str(k) for k in steps]
+    assert slider.value == 32.0
+    with pytest.raises(Exception):
+        slider.value = 7.0
+    slider.value = 4.0
+    np.testing.assert_allclose(view.figure.data[0].x, BASE[:, 0] * 4, atol=1e-5)
+    # Even values keep a FloatSlider whose step is their spacing and whose readout prints them exactly.
+    even = widgets.build_live_view(shifted, [0.0, 0.25, 0.5, 0.75], initial=0.5).sliders["weight"]
+    assert isinstance(even, ipywidgets.FloatSlider)
+    assert (even.step, even.readout_format, even.value) == (0.25, ".2f", 0.5)
+    whole = widgets.build_live_view(shifted, [1.0, 2.0, 3.0]).sliders["weight"]
+    assert whole.readout_format == ".0f"
