@@ -24,6 +24,8 @@ small margin), equal aspect ratio, white template.
 - ``panels(figures, titles)``                   several 2D plots side by side in one figure
 - ``frames_figure(frames, labels)``             one figure with a slider over precomputed trace lists
 - ``log_axis(fig, values)``                     a log axis with clean ticks (1-2-5, no stray minor labels)
+- ``method_color(name)``                        the one colour of a method (BC, QGF, best-of-N, FQL, ...) in
+  every figure (``METHOD_COLORS``)
 
 Every figure is at most ``FIT_WIDTH`` pixels wide, so it fits a 900-px JupyterLab output area with the file
 browser open.
@@ -32,6 +34,7 @@ browser open.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -41,6 +44,34 @@ ACTION_RANGE = (-1.1, 1.1)
 FIGURE_SIZE = 460
 FIT_WIDTH = 860  # widest figure: fits a 900-px notebook output area (JupyterLab with the file browser open)
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+# One colour per method in every figure of every notebook: BC, QGF, FQL, best-of-N, ... keep their colour whatever
+# else a figure shows. ``method_color`` maps a label ("QGF w=0.03 + best-of-4", "FQL (alpha=10)") to its method.
+METHOD_COLORS = {
+    "behaviour data": "#7f7f7f",
+    "BC": "#000000",
+    "QGF": "#1f77b4",
+    "QGF + best-of-N": "#d62728",
+    "noisy": "#9467bd",
+    "Jacobian": "#17becf",
+    "BPTT": "#bcbd22",
+    "best-of-N": "#2ca02c",
+    "gradient steps": "#8c564b",
+    "FQL": "#ff7f0e",
+    "CFG-RL": "#e377c2",
+}
+# Label patterns, tried in order (the first that matches names the method).
+_METHOD_PATTERNS = (
+    (r"^(behaviour|behavior|data)", "behaviour data"),
+    (r"^fql", "FQL"),
+    (r"^cfg", "CFG-RL"),
+    (r"^(gradient[ -]step|grad)", "gradient steps"),
+    (r"^(bc|bfn|best[ -]of)", None),  # BC or best-of-N: decided below
+    (r"noisy", "noisy"),
+    (r"jacobian", "Jacobian"),
+    (r"bptt", "BPTT"),
+    (r"best[ -]of|bfn", "QGF + best-of-N"),
+    (r"^(qgf|guided)", "QGF"),
+)
 # Sample mass: light (few samples) to dark orange (many); empty cells stay transparent.
 MASS_COLORSCALE = [[0.0, "#fee6ce"], [0.35, "#fdae6b"], [0.7, "#e6550d"], [1.0, "#7f2704"]]
 # Human-readable names of fit()'s history keys, for legends and axis titles.
@@ -569,9 +600,29 @@ def frames_figure(frames: Sequence[Sequence[go.BaseTraceType]], labels: Sequence
     return fig
 
 
+def method_color(name: str) -> str:
+    """The colour of a method in every figure (``METHOD_COLORS``), from its name or a sampler label: "BC", "QGF w=1",
+    "noisy (labels: w)", "best-of-16", "QGF w=1 + best-of-4", "gradient-step a=0.05 x3", "FQL (alpha=10)", ...
+
+    Raises ValueError for a name that is no known method (so a new method gets a colour here, once)."""
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"`name` must be a method name or label (a non-empty string), got {name!r}.")
+    if name in METHOD_COLORS:
+        return METHOD_COLORS[name]
+    text = name.strip().lower()
+    for pattern, method in _METHOD_PATTERNS:
+        if re.search(pattern, text):
+            if method is None:
+                method = "best-of-N" if re.search(r"best[ -]of|bfn", text) else "BC"
+            return METHOD_COLORS[method]
+    raise ValueError(f"no colour for method {name!r}: known methods are {', '.join(METHOD_COLORS)} (add a new one to "
+                     "qgf_lite.plots.METHOD_COLORS).")
+
+
 __all__ = [
     "ACTION_RANGE",
     "COLORS",
+    "METHOD_COLORS",
     "FIT_WIDTH",
     "METRIC_NAMES",
     "action_layout",
@@ -592,6 +643,7 @@ __all__ = [
     "mass_counts",
     "mass_panels",
     "mass_trace",
+    "method_color",
     "panels",
     "region_outline",
     "share_in_region",

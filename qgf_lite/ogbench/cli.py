@@ -101,6 +101,24 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
+class MethodNames(argparse.Action):
+    """``--methods``: sampler names separated by spaces, commas or both (``bc qgf``, ``bc,qgf``, ``bc, qgf``), each
+    one of ``qgf_lite.samplers.SAMPLER_NAMES``; an unknown name is argparse's "invalid choice" error."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from qgf_lite.samplers import SAMPLER_NAMES
+
+        names = [name for value in values for name in value.split(",") if name.strip()]
+        names = [name.strip() for name in names]
+        if not names:
+            parser.error(f"argument {option_string}: name at least one method, e.g. `bc qgf` or `bc,qgf`.")
+        for name in names:
+            if name not in SAMPLER_NAMES:
+                parser.error(f"argument {option_string}: invalid choice: {name!r} (choose from "
+                             f"{', '.join(SAMPLER_NAMES)}; separate several by spaces or commas)")
+        setattr(namespace, self.dest, names)
+
+
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     from qgf_lite.ogbench.evaluation import DEFAULT_WEIGHTS
     from qgf_lite.guidance import MODES
@@ -110,8 +128,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     methods = "; ".join(f"{name}: {entry.summary}" for name, entry in SAMPLERS.items())
     parser.add_argument("checkpoint", help="checkpoint.msgpack written by `qgf-lite train`")
     parser.add_argument("--env", default=None, help="single-task env name (default: the one it was trained on)")
-    parser.add_argument("--methods", nargs="+", default=["bc", "qgf"], choices=SAMPLER_NAMES, metavar="NAME",
-                        help=f"samplers to evaluate (default: bc qgf). {methods}. A guidance mode "
+    parser.add_argument("--methods", nargs="+", default=["bc", "qgf"], action=MethodNames, metavar="NAME",
+                        help=f"samplers to evaluate, separated by spaces or commas (`bc qgf fql` or `bc,qgf,fql`; "
+                             f"default: bc qgf). {methods}. A guidance mode "
                              f"({', '.join(MODES)}) names guided in that mode, <mode>_best_of_n guided_best_of_n in "
                              f"that mode. Choose from {', '.join(SAMPLER_NAMES)}")
     parser.add_argument("--weights", type=float, nargs="+", default=list(DEFAULT_WEIGHTS),
