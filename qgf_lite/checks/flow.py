@@ -19,6 +19,7 @@ import numpy as np
 from qgf_lite.checks._core import CheckFailed, call_student, compare_arrays, fail, passed, random_inputs, rng
 from qgf_lite.flow import euler_sample as _reference_euler_sample
 from qgf_lite.flow import interpolate as _reference_interpolate
+from qgf_lite.checks.fields import velocity_field  # noqa: F401 - rebuilt in the sandbox
 
 # batch != dim, so a t of shape (batch,) that is not given a trailing axis fails to broadcast instead of
 # silently multiplying the wrong axis.
@@ -47,19 +48,6 @@ def toy_velocity(seed: int = 0, dim: int = _DIM):
     drift = generator.normal(size=dim).astype(np.float32)
     wiggle = generator.normal(size=dim).astype(np.float32)
     return velocity_field(matrix, drift, wiggle)
-
-
-def velocity_field(matrix, drift, wiggle):
-    """v(a, t) = tanh(a M) + (1 + 2t) drift + sin(3t + a) wiggle; ``qgf_spec`` lets the autograder rebuild it."""
-    matrix, drift, wiggle = (jnp.asarray(x, jnp.float32) for x in (matrix, drift, wiggle))
-
-    def velocity(a, t):
-        a = jnp.asarray(a, jnp.float32)
-        tc = _column(t)
-        return jnp.tanh(a @ matrix) + (1.0 + 2.0 * tc) * drift + jnp.sin(3.0 * tc + a) * wiggle
-
-    velocity.qgf_spec = ("velocity_field", {"matrix": matrix, "drift": drift, "wiggle": wiggle})
-    return velocity
 
 
 def _call_with_time_hint(name: str, fn, *args):
