@@ -14,7 +14,7 @@ from qgf_lite.networks import (
     VelocityField,
 )
 from qgf_lite.flow import euler_sample, flow_matching_loss, interpolate, sample_flow_times
-from qgf_lite.guidance import MODES, best_of_n, critic_action_gradient, gradient_step, guided_sample
+from qgf_lite.guidance import MODES, best_of_n, critic_action_gradient, denoised_estimate, gradient_step, guided_sample
 from qgf_lite.samplers import (
     SAMPLER_METHODS,
     SAMPLER_NAMES,

@@ -97,6 +97,20 @@ def critic_action_gradient(critic: Critic, obs, actions) -> jnp.ndarray:
     return jax.grad(lambda a: jnp.sum(_q_values(critic, obs, a)))(actions)
 
 
+def denoised_estimate(velocity, obs, actions, t, clip=(-1.0, 1.0), *, stop_gradient: bool = True) -> jnp.ndarray:
+    """QGF's one-step estimate a_hat = clip(a + (1 - t) v(s, a, t)): one Euler step straight to t = 1.
+
+    ``t`` has shape (batch,). With ``stop_gradient`` (QGF) the velocity is held fixed, so d a_hat / d a is the
+    identity where the clip is inactive; without it the gradient chains through the velocity network (the
+    ``"jacobian"`` variant). ``clip`` is (low, high) or None. This is the one implementation of the formula: the
+    sampler, the exercise checks and the toy experiments all call it.
+    """
+    v = velocity(obs, actions, t)
+    if stop_gradient:
+        v = jax.lax.stop_gradient(v)
+    return _clipper(clip)(actions + (1.0 - t)[:, None] * v)
+
+
 def _check_sampler_args(velocity, critic, obs, noise, steps, weight, mode, clip):
     require_callable("velocity", velocity, "(obs, actions, t) -> velocity")
     if mode not in MODES:
@@ -168,16 +182,12 @@ def guided_sample(
         if unguided:
             return velocity(obs, a, t), jnp.zeros_like(a)
         if mode == "jacobian":
-            def denoise(a_):
-                v_ = velocity(obs, a_, t)
-                return clip_fn(a_ + (1.0 - t)[:, None] * v_), v_
-
-            a_hat, pullback, v = jax.vjp(denoise, a, has_aux=True)
+            a_hat, pullback = jax.vjp(lambda a_: denoised_estimate(velocity, obs, a_, t, clip, stop_gradient=False), a)
+            v = velocity(obs, a, t)
             return v, pullback(critic_action_gradient(critic, obs, a_hat))[0]
         v = velocity(obs, a, t)
         if mode == "qgf":
-            a_hat = clip_fn(a + (1.0 - t)[:, None] * jax.lax.stop_gradient(v))
-            return v, critic_action_gradient(critic, obs, a_hat)
+            return v, critic_action_gradient(critic, obs, denoised_estimate(velocity, obs, a, t, clip))
         if mode == "noisy":
             return v, critic_action_gradient(critic, obs, a)
         # bptt

@@ -330,3 +330,38 @@ def test_gradient_step_matches_hand_loop(inputs, ascent_steps):
     for _ in range(ascent_steps):
         a = np.clip(a + step_size * critic_grad_np(obs64, a), -1.0, 1.0)
     _close(out, a)
+
+
+# ----------------------------------------------------------------- denoised_estimate: the one a_hat
+@pytest.mark.parametrize("clip", [CLIP, None], ids=["clip", "noclip"])
+def test_denoised_estimate_is_one_step_to_t1_with_identity_jacobian(inputs, clip):
+    from qgf_lite.guidance import denoised_estimate
+
+    obs, noise = inputs
+    t = jnp.linspace(0.0, 0.9, BATCH)
+    v = np.stack([velocity_np(np.asarray(obs[i]), np.asarray(noise[i]), float(t[i])) for i in range(BATCH)])
+    want = clip_np(np.asarray(noise) + (1.0 - np.asarray(t))[:, None] * v, clip)
+    _close(denoised_estimate(velocity_jax, obs, noise, t, clip), want)
+    # stop_gradient: d a_hat / d a is the identity where the clip is inactive, 0 where it clips.
+    grad = jax.grad(lambda a: jnp.sum(denoised_estimate(velocity_jax, obs, a, t, clip)))(noise)
+    _close(grad, inside_np(want, clip).astype(float) if clip else np.ones_like(want))
+    # Without it, the Jacobian of the velocity comes in (the "jacobian" variant).
+    full = jax.grad(lambda a: jnp.sum(denoised_estimate(velocity_jax, obs, a, t, clip, stop_gradient=False)))(noise)
+    assert not np.allclose(full, grad)
+
+
+def test_checks_and_toy_code_use_the_package_estimate(inputs):
+    """The exercise check's reference and the toy experiments' estimates are qgf_lite.denoised_estimate itself."""
+    from qgf_lite.checks.guidance import reference_denoised_estimate
+    from qgf_lite.guidance import denoised_estimate
+    from qgf_lite.toy.experiments import one_step_estimates
+
+    _, noise = inputs
+    t = jnp.linspace(0.0, 0.9, BATCH)
+    bandit_velocity = lambda obs, a, s: velocity_jax(jnp.zeros_like(a), a, s)  # noqa: E731
+    want = denoised_estimate(bandit_velocity, None, noise, t)
+    _close(reference_denoised_estimate(lambda a, s: bandit_velocity(None, a, s), noise, t), np.asarray(want))
+    path = jnp.stack([noise, 0.5 * noise, 0.25 * noise])
+    estimates = one_step_estimates(bandit_velocity, path)
+    for k in range(2):
+        _close(estimates[k], np.asarray(denoised_estimate(bandit_velocity, None, path[k], jnp.full((BATCH,), k / 2))))

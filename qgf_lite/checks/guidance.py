@@ -21,8 +21,9 @@ from qgf_lite.checks._core import (
     CheckFailed, call_student, compare_arrays, fail, passed, random_inputs, rng, seeded, student_vjp,
 )
 from qgf_lite.checks.flow import _call_with_time_hint, _times, toy_velocity
-from qgf_lite.guidance import critic_action_gradient
+from qgf_lite.guidance import critic_action_gradient, denoised_estimate
 from qgf_lite.samplers import sampler_cost
+from qgf_lite.checks.fields import critic_field  # noqa: F401 - rebuilt in the sandbox
 
 _BATCH, _DIM = 7, 3
 
@@ -35,27 +36,14 @@ def toy_critic(seed: int = 0, dim: int = _DIM):
     return critic_field(center, direction)
 
 
-def critic_field(center, direction):
-    """Q(a) = -||a - center||^2 + 0.5 sin(2 a . direction); ``qgf_spec`` lets the autograder rebuild it."""
-    center, direction = jnp.asarray(center, jnp.float32), jnp.asarray(direction, jnp.float32)
-
-    def critic(a):
-        a = jnp.asarray(a, jnp.float32)
-        return -jnp.sum(jnp.square(a - center), axis=-1) + 0.5 * jnp.sin(2.0 * a @ direction)
-
-    critic.qgf_spec = ("critic_field", {"center": center, "direction": direction})
-    return critic
-
-
 def _actions(seed: int) -> jnp.ndarray:
     # Scale 0.7 with a velocity of order 1 puts some a + (1 - t) v outside [-1, 1], so a missing clip shows.
     return jnp.asarray(random_inputs(seed, [(_BATCH, _DIM)], scale=0.7)[0])
 
 
 def reference_denoised_estimate(velocity, a, t) -> jnp.ndarray:
-    """a_hat = clip(a + (1 - t) stop_grad(v(a, t)), -1, 1): one Euler step straight to t = 1."""
-    v = jax.lax.stop_gradient(velocity(a, t))
-    return jnp.clip(a + (1.0 - t)[:, None] * v, -1.0, 1.0)
+    """a_hat = clip(a + (1 - t) stop_grad(v(a, t)), -1, 1): ``qgf_lite.denoised_estimate`` for a velocity (a, t)."""
+    return denoised_estimate(lambda obs, x, s: velocity(x, s), None, a, t)
 
 
 def reference_qgf_velocity(velocity, critic, a, t, weight) -> jnp.ndarray:

@@ -37,6 +37,7 @@ from qgf_lite import samplers, toy
 from qgf_lite.toy import metrics
 from qgf_lite.checkpoint import load_checkpoint, save_checkpoint
 from qgf_lite.data import make_dataset
+from qgf_lite.guidance import denoised_estimate
 from qgf_lite.training import (
     QGFConfig,
     TrainState,
@@ -280,9 +281,7 @@ def one_step_estimates(velocity: Callable, path, clip=(-1.0, 1.0)) -> jnp.ndarra
     steps, batch = path.shape[0] - 1, path.shape[1]
 
     def estimate(a, k):
-        t = jnp.full((batch,), k / steps, a.dtype)
-        a_hat = a + (1.0 - t)[:, None] * velocity(None, a, t)
-        return a_hat if clip is None else jnp.clip(a_hat, *clip)
+        return denoised_estimate(velocity, None, a, jnp.full((batch,), k / steps, a.dtype), clip)
 
     return jax.vmap(estimate)(path[:-1], jnp.arange(steps))
 
