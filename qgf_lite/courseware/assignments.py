@@ -19,6 +19,7 @@ ASSIGNMENTS = (
     "02_critic_learning.ipynb",
     "03_guided_sampling.ipynb",
     "04_test_time_compute.ipynb",
+    "05_ogbench_manipulation.ipynb",
     "06_test_time_vs_training_time.ipynb",
 )
 

@@ -411,6 +411,35 @@ def select_weight_ties(fn, rng):
     _compare_choice(fn, weights, heldout, rng.uniform(size=(count, repeats)))
 
 
+def _compare_interval(fn, successes, trials, z):
+    from qgf_lite.checks._core import call_student, fail
+    from qgf_lite.intervals import wilson_interval
+
+    want = wilson_interval(successes, trials, z)
+    got = call_student("wilson_interval", fn, successes, trials, z)
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        fail("wilson_interval", f"return a pair (low, high), got {type(got).__name__}.")
+    if not np.allclose([float(got[0]), float(got[1])], want, rtol=1e-4, atol=1e-6):
+        fail("wilson_interval", f"for {successes}/{trials} (z = {z:g}) returned ({float(got[0]):.4g}, "
+                                f"{float(got[1]):.4g}), expected ({want[0]:.4g}, {want[1]:.4g}).")
+    if not 0.0 <= float(got[0]) <= float(got[1]) <= 1.0:
+        fail("wilson_interval", f"for {successes}/{trials} the interval leaves [0, 1]; clip it.")
+
+
+def wilson_other_counts(fn, rng):
+    for _ in range(4):
+        trials = int(rng.integers(2, 500))
+        _compare_interval(fn, int(rng.integers(1, trials)), trials, float(rng.choice([1.0, 1.645, 1.96, 2.576])))
+
+
+def wilson_edge_counts(fn, rng):
+    trials = int(rng.integers(1, 200))
+    _compare_interval(fn, 0, trials, 1.96)        # 0/n: not the point 0
+    _compare_interval(fn, trials, trials, 1.96)   # n/n: not the point 1
+    _compare_interval(fn, 1, 1, 1.96)             # a single episode
+    _compare_interval(fn, 0, 0, 1.96)             # no episodes: (0, 1)
+
+
 QUESTIONS: dict = {
     "01_flow_matching": {
         "1.1": Question(
@@ -495,6 +524,16 @@ QUESTIONS: dict = {
             references=("qgf_lite.checks.guidance:reference_matched_best_of_n",),
             hidden=(Hidden("budgets too small for many samples", matched_small_budgets),
                     Hidden("large budgets and many steps", matched_large_budgets)),
+        ),
+    },
+    "05_ogbench_manipulation": {
+        "5.1": Question(
+            check="check_wilson_interval",
+            function="wilson_interval",
+            references=("qgf_lite.intervals:wilson_interval", "qgf_lite.ogbench.evaluation:wilson_interval",
+                        "qgf_lite.checks.evaluation:reference_wilson_interval"),
+            hidden=(Hidden("other success counts, trials and z", wilson_other_counts),
+                    Hidden("0/n, n/n, 1/1 and no trials", wilson_edge_counts)),
         ),
     },
     "06_test_time_vs_training_time": {

@@ -25,6 +25,7 @@ import numpy as np
 
 from qgf_lite.checkpoint import load_checkpoint
 from qgf_lite.fileio import atomic_write_bytes
+from qgf_lite.intervals import Z_95, wilson_interval  # noqa: F401 (re-exported: evaluation.wilson_interval)
 from qgf_lite.samplers import SamplerSpec, spec_from_name, specs_from_names
 from qgf_lite.ogbench.envpool import EnvPool
 from qgf_lite.training import (
@@ -42,7 +43,6 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; read when mujoc
 warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32", category=UserWarning)
 
 DEFAULT_WEIGHTS = (0.004, 0.008, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12)  # the OGBench sweep, docs/algorithm.md §6
-Z_95 = 1.959963984540054
 
 
 # --------------------------------------------------------------------------------------------- sampling
@@ -226,17 +226,6 @@ def run_episodes(pool: EnvPool, sampler, params, weight, config: QGFConfig, epis
             if not launch(g):
                 in_flight.discard(g)
     return [finished[int(e)] for e in episode_indices]
-
-
-def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple:
-    """Wilson score interval for a binomial proportion (good at small n and at 0 or 1)."""
-    if trials <= 0:
-        raise ValueError("`trials` must be > 0.")
-    p = successes / trials
-    denom = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denom
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def t_quantile_975(dof: int) -> float:
