@@ -6,6 +6,7 @@ agrees with an independent computation, and each wrong variant is a mistake a st
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -187,6 +188,21 @@ def test_expectile_mistakes():
                 lambda d, tau: np.abs(tau - (np.asarray(d) < 0)) * np.abs(d), "not squared")
     _fails_with(checks.check_expectile_loss,
                 lambda d, tau: np.mean(expectile_ok(d, tau)), "single number")
+
+
+def test_expectile_with_a_python_if_is_told_to_use_jnp_where():
+    def with_if(diff, expectile):
+        if diff < 0:  # a student's first try: one decision for the whole array
+            return (1 - expectile) * diff**2
+        return expectile * diff**2
+
+    def with_if_on_numpy(diff, expectile):
+        return (1 - expectile) * diff**2 if np.asarray(diff) < 0 else expectile * diff**2
+
+    for fn in (with_if, with_if_on_numpy, jax.jit(with_if)):
+        message = _fails_with(checks.check_expectile_loss, fn, "Python `if`", "cannot decide per element",
+                              "jnp.where(diff < 0")
+        assert "Traceback" not in message
 
 
 def test_chunk_returns_mistakes():

@@ -24,12 +24,34 @@ from qgf_lite.iql import q_target as _reference_q_target
 
 
 # --------------------------------------------------------------------------- 2.1 expectile loss
+# What Python says when an `if` (or `and`/`or`, `max(...)`) meets an array of many elements: numpy's and jax's
+# eager message, and jax's message under jit (TracerBoolConversionError).
+_ELEMENTWISE_IF = ("truth value of an array", "TracerBoolConversionError", "Attempted boolean conversion")
+
+
+def _elementwise_if_guard(name: str, fn):
+    """``fn``, whose "truth value ... is ambiguous" error becomes a failure that says what to write instead."""
+
+    def guarded(*args):
+        try:
+            return fn(*args)
+        except Exception as err:
+            said = f"{type(err).__name__}: {err}"
+            if any(marker in said for marker in _ELEMENTWISE_IF):
+                fail(name, "a Python `if` (or `and`/`or`) met an array: it cannot decide per element, so numpy and "
+                           "jax refuse ('the truth value of an array ... is ambiguous').",
+                     "choose the weight elementwise with jnp.where(diff < 0, 1 - expectile, expectile).")
+            raise
+
+    return guarded
+
+
 def check_expectile_loss(fn) -> None:
     """Exercise 2.1: ``fn(diff, expectile)`` = |tau - 1[diff < 0]| * diff^2 elementwise (diff = Q - V)."""
     name = "expectile_loss"
     (diff,) = (jnp.asarray(x) for x in random_inputs(51, [(4, 9)], scale=2.0))
     for tau in (0.9, 0.7):
-        got = call_student(name, fn, diff, tau)
+        got = call_student(name, _elementwise_if_guard(name, fn), diff, tau)
         if np.ndim(got) == 0:
             fail(name, "returned a single number; return the elementwise loss (same shape as `diff`).",
                  "the caller (value_loss) takes the mean; keep one loss per element here.")
