@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import nbformat
+# nbformat is imported where a notebook is read or written: its import takes about a second, and the limited
+# reader of submissions (reading.py) loads this file for its parsing helpers alone.
 
 
 ASSIGNMENTS = (
@@ -70,6 +71,8 @@ class Exercise:
 
 def read_notebook(path: str | os.PathLike) -> nbformat.NotebookNode:
     """Read and validate a notebook, with errors that name the file."""
+    import nbformat
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"notebook not found: {str(path)!r}; pass the path to an .ipynb file")

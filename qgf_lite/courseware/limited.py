@@ -2,16 +2,19 @@
 
 Reading a student's notebook is itself an attack surface: a deeply nested JSON document or a 7 MB cell makes
 ``json``/``ast`` recurse, allocate and (CPython gh-106905) crash when parsed in several threads at once. The grader
-therefore never parses student source in its own process: :func:`run_limited` runs one of the package's own
-modules (``python -I -m <module>``) with a CPU-time, address-space and file-size limit it sets on itself before
+therefore never parses student source in its own process: :func:`run_limited` runs one of this folder's own
+scripts (``python -I <file>``, by path: importing the ``qgf_lite`` package would cost seconds) with a CPU-time, address-space and file-size limit it sets on itself before
 reading anything, hands it a JSON request on stdin and takes one JSON answer, of bounded size, from stdout.
 A crash, a limit or a time-out costs that request only; it comes back as :class:`LimitedFailed`.
 
 The child runs *our* code (no student code is executed), so it needs no sandbox beyond the limits.
 
-A module served this way ends with::
+A script served this way (a file in this folder that imports only the standard library and this folder's
+light modules) ends with::
 
     if __name__ == "__main__":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from limited import serve
         serve(handle)      # handle(request: dict) -> dict
 """
 
@@ -31,8 +34,11 @@ class LimitedFailed(RuntimeError):
     """The limited child crashed, ran out of time or memory, or answered nonsense."""
 
 
-def run_limited(module: str, request: dict, *, timeout: float = 60.0, memory: int = 2 * 2**30) -> dict:
-    """Run ``python -I -m module`` with ``request`` on stdin; returns its JSON answer (a dict).
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run_limited(script: str, request: dict, *, timeout: float = 60.0, memory: int = 2 * 2**30) -> dict:
+    """Run ``python -I <this folder>/<script>`` with ``request`` on stdin; returns its JSON answer (a dict).
 
     timeout: wall-clock seconds (the child also limits its CPU time to this); memory: its address-space limit.
     """
@@ -43,7 +49,10 @@ def run_limited(module: str, request: dict, *, timeout: float = 60.0, memory: in
         "PYTHONHASHSEED": "0",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
-    process = subprocess.Popen([sys.executable, "-I", "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    path = os.path.join(HERE, script)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no limited script {script!r} in {HERE}")
+    process = subprocess.Popen([sys.executable, "-I", path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, env=env, start_new_session=True)
     try:
         out, err = process.communicate(json.dumps(request).encode(), timeout=timeout)

@@ -556,9 +556,20 @@ QUESTIONS: dict = {
 }
 
 
+# The qgf_lite modules an assignment's exercises may import while graded (copied into the sandbox, where the
+# package is otherwise absent), by notebook stem. Default: none. A module listed here must not compute the answer
+# to any exercise: the sandbox exists so that a student has nothing to call.
+SANDBOX_MODULES: dict = {}
+
+
+def sandbox_modules(assignment: str) -> tuple:
+    """The qgf_lite modules importable in the grading sandbox for ``assignment`` (usually none)."""
+    return tuple(SANDBOX_MODULES.get(assignment, ()))
+
+
 def questions_for(assignment: str) -> dict:
     """The question definitions of an assignment (by notebook stem); empty if it has none."""
     return QUESTIONS.get(assignment, {})
 
 
-__all__ = ["Hidden", "Question", "QUESTIONS", "questions_for"]
+__all__ = ["Hidden", "Question", "QUESTIONS", "SANDBOX_MODULES", "questions_for", "sandbox_modules"]

@@ -1,328 +1,76 @@
-"""Running a submission's code in a child process the grader does not trust.
+"""Running a submission's code in a child process that sees nothing it should not and can change nothing.
 
-The child (``python -m qgf_lite.courseware.sandbox``) runs the exercise cells, the cheap setup/helper cells and
-nothing else, then answers requests "call your function ``name`` on these inputs" with the outputs. Inputs and
-outputs cross the process boundary as JSON plus an ``.npz`` of plain arrays (never pickle), so whatever the
-student's code does (monkeypatch ``checks``, install IPython hooks, swallow interrupts, write files) stays in the
-child: the grade is decided in the parent from the returned numbers alone.
+The child (:mod:`qgf_lite.courseware.child`) runs the exercise and helper cells and answers "call your function
+on these inputs" with plain arrays (:mod:`qgf_lite.courseware.wire`). The grade is decided in the parent from
+those numbers alone. This module starts that child under one of three backends:
 
-The parent side, :class:`Sandbox`, starts the child in a fresh temporary folder holding only a copy of the
-submission (cwd and HOME there), in its own process group, kills the whole group on a wall-clock deadline
-(SIGKILL: a bare ``except:`` cannot swallow it) or when its resident memory passes a limit (polled; RLIMIT_AS
-would break JAX, which reserves a lot of virtual memory), and limits the size of files it may write. Where
-unprivileged user namespaces work (``unshare -r``), the child also gets no network, its own PID namespace and
-empty tmpfs mounts over the folders the grader names (other submissions, the gradebook, $HOME); see
-:func:`isolation_available`.
+``bwrap``
+    bubblewrap (Debian's ``bubblewrap``). New user, PID, network, IPC and UTS namespaces, no further user
+    namespaces, all capabilities dropped, an unprivileged uid. The file system is an allow-list: ``/usr`` and
+    the interpreter and its third-party site-packages read-only (with any installed ``qgf_lite`` hidden under
+    an empty folder), a fresh ``/proc`` of its own PID namespace, a minimal read-only ``/dev``, and writable
+    only ``/sandbox`` (size-capped tmpfs: the child's files, its ``tmp`` and its JAX cache), a 1 MiB ``/tmp``
+    and ``/dev/shm``. The clone, the package source, ``dist/``, the autograder, the gradebook, other
+    submissions and every home folder are simply not there.
+``unshare``
+    The same view built with util-linux alone (``unshare``, ``mount``, ``pivot_root``, ``setpriv``) where
+    bubblewrap is missing: a tmpfs root with the same read-only binds, ``pivot_root`` into it (so there is no
+    old root to escape to), then every capability and the bounding set dropped with ``no_new_privs``.
+``uid``
+    For containers without user namespaces (Docker, Gradescope), when the grader runs as root: the child runs
+    as a dedicated unprivileged uid/gid (one per parallel job, from :data:`UID_BASE`; no account needed),
+    in its own folder (mode 700), with the package, the autograder, the submissions, the gradebook and the
+    results folders made unreadable to "other" (``chmod o=``) and checked unreadable by a probe running as
+    that uid before any submission. At the end every process of that uid is killed (``kill(-1)`` as the uid,
+    repeated until none is left: no daemon survives) and its files in ``/tmp``, ``/var/tmp`` and ``/dev/shm``
+    are removed. It does not hide the rest of the file system that is world-readable, or other processes'
+    command lines, and it does not cut the network: see docs/TEACHING.md.
 
-Wire format, both directions: ``[u32 len][JSON header][u32 len][npz bytes]``. Values are encoded by
-:func:`encode` into a JSON tree whose arrays live in the npz.
+:func:`choose_backend` picks the first that works (``bwrap``, ``unshare``, ``uid``) and refuses to grade,
+naming the fix, when none does, unless the teacher passes ``--unsafe-no-sandbox`` (backend ``none``: the
+child runs as the grader's user with only the resource limits).
+
+Every backend: the child's process tree is killed (SIGKILL) on a wall-clock deadline or when its resident
+memory passes the limit (polled); the child sets hard limits on itself before any student code (file size,
+address space, core files; processes under ``uid``); the writable space is capped (tmpfs size, or polled
+folder size under ``uid``).
 """
 
 from __future__ import annotations
 
 import builtins
-import io
-import json
 import os
+import pwd
 import queue
 import shutil
 import signal
-import struct
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
+from qgf_lite.courseware.wire import MAX_PAYLOAD_BYTES, Opaque, WireError, decode, encode, pack, unpack
 
-MAX_MESSAGE_BYTES = 64 * 2**20
-JAX_CACHE_FOLDER = "jax_cache"  # far more than any check needs; a bigger answer is refused, not read
+BACKENDS = ("bwrap", "unshare", "uid")
+UID_BASE = int(os.environ.get("QGF_SANDBOX_UID_BASE", "61000"))
+UID_SLOTS = 64
+SANDBOX_ROOT = "/sandbox"  # the child's writable folder, as the namespace backends show it
+JAX_CACHE_FOLDER = "jax_cache"
+_HERE = Path(__file__).resolve().parent
 
-
-# ---------------------------------------------------------------------------
-# Encoding values: JSON tree + named arrays
-# ---------------------------------------------------------------------------
-
-
-class Opaque:
-    """Stands for a value of a type the wire format does not carry (a student returned a module, a generator...)."""
-
-    def __init__(self, type_name: str):
-        self.type_name = type_name
-
-    def __repr__(self):
-        return f"<{self.type_name} object>"
+__all__ = [
+    "BACKENDS", "Opaque", "Sandbox", "SandboxConfig", "SandboxLost", "SandboxUnavailable", "StudentFunction",
+    "choose_backend", "decode", "encode", "function_builders", "isolation_available", "probe_backend",
+]
 
 
-def encode(value, arrays: dict, *, callables: bool = True, register=None) -> dict:
-    """A JSON-able description of ``value``; arrays go into ``arrays`` under fresh keys.
-
-    A function the other side can rebuild (``qgf_spec``) travels as its recipe; any other function, when
-    ``register`` is given, as a callback id: the other side calls it back through the protocol.
-    """
-
-    def put(array) -> str:
-        key = f"a{len(arrays)}"
-        arrays[key] = array
-        return key
-
-    if value is None:
-        return {"t": "none"}
-    if isinstance(value, (bool, np.bool_)) and not isinstance(value, np.ndarray):
-        return {"t": "bool", "v": bool(value)}
-    if isinstance(value, int):
-        return {"t": "int", "v": str(value)}
-    if isinstance(value, float):
-        return {"t": "float", "a": put(np.asarray(value, np.float64))}
-    if isinstance(value, str):
-        return {"t": "str", "v": value[:10_000]}
-    if isinstance(value, np.generic):
-        return {"t": "scalar", "a": put(np.asarray(value))}
-    if isinstance(value, (list, tuple)):
-        return {"t": type(value).__name__,
-                "items": [encode(v, arrays, callables=callables, register=register) for v in value]}
-    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        return {"t": "dict",
-                "items": {k: encode(v, arrays, callables=callables, register=register) for k, v in value.items()}}
-    spec = getattr(value, "qgf_spec", None)
-    if callables and callable(value) and isinstance(spec, tuple) and len(spec) == 2:
-        return {"t": "fn", "builder": str(spec[0]), "args": encode(dict(spec[1]), arrays, callables=False)}
-    if callables and callable(value) and register is not None and not hasattr(value, "__array__"):
-        return {"t": "callback", "id": int(register(value))}
-    if hasattr(value, "__array__") or isinstance(value, np.ndarray):
-        try:
-            array = np.asarray(value)
-        except Exception:
-            return {"t": "opaque", "type": type(value).__name__}
-        if array.dtype == object or array.dtype.kind not in "biufc":
-            return {"t": "opaque", "type": type(value).__name__}
-        return {"t": "array", "a": put(array)}
-    return {"t": "opaque", "type": type(value).__name__}
-
-
-def decode(tree: dict, arrays, builders: dict | None = None):
-    kind = tree.get("t")
-    if kind == "none":
-        return None
-    if kind == "bool":
-        return bool(tree["v"])
-    if kind == "int":
-        return int(tree["v"])
-    if kind == "float":
-        return float(arrays[tree["a"]])
-    if kind == "str":
-        return str(tree["v"])
-    if kind == "scalar":
-        return np.asarray(arrays[tree["a"]])[()]
-    if kind == "array":
-        return np.asarray(arrays[tree["a"]])
-    if kind in ("list", "tuple"):
-        items = [decode(v, arrays, builders) for v in tree["items"]]
-        return items if kind == "list" else tuple(items)
-    if kind == "dict":
-        return {k: decode(v, arrays, builders) for k, v in tree["items"].items()}
-    if kind == "fn":
-        if builders is None or tree["builder"] not in builders:
-            raise ValueError(f"unknown function builder {tree['builder']!r}")
-        return builders[tree["builder"]](**decode(tree["args"], arrays, builders))
-    if kind == "callback":
-        if builders is None or "__callback__" not in builders:
-            raise ValueError("a callback cannot be used here")
-        return builders["__callback__"](int(tree["id"]))
-    if kind == "opaque":
-        return Opaque(str(tree.get("type", "object")))
-    raise ValueError(f"bad value tag {kind!r}")
-
-
-def pack(header: dict, arrays: dict | None = None) -> bytes:
-    buffer = io.BytesIO()
-    if arrays:
-        np.savez(buffer, **arrays)
-    payload = buffer.getvalue()
-    head = json.dumps(header).encode("utf-8")
-    return struct.pack(">I", len(head)) + head + struct.pack(">I", len(payload)) + payload
-
-
-def _read_exact(stream, n: int) -> bytes:
-    chunks = []
-    while n:
-        chunk = stream.read(n)
-        if not chunk:
-            raise EOFError("stream closed")
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
-
-
-def unpack(stream) -> tuple[dict, dict]:
-    """Read one message; arrays are loaded without pickle."""
-    (size,) = struct.unpack(">I", _read_exact(stream, 4))
-    if size > MAX_MESSAGE_BYTES:
-        raise ValueError(f"message header of {size} bytes is too large")
-    header = json.loads(_read_exact(stream, size).decode("utf-8"))
-    if not isinstance(header, dict):
-        raise ValueError("message header is not an object")
-    (size,) = struct.unpack(">I", _read_exact(stream, 4))
-    if size > MAX_MESSAGE_BYTES:
-        raise ValueError(f"message payload of {size} bytes is too large")
-    arrays = {}
-    if size:
-        with np.load(io.BytesIO(_read_exact(stream, size)), allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    return header, arrays
-
-
-def function_builders() -> dict:
-    """How the checks' toy functions are rebuilt on the other side (see ``qgf_spec``)."""
-    from qgf_lite.checks.flow import velocity_field
-    from qgf_lite.checks.fql import policy_field
-    from qgf_lite.checks.guidance import critic_field
-
-    return {"velocity_field": velocity_field, "critic_field": critic_field, "policy_field": policy_field}
-
-
-# ---------------------------------------------------------------------------
-# Child side
-# ---------------------------------------------------------------------------
-
-
-class _NoIPython:
-    """``get_ipython()`` in the child: magics and hooks do nothing (there is no IPython kernel here)."""
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
-
-
-_FIRED: list = []
-
-
-def _install_tripwires(paths: Sequence[str]) -> None:
-    """Wrap the package's reference implementations so calls to them are recorded (see ``Question.references``)."""
-    import functools
-    import importlib
-
-    wrappers = {}
-    for path in paths:
-        module_name, _, attr = path.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-            original = getattr(module, attr)
-        except Exception:
-            continue
-        if id(original) in wrappers or not callable(original):
-            continue
-
-        def make(original, label):
-            @functools.wraps(original)
-            def tripwire(*args, **kwargs):
-                _FIRED.append(label)
-                return original(*args, **kwargs)
-
-            return tripwire
-
-        wrappers[id(original)] = (original, make(original, path))
-    for name, module in list(sys.modules.items()):
-        if not name.startswith("qgf_lite") or module is None:
-            continue
-        for attr, value in list(vars(module).items()):
-            if id(value) in wrappers and wrappers[id(value)][0] is value:
-                setattr(module, attr, wrappers[id(value)][1])
-
-
-def _child_main() -> None:  # pragma: no cover - runs in the sandboxed process
-    import resource
-
-    file_limit = int(os.environ.get("QGF_SANDBOX_FILE_LIMIT", str(64 * 2**20)))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))  # hard limit too: no raising it back
-    protocol_in = os.fdopen(os.dup(0), "rb", buffering=0)
-    protocol_out = os.fdopen(os.dup(1), "wb", buffering=0)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.dup2(2, 1)  # the student's prints go to the log, never into the protocol stream
-    sys.stdout = sys.stderr
-
-    def send(header, arrays=None):
-        protocol_out.write(pack(header, arrays))
-
-    def error_of(err: BaseException) -> dict:
-        text = str(err)
-        if isinstance(err, SyntaxError):
-            text = f"{err.msg} (line {err.lineno})"
-        return {"type": type(err).__name__, "message": text[:2000]}
-
-    namespace: dict = {"__name__": "__main__", "get_ipython": lambda: _NoIPython()}
-    builders = None
-
-    def make_callback(callback_id):
-        """A function of the grader's (e.g. a check's velocity field), evaluated by the grader."""
-
-        def callback(*args):
-            arrays: dict = {}
-            send({"op": "callback", "id": callback_id, "args": encode(tuple(args), arrays, callables=False)}, arrays)
-            reply, out = unpack(protocol_in)
-            if reply.get("op") != "callback_result":
-                raise RuntimeError("the grader did not answer the callback")
-            if "error" in reply:
-                raise RuntimeError(f"the check's function failed on these inputs: {reply['error']}")
-            return decode(reply["value"], out, builders)
-
-        return callback
-    while True:
-        try:
-            header, arrays = unpack(protocol_in)
-        except EOFError:
-            return
-        op = header.get("op")
-        if op == "init":
-            _install_tripwires(header.get("tripwires", []))
-            builders = function_builders()
-            for cell in header["cells"]:
-                send({"op": "cell_start", "index": cell["index"]})
-                error = None
-                try:
-                    exec(compile(cell["source"], f"<cell {cell['index']}>", "exec"), namespace)
-                except BaseException as err:  # noqa: B036 - a student's sys.exit() or bare raise is a cell error
-                    error = error_of(err)
-                send({"op": "cell_done", "index": cell["index"], "error": error})
-            names = {name: ("callable" if callable(namespace[name]) else "value")
-                     for name in header.get("names", []) if name in namespace}
-            send({"op": "ready", "names": names})
-        elif op in ("call", "vjp"):
-            del _FIRED[:]
-            builders["__callback__"] = make_callback
-            out: dict = {}
-            try:
-                fn = namespace[header["name"]]
-                args = decode(header["args"], arrays, builders)
-                if op == "call":
-                    result = fn(*args)
-                else:
-                    from qgf_lite.checks._core import student_vjp
-
-                    result = student_vjp(header["name"], fn, args, int(header["argnum"]),
-                                         decode(header["cotangent"], arrays, builders))
-                tree = encode(result, out, callables=False)
-                reply = {"op": "result", "value": tree}
-            except BaseException as err:  # noqa: B036
-                out = {}
-                reply = {"op": "raised", "error": error_of(err)}
-            reply["tripwires"] = sorted(set(_FIRED))
-            send(reply, out)
-        elif op == "get":
-            out = {}
-            send({"op": "result", "value": encode(namespace.get(header["name"]), out, callables=False),
-                  "tripwires": []}, out)
-        else:
-            return
-
-
-# ---------------------------------------------------------------------------
-# Parent side
-# ---------------------------------------------------------------------------
+class SandboxUnavailable(RuntimeError):
+    """No backend can isolate the child here; the message names the fix."""
 
 
 class SandboxLost(BaseException):
@@ -333,166 +81,494 @@ class SandboxLost(BaseException):
         self.reason = reason
 
 
-def _process_group_rss(pgid: int) -> int:
-    """Resident bytes of every process in a process group (0 if none is left)."""
-    total = 0
-    page = os.sysconf("SC_PAGE_SIZE")
+def function_builders() -> dict:
+    """How the checks' toy functions are rebuilt from their ``qgf_spec`` recipe (the same code as the child's)."""
+    from qgf_lite.checks.fields import BUILDERS
+
+    return dict(BUILDERS)
+
+
+# ---------------------------------------------------------------------------
+# Which backend
+# ---------------------------------------------------------------------------
+
+_PROBES: dict = {}
+
+
+def _namespaces_disabled() -> bool:
+    return bool(os.environ.get("QGF_SANDBOX_NO_UNSHARE"))  # e.g. to test the container backend on a laptop
+
+
+def probe_backend(backend: str) -> str | None:
+    """None when ``backend`` works here, else why not (cached per process)."""
+    if backend in _PROBES:
+        return _PROBES[backend]
+    reason = None
+    if backend in ("bwrap", "unshare") and _namespaces_disabled():
+        reason = "namespaces are switched off (QGF_SANDBOX_NO_UNSHARE is set)"
+    elif backend == "bwrap":
+        if shutil.which("bwrap") is None:
+            reason = "bwrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+        else:
+            reason = _probe_run(["bwrap", "--unshare-user", "--unshare-pid", "--unshare-net", "--disable-userns",
+                                 "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc", "true"])
+    elif backend == "unshare":
+        missing = [t for t in ("unshare", "setpriv", "pivot_root", "mount") if shutil.which(t) is None]
+        if missing:
+            reason = f"{', '.join(missing)} not found (util-linux)"
+        else:
+            reason = _probe_run(["unshare", "-r", "-m", "-n", "-p", "-f", "--mount-proc", "true"])
+    elif backend == "uid":
+        if os.geteuid() != 0:
+            reason = "the uid backend needs the grader to run as root (it drops the child to another uid)"
+    elif backend != "none":
+        reason = f"unknown sandbox backend {backend!r}; choose one of {', '.join(BACKENDS)}"
+    _PROBES[backend] = reason
+    return reason
+
+
+def _probe_run(command) -> str | None:
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"{command[0]} failed: {err}"
+    if done.returncode:
+        said = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+        return f"{command[0]} cannot create namespaces here ({said[0][:200]})"
+    return None
+
+
+def choose_backend(requested: str | None = None, *, unsafe: bool = False) -> str:
+    """The backend to use: ``requested`` (or $QGF_SANDBOX_BACKEND, default ``auto``: the first that works).
+
+    Raises :class:`SandboxUnavailable` naming the fix when none works, unless ``unsafe`` (then ``"none"``).
+    """
+    requested = (requested or os.environ.get("QGF_SANDBOX_BACKEND") or "auto").strip()
+    if requested == "none":
+        if not unsafe:
+            raise SandboxUnavailable("the 'none' backend runs student code with your rights; pass "
+                                     "--unsafe-no-sandbox (unsafe=True) to accept that")
+        return "none"
+    if requested != "auto":
+        reason = probe_backend(requested)
+        if reason:
+            raise SandboxUnavailable(f"sandbox backend {requested!r} does not work here: {reason}")
+        return requested
+    reasons = []
+    for backend in BACKENDS:
+        reason = probe_backend(backend)
+        if reason is None:
+            return backend
+        reasons.append(f"{backend}: {reason}")
+    if unsafe:
+        return "none"
+    raise SandboxUnavailable(
+        "no sandbox can isolate student code here (" + "; ".join(reasons) + "). Fix: install bubblewrap "
+        "(apt-get install bubblewrap) on a machine that allows unprivileged user namespaces, or grade as root "
+        "inside a throw-away container (the uid backend), or pass --unsafe-no-sandbox to run student code "
+        "with your own rights.")
+
+
+def isolation_available() -> bool:
+    """True where a namespace backend (bwrap or unshare) works."""
+    return probe_backend("bwrap") is None or probe_backend("unshare") is None
+
+
+# ---------------------------------------------------------------------------
+# What the child may see
+# ---------------------------------------------------------------------------
+
+
+def _package_dirs() -> list[Path]:
+    """Where qgf_lite's source lives (the installed package, or the clone's package folder)."""
+    return [_HERE.parent.resolve()]
+
+
+def _python_view() -> tuple[str, list[str], list[str], list[str]]:
+    """(interpreter, the child's sys.path, read-only paths to show, folders to hide inside them).
+
+    Only the standard library and site-packages folders are shown: never a checkout, a test folder or
+    anything else on the grader's sys.path. An installed qgf_lite inside a site-packages is hidden.
+    """
+    interpreter = os.path.realpath(sys.executable)
+    base = os.path.realpath(sys.base_prefix)
+    package_parent = str(_HERE.parent.resolve().parent)
+    path, show, hide = [], [], []
+    for entry in sys.path:
+        if not entry or not os.path.isdir(entry):
+            continue
+        real = os.path.realpath(entry)
+        is_site = os.path.basename(real) in ("site-packages", "dist-packages")
+        if not (is_site or real == base or real.startswith(base + os.sep)):
+            continue
+        if real == package_parent and not is_site:
+            continue
+        path.append(real)
+        if os.path.isdir(os.path.join(real, "qgf_lite")):
+            hide.append(os.path.join(real, "qgf_lite"))
+    show = [base, os.path.dirname(interpreter)]
+    show += [p for p in path if not (p == base or p.startswith(base + os.sep))]
+    return interpreter, path, sorted(set(show)), sorted(set(hide))
+
+
+def _system_paths() -> list[tuple[str, str | None]]:
+    """(path, symlink target or None) for the system folders every backend shows read-only."""
+    out = []
+    for name in ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/alternatives"):
+        if os.path.islink(name):
+            out.append((name, os.readlink(name)))
+        elif os.path.isdir(name):
+            out.append((name, None))
+    return out
+
+
+def stage_lib(folder: Path, modules: Sequence[str] = ()) -> Path:
+    """Copy the child's own code (and the modules an assignment declares) into ``folder/lib``."""
+    lib = Path(folder) / "lib"
+    lib.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_HERE / "child.py", lib / "qgf_child.py")
+    shutil.copyfile(_HERE / "wire.py", lib / "qgf_wire.py")
+    shutil.copyfile(_HERE.parent / "checks" / "fields.py", lib / "qgf_fields.py")
+    for module in modules:
+        parts = module.split(".")
+        if parts[0] != "qgf_lite":
+            raise ValueError(f"declared sandbox module {module!r} is not a qgf_lite module")
+        source = _HERE.parent.joinpath(*parts[1:]).with_suffix(".py")
+        if not source.is_file():
+            raise ValueError(f"declared sandbox module {module!r} has no file {source}")
+        target = lib.joinpath(*parts).with_suffix(".py")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for i in range(1, len(parts)):
+            init = lib.joinpath(*parts[:i], "__init__.py")
+            if not init.exists():
+                init.write_text("")
+        shutil.copyfile(source, target)
+    return lib
+
+
+# ---------------------------------------------------------------------------
+# The container backend's protections
+# ---------------------------------------------------------------------------
+
+_UID_LOCK = threading.Lock()
+_UIDS_IN_USE: set = set()
+_PROTECTED: set = set()
+_CHECKED: set = set()  # protection checks already passed in this process
+
+
+def _acquire_uid() -> int:
+    with _UID_LOCK:
+        for slot in range(UID_SLOTS):
+            uid = UID_BASE + slot
+            if uid in _UIDS_IN_USE:
+                continue
+            try:
+                pwd.getpwuid(uid)
+            except KeyError:
+                _UIDS_IN_USE.add(uid)
+                return uid
+        raise SandboxUnavailable(f"no free sandbox uid in {UID_BASE}..{UID_BASE + UID_SLOTS - 1} (each must belong "
+                                 "to no account); set QGF_SANDBOX_UID_BASE to a free range")
+
+
+def _release_uid(uid: int) -> None:
+    with _UID_LOCK:
+        _UIDS_IN_USE.discard(uid)
+
+
+def protect_paths(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """``chmod o=`` each existing path (once per process); returns the paths changed. Root only."""
+    changed = []
+    with _UID_LOCK:
+        for raw in paths:
+            path = os.path.realpath(raw)
+            if path in _PROTECTED or not os.path.exists(path) or path in ("/", "/tmp", "/usr"):
+                continue
+            mode = os.stat(path).st_mode
+            if mode & 0o007:
+                os.chmod(path, stat.S_IMODE(mode) & ~0o007)
+                changed.append(path)
+            _PROTECTED.add(path)
+    return changed
+
+
+def _readable_as(uid: int, paths: Sequence[str]) -> list[str]:
+    """Which of ``paths`` the uid can still open or list (a probe run as that uid)."""
+    if not paths:
+        return []
+    code = ("import os,sys\nfor p in sys.argv[1:]:\n    try:\n        os.listdir(p) if os.path.isdir(p) else "
+            "open(p,'rb').close()\n        print(p)\n    except OSError: pass\n")
+    done = subprocess.run([os.path.realpath(sys.executable), "-I", "-S", "-c", code, *paths], capture_output=True,
+                          text=True, user=uid, group=uid, extra_groups=[], cwd="/", timeout=60)
+    return [line for line in done.stdout.splitlines() if line]
+
+
+def _processes() -> dict[int, tuple[int, int, int]]:
+    """{pid: (ppid, real uid, resident pages)} of every process we can see."""
+    table = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as handle:
                 fields = handle.read().rsplit(b")", 1)[1].split()
-            if int(fields[2]) != pgid:  # fields after ')': state ppid pgrp ...
-                continue
-            with open(f"/proc/{entry}/statm", "rb") as handle:
-                total += int(handle.read().split()[1]) * page
-        except (OSError, IndexError, ValueError):
+            with open(f"/proc/{entry}/status", "rb") as handle:
+                uid = next(int(line.split()[1]) for line in handle if line.startswith(b"Uid:"))
+            table[int(entry)] = (int(fields[1]), uid, int(fields[21]))
+        except (OSError, IndexError, ValueError, StopIteration):
             continue
+    return table
+
+
+def _descendants(root: int, table) -> list[int]:
+    children: dict = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        out.append(pid)
+        stack += children.get(pid, [])
+    return out
+
+
+def _kill_uid(uid: int, rounds: int = 50) -> bool:
+    """SIGKILL every process of ``uid`` (``kill(-1)`` run as that uid, repeated); True when none is left."""
+    killer = [os.path.realpath(sys.executable), "-I", "-S", "-c",
+              "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept ProcessLookupError:\n    pass\n"]
+    for _ in range(rounds):
+        if not any(u == uid for _, u, _ in _processes().values()):
+            return True
+        subprocess.run(killer, user=uid, group=uid, extra_groups=[], cwd="/", capture_output=True, timeout=30)
+        time.sleep(0.05)
+    return not any(u == uid for _, u, _ in _processes().values())
+
+
+def _remove_files_of(uid: int, roots=("/tmp", "/var/tmp", "/dev/shm")) -> None:
+    for root in roots:
+        if not os.path.isdir(root):
+            continue
+        for current, dirs, files in os.walk(root, topdown=False):
+            for name in files + dirs:
+                path = os.path.join(current, name)
+                try:
+                    info = os.lstat(path)
+                except OSError:
+                    continue
+                if info.st_uid == uid:
+                    try:
+                        shutil.rmtree(path) if stat.S_ISDIR(info.st_mode) else os.unlink(path)
+                    except OSError:
+                        pass
+
+
+def _folder_size(folder: Path, cap: int) -> int:
+    total = 0
+    for current, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(current, name)).st_blocks * 512
+            except OSError:
+                pass
+            if total > cap:
+                return total
     return total
 
 
-_ISOLATION: bool | None = None
+# ---------------------------------------------------------------------------
+# The child process
+# ---------------------------------------------------------------------------
 
 
-def isolation_available() -> bool:
-    """True where ``unshare`` can give the child its own user, mount, PID and network namespaces."""
-    global _ISOLATION
-    if _ISOLATION is None:
-        unshare = shutil.which("unshare")
-        if unshare is None or os.environ.get("QGF_SANDBOX_NO_UNSHARE"):
-            _ISOLATION = False
-        else:
-            try:
-                done = subprocess.run([unshare, "-r", "-m", "-n", "-p", "-f", "--mount-proc", "true"],
-                                      capture_output=True, timeout=20)
-                _ISOLATION = done.returncode == 0
-            except (OSError, subprocess.SubprocessError):
-                _ISOLATION = False
-    return _ISOLATION
+@dataclass(frozen=True)
+class SandboxConfig:
+    """backend: one of BACKENDS or "none" (see :func:`choose_backend`); memory: resident bytes of the child's
+    processes; disk: bytes it may write in all; file_limit: bytes of one file; address_space: its RLIMIT_AS
+    (default memory + 4 GiB: JAX reserves far more virtual memory than it uses); modules: qgf_lite modules
+    copied into the sandbox (declared per assignment); protect: paths the uid backend makes unreadable."""
+
+    backend: str
+    memory: int = 4 * 2**30
+    disk: int = 256 * 2**20
+    file_limit: int = 64 * 2**20
+    address_space: int | None = None
+    modules: tuple = ()
+    protect: tuple = ()
+
+    def address_limit(self) -> int:
+        return int(self.address_space or self.memory + 4 * 2**30)
 
 
-_MOUNT_SCRIPT = r"""
-set -e
-dir="$QGF_SANDBOX_DIR"
-for hidden in "$@"; do
-  [ -d "$hidden" ] && mount -t tmpfs -o size=1m,mode=755 tmpfs "$hidden"
-done
-if [ -d /mnt ]; then
-  # A private /tmp. What the child needs from the old one (its own folder; the package or the interpreter when
-  # they live under /tmp, e.g. a checkout there) is parked on a staging tmpfs and bound back at the same paths.
-  mount -t tmpfs -o size=1m,mode=755 tmpfs /mnt
-  mkdir /mnt/submission && mount --bind "$dir" /mnt/submission
-  printf '%s\n' "$QGF_SANDBOX_KEEP_TMP" | { i=0; while IFS= read -r keep; do
-    [ -n "$keep" ] || continue
-    mkdir "/mnt/keep$i" && mount --rbind "$keep" "/mnt/keep$i"; i=$((i + 1)); done; }
-  mount -t tmpfs -o size=256m,mode=1777 tmpfs /tmp
-  mkdir -p /tmp/submission && mount --bind /mnt/submission /tmp/submission
-  printf '%s\n' "$QGF_SANDBOX_KEEP_TMP" | { i=0; while IFS= read -r keep; do
-    [ -n "$keep" ] || continue
-    mkdir -p "$keep" && mount --rbind "/mnt/keep$i" "$keep"; i=$((i + 1)); done; }
-  umount -l /mnt
-  dir=/tmp/submission
-fi
-[ -d /dev/shm ] && mount -t tmpfs -o size=64m tmpfs /dev/shm || true
-mount --rbind / / && mount -o remount,bind,ro / || true
-export HOME="$dir" TMPDIR="$dir" JAX_COMPILATION_CACHE_DIR="$dir/jax_cache"
-cd "$dir"
-exec "$QGF_SANDBOX_PYTHON" -c "$QGF_SANDBOX_BOOT"
+_UNSHARE_SCRIPT = r"""
+set -eu
+R="$QGF_ROOT"
+mount -t tmpfs -o size=4m,mode=755 qgf-root "$R"
+show() {
+  src=$1; dst="$R$1"
+  if [ -L "$src" ]; then mkdir -p "$(dirname "$dst")"; ln -s "$(readlink "$src")" "$dst"; return; fi
+  if [ -d "$src" ]; then mkdir -p "$dst"; else mkdir -p "$(dirname "$dst")"; : > "$dst"; fi
+  mount --rbind "$src" "$dst"
+  mount -o remount,bind,ro "$dst"
+}
+printf '%s\n' "$QGF_SHOW" | while IFS= read -r p; do [ -n "$p" ] && show "$p"; done
+printf '%s\n' "$QGF_HIDE" | while IFS= read -r p; do [ -n "$p" ] && [ -d "$R$p" ] && mount -t tmpfs -o size=4k,mode=555 qgf-hidden "$R$p"; done
+mkdir -p "$R/sandbox" "$R/tmp" "$R/proc" "$R/dev/shm"
+mount -t tmpfs -o "size=$QGF_DISK,mode=755" qgf-sandbox "$R/sandbox"
+mkdir "$R/sandbox/lib" "$R/sandbox/tmp"
+cp -R "$QGF_STAGE/lib/." "$R/sandbox/lib/"
+if [ -d "$QGF_STAGE/jax_seed" ]; then mkdir "$R/sandbox/jax_seed" && cp -R "$QGF_STAGE/jax_seed/." "$R/sandbox/jax_seed/"; fi
+mount -t tmpfs -o size=1m,mode=1777 qgf-tmp "$R/tmp"
+mount -t tmpfs -o size=1m,mode=1777 qgf-shm "$R/dev/shm"
+for d in null zero full random urandom; do : > "$R/dev/$d"; mount --bind "/dev/$d" "$R/dev/$d"; done
+mount -t proc proc "$R/proc"
+cd "$R"
+mkdir .old
+pivot_root . .old
+umount -l /.old
+rmdir /.old
+mount -o remount,ro,bind / 2>/dev/null || mount -o remount,ro /
+cd /sandbox
+exec setpriv --no-new-privs --inh-caps=-all --ambient-caps=-all --bounding-set=-all -- "$QGF_PYTHON" -I -S /sandbox/lib/qgf_child.py
 """
 
 
-def _needed_under_tmp(paths) -> list[str]:
-    """The outermost of ``paths`` that lie under /tmp (the sandbox's private /tmp must bring them back)."""
-    tmp = Path("/tmp").resolve()
-    under = sorted({p for p in paths if tmp in p.parents}, key=lambda p: len(p.parts))
-    outermost: list[Path] = []
-    for path in under:
-        if not any(o == path or o in path.parents for o in outermost):
-            outermost.append(path)
-    return [str(p) for p in outermost]
-
-
 class Sandbox:
-    """One child process for one submission (restarted by the grader after it is killed)."""
+    """One child process (restarted by the grader after it is killed)."""
 
-    def __init__(self, submission: Path, *, memory_limit: int, hide: Sequence[Path] = (),
-                 file_limit: int = 64 * 2**20, isolate: bool | None = None, jax_cache: Path | None = None):
-        self.folder = Path(tempfile.mkdtemp(prefix="qgf_grade_"))
-        self.copy = self.folder / Path(submission).name
-        shutil.copyfile(submission, self.copy)
-        # JAX's compilation cache, warmed by grading the reference (see grading.warm_jax_cache): the child gets
-        # its own copy, so whatever it writes there reaches no other submission.
-        self.jax_cache = self.folder / JAX_CACHE_FOLDER
-        if jax_cache is not None and Path(jax_cache).is_dir():
-            shutil.copytree(jax_cache, self.jax_cache)
-        else:
-            self.jax_cache.mkdir()
-        self.memory_limit = memory_limit
+    def __init__(self, config: SandboxConfig, *, jax_cache: Path | None = None):
+        self.config = config
+        self.backend = config.backend
         self.killed_for: str | None = None
         self.log = bytearray()
         self._messages: queue.Queue = queue.Queue()
-        package_root = str(Path(__file__).resolve().parents[2])
+        self.uid: int | None = None
+        self.stage = Path(tempfile.mkdtemp(prefix="qgf_grade_"))
+        os.chmod(self.stage, 0o700)
+        stage_lib(self.stage, config.modules)
+        interpreter, child_path, show, hide = _python_view()
         env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.folder),
-            "TMPDIR": str(self.folder),
-            "PYTHONPATH": package_root,
-            "PYTHONDONTWRITEBYTECODE": "1",
+            "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8",
             "PYTHONHASHSEED": "0",
             "QGF_SMOKE": "1",
             "MPLBACKEND": "Agg",
-            "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
             "JAX_PLATFORMS": "cpu",
             "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
             "OMP_NUM_THREADS": "1",
-            "QGF_SANDBOX_FILE_LIMIT": str(int(file_limit)),
-            "JAX_COMPILATION_CACHE_DIR": str(self.jax_cache),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
             "OPENBLAS_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1",
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+            "QGF_SANDBOX_PATH": os.pathsep.join(child_path),
+            "QGF_SANDBOX_FILE_LIMIT": str(int(config.file_limit)),
+            "QGF_SANDBOX_ADDRESS_LIMIT": str(config.address_limit()),
+            "QGF_SANDBOX_MODULES": ",".join(config.modules),
         }
-        # Run this file by path: `-m` would import qgf_lite.courseware (nbformat, nbclient...) for nothing.
-        boot = f"import runpy; runpy.run_path({str(Path(__file__).resolve())!r}, run_name='__main__')"
-        command = [sys.executable, "-c", boot]
-        if isolate is None:
-            isolate = isolation_available()
-        self.isolated = bool(isolate)
-        if self.isolated:
-            keep = {Path(package_root).resolve(), Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
-                    Path(sys.executable).resolve().parent, self.folder.resolve()}
-            hidden = []
-            for path in list(hide) + [Path.home()]:
-                path = Path(path).resolve()
-                # Never hide a folder the child needs (the package, the interpreter, its own folder); /tmp goes
-                # anyway (the child's folder is moved to /tmp/submission inside).
-                if path.is_dir() and not any(k == path or path in k.parents for k in keep if k != self.folder.resolve()):
-                    hidden.append(str(path))
-            env["QGF_SANDBOX_DIR"] = str(self.folder)
-            env["QGF_SANDBOX_KEEP_TMP"] = "\n".join(_needed_under_tmp(k for k in keep if k != self.folder.resolve()))
-            env["QGF_SANDBOX_PYTHON"] = sys.executable
-            env["QGF_SANDBOX_BOOT"] = boot
-            command = [shutil.which("unshare"), "-r", "-m", "-n", "-p", "-f", "--mount-proc", "--kill-child",
-                       "sh", "-c", _MOUNT_SCRIPT, "sandbox", *hidden]
+        for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):  # older OpenBLAS builds crash without them here
+            if os.environ.get(name):
+                env[name] = os.environ[name]
+        if jax_cache is not None and Path(jax_cache).is_dir():
+            shutil.copytree(jax_cache, self.stage / "jax_seed")
+        if self.backend in ("bwrap", "unshare"):
+            home = SANDBOX_ROOT
+            self.workdir = None
+            env.update(HOME=home, TMPDIR=f"{home}/tmp", JAX_COMPILATION_CACHE_DIR=f"{home}/{JAX_CACHE_FOLDER}",
+                       QGF_SANDBOX_JAX_CACHE_SEED=f"{home}/jax_seed")
+            if self.backend == "bwrap":
+                command = self._bwrap_command(interpreter, show, hide)
+            else:
+                root = self.stage / "root"
+                root.mkdir()
+                env.update(QGF_ROOT=str(root), QGF_STAGE=str(self.stage), QGF_PYTHON=interpreter,
+                           QGF_DISK=str(int(config.disk)),
+                           QGF_SHOW="\n".join([p for p, _ in _system_paths()] + show), QGF_HIDE="\n".join(hide))
+                command = ["unshare", "-r", "-m", "-n", "-p", "-f", "--kill-child", "sh", "-c", _UNSHARE_SCRIPT]
+            cwd, popen_user = str(self.stage), {}
+        else:
+            # uid / none: a real folder on disk is the child's home.
+            self.workdir = self.stage / "sandbox"
+            (self.workdir / "tmp").mkdir(parents=True)
+            shutil.move(str(self.stage / "lib"), str(self.workdir / "lib"))
+            if (self.stage / "jax_seed").is_dir():
+                shutil.move(str(self.stage / "jax_seed"), str(self.workdir / JAX_CACHE_FOLDER))
+            env.update(HOME=str(self.workdir), TMPDIR=str(self.workdir / "tmp"),
+                       JAX_COMPILATION_CACHE_DIR=str(self.workdir / JAX_CACHE_FOLDER))
+            command = [interpreter, "-I", "-S", str(self.workdir / "lib" / "qgf_child.py")]
+            cwd, popen_user = str(self.workdir), {}
+            if self.backend == "uid":
+                self.uid = _acquire_uid()
+                if not _kill_uid(self.uid):  # leftovers of an earlier, interrupted run
+                    raise SandboxUnavailable(f"processes of sandbox uid {self.uid} cannot be killed")
+                env["QGF_SANDBOX_NPROC"] = "512"  # threads count too; JAX starts a few dozen
+                for current, dirs, files in os.walk(self.stage):
+                    for name in [current] + [os.path.join(current, n) for n in dirs + files]:
+                        os.lchown(name, self.uid, self.uid)
+                os.chmod(self.stage, 0o711)  # the uid may pass through to its folder, not list the stage
+                self._check_protection(interpreter, child_path)
+                popen_user = {"user": self.uid, "group": self.uid, "extra_groups": [], "umask": 0o077}
         self.process = subprocess.Popen(
-            command, cwd=self.folder, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True,  # no preexec_fn: unsafe with JAX's threads
+            command, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True, **popen_user,  # no preexec_fn: unsafe with JAX's threads in the grader
         )
         self.pgid = self.process.pid
         self._alive = True
-        threading.Thread(target=self._read_messages, daemon=True).start()
-        threading.Thread(target=self._read_log, daemon=True).start()
-        threading.Thread(target=self._watch_memory, daemon=True).start()
+        self._threads = [threading.Thread(target=self._read_messages, daemon=True),
+                         threading.Thread(target=self._read_log, daemon=True),
+                         threading.Thread(target=self._watch, daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    # -- starting
+    def _bwrap_command(self, interpreter, show, hide) -> list[str]:
+        command = ["bwrap", "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+                   "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--uid", "65534", "--gid", "65534"]
+        for path, target in _system_paths():
+            command += ["--symlink", target, path] if target is not None else ["--ro-bind", path, path]
+        for path in show:
+            command += ["--ro-bind", path, path]
+        for path in hide:
+            command += ["--tmpfs", path]
+        command += ["--proc", "/proc", "--dev", "/dev", "--size", str(2**20), "--tmpfs", "/dev/shm",
+                    "--remount-ro", "/dev", "--size", str(2**20), "--tmpfs", "/tmp",
+                    "--size", str(int(self.config.disk)), "--tmpfs", SANDBOX_ROOT,
+                    "--ro-bind", str(self.stage / "lib"), f"{SANDBOX_ROOT}/lib", "--dir", f"{SANDBOX_ROOT}/tmp"]
+        if (self.stage / "jax_seed").is_dir():
+            command += ["--ro-bind", str(self.stage / "jax_seed"), f"{SANDBOX_ROOT}/jax_seed"]
+        command += ["--remount-ro", "/", "--chdir", SANDBOX_ROOT, interpreter, "-I", "-S",
+                    f"{SANDBOX_ROOT}/lib/qgf_child.py"]
+        return command
+
+    def _check_protection(self, interpreter, child_path) -> None:
+        """Under ``uid``: make the protected paths unreadable to the uid, and check that they are."""
+        protected = [str(p) for p in list(self.config.protect) + _package_dirs() if p]
+        key = (tuple(sorted(set(protected))), interpreter, tuple(child_path))
+        if key in _CHECKED:
+            return
+        protect_paths(protected)
+        leaked = _readable_as(self.uid, sorted(set(protected)))
+        if leaked:
+            raise SandboxUnavailable(f"the sandbox uid can still read {leaked[0]} after chmod o= (ACLs or a "
+                                     "parent mount?); grade elsewhere or fix its permissions")
+        needed = [interpreter] + list(child_path)
+        readable = set(_readable_as(self.uid, needed))
+        missing = [p for p in needed if p not in readable]
+        if missing:
+            raise SandboxUnavailable(
+                f"the sandbox uid cannot read {missing[0]}, which the child needs: install Python and the "
+                "libraries where every user can read them (e.g. /usr/local, /opt or a virtual environment "
+                "outside any home folder), or make the folders above it traversable (chmod o+x)")
+        _CHECKED.add(key)
 
     # -- background threads
     def _read_messages(self):
         try:
             while True:
-                self._messages.put(unpack(self.process.stdout))
-        except (ValueError, OSError) as err:
-            self._messages.put(EOFError(str(err)) if "closed file" in str(err) else err)
-        except Exception as err:  # EOF, or a malformed / oversized message: both end the session
+                self._messages.put(unpack(self.process.stdout, allow_complex=False))
+        except WireError as err:  # malformed or oversized: ends the session
+            self._messages.put(err)
+        except (EOFError, OSError, ValueError) as err:  # the child ended, or close() closed the pipe
+            self._messages.put(EOFError(str(err)))
+        except Exception as err:
             self._messages.put(err)
 
     def _read_log(self):
@@ -500,13 +576,28 @@ class Sandbox:
             for chunk in iter(lambda: self.process.stderr.read(4096), b""):
                 self.log += chunk
                 del self.log[:-20_000]
-        except (OSError, ValueError):  # closed by close()
+        except (OSError, ValueError):
             pass
 
-    def _watch_memory(self):
+    def _members(self, table) -> list[int]:
+        if self.uid is not None:
+            return [pid for pid, (_, uid, _) in table.items() if uid == self.uid]
+        return _descendants(self.process.pid, table)
+
+    def _watch(self):
+        page = os.sysconf("SC_PAGE_SIZE")
+        beat = 0
         while self._alive and self.process.poll() is None:
-            if _process_group_rss(self.pgid) > self.memory_limit:
-                self.killed_for = f"memory limit exceeded ({self.memory_limit / 2**30:.3g} GiB resident)"
+            table = _processes()
+            rss = sum(table[pid][2] for pid in self._members(table) if pid in table) * page
+            if rss > self.config.memory:
+                self.killed_for = f"memory limit exceeded ({self.config.memory / 2**30:.3g} GiB resident)"
+                self.kill()
+                return
+            beat += 1
+            if self.workdir is not None and beat % 3 == 0 and \
+                    _folder_size(self.workdir, self.config.disk) > self.config.disk:
+                self.killed_for = f"disk limit exceeded ({self.config.disk / 2**20:.0f} MiB written)"
                 self.kill()
                 return
             time.sleep(0.3)
@@ -516,7 +607,7 @@ class Sandbox:
         try:
             self.process.stdin.write(pack(header, arrays))
             self.process.stdin.flush()
-        except (BrokenPipeError, OSError):
+        except (BrokenPipeError, OSError, ValueError):
             raise SandboxLost(self._death_reason()) from None
 
     def receive(self, deadline: float, what: str) -> tuple[dict, dict]:
@@ -527,9 +618,9 @@ class Sandbox:
             self.killed_for = f"time limit exceeded while {what}"
             self.kill()
             raise SandboxLost(self.killed_for) from None
-        if isinstance(message, Exception):
+        if isinstance(message, BaseException):
             if not isinstance(message, EOFError):
-                self.killed_for = f"the grading process sent a malformed answer ({message})"
+                self.killed_for = f"the grading process sent a malformed answer ({str(message)[:200]})"
                 self.kill()
             raise SandboxLost(self._death_reason())
         return message
@@ -547,22 +638,39 @@ class Sandbox:
         return f"the process running the submission died (exit code {code})"
 
     def kill(self) -> None:
+        """SIGKILL everything the submission started: the process group, every descendant, every process of
+        its uid. Namespace backends: killing the namespace's first process ends the whole PID namespace."""
         self._alive = False
-        for target in (self.pgid,):
+        for _ in range(3):
+            table = _processes()
+            members = [p for p in self._members(table) if p != os.getpid()]
+            for pid in members:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
             try:
-                os.killpg(target, signal.SIGKILL)
+                os.killpg(self.pgid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+            if not members:
+                break
+        if self.uid is not None:
+            _kill_uid(self.uid)
         try:
             self.process.kill()
+        except OSError:
+            pass
+        try:
             self.process.wait(timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
+        except subprocess.TimeoutExpired:
             pass
 
     def keep_jax_cache(self, target: Path) -> None:
-        """Copy the child's compilation cache to ``target`` (after a trusted run; see warm_jax_cache)."""
-        if self.jax_cache.is_dir():
-            shutil.copytree(self.jax_cache, target, dirs_exist_ok=True)
+        """Copy the child's compilation cache to ``target`` (after a trusted run of the reference)."""
+        source = self.workdir / JAX_CACHE_FOLDER if self.workdir is not None else None
+        if source is not None and source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True)
 
     def close(self) -> None:
         if self._alive and self.process.poll() is None and not self.killed_for:
@@ -578,10 +686,16 @@ class Sandbox:
                 stream.close()
             except OSError:
                 pass
+        for thread in self._threads:
+            thread.join(timeout=5)
 
     def cleanup(self) -> None:
-        """Remove the child's folder (after :meth:`close`)."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Remove the child's folder and, under ``uid``, its files elsewhere (after :meth:`close`)."""
+        if self.uid is not None:
+            _remove_files_of(self.uid)
+            _release_uid(self.uid)
+            self.uid = None
+        shutil.rmtree(self.stage, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------
@@ -589,16 +703,19 @@ class Sandbox:
 # ---------------------------------------------------------------------------
 
 
-def _remote_exception(error: dict) -> Exception:
-    name = str(error.get("type", "Exception"))
-    message = str(error.get("message", ""))
+def _remote_exception(error) -> Exception:
+    """The child's exception as one of ours: a builtin type when it names one, else a bounded generic one."""
+    error = error if isinstance(error, dict) else {}
+    name = str(error.get("type", "Exception"))[:60]
+    message = str(error.get("message", ""))[:2000]
     builtin = getattr(builtins, name, None)
     if isinstance(builtin, type) and issubclass(builtin, Exception):
         try:
             return builtin(message)
         except Exception:
             pass
-    return type(name if name.isidentifier() else "Error", (Exception,), {})(message)
+    label = name if name.isidentifier() else "Error"
+    return type(label, (Exception,), {})(message)
 
 
 class StudentFunction:
@@ -621,5 +738,4 @@ class StudentFunction:
         return f"<student function {self.__name__}>"
 
 
-if __name__ == "__main__":  # pragma: no cover
-    _child_main()
+MAX_ANSWER_BYTES = MAX_PAYLOAD_BYTES
