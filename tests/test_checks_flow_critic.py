@@ -52,8 +52,8 @@ def euler_sample_ok(velocity, noise, steps):
 
 
 def expectile_ok(diff, expectile):
-    diff = np.asarray(diff)
-    return np.abs(expectile - (diff < 0)) * diff**2
+    # jax.numpy, not numpy: notebook 02 trains the value network through it, so the check differentiates it.
+    return jnp.abs(expectile - (diff < 0)) * diff**2
 
 
 def chunk_returns_ok(rewards, terminals, discount):
@@ -188,6 +188,15 @@ def test_expectile_mistakes():
                 lambda d, tau: np.abs(tau - (np.asarray(d) < 0)) * np.abs(d), "not squared")
     _fails_with(checks.check_expectile_loss,
                 lambda d, tau: np.mean(expectile_ok(d, tau)), "single number")
+
+
+def test_expectile_in_numpy_is_told_it_must_be_differentiable():
+    def in_numpy(diff, expectile):
+        diff = np.asarray(diff)
+        return np.abs(expectile - (diff < 0)) * diff**2
+
+    _fails_with(checks.check_expectile_loss, in_numpy, "the values are right", "jax.grad cannot differentiate",
+                "jax.numpy")
 
 
 def test_expectile_with_a_python_if_is_told_to_use_jnp_where():

@@ -17,7 +17,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from qgf_lite.checks._core import call_student, compare_arrays, fail, passed, random_inputs, rng
+from qgf_lite.checks._core import (
+    CheckFailed, call_student, compare_arrays, fail, passed, random_inputs, rng, student_vjp,
+)
 from qgf_lite.iql import chunk_returns as _reference_chunk_returns
 from qgf_lite.iql import expectile_loss as _reference_expectile_loss
 from qgf_lite.iql import q_target as _reference_q_target
@@ -72,6 +74,16 @@ def check_expectile_loss(fn) -> None:
                 ("both sides use the weight tau", tau * diff**2),
             ],
         )
+    # Notebook 02 trains the value network through this function: jax must be able to differentiate it.
+    try:
+        got_grad = student_vjp(name, fn, (diff, 0.9), 0, jnp.ones_like(diff))
+    except CheckFailed:
+        raise
+    except Exception as err:
+        fail(name, f"the values are right, but jax.grad cannot differentiate your function ({type(err).__name__}).",
+             "write it with jax.numpy (jnp.where, jnp.square), not numpy: the value network is trained through it.")
+    want_grad = jnp.where(diff < 0, 0.1, 0.9) * 2.0 * diff
+    compare_arrays(name, got_grad, want_grad, what="gradient of the loss with respect to diff")
     passed(name, "for expectiles 0.9 and 0.7")
 
 
