@@ -298,8 +298,15 @@ def _readable_as(uid: int, paths: Sequence[str]) -> list[str]:
         return []
     code = ("import os,sys\nfor p in sys.argv[1:]:\n    try:\n        os.listdir(p) if os.path.isdir(p) else "
             "open(p,'rb').close()\n        print(p)\n    except OSError: pass\n")
-    done = subprocess.run([os.path.realpath(sys.executable), "-I", "-S", "-c", code, *paths], capture_output=True,
-                          text=True, user=uid, group=uid, extra_groups=[], cwd="/", timeout=60)
+    interpreter = os.path.realpath(sys.executable)
+    try:
+        done = subprocess.run([interpreter, "-I", "-S", "-c", code, *paths], capture_output=True, text=True,
+                              user=uid, group=uid, extra_groups=[], cwd="/", timeout=60)
+    except PermissionError:
+        raise SandboxUnavailable(
+            f"the sandbox uid cannot run {interpreter}: install Python and the libraries where every user can "
+            "read them (e.g. /usr/local, /opt or a virtual environment outside any home folder), or make the "
+            "folders above it traversable (chmod o+x)") from None
     return [line for line in done.stdout.splitlines() if line]
 
 
@@ -401,6 +408,7 @@ class SandboxConfig:
 
 _UNSHARE_SCRIPT = r"""
 set -eu
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
 R="$QGF_ROOT"
 mount -t tmpfs -o size=4m,mode=755 qgf-root "$R"
 show() {
@@ -410,8 +418,10 @@ show() {
   mount --rbind "$src" "$dst"
   mount -o remount,bind,ro "$dst"
 }
-printf '%s\n' "$QGF_SHOW" | while IFS= read -r p; do [ -n "$p" ] && show "$p"; done
-printf '%s\n' "$QGF_HIDE" | while IFS= read -r p; do [ -n "$p" ] && [ -d "$R$p" ] && mount -t tmpfs -o size=4k,mode=555 qgf-hidden "$R$p"; done
+printf '%s\n' "$QGF_SHOW" | while IFS= read -r p; do if [ -n "$p" ]; then show "$p"; fi; done
+printf '%s\n' "$QGF_HIDE" | while IFS= read -r p; do
+  if [ -n "$p" ] && [ -d "$R$p" ]; then mount -t tmpfs -o size=4k,mode=555 qgf-hidden "$R$p"; fi
+done
 mkdir -p "$R/sandbox" "$R/tmp" "$R/proc" "$R/dev/shm"
 mount -t tmpfs -o "size=$QGF_DISK,mode=755" qgf-sandbox "$R/sandbox"
 mkdir "$R/sandbox/lib" "$R/sandbox/tmp"
@@ -428,6 +438,7 @@ umount -l /.old
 rmdir /.old
 mount -o remount,ro,bind / 2>/dev/null || mount -o remount,ro /
 cd /sandbox
+PATH=/usr/bin:/bin
 exec setpriv --no-new-privs --inh-caps=-all --ambient-caps=-all --bounding-set=-all -- "$QGF_PYTHON" -I -S /sandbox/lib/qgf_child.py
 """
 
