@@ -1,53 +1,93 @@
-"""Grading a class: many submissions in parallel, a gradebook CSV written as rows finish, feedback per student.
+"""Grading a class: many submissions in parallel, a gradebook written as rows finish, feedback per student.
 
-``grades.csv`` has one row per submission: ``submission, assignment, <one column per question>, total,
-max_total, status``; beside it ``feedback/<submission>.md`` (what the student may see: every public check
-message, which hidden checks failed but not their inputs) and ``reports.jsonl`` (everything, for the instructor).
-Rows are appended and flushed as submissions finish, so an interrupted batch run again with the same command
-grades only what is missing.
+``grades.csv`` has one row per submission (``submission, assignment, <one column per question>, total,
+max_total, status``; with a roster, one row per student and assignment, see :mod:`qgf_lite.courseware.roster`);
+beside it ``feedback/<submission>.md`` (what the student may see), ``reports/`` (the gradebook's state: one
+JSON file per submission with its resume key, row and full report), ``reports.jsonl`` (every current report,
+for the instructor) and ``similarity.csv`` (near-identical exercise cells, see
+:mod:`qgf_lite.courseware.similarity`). The gradebook side is in :mod:`qgf_lite.courseware.gradebook`.
+
+A submission is named by its path relative to the folder given on the command line (a file given directly: by
+its file name). Rerunning the same command grades only what is new or changed: a row is reused when the file's
+content (sha256), the grader's version, the autograder notebook, the grading seed and the assignment are all
+unchanged; ``regrade=True`` (``--regrade``) grades everything again. A regraded submission's row, report and
+feedback replace the old ones.
+
+Nothing of a submission is parsed in this process: its metadata (which assignment it says it is) and its
+exercise cells (for the similarity report) are read by a limited child
+(:func:`~qgf_lite.courseware.similarity.inspect_notebooks`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import csv
-import json
 import os
-import re
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from qgf_lite.courseware.assignments import ASSIGNMENTS, METADATA_KEY, find_exercises, read_notebook
+from qgf_lite.courseware.assignments import ASSIGNMENTS, find_exercises, read_notebook
+from qgf_lite.courseware.gradebook import (
+    FIXED_COLUMNS,
+    TAIL_COLUMNS,
+    Gradebook,
+    _atomic_write,
+    feedback_markdown,
+    file_sha256,
+    grader_identity,
+    number_field,
+    safe_field,
+    submission_key,
+)
 from qgf_lite.courseware.grading import DEFAULT_SEED, Limits, assignment_name, grade_submission, warm_jax_cache
 
 SEED_FILE = "grading_seed.txt"
-FIXED_COLUMNS = ("submission", "assignment")
-TAIL_COLUMNS = ("total", "max_total", "status")
+
+
+def collect_named(paths: Iterable[str | os.PathLike]) -> list[tuple[str, Path]]:
+    """(name, path) of every .ipynb named or inside a named folder (checkpoints skipped), without repeats.
+
+    name: the path relative to the folder given (a file given directly: its file name); two different files
+    that would get the same name are told apart by the given folder's (or the file's folder's) own name.
+    """
+    found: list[tuple[str, str, Path]] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for p in sorted(path.rglob("*.ipynb")):
+                if ".ipynb_checkpoints" not in p.parts and p.is_file():
+                    rel = p.relative_to(path).as_posix()
+                    found.append((rel, f"{path.resolve().name}/{rel}", p))
+        elif path.exists():
+            found.append((path.name, f"{path.resolve().parent.name}/{path.name}", path))
+        else:
+            raise FileNotFoundError(f"submission {str(path)!r} does not exist; pass .ipynb files or folders")
+    named: list[tuple[str, Path]] = []
+    owner: dict[str, Path] = {}
+    seen: set = set()
+    for short, qualified, path in found:
+        key = path.resolve()
+        if key in seen:
+            continue
+        seen.add(key)
+        for name in (short, qualified):
+            if name not in owner:
+                break
+        else:
+            raise ValueError(f"two submissions would both be named {qualified!r} in the gradebook: "
+                             f"{str(owner[qualified])!r} and {str(path)!r}; grade them into separate gradebooks "
+                             "(--out) or rename one")
+        owner[name] = path
+        named.append((name, path))
+    return named
 
 
 def collect_submissions(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Every .ipynb named or inside a named folder (checkpoints skipped), sorted, without repeats."""
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-        elif path.exists():
-            found.append(path)
-        else:
-            raise FileNotFoundError(f"submission {str(path)!r} does not exist; pass .ipynb files or folders")
-    unique, seen = [], set()
-    for path in found:
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(path)
-    return unique
+    return [path for _, path in collect_named(paths)]
 
 
 def read_seed(autograder_dir: str | os.PathLike | None, seed: int | None) -> tuple[int, str]:
@@ -61,103 +101,52 @@ def read_seed(autograder_dir: str | os.PathLike | None, seed: int | None) -> tup
     return DEFAULT_SEED, "default"
 
 
-def match_reference(submission: Path, references: dict[str, Path]) -> Path | None:
-    """The reference notebook for a submission: by the assignment the build stored in it, else by file name."""
-    try:
-        nb = read_notebook(submission)
-        stored = nb.metadata.get(METADATA_KEY, {}).get("assignment")
-    except (ValueError, FileNotFoundError):
-        stored = None
-    if stored in references:
-        return references[stored]
-    stem = submission.stem
+def _name_suggests(stem: str, references: dict) -> str | None:
     for name in sorted(references, key=len, reverse=True):
         if stem.startswith(name) or name in stem:
-            return references[name]
+            return name
     return None
 
 
-def _key_to_filename(key: str) -> str:
-    text = re.sub(r"[^A-Za-z0-9._-]+", "__", key.replace(".ipynb", "")).strip("_")
-    return (text or "submission")[-150:] + ".md"
+def choose_reference(name: str, stored: str | None, references: dict[str, Path]) -> tuple[Path | None, str | None]:
+    """(the reference notebook, None) for a submission, or (None, why not).
+
+    stored: the assignment the submission's metadata names (the build writes it into every student notebook).
+    A file whose metadata and file name name two different assignments is not graded as either.
+    """
+    by_name = _name_suggests(Path(name).stem, references)
+    if stored is not None and by_name is not None and stored != by_name:
+        return None, (f"assignment mismatch: the notebook's metadata says {stored!r} but its file name says "
+                      f"{by_name!r}; not graded: check which assignment the student meant, rename the file to match "
+                      "and grade it again")
+    if stored is not None and stored not in references:
+        return None, (f"unmatched: the notebook's metadata names assignment {stored!r}, which is not one of "
+                      f"{sorted(references)}")
+    if stored is not None:
+        return references[stored], None
+    if by_name is not None:
+        return references[by_name], None
+    return None, (f"unmatched: cannot tell which assignment this is (expected one of {sorted(references)} in its "
+                  "metadata or file name)")
 
 
-def feedback_markdown(report: dict) -> str:
-    lines = [f"# Feedback: {report.get('notebook', '')}", ""]
-    total, max_total = report.get("total", 0.0), report.get("max_total", 0.0)
-    lines.append(f"Assignment `{report.get('assignment')}`: **{total:g} / {max_total:g} points**.")
-    if report.get("status") != "ok":
-        lines.append(f"Grading notes: {report.get('status')}")
-    lines.append("")
-    for ex_id, q in report.get("questions", {}).items():
-        lines.append(f"## {ex_id} {q['title']}: {q['points']:g} / {q['max_points']:g}")
-        lines.append("")
-        if not q.get("checks"):
-            lines.append(f"- {q['message']}")
-        for check in q.get("checks", []):
-            mark = "passed" if check["passed"] else "failed"
-            score = f"{check['points']:g} / {check['max_points']:g}"
-            if check["hidden"]:
-                lines.append(f"- hidden check \"{check['name']}\" ({score}): {mark}")
-            else:
-                message = check["message"].replace("\n", "\n  ")
-                lines.append(f"- public check ({score}): {message}")
-        if q.get("flags"):
-            lines.append(f"- note: {q['message']}")
-        lines.append("")
-    return "\n".join(lines)
+def match_reference(submission: Path, references: dict[str, Path]) -> Path | None:
+    """The reference notebook for a submission: by the assignment the build stored in it, else by file name.
+
+    The metadata is read by a limited child (see :func:`~qgf_lite.courseware.similarity.inspect_notebooks`).
+    """
+    from qgf_lite.courseware.similarity import inspect_notebooks
+
+    found = inspect_notebooks([submission])[0]
+    reference, _ = choose_reference(Path(submission).name, found["assignment"], references)
+    return reference
 
 
-class Gradebook:
-    """grades.csv + feedback/ + reports.jsonl, appended as submissions finish; reads back what is done."""
-
-    def __init__(self, out: str | os.PathLike, question_columns: Sequence[str]):
-        self.path = Path(out)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.feedback_dir = self.path.parent / "feedback"
-        self.reports_path = self.path.parent / "reports.jsonl"
-        self.columns = list(FIXED_COLUMNS) + list(question_columns) + list(TAIL_COLUMNS)
-        self.done: dict[str, dict] = {}
-        self._lock = threading.Lock()
-        if self.path.is_file():
-            with open(self.path, newline="") as handle:
-                reader = csv.DictReader(handle)
-                old_columns = reader.fieldnames or []
-                rows = [row for row in reader if row.get("submission") and row.get("status") is not None]
-            self.done = {row["submission"]: row for row in rows}
-            if old_columns != self.columns:
-                extra = [c for c in old_columns if c not in self.columns]
-                self.columns = list(FIXED_COLUMNS) + list(question_columns) + extra + list(TAIL_COLUMNS)
-                self._rewrite()
-        else:
-            self._rewrite()
-
-    def _rewrite(self):
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, self.columns, extrasaction="ignore")
-            writer.writeheader()
-            for row in self.done.values():
-                writer.writerow(row)
-        os.replace(tmp, self.path)
-
-    def add(self, key: str, report: dict) -> dict:
-        row = {"submission": key, "assignment": report.get("assignment") or "",
-               "total": f"{report.get('total', 0.0):g}", "max_total": f"{report.get('max_total', 0.0):g}",
-               "status": report.get("status", "")}
-        for ex_id, q in report.get("questions", {}).items():
-            row[ex_id] = f"{q['points']:g}"
-        with self._lock:
-            self.feedback_dir.mkdir(parents=True, exist_ok=True)
-            (self.feedback_dir / _key_to_filename(key)).write_text(feedback_markdown(report), encoding="utf-8")
-            with open(self.reports_path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps({"submission": key, **report}) + "\n")
-            with open(self.path, "a", newline="") as handle:
-                csv.DictWriter(handle, self.columns, extrasaction="ignore").writerow(row)
-                handle.flush()
-                os.fsync(handle.fileno())
-            self.done[key] = row
-        return row
+def _not_graded(name: str, assignment: str, status: str, points: dict) -> dict:
+    questions = {ex_id: {"title": title, "points": 0.0, "max_points": p, "passed": False, "message": status,
+                         "checks": [], "flags": []} for ex_id, (title, p) in points.items()}
+    return {"notebook": name, "reference": None, "assignment": assignment, "questions": questions, "total": 0.0,
+            "max_total": float(sum(p for _, p in points.values())), "status": status}
 
 
 class Progress:
@@ -200,13 +189,25 @@ def grade_batch(
     limits: Limits = Limits(),
     progress: bool = True,
     warm_cache: bool = True,
+    regrade: bool = False,
+    roster: str | os.PathLike | None = None,
+    similarity: bool = True,
+    grade_options: dict | None = None,
     log=print,
 ) -> list[dict]:
     """Grade every submission (files or folders) into ``out``; returns the rows written in this call.
 
+    regrade: grade every submission again, even those whose row is up to date.
+    roster: a roster CSV (see :mod:`qgf_lite.courseware.roster`): grades.csv then has one row per student.
+    similarity: write ``similarity.csv`` beside ``out`` (near-identical exercise cells; no score changes).
+    grade_options: more keyword arguments for :func:`~qgf_lite.courseware.grading.grade_submission` (e.g. the
+    sandbox backend).
     warm_cache: first grade each assignment's reference once and start every sandbox with a copy of the JAX
     compilations it made (about twice as fast; see :func:`~qgf_lite.courseware.grading.warm_jax_cache`).
     """
+    from qgf_lite.courseware.roster import read_roster
+    from qgf_lite.courseware.similarity import inspect_notebooks
+
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs!r}")
     if (reference is None) == (autograder_dir is None):
@@ -221,10 +222,14 @@ def grade_batch(
         references = {p.stem: p for p in sorted(autograder_dir.glob("*.ipynb"))}
         if not references:
             raise ValueError(f"no autograder notebooks (*.ipynb) in {str(autograder_dir)!r}; run the build first")
+    roster_data = read_roster(roster) if roster is not None else None
     order = {Path(a).stem: i for i, a in enumerate(ASSIGNMENTS)}
     columns: list[str] = []
+    points: dict[str, dict] = {}
     for name in sorted(references, key=lambda n: (order.get(n, len(order)), n)):
-        for ex in find_exercises(read_notebook(references[name]), name=str(references[name])):
+        exercises = find_exercises(read_notebook(references[name]), name=str(references[name]))
+        points[name] = {ex.id: (ex.title, ex.points) for ex in exercises}
+        for ex in exercises:
             if ex.id not in columns:
                 columns.append(ex.id)
     seed, seed_source = read_seed(autograder_dir, seed)
@@ -232,48 +237,101 @@ def grade_batch(
         log("warning: no grading seed given (--seed, QGF_GRADING_SEED or the build's grading_seed.txt); hidden "
             "inputs come from the default seed, which anyone can read in the source code")
 
-    paths = collect_submissions(submissions)
-    book = Gradebook(out, columns)
-    todo = [p for p in paths if str(p) not in book.done]
-    if len(todo) < len(paths):
-        log(f"resuming: {len(paths) - len(todo)} of {len(paths)} submissions already in {out}")
-    hide = sorted({str(p.resolve().parent) for p in paths} | {str(Path(out).resolve().parent)}
+    named = collect_named(submissions)
+    book = Gradebook(out, columns, roster=roster_data, assignments=list(references) if reference is not None else (),
+                     log=log)
+    grader = grader_identity()
+    autograder_sha = {name: file_sha256(path) for name, path in references.items()}
+
+    # What each file is: its content hash (read here, never parsed) and, from a limited child, the assignment
+    # its metadata names and its exercise cells (cached by content hash in the gradebook's state).
+    hashes = {name: file_sha256(path) for name, path in named}
+    probes = {name: book.probe_of(hashes[name]) for name, _ in named}
+    unknown = [(name, path) for name, path in named if probes[name] is None or probes[name].get("error")]
+    for (name, _), found in zip(unknown, inspect_notebooks([path for _, path in unknown])):
+        probes[name] = found
+
+    plans = []  # (name, path, reference or None, status, key, key_parts)
+    for name, path in named:
+        found = probes[name]
+        if found.get("error"):
+            suggested = _name_suggests(Path(name).stem, references)
+            ref, status = (references.get(suggested) if suggested else None), f"unreadable: {found['error']}"
+        else:
+            ref, status = choose_reference(name, found.get("assignment"), references)
+        assignment = next((a for a, p in references.items() if p == ref), "")
+        parts = {"sha256": hashes[name], "grader": grader, "autograder_sha256": autograder_sha.get(assignment, ""),
+                 "seed": seed, "assignment": assignment, "status": status}
+        key = submission_key(hashes[name], grader=grader, autograder_sha256=parts["autograder_sha256"], seed=seed,
+                             assignment=assignment + ("" if status is None else "\0" + status))
+        plans.append((name, path, ref if status is None else None, status, key, parts))
+    todo = [plan for plan in plans if regrade or book.key_of(plan[0]) != plan[4]]
+    if len(todo) < len(plans):
+        log(f"resuming: {len(plans) - len(todo)} of {len(plans)} submissions already in {out}")
+    changed = [plan[0] for plan in todo if not regrade and book.key_of(plan[0]) is not None]
+    if changed:
+        log(f"regrading {len(changed)} submission(s) whose file, autograder, seed or grader changed: "
+            f"{safe_field(', '.join(changed[:5]), 300)}{' ...' if len(changed) > 5 else ''}")
+
+    hide = sorted({str(p.resolve().parent) for _, p in named} | {str(Path(out).resolve().parent)}
                   | {str(p.resolve().parent) for p in references.values()} | {str(Path.home())})
     bar = Progress(len(todo), enabled=progress)
     rows = []
     cache_root = Path(tempfile.mkdtemp(prefix="qgf_jax_cache_"))
     caches: dict[str, Path] = {}
-    if warm_cache and todo:
+    to_grade = [plan for plan in todo if plan[2] is not None]
+    if warm_cache and to_grade:
         # One trusted run of each assignment's reference first: its JAX compilations seed every sandbox.
-        wanted = {match_reference(p, references) for p in todo} - {None}
-        for reference_path in sorted(wanted):
+        for reference_path in sorted({plan[2] for plan in to_grade}):
             caches[reference_path.stem] = cache_root / reference_path.stem
             warm_jax_cache(reference_path, caches[reference_path.stem], seed=seed, limits=limits, hide=hide)
 
-    def grade_one(path: Path) -> dict:
-        reference_path = match_reference(path, references)
+    def grade_one(plan) -> dict:
+        name, path, reference_path, status, _, parts = plan
         if reference_path is None:
-            return {"notebook": str(path), "assignment": "", "questions": {}, "total": 0.0, "max_total": 0.0,
-                    "status": f"unmatched: cannot tell which assignment this is (expected one of "
-                              f"{sorted(references)} in its metadata or file name)"}
+            return _not_graded(name, parts["assignment"], status, points.get(parts["assignment"], {}))
         try:
             return grade_submission(path, reference_path, seed=seed, limits=limits, hide=hide,
-                                    jax_cache=caches.get(reference_path.stem))
+                                    jax_cache=caches.get(reference_path.stem), **(grade_options or {}))
         except Exception as err:  # a bug of the grader itself: say so in the row, keep grading the rest
-            return {"notebook": str(path), "assignment": reference_path.stem, "questions": {}, "total": 0.0,
-                    "max_total": 0.0, "status": f"grader error: {type(err).__name__}: {err}"}
+            return _not_graded(name, parts["assignment"], f"grader error: {type(err).__name__}: {err}",
+                               points.get(parts["assignment"], {}))
 
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(grade_one, path): path for path in todo}
+            futures = {pool.submit(grade_one, plan): plan for plan in todo}
             for future in concurrent.futures.as_completed(futures):
-                path = futures[future]
+                plan = futures[future]
                 report = future.result()
-                rows.append(book.add(str(path), report))
-                bar.update(f"{path.name}: {report.get('total', 0):g}/{report.get('max_total', 0):g}")
+                rows.append(book.add(plan[0], report, key=plan[4], sha256=hashes[plan[0]], probe=probes[plan[0]],
+                                     key_parts=plan[5]))
+                score = f"{number_field(report.get('total'))}/{number_field(report.get('max_total'))}"
+                bar.update(f"{safe_field(Path(plan[0]).name, 60)}: {score}")
     finally:
         shutil.rmtree(cache_root, ignore_errors=True)
+        book.write_reports()
+    if similarity:
+        write_similarity(book, references, Path(out).parent / "similarity.csv", log=log)
     return rows
 
 
-__all__ = ["Gradebook", "collect_submissions", "feedback_markdown", "grade_batch", "match_reference", "read_seed"]
+def write_similarity(book: Gradebook, references: dict[str, Path], path: Path, *, log=print) -> list[dict]:
+    """similarity.csv for every submission in the gradebook (see :mod:`qgf_lite.courseware.similarity`)."""
+    from qgf_lite.courseware.limited import LimitedFailed
+    from qgf_lite.courseware.similarity import inspect_notebooks, similar_pairs, similarity_csv
+
+    submissions = {name: (entry["row"].get("assignment", ""), entry.get("probe"))
+                   for name, entry in book.entries.items() if isinstance(entry.get("probe"), dict)}
+    names = sorted(references)
+    reference_found = dict(zip(names, inspect_notebooks([references[n] for n in names])))
+    try:
+        rows = similar_pairs(submissions, reference_found)
+    except LimitedFailed as err:
+        log(f"warning: similarity.csv not written: comparing the exercise cells failed ({err})")
+        return []
+    _atomic_write(path, similarity_csv(rows))
+    return rows
+
+
+__all__ = ["Gradebook", "choose_reference", "collect_named", "collect_submissions", "feedback_markdown",
+           "grade_batch", "match_reference", "read_seed", "write_similarity"]

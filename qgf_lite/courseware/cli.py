@@ -1,4 +1,4 @@
-"""``python -m qgf_lite.courseware build | grade | gradescope``."""
+"""``python -m qgf_lite.courseware build | grade | export | gradescope``."""
 
 from __future__ import annotations
 
@@ -69,12 +69,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     group.add_argument("--reference", help="the autograder (or source) notebook of the assignment")
     group.add_argument("--autograder-dir", help="folder of autograder notebooks; each submission gets its match "
                        "(default: dist/autograder)")
-    p_grade.add_argument("--out", default="grades.csv", help="gradebook CSV (default grades.csv); feedback/ and "
-                         "reports.jsonl go beside it; rerunning resumes")
+    p_grade.add_argument("--out", default="grades.csv", help="gradebook CSV (default grades.csv); feedback/, "
+                         "reports/, reports.jsonl and similarity.csv go beside it; rerunning grades only new or "
+                         "changed files")
+    p_grade.add_argument("--regrade", action="store_true", help="grade every submission again, even those whose "
+                         "row is up to date (their rows, reports and feedback are replaced)")
+    p_grade.add_argument("--roster", metavar="ROSTER_CSV", help="CSV with columns student_id,name,pattern (optional "
+                         "email,section,login_id,canvas_id): one row per student, missing and unmatched files flagged")
+    p_grade.add_argument("--no-similarity", action="store_true", help="do not write similarity.csv")
     p_grade.add_argument("--jobs", type=_positive(int), default=1, help="submissions graded in parallel (default 1)")
     p_grade.add_argument("--json", action="store_true", help="also print the full reports as JSON")
     p_grade.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_limits(p_grade)
+
+    p_export = sub.add_parser("export", help="write a gradebook in Canvas's or Moodle's grade import format")
+    p_export.add_argument("grades", help="the grades.csv written by `grade`")
+    p_export.add_argument("--format", required=True, choices=("canvas", "moodle", "csv"),
+                          help="canvas: Student,ID,SIS User ID,SIS Login ID,Section,<assignment>...; moodle: ID "
+                          "number,Email address,Full name,<assignment>...; csv: one row per student and assignment")
+    p_export.add_argument("--out", required=True, help="the file to write")
+    p_export.add_argument("--assignment", help="export this assignment only (default: every one in the gradebook)")
+    p_export.add_argument("--column", help="with --assignment: the column's title, e.g. the assignment's name in "
+                          "your Canvas course (default: the assignment's name here)")
+    p_export.add_argument("--roster", metavar="ROSTER_CSV", help="the roster (needed for canvas/moodle unless "
+                          "grades.csv was graded with --roster)")
 
     p_gs = sub.add_parser("gradescope", help="grade a Gradescope submission folder (what run_autograder calls)")
     p_gs.add_argument("--root", help="Gradescope's root (default $GRADESCOPE_ROOT or /autograder)")
@@ -100,6 +118,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"selftest passed: {len(built)} assignments grade full marks solved and zero unsolved")
         return 0
 
+    if args.command == "export":
+        from qgf_lite.courseware.export import export
+
+        try:
+            count = export(args.grades, args.out, args.format, assignment=args.assignment, roster=args.roster,
+                           column=args.column, log=lambda m: print(m, file=sys.stderr))
+        except (FileNotFoundError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {count} rows to {args.out} ({args.format})", file=sys.stderr)
+        return 0
+
     if args.command == "gradescope":
         from qgf_lite.courseware.gradescope import run_gradescope
 
@@ -119,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rows = grade_batch(args.submissions, out=args.out, reference=args.reference, autograder_dir=autograder_dir,
                            jobs=args.jobs, seed=args.seed, limits=_limits(args), progress=not args.no_progress,
+                           regrade=args.regrade, roster=args.roster, similarity=not args.no_similarity,
                            log=lambda m: print(m, file=sys.stderr))
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -129,6 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         reports = [json.loads(line) for line in reports_path.read_text().splitlines() if line.strip()]
         print(json.dumps([r for r in reports if r["submission"] in graded], indent=2))
     print(f"graded {len(rows)} submissions into {args.out}", file=sys.stderr)
+    similarity = Path(args.out).parent / "similarity.csv"
+    if not args.no_similarity and similarity.is_file():
+        pairs = max(0, len(similarity.read_text(encoding="utf-8").splitlines()) - 1)
+        print(f"{similarity}: {pairs} pairs of near-identical exercise cells to look at (no score changed)",
+              file=sys.stderr)
     return 0
 
 
