@@ -168,7 +168,9 @@ def pack(header: dict, arrays: dict | None = None) -> bytes:
     """One message: ``header`` plus the arrays it refers to (C order, native dtypes as given)."""
     table, chunks, offset = {}, [], 0
     for key, value in (arrays or {}).items():
-        array = np.ascontiguousarray(value)
+        array = np.asarray(value)  # not ascontiguousarray: it turns a 0-d array into shape (1,)
+        if not array.flags.c_contiguous:
+            array = array.copy(order="C")
         data = array.tobytes()
         table[key] = {"dtype": array.dtype.str, "shape": list(array.shape), "offset": offset, "nbytes": len(data)}
         chunks.append(data)
