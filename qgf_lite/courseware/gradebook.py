@@ -278,6 +278,8 @@ class Gradebook:
         if self.path.is_file() and not self.entries and _has_rows(self.path):
             backup = self.path.with_name(self.path.name + ".bak")
             os.replace(self.path, backup)
+            if self.reports_path.is_file():
+                os.replace(self.reports_path, self.reports_path.with_name(self.reports_path.name + ".bak"))
             self.log(f"{self.path} has no gradebook state beside it (written by an older qgf_lite, or by hand); "
                      f"moved it to {backup} and every submission is graded again")
         self.rewrite()

@@ -36,6 +36,8 @@ from typing import Sequence
 SCRIPT = "similarity.py"
 MAX_NOTEBOOK_BYTES = 20 * 2**20  # larger files are not read (the row says so); the grader's own limit too
 MAX_TOKENS = 5000  # per exercise cell, after normalising
+MAX_FILE_TOKENS = 20_000  # per notebook (what the gradebook's state keeps for the next run stays small)
+MAX_TOKEN_CHARS = 40
 MAX_EXERCISES = 50
 THRESHOLD = 0.9
 MIN_NODES = 40
@@ -302,6 +304,7 @@ def _clean(answer) -> dict:
     assignment = answer.get("assignment")
     error = answer.get("error")
     exercises = {}
+    budget = MAX_FILE_TOKENS
     raw = answer.get("exercises") if isinstance(answer.get("exercises"), dict) else {}
     for ex_id, value in list(raw.items())[:MAX_EXERCISES]:
         if not isinstance(ex_id, str) or not isinstance(value, dict):
@@ -309,8 +312,13 @@ def _clean(answer) -> dict:
         if isinstance(value.get("error"), str):
             exercises[ex_id[:50]] = {"error": value["error"][:200]}
         elif isinstance(value.get("tokens"), str) and isinstance(value.get("nodes"), int):
-            tokens = value["tokens"].split(" ")[:MAX_TOKENS]
-            exercises[ex_id[:50]] = {"tokens": " ".join(t[:100] for t in tokens), "nodes": value["nodes"]}
+            tokens = value["tokens"].split(" ")[:min(MAX_TOKENS, budget)]
+            budget -= len(tokens)
+            if not tokens:
+                exercises[ex_id[:50]] = {"error": "not compared (the notebook's exercise cells are too long)"}
+                continue
+            exercises[ex_id[:50]] = {"tokens": " ".join(t[:MAX_TOKEN_CHARS] for t in tokens),
+                                     "nodes": value["nodes"]}
     return {"assignment": assignment[:200] if isinstance(assignment, str) else None, "exercises": exercises,
             "error": error[:300] if isinstance(error, str) else None}
 
