@@ -24,6 +24,7 @@ small margin), equal aspect ratio, white template.
 - ``panels(figures, titles)``                   several 2D plots side by side in one figure
 - ``frames_figure(frames, labels)``             one figure with a slider over precomputed trace lists
 - ``log_axis(fig, values)``                     a log axis with clean ticks (1-2-5, no stray minor labels)
+- ``place_labels(fig, labels)``                 point labels that neither overlap nor leave the plot area
 - ``method_color(name)``                        the one colour of a method (BC, QGF, best-of-N, FQL, ...) in
   every figure (``METHOD_COLORS``)
 
@@ -618,6 +619,99 @@ def method_color(name: str) -> str:
     raise ValueError(f"no colour for method {name!r}: known methods are {', '.join(METHOD_COLORS)} (add a new one to "
                      "qgf_lite.plots.METHOD_COLORS).")
 
+# --------------------------------------------------------------------------- point labels that never collide
+_LABEL_SPOTS = (  # (x shift px, y shift px, xanchor, yanchor): above, below, right, left, then the diagonals
+    (0, 7, "center", "bottom"), (0, -7, "center", "top"), (7, 0, "left", "middle"), (-7, 0, "right", "middle"),
+    (5, 5, "left", "bottom"), (-5, 5, "right", "bottom"), (5, -5, "left", "top"), (-5, -5, "right", "top"),
+    (0, 20, "center", "bottom"), (0, -20, "center", "top"), (16, 12, "left", "bottom"), (-16, -12, "right", "top"),
+)
+
+
+def _label_box(px, py, spot, width, height):
+    dx, dy, xanchor, yanchor = spot
+    x0 = px + dx - {"left": 0.0, "center": width / 2, "right": width}[xanchor]
+    y0 = py + dy - {"bottom": 0.0, "middle": height / 2, "top": height}[yanchor]  # y grows upwards here
+    return (x0, y0, x0 + width, y0 + height)
+
+
+def _overlap(a, b) -> float:
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def place_labels(fig: go.Figure, labels: Sequence[Mapping], *, font_size: int = 12, pad: float = 0.04) -> go.Figure:
+    """Label points of a 2D plot so that no label overlaps another label or a labelled point, and none is clipped.
+
+    ``labels``: dicts with ``x``, ``y``, ``text`` and optionally ``color``. Each label goes to the first free spot
+    around its point (above, below, right, left, diagonals), judged in pixels from the figure's size and margins;
+    the axis ranges are then widened so every label lies inside the plot area. Set the layout (width, height,
+    margins) before calling; the axes must be linear. Returns ``fig`` with one annotation per label.
+    """
+    labels = [dict(item) for item in labels]
+    if not labels:
+        return fig
+    layout = fig.layout
+    width, height = layout.width or 700, layout.height or 450
+    margin = layout.margin
+    left = 80 if margin.l is None else margin.l
+    right = 80 if margin.r is None else margin.r
+    top = 100 if margin.t is None else margin.t
+    bottom = 80 if margin.b is None else margin.b
+    legend = layout.legend
+    if layout.showlegend is not False and legend.orientation == "h" and legend.y is not None and legend.y < 0:
+        bottom += 40  # a horizontal legend under the plot takes room from the plot area
+    elif layout.showlegend is not False and (legend.x is None or legend.x > 1):
+        right += 150  # a legend at the right
+    plot_w, plot_h = max(width - left - right, 50), max(height - top - bottom, 50)
+    def values(trace, axis):
+        data = getattr(trace, axis, None)
+        if data is None:
+            return []
+        try:
+            arr = np.asarray(data, dtype=float).ravel()
+        except (TypeError, ValueError):  # categorical axes: nothing to place against
+            return []
+        return [float(v) for v in arr if np.isfinite(v)]
+
+    xs = [v for trace in fig.data for v in values(trace, "x")]
+    ys = [v for trace in fig.data for v in values(trace, "y")]
+    xs += [float(item["x"]) for item in labels]
+    ys += [float(item["y"]) for item in labels]
+    x_lo, x_hi = (list(layout.xaxis.range) if layout.xaxis.range else [min(xs), max(xs)])
+    y_lo, y_hi = (list(layout.yaxis.range) if layout.yaxis.range else [min(ys), max(ys)])
+    x_span, y_span = (x_hi - x_lo) or 1.0, (y_hi - y_lo) or 1.0
+    x_lo, x_hi, y_lo, y_hi = x_lo - pad * x_span, x_hi + pad * x_span, y_lo - pad * y_span, y_hi + pad * y_span
+
+    def to_px(x, y):
+        return (x - x_lo) / (x_hi - x_lo) * plot_w, (y - y_lo) / (y_hi - y_lo) * plot_h
+
+    points = [to_px(float(item["x"]), float(item["y"])) for item in labels]
+    taken = [(px - 5, py - 5, px + 5, py + 5) for px, py in points]  # the markers themselves
+    boxes = []
+    for item, (px, py) in zip(labels, points):
+        text = str(item["text"])
+        box_w, box_h = 0.62 * font_size * len(text) + 4, 1.25 * font_size + 2
+        best, best_cost = None, None
+        for order, spot in enumerate(_LABEL_SPOTS):
+            box = _label_box(px, py, spot, box_w, box_h)
+            outside = max(0.0, -box[0]) + max(0.0, box[2] - plot_w) + max(0.0, -box[1]) + max(0.0, box[3] - plot_h)
+            cost = sum(_overlap(box, other) for other in taken) * 100 + outside * 5 + order
+            if best_cost is None or cost < best_cost:
+                best, best_cost = (spot, box), cost
+        spot, box = best
+        taken.append(box)
+        boxes.append(box)
+        fig.add_annotation(x=item["x"], y=item["y"], text=text, showarrow=False, xshift=spot[0], yshift=spot[1],
+                           xanchor=spot[2], yanchor=spot[3], font=dict(size=font_size, color=item.get("color")))
+    # Widen the axes so every label box lies inside the plot area (a label is never clipped).
+    bx0, by0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    bx1, by1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    ux, uy = (x_hi - x_lo) / plot_w, (y_hi - y_lo) / plot_h
+    new_x = [x_lo + min(0.0, bx0 - 4) * ux, x_hi + max(0.0, bx1 + 4 - plot_w) * ux]
+    new_y = [y_lo + min(0.0, by0 - 4) * uy, y_hi + max(0.0, by1 + 4 - plot_h) * uy]
+    fig.update_xaxes(range=new_x)
+    fig.update_yaxes(range=new_y)
+    return fig
+
 
 __all__ = [
     "ACTION_RANGE",
@@ -645,6 +739,7 @@ __all__ = [
     "mass_trace",
     "method_color",
     "panels",
+    "place_labels",
     "region_outline",
     "share_in_region",
     "scatter_samples",

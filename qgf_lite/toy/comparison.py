@@ -13,6 +13,8 @@ training steps by construction.
   reward; ``decoy_reward``: a reward with a deliberately wrong region, to train a wrong critic on.
 - ``width_study``: flow and critic at several widths on the contextual ring, with w chosen on held-out contexts.
 - ``select_weight``: choose w on held-out scores, report the score on separate evaluation scores.
+- ``weight_sweep`` / ``bandit_scores``: QGF over guidance weights, and the scores of any actions, on a bandit run;
+  ``actions_figure``: every policy's actions side by side in one call.
 - ``seconds_per_action``: measured test-time cost next to ``SamplerSpec.cost``.
 
 Everything here is seeded and reuses the package's trainer, samplers and metrics.
@@ -49,6 +51,8 @@ from qgf_lite.validation import require_positive_int
 
 __all__ = [
     "TrainingRun",
+    "actions_figure",
+    "bandit_scores",
     "contextual_ring_dataset",
     "critic_quality",
     "decoy_reward",
@@ -67,6 +71,7 @@ __all__ = [
     "seed_state",
     "select_weight",
     "summarise",
+    "weight_sweep",
     "width_study",
 ]
 
@@ -307,6 +312,56 @@ def run_bandit(name: str = "ring", *, seeds: Sequence[int] = (0, 1, 2), num_step
                        extra={"problem": problem, "behaviour": behaviour, "dataset": dataset})
 
 
+def weight_sweep(run: TrainingRun, weights: Sequence[float], key, *, num: int = 1000,
+                 critic_params=None) -> List[dict]:
+    """QGF of a bandit ``run``'s final flow at each guidance weight: one row per weight with the means over seeds of
+    the true reward (``mean_reward``, its spread over seeds ``reward_std``), the share in the best region, the guiding
+    critic's mean value of the actions (``critic_value``: what the critic believes they are worth) and the distance
+    to the behaviour data (``sw_to_behaviour``); per-seed values under ``*_seeds``.
+
+    The guiding critic is the run's final target critic, or ``critic_params`` (multi-seed, e.g. a stored one).
+    """
+    if "problem" not in run.extra:
+        raise ValueError("`run` must come from run_bandit (a bandit run: it scores actions with the true reward).")
+    weights = [float(w) for w in weights]
+    if not weights:
+        raise ValueError("`weights` must name at least one guidance weight.")
+    params = guidance_critic_params(run.state, "target") if critic_params is None else critic_params
+    q = jax.jit(jax.vmap(lambda p, a: jnp.mean(critic_fn(run.config, p)(None, a))))
+    key = toy.as_key(key)
+    rows = []
+    for i, w in enumerate(weights):
+        spec = SamplerSpec("guided", steps=run.config.flow_steps, weight=w)
+        actions = draw_actions(run.config, run.state, spec, jax.random.fold_in(key, i), num=num, critic_params=params)
+        scores = _bandit_scores(run.extra["problem"], actions, run.extra["behaviour"], jax.random.fold_in(key, 99),
+                                critic=lambda a: q(params, a))
+        row = {"weight": w, **{k: float(v.mean()) for k, v in scores.items()},
+               "reward_std": float(scores["mean_reward"].std())}
+        row.update({f"{k}_seeds": v for k, v in scores.items()})
+        rows.append(row)
+    return rows
+
+
+def bandit_scores(run: TrainingRun, actions, key) -> Dict[str, np.ndarray]:
+    """Per seed, for actions (seeds, num, 2) drawn on a bandit ``run`` (e.g. by ``draw_actions`` or your own
+    policy): the true reward, the share in the best region, the run's final target critic's mean value of the
+    actions and the distance to the behaviour data. One value per seed in each entry."""
+    if "problem" not in run.extra:
+        raise ValueError("`run` must come from run_bandit (a bandit run: it scores actions with the true reward).")
+    actions = jnp.asarray(actions, jnp.float32)
+    if actions.ndim == 2:
+        actions = actions[None]
+    if actions.ndim != 3 or actions.shape[-1] != 2:
+        raise ValueError(f"`actions` must have shape (seeds, num, 2) or (num, 2), got {tuple(actions.shape)}.")
+    params = guidance_critic_params(run.state, "target")
+    seeds = actions.shape[0]
+    if seeds != int(np.shape(run.state.step)[0]):
+        params = jax.tree_util.tree_map(lambda x: x[:seeds], params)
+    q = jax.vmap(lambda p, a: jnp.mean(critic_fn(run.config, p)(None, a)))
+    return _bandit_scores(run.extra["problem"], actions, run.extra["behaviour"], toy.as_key(key),
+                          critic=lambda a: q(params, a))
+
+
 def point_goal_config(**overrides) -> QGFConfig:
     """A QGFConfig for the chunked point-goal task (H = 5 steps of 2D actions), sized for a laptop CPU."""
     defaults = dict(obs_dim=2, action_dim=2, horizon=5, actor_hidden=(64, 64, 64), critic_hidden=(64, 64),
@@ -500,12 +555,13 @@ def contextual_ring_dataset(num_samples: int, seed: int):
 def width_study(widths: Sequence[int], *, seeds: Sequence[int] = (0, 1), num_steps: int = 2000,
                 weights: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0), num_samples: int = 20000,
                 num_contexts: int = 1000, batch_size: int = 256, data_seed: int = 0,
-                progress: bool = True) -> List[dict]:
+                progress: bool = True, select: Optional[Callable] = None) -> List[dict]:
     """Flow (3 hidden layers) and critic (2 hidden layers) of each width on the contextual ring.
 
     For each width: train over ``seeds``; score BC and QGF at every ``weights`` entry with the true reward on
     ``num_contexts`` held-out contexts and on as many separate test contexts; choose w on the held-out ones
-    (``select_weight``) and report the test reward, the gain over BC (test), the critic's correlation with the
+    (``select``: a function like ``select_weight``, which is the default; notebook 06 passes the student's) and
+    report the test reward, the gain over BC (test), the critic's correlation with the
     true reward (test contexts, behaviour actions) and the parameter counts.
     """
     dataset, problem = contextual_ring_dataset(num_samples, data_seed)
@@ -534,7 +590,8 @@ def width_study(widths: Sequence[int], *, seeds: Sequence[int] = (0, 1), num_ste
                 a = draw_actions(config, state, spec, jax.random.fold_in(key, 10 + i), obs=obs)
                 per_weight.append([float(jnp.mean(problem.reward(obs, x))) for x in a])
             scores[split] = np.asarray(per_weight)  # (weights, seeds)
-        chosen, test_reward = select_weight(weights, scores["heldout"], scores["test"])
+        chosen, test_reward = (select or select_weight)(weights, scores["heldout"], scores["test"])
+        chosen, test_reward = float(chosen), float(test_reward)
         q = np.asarray(jax.vmap(lambda p, c=config: critic_fn(c, p)(test_obs, test_actions))(state.target_critic_params))
         corr = float(np.mean([np.corrcoef(row, np.asarray(test_rewards))[0, 1] for row in q]))
         rows.append({
@@ -564,9 +621,9 @@ def curves_figure(runs: Dict[str, "TrainingRun"], metric: str, *, title: str, y_
     is drawn once."""
     import plotly.graph_objects as go
 
-    from qgf_lite.plots import COLORS
+    from qgf_lite.plots import method_color
 
-    methods = methods or {"BC": "black", "QGF": COLORS[0], "FQL": COLORS[1]}
+    methods = methods or {m: method_color(m) for m in ("BC", "QGF", "FQL")}
     fig = go.Figure()
     drawn = []
     dashes = ["solid", "dash", "dot", "dashdot"]
@@ -587,4 +644,44 @@ def curves_figure(runs: Dict[str, "TrainingRun"], metric: str, *, title: str, y_
                                      line=dict(color=colour, dash=dash)))
     fig.update_layout(title=title, template="plotly_white", width=width, height=height,
                       xaxis_title="training steps", yaxis_title=y_title, legend=dict(x=1.02, y=1))
+    return fig
+
+
+def actions_figure(runs: Dict[str, "TrainingRun"], *, weight: float, key, num: int = 1000, seed: int = 0,
+                   extra: Optional[Dict[str, object]] = None, title: Optional[str] = None):
+    """Where each policy puts its actions on a bandit, one panel each (seed ``seed``): the behaviour data, BC and QGF
+    at ``weight`` (from the first run: they do not depend on FQL's alpha), FQL of every run (``runs`` {label:
+    TrainingRun from run_bandit}), then ``extra`` {label: actions (num, 2)} (e.g. a policy you trained); the reward
+    peak as a red star. Every method keeps its colour (``qgf_lite.plots.method_color``)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from qgf_lite.plots import method_color, scatter_trace
+
+    if not runs:
+        raise ValueError("`runs` must hold at least one TrainingRun.")
+    main = next(iter(runs.values()))
+    key = toy.as_key(key)
+    steps = main.config.flow_steps
+    panels = {"behaviour data": np.asarray(main.extra["behaviour"][:num])}
+    for label, spec in (("BC", SamplerSpec("bc", steps=steps)),
+                        (f"QGF w={weight:g}", SamplerSpec("guided", steps=steps, weight=weight))):
+        panels[label] = np.asarray(draw_actions(main.config, main.state, evaluation_spec(spec), key, num=num)[seed])
+    for run_label, run in runs.items():
+        name = "FQL" if len(runs) == 1 else f"FQL {run_label}"
+        actions = draw_actions(run.config, run.state, SamplerSpec("fql", steps=steps), key, num=num)
+        panels[name] = np.asarray(actions[seed])
+    panels.update({label: np.asarray(a) for label, a in (extra or {}).items()})
+    fig = make_subplots(1, len(panels), subplot_titles=list(panels), horizontal_spacing=0.02)
+    peak = np.asarray(main.extra["problem"].best_points)
+    for col, (name, actions) in enumerate(panels.items(), start=1):
+        fig.add_trace(scatter_trace(actions, color=method_color(name), size=3, opacity=0.35), row=1, col=col)
+        fig.add_trace(go.Scatter(x=peak[:, 0], y=peak[:, 1], mode="markers",
+                                 marker=dict(symbol="star", size=12, color="red")), row=1, col=col)
+    fig.update_xaxes(range=[-1.05, 1.05], showticklabels=False)
+    fig.update_yaxes(range=[-1.05, 1.05], showticklabels=False, scaleanchor="x", scaleratio=1)
+    for annotation in fig.layout.annotations:  # the panel titles: small enough to fit side by side
+        annotation.font = dict(size=12)
+    fig.update_layout(title=title or f"Actions of each policy (seed {seed}; star: reward peak)", height=300,
+                      width=860, showlegend=False, template="plotly_white", margin=dict(t=70, b=10, l=10, r=10))
     return fig
