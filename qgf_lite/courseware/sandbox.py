@@ -276,19 +276,44 @@ def _release_uid(uid: int) -> None:
         _UIDS_IN_USE.discard(uid)
 
 
-def protect_paths(paths: Sequence[str | os.PathLike]) -> list[str]:
-    """``chmod o=`` each existing path (once per process); returns the paths changed. Root only."""
+def _within(path: str, other: str) -> bool:
+    return path == other or path.startswith(other.rstrip(os.sep) + os.sep)
+
+
+def protect_paths(paths: Sequence[str | os.PathLike], keep: Sequence[str] = ()) -> list[str]:
+    """``chmod o=`` each existing path, once per process; returns the paths changed. Root only.
+
+    A path above something the child needs (``keep``: the interpreter, site-packages) is not closed itself:
+    every entry in it is, except the one on the way to what is needed (recursively), so a virtual environment
+    inside the clone, or Python inside a home folder, stays usable while the rest of the clone or home is not.
+    """
+    keep = [os.path.realpath(k) for k in keep]
     changed = []
+
+    def close(path):
+        if path in _PROTECTED or not os.path.lexists(path) or os.path.islink(path):
+            return
+        if any(_within(k, path) for k in keep):
+            if any(k == path for k in keep):
+                return  # needed itself
+            try:
+                entries = os.listdir(path)
+            except OSError:
+                return
+            for entry in entries:
+                close(os.path.join(path, entry))
+            return
+        mode = os.lstat(path).st_mode
+        if mode & 0o007:
+            os.chmod(path, stat.S_IMODE(mode) & ~0o007)
+            changed.append(path)
+        _PROTECTED.add(path)
+
     with _UID_LOCK:
         for raw in paths:
             path = os.path.realpath(raw)
-            if path in _PROTECTED or not os.path.exists(path) or path in ("/", "/tmp", "/usr"):
-                continue
-            mode = os.stat(path).st_mode
-            if mode & 0o007:
-                os.chmod(path, stat.S_IMODE(mode) & ~0o007)
-                changed.append(path)
-            _PROTECTED.add(path)
+            if path not in ("/", "/tmp", "/usr", "/var", "/etc"):
+                close(path)
     return changed
 
 
@@ -515,7 +540,7 @@ class Sandbox:
                     for name in [current] + [os.path.join(current, n) for n in dirs + files]:
                         os.lchown(name, self.uid, self.uid)
                 os.chmod(self.stage, 0o711)  # the uid may pass through to its folder, not list the stage
-                self._check_protection(interpreter, child_path)
+                self._check_protection(interpreter, child_path, hide)
                 popen_user = {"user": self.uid, "group": self.uid, "extra_groups": [], "umask": 0o077}
         self.process = subprocess.Popen(
             command, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -549,18 +574,25 @@ class Sandbox:
                     f"{SANDBOX_ROOT}/lib/qgf_child.py"]
         return command
 
-    def _check_protection(self, interpreter, child_path) -> None:
-        """Under ``uid``: make the protected paths unreadable to the uid, and check that they are."""
-        protected = [str(p) for p in list(self.config.protect) + _package_dirs() if p]
-        key = (tuple(sorted(set(protected))), interpreter, tuple(child_path))
+    def _check_protection(self, interpreter, child_path, hide) -> None:
+        """Under ``uid``: make the protected paths unreadable to the uid, and check that they are and that what
+        the child needs is still readable. Protected: what the grader names (autograder, submissions,
+        gradebook, results), the package, the clone it lives in, any installed copy, the home folder."""
+        clone = _HERE.parent.parent
+        protected = [str(p) for p in self.config.protect if p] + [str(p) for p in _package_dirs()] + list(hide)
+        if (clone / "pyproject.toml").is_file() or (clone / ".git").exists():
+            protected.append(str(clone))
+        protected.append(os.path.expanduser("~"))
+        needed = [os.path.dirname(interpreter), os.path.realpath(sys.base_prefix)] + list(child_path)
+        key = (tuple(sorted(set(protected))), tuple(needed))
         if key in _CHECKED:
             return
-        protect_paths(protected)
-        leaked = _readable_as(self.uid, sorted(set(protected)))
+        protect_paths(protected, keep=needed)
+        leaked = _readable_as(self.uid, sorted(p for p in set(os.path.realpath(q) for q in protected)
+                                               if not any(_within(k, p) for k in needed)))
         if leaked:
             raise SandboxUnavailable(f"the sandbox uid can still read {leaked[0]} after chmod o= (ACLs or a "
                                      "parent mount?); grade elsewhere or fix its permissions")
-        needed = [interpreter] + list(child_path)
         readable = set(_readable_as(self.uid, needed))
         missing = [p for p in needed if p not in readable]
         if missing:
