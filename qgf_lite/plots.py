@@ -686,6 +686,17 @@ def place_labels(fig: go.Figure, labels: Sequence[Mapping], *, font_size: int = 
 
     points = [to_px(float(item["x"]), float(item["y"])) for item in labels]
     taken = [(px - 5, py - 5, px + 5, py + 5) for px, py in points]  # the markers themselves
+    lines = []  # the drawn lines, as small boxes every few pixels: a label may cross one, but better not
+    for trace in fig.data:
+        if "lines" not in (getattr(trace, "mode", None) or ""):
+            continue
+        tx, ty = values(trace, "x"), values(trace, "y")
+        path = [to_px(a, b) for a, b in zip(tx, ty)]
+        for (ax, ay), (bx, by) in zip(path[:-1], path[1:]):
+            count = int(max(abs(bx - ax), abs(by - ay)) // 4) + 1
+            for k in range(count + 1):
+                cx, cy = ax + (bx - ax) * k / count, ay + (by - ay) * k / count
+                lines.append((cx - 1.5, cy - 1.5, cx + 1.5, cy + 1.5))
     boxes = []
     for item, (px, py) in zip(labels, points):
         text = str(item["text"])
@@ -694,7 +705,8 @@ def place_labels(fig: go.Figure, labels: Sequence[Mapping], *, font_size: int = 
         for order, spot in enumerate(_LABEL_SPOTS):
             box = _label_box(px, py, spot, box_w, box_h)
             outside = max(0.0, -box[0]) + max(0.0, box[2] - plot_w) + max(0.0, -box[1]) + max(0.0, box[3] - plot_h)
-            cost = sum(_overlap(box, other) for other in taken) * 100 + outside * 5 + order
+            cost = (sum(_overlap(box, other) for other in taken) * 100 + outside * 5 + order
+                    + sum(_overlap(box, other) for other in lines) * 3)
             if best_cost is None or cost < best_cost:
                 best, best_cost = (spot, box), cost
         spot, box = best
