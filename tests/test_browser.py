@@ -6,7 +6,9 @@ runs all cells from the Run menu, drags the slider and checks that the plotted s
 student would, in an output area about 900 px wide with the file browser open: each figure lies fully inside its
 output area and has axis titles; notebook 03's sample plots show the printed share of samples in the best region
 and draw no opaque marker over the samples; its slider re-samples when dragged; notebook 01, saved with its widget
-state and reopened after the kernel is gone, shows no "model not found" and a titled live view.
+state and reopened after the kernel is gone, shows no "model not found" and a titled live view. In every figure no
+text label (annotation, text of a text trace) is clipped or overlaps another; 03's w slider, dragged to w = 1 from
+w = 0 and from w = 3, draws the tilted target with contour levels at 10/40/70% of its peak at the new w.
 Screenshots: artifacts/browser/ and one per figure in artifacts/figures/ (CI keeps them for a person to look at).
 
 Needs Debian's chromium and the python playwright package
@@ -540,6 +542,138 @@ def drag_and_check_slider(page, stem: str) -> None:
     check_slider_view(page, f"{stem} slider view after the drag to w = {handle.get_attribute('aria-valuenow')}")
 
 
+# Every text label of one figure (annotations, and the text of text traces), as page boxes, with the boxes it must
+# stay inside: annotations inside the figure's SVG, a text trace's labels inside its subplot's plot area (plotly
+# clips them there, so "N=32" at the edge showed as "N=3").
+LABELS_JS = """(index) => {
+  const gd = document.querySelectorAll('.jp-Notebook .js-plotly-plot')[index];
+  const svg = gd.querySelector('.main-svg');
+  if (!svg || !gd._fullLayout) return {labels: [], figure: null};
+  const box = (e) => { const b = e.getBoundingClientRect();
+                       return {left: b.left, right: b.right, top: b.top, bottom: b.bottom}; };
+  const figure = box(svg), full = gd._fullLayout, labels = [];
+  gd.querySelectorAll('.annotation').forEach(a => {
+    const t = a.querySelector('.annotation-text') || a;
+    if (t.textContent.trim() && a.getAttribute('visibility') !== 'hidden')
+      labels.push({kind: 'annotation', text: t.textContent.trim(), box: box(t), inside: figure});
+  });
+  gd.querySelectorAll('.scatterlayer .trace').forEach(g => {
+    const trace = (g.__data__ && g.__data__[0] && g.__data__[0].trace) || {};
+    const xa = full[(trace.xaxis || 'x').replace('x', 'xaxis')], ya = full[(trace.yaxis || 'y').replace('y', 'yaxis')];
+    if (!xa || !ya) return;
+    const area = {left: figure.left + xa._offset, right: figure.left + xa._offset + xa._length,
+                  top: figure.top + ya._offset, bottom: figure.top + ya._offset + ya._length};
+    g.querySelectorAll('.textpoint text').forEach(t => {
+      if (t.textContent.trim()) labels.push({kind: 'text trace', text: t.textContent.trim(), box: box(t), inside: area});
+    });
+  });
+  return {labels, figure};
+}"""
+
+
+def label_problems(labels: list, what: str, slack: float = 1.0) -> list:
+    """Labels that stick out of the box they must stay inside, and pairs of labels that overlap."""
+    problems = []
+    for label in labels:
+        b, inside = label["box"], label["inside"]
+        if (b["left"] < inside["left"] - slack or b["right"] > inside["right"] + slack
+                or b["top"] < inside["top"] - slack or b["bottom"] > inside["bottom"] + slack):
+            where = "the figure" if label["kind"] == "annotation" else "its plot area"
+            problems.append(f"{what}: {label['kind']} {label['text']!r} is clipped by {where} "
+                            f"(label {b}, allowed {inside})")
+    for i, first in enumerate(labels):
+        for second in labels[i + 1:]:
+            a, b = first["box"], second["box"]
+            width = min(a["right"], b["right"]) - max(a["left"], b["left"])
+            height = min(a["bottom"], b["bottom"]) - max(a["top"], b["top"])
+            if width > slack and height > slack:
+                problems.append(f"{what}: labels {first['text']!r} and {second['text']!r} overlap "
+                                f"({width:.0f} x {height:.0f} px)")
+    return problems
+
+
+def _contour(figure: dict) -> dict:
+    contours = [t for t in figure["data"] if t.get("type") == "contour" and t.get("name") == "tilted target"]
+    assert len(contours) == 1, f"expected one contour trace named 'tilted target', found {len(contours)}"
+    return contours[0]
+
+
+def _z_peak(trace) -> float:
+    import numpy as np
+
+    z = trace["z"]
+    rows = [_array(row) for row in z] if isinstance(z, list) else [_array(z)]
+    return float(max(np.max(row) for row in rows))
+
+
+def slider_figure(page, slider) -> dict:
+    cell = output_of(slider)
+    index = page.evaluate(
+        """(cell) => Array.from(document.querySelectorAll('.jp-Notebook .js-plotly-plot'))
+              .indexOf(cell.querySelector('.js-plotly-plot'))""", cell.element_handle())
+    assert index >= 0, "the slider's cell shows no plot"
+    return page.evaluate(FIGURE_DATA_JS, index)
+
+
+def drag_slider_to(page, slider, value: float, low: float, high: float) -> None:
+    """Drag the handle with real mouse events to the track position of ``value`` (the slider snaps to its step)."""
+    handle = slider.locator(".noUi-handle").first
+    track = slider.locator(".noUi-target").first
+    hbox, tbox = handle.bounding_box(), track.bounding_box()
+    y = hbox["y"] + hbox["height"] / 2
+    page.mouse.move(hbox["x"] + hbox["width"] / 2, y)
+    page.mouse.down()
+    page.mouse.move(tbox["x"] + tbox["width"] * (value - low) / (high - low), y, steps=12)
+    page.mouse.up()
+
+
+def settle_at(page, slider, value: float) -> dict:
+    """Wait until the slider reads ``value`` and the kernel has redrawn; the settled figure."""
+    handle = slider.locator(".noUi-handle").first
+    page.wait_for_function("([el, want]) => Math.abs(parseFloat(el.getAttribute('aria-valuenow')) - want) < 1e-6",
+                           arg=[handle.element_handle(), value], timeout=10_000)
+    wait_for_settled_plots(page, output_of(slider).element_handle(), timeout_s=60)
+    return slider_figure(page, slider)
+
+
+def check_contours_at(figure: dict, weight: float, what: str) -> dict:
+    """The tilted target's contour levels are 10%, 40% and 70% of the peak of the density drawn, and the title
+    names the slider's weight. Returns {"peak", "levels"}."""
+    trace = _contour(figure)
+    peak = _z_peak(trace)
+    c = trace["contours"]
+    drawn = [c["start"], c["start"] + c["size"], c["start"] + 2 * c["size"]]
+    want = [0.1 * peak, 0.4 * peak, 0.7 * peak]
+    assert all(abs(d - w) <= 1e-6 * peak for d, w in zip(drawn, want)) and abs(c["end"] - want[-1]) <= 1e-6 * peak, (
+        f"{what}: contour levels {drawn} (end {c['end']}) are not 10/40/70% of the drawn target's peak {peak} ({want})")
+    title = figure["layout"]["title"]
+    title = title.get("text", "") if isinstance(title, dict) else title
+    assert title.startswith(f"w = {weight:g}:"), f"{what}: the title {title!r} is not for w = {weight:g}"
+    return {"peak": peak, "levels": drawn}
+
+
+def check_contours_from_both_sides(page) -> None:
+    """03's w slider: w = 1 reached from w = 0 and from w = 3 draws the same target with levels at 10/40/70% of its
+    peak (the old code kept the levels of the position the drag came from). Screenshots in artifacts/browser/."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    slider = find_slider(page, "weight")
+    handle = slider.locator(".noUi-handle").first
+    low, high = float(handle.get_attribute("aria-valuemin")), float(handle.get_attribute("aria-valuemax"))
+    start = check_contours_at(settle_at(page, slider, 0.0), 0.0, "03 at w = 0")
+    drag_slider_to(page, slider, 1.0, low, high)
+    from_below = check_contours_at(settle_at(page, slider, 1.0), 1.0, "03 dragged from w = 0 to w = 1")
+    snapshot(page, slider, ARTIFACTS / "03-w1-from-below.png")
+    drag_slider_to(page, slider, 3.0, low, high)
+    at_three = check_contours_at(settle_at(page, slider, 3.0), 3.0, "03 dragged to w = 3")
+    snapshot(page, slider, ARTIFACTS / "03-w3.png")
+    drag_slider_to(page, slider, 1.0, low, high)
+    from_above = check_contours_at(settle_at(page, slider, 1.0), 1.0, "03 dragged from w = 3 to w = 1")
+    snapshot(page, slider, ARTIFACTS / "03-w1-from-above.png")
+    assert len({round(p["peak"], 6) for p in (start, from_below, at_three)}) == 3, "the target did not change with w"
+    assert from_above["levels"] == from_below["levels"], (
+        f"w = 1 drawn with levels {from_below['levels']} coming from w = 0 but {from_above['levels']} from w = 3")
+
+
 # A live view (slider + FigureWidget) drawn with its traces: what a reopened notebook restores from saved state.
 LIVE_VIEW_RENDERED_JS = """() => Array.from(document.querySelectorAll('.jp-Notebook .widget-slider'))
   .some(s => { const gd = s.closest('.jp-OutputArea-output').querySelector('.js-plotly-plot');
@@ -604,9 +738,16 @@ def test_notebook_figures(lab_server, browser_context, name):
         assert not stderr, f"{name}: stray stderr output (shown as a pink box): {stderr}"
         assert "model not found" not in page.locator(".jp-Notebook").inner_text()
 
+        labels = []
+        for figure in figures:
+            found = page.evaluate(LABELS_JS, figure["index"])
+            labels += label_problems(found["labels"], f"{name} figure {figure['index']} ({figure['text']!r})")
+        assert not labels, "\n".join(labels)
+
         if name.startswith("03"):
             check_guidance_figures(page, figures)
             check_slider_view(page, "03 slider view")
+            check_contours_from_both_sides(page)
             drag_and_check_slider(page, name[:2])
         if name.startswith("01"):
             save_and_reopen(page, lab_server["url"], notebook)
