@@ -14,28 +14,52 @@ import os
 import zipfile
 from pathlib import Path
 
-from qgf_lite.courseware.assignments import METADATA_KEY, read_notebook
+import nbformat
+
+from qgf_lite.courseware.assignments import METADATA_KEY, make_autograder_notebook, read_notebook
 
 ROOT_VARIABLE = "GRADESCOPE_ROOT"
 
 _RUN_AUTOGRADER = """\
 #!/usr/bin/env bash
-# Gradescope runs this once per submission. GRADESCOPE_ROOT replaces /autograder (for testing elsewhere).
+# Gradescope runs this once per submission, as root. GRADESCOPE_ROOT replaces /autograder (for testing elsewhere).
 set -u
 ROOT="${{GRADESCOPE_ROOT:-/autograder}}"
+PYTHON="${{QGF_PYTHON:-$ROOT/venv/bin/python}}"
+[ -x "$PYTHON" ] || PYTHON=python3
 mkdir -p "$ROOT/results"
+# The student's code runs as an unprivileged sandbox uid (backend "uid": containers have no user namespaces),
+# and nothing of the autograder (grading seed, reference), the submission or the results is readable by it.
+chmod -R o= "$ROOT/source" "$ROOT/submission" "$ROOT/results" 2>/dev/null || true
 cd "$ROOT/source"
-"${{QGF_PYTHON:-python3}}" -m qgf_lite.courseware gradescope --root "$ROOT" \\
+QGF_SANDBOX_BACKEND="${{QGF_SANDBOX_BACKEND:-uid}}" "$PYTHON" -m qgf_lite.courseware gradescope --root "$ROOT" \\
     --reference "$ROOT/source/{notebook}" --timeout {timeout:g} --question-timeout {question_timeout:g}
 """
 
 _SETUP = """\
 #!/usr/bin/env bash
-# Gradescope runs this once while building the autograder image.
+# Gradescope runs this once, as root, while building the autograder image (Ubuntu). qgf_lite needs Python 3.11
+# or 3.12: use the image's python3 when it is one of those, else install 3.11 (deadsnakes on older Ubuntus).
 set -eu
-apt-get update -qq && apt-get install -y -qq util-linux >/dev/null || true  # unshare, for the sandbox
-python3 -m pip install --upgrade pip
-python3 -m pip install -r /autograder/source/requirements.txt
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+supported() { "$1" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 12))' 2>/dev/null; }
+PY=""
+for candidate in python3 python3.12 python3.11; do
+  if command -v "$candidate" >/dev/null && supported "$candidate"; then PY=$(command -v "$candidate"); break; fi
+done
+if [ -z "$PY" ]; then
+  apt-get install -y -qq python3.11 python3.11-venv >/dev/null 2>&1 || {
+    apt-get install -y -qq software-properties-common >/dev/null
+    add-apt-repository -y ppa:deadsnakes/ppa && apt-get update -qq
+    apt-get install -y -qq python3.11 python3.11-venv >/dev/null
+  }
+  PY=$(command -v python3.11)
+fi
+"$PY" -m venv /autograder/venv 2>/dev/null || { apt-get install -y -qq "$(basename "$PY")-venv" >/dev/null; "$PY" -m venv /autograder/venv; }
+/autograder/venv/bin/python -m pip install -q --upgrade pip
+/autograder/venv/bin/python -m pip install -q -r /autograder/source/requirements.txt
+/autograder/venv/bin/python -c "import qgf_lite.courseware; print('qgf_lite courseware ready')"
 """
 
 
@@ -75,6 +99,10 @@ def write_gradescope(out, built: dict, *, release: str | None = None, timeout: f
         folder = out / "gradescope" / stem
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / "autograder.zip"
+        # The reference inside the zip holds no solution: the grader needs only the setup and check cells and
+        # the exercises' function names, so it is made from the student version.
+        reference = make_autograder_notebook(read_notebook(out / "student" / notebook), name=notebook)
+        reference_text = nbformat.writes(reference)
         with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
             for name, text in {
                 "setup.sh": _SETUP,
@@ -84,9 +112,11 @@ def write_gradescope(out, built: dict, *, release: str | None = None, timeout: f
                 SEED_FILE: seed_text,
             }.items():
                 info = zipfile.ZipInfo(name)
-                info.external_attr = (0o755 if name in ("setup.sh", "run_autograder") else 0o644) << 16
+                info.external_attr = (0o700 if name in ("setup.sh", "run_autograder") else 0o600) << 16
                 archive.writestr(info, text)
-            archive.write(out / "autograder" / notebook, notebook)
+            info = zipfile.ZipInfo(notebook)
+            info.external_attr = 0o600 << 16
+            archive.writestr(info, reference_text)
         written.append(target)
     return written
 
@@ -122,7 +152,8 @@ def gradescope_results(report: dict, note: str = "") -> dict:
             "visibility": "visible", "stdout_visibility": "hidden"}
 
 
-def run_gradescope(root=None, reference=None, *, seed: int | None = None, limits=None) -> dict:
+def run_gradescope(root=None, reference=None, *, seed: int | None = None, limits=None, backend: str | None = None,
+                   unsafe: bool = False) -> dict:
     """Grade ``<root>/submission/*.ipynb`` and write ``<root>/results/results.json``."""
     from qgf_lite.courseware.batch import read_seed
     from qgf_lite.courseware.grading import Limits, assignment_name, grade_submission
@@ -148,8 +179,8 @@ def run_gradescope(root=None, reference=None, *, seed: int | None = None, limits
     chosen = next((p for p in candidates if matches(p)), None) or next(
         (p for p in candidates if wanted in p.stem), candidates[0])
     note = "" if len(candidates) == 1 else f"(graded {chosen.name}, one of {len(candidates)} notebooks submitted)"
-    report = grade_submission(chosen, reference, seed=seed, limits=limits or Limits(),
-                              hide=[reference.parent, results_path.parent])
+    report = grade_submission(chosen, reference, seed=seed, limits=limits or Limits(), backend=backend,
+                              unsafe=unsafe, hide=[reference.parent, results_path.parent, root / "submission"])
     results = gradescope_results(report, note)
     results_path.write_text(json.dumps(results, indent=2))
     return results
