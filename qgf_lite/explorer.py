@@ -4,9 +4,12 @@
 draws QGF samples for every guidance weight in one vectorised call (``widgets.build_frames_view``) over the tilted
 target pi_ref(a) exp(w Q(a)) (``toy.experiments.tilted_density_fn``), and writes one self-contained HTML file whose
 plotly slider swaps between the precomputed frames. It opens from disk (``file://``), on GitHub Pages or in any
-browser: no Jupyter server, no Python.
+browser: no Jupyter server, no Python, and no network: plotly.js is embedded in the page by default (``--cdn`` writes
+a smaller page that loads it from cdn.plot.ly instead, and so needs the network). If the plot cannot be drawn (no
+JavaScript, plotly.js did not load, a script error), the page says so in a red box above the plot instead of
+staying blank.
 
-Regenerate the committed page (plotly.js from the CDN; ``--inline`` embeds it, about 4.8 MB more, for offline use)::
+Regenerate the committed page::
 
     python -m qgf_lite.explorer --out docs/guidance_explorer.html
 """
@@ -155,8 +158,44 @@ def _page_intro(bandit: str, num_samples: int, train_steps: int, euler_steps: in
     )
 
 
-def explorer_page_html(fig, intro_html: str, *, include_plotlyjs="cdn") -> str:
-    """A complete HTML document: heading, explanation and the figure (its frames play only when the slider moves)."""
+# Shown when the plot cannot be drawn. Registered before plotly.js, so a failed CDN load is caught too.
+_STATUS_HTML = """<div id="explorer-status" role="alert" style="display:none;border:2px solid #c00;background:#fee;\
+padding:.6em 1em;margin:1em 0"></div>
+<noscript><div style="border:2px solid #c00;background:#fee;padding:.6em 1em;margin:1em 0">This page needs
+JavaScript to draw the plot: allow scripts for this file and reload it.</div></noscript>
+<script>
+(function () {
+  var hint = %s;
+  function fail(why) {
+    var box = document.getElementById("explorer-status");
+    if (!box || box.getAttribute("data-failed")) return;
+    box.setAttribute("data-failed", "1");
+    box.textContent = "The plot could not be drawn: " + why + " " + hint;
+    box.style.display = "block";
+  }
+  window.addEventListener("error", function (event) {
+    var source = event.target && event.target.src;
+    fail(source ? "a script did not load (" + source + ")." : (event.message || "a script failed."));
+  }, true);
+  window.addEventListener("load", function () {
+    if (typeof window.Plotly === "undefined") { fail("plotly.js did not load."); return; }
+    setTimeout(function () {
+      var plot = document.getElementById("guidance-explorer");
+      if (!plot || !plot.querySelector("svg.main-svg")) fail("plotly.js loaded but drew nothing.");
+    }, 4000);
+  });
+})();
+</script>"""
+_CDN_HINT = ("This copy loads plotly.js from cdn.plot.ly, which needs the network; for a copy that works offline run "
+             "python -m qgf_lite.explorer (plotly.js embedded).")
+_INLINE_HINT = "Open the page in a current browser with JavaScript enabled, or regenerate it: python -m qgf_lite.explorer."
+
+
+def explorer_page_html(fig, intro_html: str, *, include_plotlyjs=True) -> str:
+    """A complete HTML document: heading, explanation, a failure notice (hidden unless the plot cannot be drawn) and
+    the figure (its frames play only when the slider moves). ``include_plotlyjs``: True (embedded, the default:
+    works offline) or "cdn"."""
+    import json
     import plotly.io as pio
 
     include_plotlyjs = _check_plotlyjs(include_plotlyjs)
@@ -171,7 +210,8 @@ def explorer_page_html(fig, intro_html: str, *, include_plotlyjs="cdn") -> str:
         "<style>body{font-family:system-ui,sans-serif;max-width:820px;margin:2em auto;padding:0 1em;"
         "line-height:1.45;color:#222}</style>\n</head>\n<body>\n"
         "<h1>QGF guidance explorer: drag the guidance weight <i>w</i></h1>\n"
-        f"{intro_html}\n{figure_html}\n</body>\n</html>\n"
+        f"{intro_html}\n{_STATUS_HTML % json.dumps(_CDN_HINT if include_plotlyjs == 'cdn' else _INLINE_HINT)}\n"
+        f"{figure_html}\n</body>\n</html>\n"
     )
 
 
@@ -183,13 +223,14 @@ def export_guidance_explorer(
     train_steps: int = 3000,
     num_samples: int = 1000,
     seed: int = 0,
-    include_plotlyjs="cdn",
+    include_plotlyjs=True,
     critic: str = "target",
     progress: bool = True,
 ) -> Path:
     """Train on ``bandit``, build the guidance explorer and write it to ``out`` atomically; returns the path.
 
-    ``include_plotlyjs``: "cdn" (a small page that loads plotly.js from cdn.plot.ly) or True (embedded, offline).
+    ``include_plotlyjs``: True (embedded, the default: the page works offline) or "cdn" (a smaller page that loads
+    plotly.js from cdn.plot.ly, so it needs the network).
     ``critic``: "target" (the paper's choice) or "online", the critic that guides the samples.
     """
     path = _check_out(out)
@@ -208,8 +249,11 @@ def export_guidance_explorer(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m qgf_lite.explorer", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"HTML file to write (default {DEFAULT_OUT})")
-    parser.add_argument("--inline", action="store_true",
-                        help="embed plotly.js (works offline, about 4.8 MB larger) instead of loading it from the CDN")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--inline", action="store_true",
+                       help="embed plotly.js so the page works offline (the default; kept for old scripts)")
+    where.add_argument("--cdn", action="store_true",
+                       help="load plotly.js from cdn.plot.ly instead (about 4.8 MB smaller, needs the network)")
     parser.add_argument("--bandit", default="ring", help="stateless toy bandit: ring, moons, checkerboard or spiral")
     parser.add_argument("--steps", type=int, default=3000, help="training steps for the flow and critic (default 3000)")
     parser.add_argument("--samples", type=int, default=1000, help="particles per frame (default 1000)")
@@ -225,7 +269,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         path = export_guidance_explorer(args.out, bandit=args.bandit, train_steps=args.steps,
                                         num_samples=args.samples, seed=args.seed, critic=args.critic,
-                                        include_plotlyjs=True if args.inline else "cdn", progress=not args.quiet)
+                                        include_plotlyjs="cdn" if args.cdn else True, progress=not args.quiet)
     except (ValueError, TypeError) as err:
         build_parser().error(str(err))
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")

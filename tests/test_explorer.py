@@ -222,3 +222,75 @@ def test_clicking_the_slider_in_a_browser_swaps_the_samples(export, tmp_path):
         np.testing.assert_allclose(state["x"], decode(points["x"]), atol=1e-6)
         np.testing.assert_allclose(state["y"], decode(points["y"]), atol=1e-6)
         assert state["title"] == frame["layout"]["title"]["text"]
+
+
+# --------------------------------------------------------------------------- #
+# Offline: the network blocked, nothing may leave the machine
+# --------------------------------------------------------------------------- #
+DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "guidance_explorer.html"
+
+
+def _open_offline(path: Path, tmp_path: Path, wait_ms: int = 0) -> dict:
+    """Open ``path`` from disk in Chromium with every non-file request aborted; what the page drew and requested."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed; run scripts/install_browser.sh")
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="python playwright is not installed; run scripts/install_browser.sh")
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1000, "height": 1100})
+        try:
+            page = context.new_page()
+            outside = []
+
+            def block(route):
+                outside.append(route.request.url)
+                route.abort()
+
+            context.route(re.compile(r"^(?!file:|data:|about:|blob:).*"), block)
+            page.goto(path.resolve().as_uri())
+            page.wait_for_load_state("load")
+            page.wait_for_timeout(wait_ms)
+            state = page.evaluate("""() => {
+              const plot = document.getElementById('guidance-explorer');
+              const status = document.getElementById('explorer-status');
+              return {svg: !!(plot && plot.querySelector('svg.main-svg')),
+                      traces: plot && plot._fullData ? plot._fullData.length : 0,
+                      points: plot ? plot.querySelectorAll('.scatterlayer .point').length : 0,
+                      status_visible: !!status && getComputedStyle(status).display !== 'none',
+                      status_text: status ? status.textContent : null};
+            }""")
+            shot = tmp_path / f"{path.stem}_offline.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            context.close()
+    return {**state, "outside": outside, "screenshot": shot}
+
+
+def test_embedded_page_draws_offline_with_no_request(export, tmp_path):
+    state = _open_offline(export["path"], tmp_path)
+    assert state["outside"] == [], state["outside"]
+    assert state["svg"] and state["traces"] >= 3 and state["points"] >= NUM_SAMPLES, state
+    assert not state["status_visible"], state["status_text"]
+
+
+def test_cdn_page_offline_says_why_it_is_blank(export, tmp_path):
+    figure = explorer.guidance_explorer_figure(export["setup"], WEIGHTS, num_samples=NUM_SAMPLES, seed=SEED)
+    page = tmp_path / "cdn.html"
+    page.write_text(explorer.explorer_page_html(figure, "<p>intro</p>", include_plotlyjs="cdn"))
+    state = _open_offline(page, tmp_path)
+    assert any("cdn.plot.ly" in url for url in state["outside"])  # it tried, and was blocked
+    assert state["status_visible"] and "could not be drawn" in state["status_text"]
+    assert "python -m qgf_lite.explorer" in state["status_text"]
+
+
+def test_committed_page_embeds_plotly_and_draws_offline(tmp_path):
+    """docs/guidance_explorer.html: no script from the network, a reasonable size, and it draws with no network."""
+    text = DOCS_PAGE.read_text(encoding="utf-8")
+    assert re.findall(r"<script[^>]*\bsrc\s*=", text) == []
+    assert 3_000_000 < DOCS_PAGE.stat().st_size < 8_000_000, DOCS_PAGE.stat().st_size
+    assert 'id="explorer-status"' in text
+    state = _open_offline(DOCS_PAGE, tmp_path)
+    assert state["outside"] == [] and state["svg"] and state["traces"] >= 3 and state["points"] >= 100, state
+    assert not state["status_visible"], state["status_text"]
