@@ -688,9 +688,15 @@ def place_labels(fig: go.Figure, labels: Sequence[Mapping], *, font_size: int = 
     taken = [(px - 5, py - 5, px + 5, py + 5) for px, py in points]  # the markers themselves
     lines = []  # the drawn lines, as small boxes every few pixels: a label may cross one, but better not
     for trace in fig.data:
+        tx, ty = values(trace, "x"), values(trace, "y")
+        error = getattr(trace, "error_y", None)
+        bars = None if error is None or error.array is None else np.asarray(error.array, dtype=float).ravel()
+        if bars is not None and bars.size == len(ty):  # error bars: vertical segments a label should not cover
+            for a, b, e in zip(tx, ty, bars):
+                (bx, lo), (_, hi) = to_px(a, b - e), to_px(a, b + e)
+                lines.append((bx - 4, lo, bx + 4, hi))
         if "lines" not in (getattr(trace, "mode", None) or ""):
             continue
-        tx, ty = values(trace, "x"), values(trace, "y")
         path = [to_px(a, b) for a, b in zip(tx, ty)]
         for (ax, ay), (bx, by) in zip(path[:-1], path[1:]):
             count = int(max(abs(bx - ax), abs(by - ay)) // 4) + 1
