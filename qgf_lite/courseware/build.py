@@ -154,6 +154,12 @@ def build(
             import secrets
 
             write_atomically(seed_file, f"{secrets.randbelow(2**31 - 1) + 1}\n")
+        # Solutions and the grading seed: readable by the teacher only, wherever dist/ is put (a sandbox that
+        # runs student code as another user cannot read them; see docs/TEACHING.md).
+        for private in ("solutions", "autograder"):
+            if (out / private).is_dir():
+                (out / private).chmod(0o700)
+        seed_file.chmod(0o600)
     else:
         log("no assignments with exercises found; nothing built")
     return built
