@@ -91,11 +91,11 @@ def test_normalising_renames_bound_names_and_drops_docstrings_and_comments():
 def test_compare_reports_copies_and_not_honest_solutions():
     items = [{"group": "g", **normalise(src)} for src in (REFERENCE, RENAMED_COPY, LIGHTLY_EDITED_COPY, HONEST,
                                                            HONEST_TOO)]
-    pairs = {(i, j): r for i, j, r in compare(items)}
+    pairs = {(i, j): r for i, j, r in compare(items)["pairs"]}
     assert set(pairs) == {(0, 1), (0, 2), (1, 2)}
     assert pairs[(0, 1)] == 1.0 and 0.9 <= pairs[(0, 2)] < 1.0
     short = [{"group": "g", **normalise(SHORT)}, {"group": "g", **normalise(SHORT)}]
-    assert compare(short) == []  # too short to tell copying from the one natural answer
+    assert compare(short)["pairs"] == []  # too short to tell copying from the one natural answer
 
 
 @pytest.fixture
@@ -172,3 +172,12 @@ def test_reading_limits_cost_one_file(tmp_path):
 
 def test_similar_pairs_of_nothing_is_empty():
     assert similar_pairs({}, {}) == []
+
+
+def test_comparing_is_bounded_in_time_and_in_pairs():
+    same = [{"group": "g", **normalise(REFERENCE)} for _ in range(30)]  # identical: no difflib needed
+    result = compare(same, max_pairs=100)
+    assert len(result["pairs"]) == 100 and "more than 100 pairs" in result["notes"]["g"]
+    distinct = [{"group": "g", **normalise(REFERENCE.replace("1.0 / steps", f"{i}.0 / steps"))} for i in range(5)]
+    result = compare(distinct, budget=0.0)
+    assert result["pairs"] == [] and result["notes"]["g"].startswith("stopped after 0 s")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 from typing import Sequence
@@ -53,9 +53,13 @@ class Student:
 class Roster:
     students: tuple
     path: str = "roster.csv"
+    _cache: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def matching(self, submission: str) -> list:
-        return [s for s in self.students if s.matches(submission)]
+        """The students whose pattern matches this submission name (cached: the gradebook asks often)."""
+        if submission not in self._cache:
+            self._cache[submission] = [s for s in self.students if s.matches(submission)]
+        return self._cache[submission]
 
     def by_id(self) -> dict:
         return {s.student_id: s for s in self.students}
@@ -118,9 +122,13 @@ def roster_rows(rows: Sequence[dict], roster: Roster, assignments: Sequence[str]
         if row.get("assignment") and row["assignment"] not in scope:
             scope.append(row["assignment"])
     owners = {id(row): roster.matching(row.get("submission", "")) for row in rows}
+    files_of: dict = {}
+    for row in rows:
+        for student in owners[id(row)]:
+            files_of.setdefault(student.student_id, []).append(row)
     out = []
     for student in roster.students:
-        mine = [row for row in rows if student in owners[id(row)]]
+        mine = files_of.get(student.student_id, [])
         person = {"student_id": student.student_id, "name": student.name}
         for assignment in scope + [""]:
             files = [row for row in mine if (row.get("assignment") or "") == assignment]
@@ -132,7 +140,7 @@ def roster_rows(rows: Sequence[dict], roster: Roster, assignments: Sequence[str]
                 if len(files) > 1 and assignment:
                     names = ", ".join(r.get("submission", "") for r in files)
                     notes.append(f"{len(files)} files of this student for {assignment} ({names}): keep one")
-                others = [s.student_id for s in owners[id(row)] if s is not student]
+                others = [s.student_id for s in owners[id(row)] if s.student_id != student.student_id]
                 if others:
                     notes.append(f"this file also matches student(s) {', '.join(others)} in the roster")
                 out.append({**row, **person, "status": _flagged(notes, row.get("status", ""))})

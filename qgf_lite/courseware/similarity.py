@@ -42,6 +42,8 @@ MAX_EXERCISES = 50
 THRESHOLD = 0.9
 MIN_NODES = 40
 BATCH = 64
+COMPARE_SECONDS = 300.0  # all comparisons of one run; past it the report says where it stopped
+MAX_PAIRS = 2000  # per exercise
 SECONDS_PER_FILE = 5.0
 CHILD_MEMORY = 2 * 2**30
 _HEADER = re.compile(r"^\s*#\s*EXERCISE\s+([0-9A-Za-z][0-9A-Za-z._-]{0,49})\s*:")
@@ -243,27 +245,56 @@ def inspect_file(path: str, max_bytes: int = MAX_NOTEBOOK_BYTES) -> dict:
     return result
 
 
-def compare(items: list[dict], threshold: float = THRESHOLD, min_nodes: int = MIN_NODES) -> list[list]:
-    """[[i, j, ratio]] for items of the same group whose token sequences have ratio >= threshold (child side)."""
+def compare(items: list[dict], threshold: float = THRESHOLD, min_nodes: int = MIN_NODES, *,
+            budget: float = COMPARE_SECONDS, max_pairs: int = MAX_PAIRS) -> dict:
+    """Pairs of items of the same group whose token sequences have a ratio >= threshold (child side).
+
+    Returns {"pairs": [[i, j, ratio]], "notes": {group: note}}. Identical sequences are grouped first (their
+    pairs are 1.0 without comparing); ``difflib`` compares the distinct ones, with its cheap upper bounds first.
+    A group whose comparisons run past ``budget`` seconds (in all) or that has more than ``max_pairs`` pairs is
+    cut short with a note saying so.
+    """
+    import time
     from difflib import SequenceMatcher
 
+    deadline = time.monotonic() + budget
     groups: dict = {}
     for index, item in enumerate(items):
         if item.get("nodes", 0) >= min_nodes and item.get("tokens"):
-            groups.setdefault(item.get("group"), []).append((index, item["tokens"].split(" ")))
-    pairs = []
-    for members in groups.values():
-        for j in range(1, len(members)):
+            groups.setdefault(item.get("group"), {}).setdefault(item["tokens"], []).append(index)
+    pairs, notes = [], {}
+    for group, distinct in groups.items():
+        found = []
+        keys = list(distinct)
+        for members in distinct.values():
+            found += [[members[i], members[j], 1.0] for j in range(len(members)) for i in range(j)]
+        sequences = [key.split(" ") for key in keys]
+        stopped = None
+        for j in range(1, len(keys)):
+            if stopped:
+                break
             matcher = SequenceMatcher(None, autojunk=False)
-            matcher.set_seq2(members[j][1])
+            matcher.set_seq2(sequences[j])
             for i in range(j):
-                matcher.set_seq1(members[i][1])
+                if time.monotonic() > deadline:
+                    stopped = f"stopped after {budget:g} s: compared {j} of {len(keys)} distinct cells"
+                    break
+                matcher.set_seq1(sequences[i])
                 if matcher.real_quick_ratio() < threshold or matcher.quick_ratio() < threshold:
                     continue
                 ratio = matcher.ratio()
                 if ratio >= threshold:
-                    pairs.append([members[i][0], members[j][0], round(ratio, 4)])
-    return pairs
+                    found += [[a, b, round(ratio, 4)] for a in distinct[keys[i]] for b in distinct[keys[j]]]
+            if len(found) > max_pairs:
+                stopped = f"more than {max_pairs} pairs (the exercise likely has one natural answer): listing the first"
+                break
+        if not stopped and len(found) > max_pairs:
+            stopped = f"more than {max_pairs} pairs (the exercise likely has one natural answer): listing the first"
+        if stopped:
+            notes[group] = stopped
+        found.sort(key=lambda p: -p[2])
+        pairs += found[:max_pairs]
+    return {"pairs": pairs, "notes": notes}
 
 
 def handle(request: dict) -> dict:  # pragma: no cover - runs in the limited child
@@ -287,8 +318,9 @@ def handle(request: dict) -> dict:  # pragma: no cover - runs in the limited chi
                 signal.setitimer(signal.ITIMER_REAL, 0)
         return {"results": results}
     if op == "compare":
-        return {"pairs": compare(request.get("items", []), float(request.get("threshold", THRESHOLD)),
-                                 int(request.get("min_nodes", MIN_NODES)))}
+        return compare(request.get("items", []), float(request.get("threshold", THRESHOLD)),
+                       int(request.get("min_nodes", MIN_NODES)), budget=float(request.get("budget", COMPARE_SECONDS)),
+                       max_pairs=int(request.get("max_pairs", MAX_PAIRS)))
     raise ValueError(f"unknown op {op!r}")
 
 
@@ -360,7 +392,7 @@ def inspect_notebooks(paths: Sequence, *, batch: int = BATCH, seconds_per_file: 
 
 
 def similar_pairs(submissions: dict, references: dict, *, threshold: float = THRESHOLD,
-                  min_nodes: int = MIN_NODES, timeout: float = 600.0) -> list[dict]:
+                  min_nodes: int = MIN_NODES, budget: float = COMPARE_SECONDS) -> list[dict]:
     """Near-identical exercise cells. submissions: {name: (assignment, inspection)}; references:
     {assignment: inspection of its autograder notebook}. Returns rows sorted by ratio (highest first)."""
     items, labels = [], []
@@ -378,9 +410,15 @@ def similar_pairs(submissions: dict, references: dict, *, threshold: float = THR
         return []
     from qgf_lite.courseware.limited import run_limited
 
-    answer = run_limited(SCRIPT, {"op": "compare", "items": items, "threshold": threshold, "min_nodes": min_nodes},
-                         timeout=timeout, memory=CHILD_MEMORY)
+    request = {"op": "compare", "items": items, "threshold": threshold, "min_nodes": min_nodes, "budget": budget,
+               "max_pairs": MAX_PAIRS}
+    answer = run_limited(SCRIPT, request, timeout=budget + 120.0, memory=CHILD_MEMORY)
     rows = []
+    notes = answer.get("notes") if isinstance(answer.get("notes"), dict) else {}
+    for group, note in notes.items():
+        assignment, _, ex_id = str(group).partition("\0")
+        rows.append({"assignment": assignment, "exercise": ex_id, "submission": "", "other": "", "ratio": "",
+                     "nodes": "", "note": str(note)[:300]})
     for pair in answer.get("pairs", []):
         try:
             i, j, ratio = int(pair[0]), int(pair[1]), float(pair[2])
@@ -390,12 +428,13 @@ def similar_pairs(submissions: dict, references: dict, *, threshold: float = THR
         if a[3] and not b[3]:
             a, b = b, a
         rows.append({"assignment": a[0], "exercise": a[1], "submission": a[2], "other": b[2],
-                     "ratio": round(ratio, 3), "nodes": items[i]["nodes"]})
-    rows.sort(key=lambda r: (-r["ratio"], r["assignment"], r["exercise"], r["submission"], r["other"]))
+                     "ratio": round(ratio, 3), "nodes": items[i]["nodes"], "note": ""})
+    rows.sort(key=lambda r: (-(r["ratio"] if r["ratio"] != "" else 2.0), r["assignment"], r["exercise"],
+                             r["submission"], r["other"]))
     return rows
 
 
-SIMILARITY_COLUMNS = ("assignment", "exercise", "submission", "other", "ratio", "nodes")
+SIMILARITY_COLUMNS = ("assignment", "exercise", "submission", "other", "ratio", "nodes", "note")
 
 
 def similarity_csv(rows: list[dict]) -> str:
