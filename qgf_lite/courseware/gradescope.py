@@ -117,6 +117,7 @@ def write_gradescope(out, built: dict, *, release: str | None = None, timeout: f
             info = zipfile.ZipInfo(notebook)
             info.external_attr = 0o600 << 16
             archive.writestr(info, reference_text)
+        target.chmod(0o600)  # it holds the grading seed
         written.append(target)
     return written
 
