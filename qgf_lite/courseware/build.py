@@ -1,4 +1,9 @@
-"""Building dist/: student, solutions and autograder folders, and the build's self-test."""
+"""Building dist/: the course folder, student, solutions and autograder folders, and the build's self-test.
+
+``dist/course/`` is the student's one road through the course: all six notebooks in order (student versions, with
+the exercises left to do) and a README.md that gives the order, what each notebook needs and how the checks work.
+Open it with ``python -m jupyter lab dist/course``.
+"""
 
 from __future__ import annotations
 
@@ -86,6 +91,55 @@ if __name__ == "__main__":
 '''
 
 
+def _notebook_summary(nb) -> tuple[str, str]:
+    """(title, CPU time its header quotes) of a course notebook, from its first markdown cell."""
+    import re
+
+    first = next((cell for cell in nb.cells if cell.cell_type == "markdown"), None)
+    text = "" if first is None else first.source
+    title = next((line.lstrip("#").strip() for line in text.splitlines() if line.startswith("# ")), "")
+    time_quote = re.search(r"about ((?:\d+ min)?\s*(?:\d+ s)?) of CPU time", text)
+    return title, (time_quote.group(1).strip() if time_quote else "")
+
+
+def _course_readme(course: list[tuple[str, object]]) -> str:
+    lines = [
+        "# The QGF course: six notebooks, in order",
+        "",
+        "Open this folder in JupyterLab (`python -m jupyter lab .` from here, or `python -m jupyter lab dist/course`",
+        "from the repository) and work through the notebooks from top to bottom, in this order:",
+        "",
+        "| # | notebook | CPU time of a full run |",
+        "| --- | --- | --- |",
+    ]
+    for i, (name, nb) in enumerate(course, start=1):
+        title, quote = _notebook_summary(nb)
+        lines.append(f"| {i} | [{name}]({name}): {title.split('·', 1)[-1].strip()} | {quote or 'see its header'} |")
+    lines += [
+        "",
+        "Each notebook runs top to bottom after \"Restart kernel and run all\" (Kernel menu). Each `# EXERCISE` cell",
+        "is left for you: replace its `raise NotImplementedError` with your code. The check cell below it compares",
+        "your function with the reference and, when they differ, stops with one message saying what is wrong; \"Run",
+        "All\" stops there too. Once a check passes, the cells after it run *your* function: your sampler, loss or",
+        "selection draws the figures that follow.",
+        "",
+        "Notebooks 01-04 and 06 run on a laptop CPU; 05 simulates a robot arm with MuJoCo (`pip install",
+        "'qgf_lite[ogbench]'`). Times are the CPU time of a full run measured by `benchmarks/bench_notebooks.py`;",
+        "the wall-clock time depends on how many cores JAX can use and on what else the machine is doing. Set the",
+        "environment variable `QGF_SMOKE=1` for a quick run with tiny sizes (checks only).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_course(folder: Path, course: list[tuple[str, object]]) -> None:
+    """The course folder: every notebook a student works through, in order, and its README.md."""
+    folder = Path(folder)
+    for name, nb in course:
+        write_notebook(nb, folder / name)
+    write_atomically(folder / "README.md", _course_readme(course))
+
+
 def build(
     out: str | os.PathLike,
     notebooks: Iterable[str | os.PathLike] | None = None,
@@ -94,7 +148,8 @@ def build(
     release: str | None = None,
     log=print,
 ) -> dict[str, list[Exercise]]:
-    """Write student/, solutions/ and autograder/ under `out`.
+    """Write course/, student/, solutions/ and autograder/ under `out` (course/: every notebook in order, student
+    versions, and a README.md).
 
     notebooks: source notebooks; default: the course assignments found in
     `notebooks_dir`. Notebooks without exercise markers are skipped with a message.
@@ -124,10 +179,12 @@ def build(
         sources = [Path(p) for p in notebooks]
 
     built: dict[str, list[Exercise]] = {}
+    course: list[tuple[str, object]] = []  # (file name, the notebook a student opens), in course order
     for source in sources:
         nb = read_notebook(source)
         if not has_exercises(nb):
             log(f"skip {source}: no '# EXERCISE <id>: <title> [<n> points]' cells")
+            course.append((source.name, nb))  # nothing to hide: the course folder gets it as it is
             continue
         name = source.name
         stem = source.stem
@@ -141,11 +198,15 @@ def build(
             set_install_cell(solutions, name, release)
             student, solutions = nbformat.from_dict(student), nbformat.from_dict(solutions)
         write_notebook(student, out / "student" / name)
+        course.append((name, student))
         write_notebook(solutions, out / "solutions" / name)
         write_notebook(make_autograder_notebook(nb, name=name), out / "autograder" / name)
         built[stem] = exercises
         total = sum(ex.points for ex in exercises)
         log(f"built {name}: {len(exercises)} exercises, {total:g} points")
+    if course:
+        write_course(out / "course", course)
+        log(f"built course/: {len(course)} notebooks and README.md")
     if built:
         write_atomically(out / "autograder" / "README.md", _autograder_readme(built))
         write_atomically(out / "autograder" / "grade.py", _GRADE_SCRIPT)
