@@ -421,3 +421,19 @@ def test_end_to_end_real_grader_resume_and_export(tmp_path):
     assert [row[-1] for row in canvas] == ["courseware_assignment", "6", "0"]
     report = (out.parent / "feedback" / "ann_courseware_assignment.md").read_text()
     assert "**6 / 6 points**" in report and str(tmp_path) not in report
+
+
+def test_a_hostile_file_name_is_neutral_everywhere(course):
+    name = "=cmd|' /C calc'!A0\n\x1b[2J<b>x</b>_01_flow_matching.ipynb"
+    _submission(course["subs"] / name, "01_flow_matching")
+    rows, _ = course["grade"]()
+    table = _read_csv(course["out"])
+    _assert_safe(table)
+    assert table[0]["submission"].startswith("'=cmd|") and table[0]["status"] == "ok"
+    folder = course["out"].parent
+    feedback = [p.name for p in (folder / "feedback").iterdir()]
+    state = [p.name for p in (folder / "reports").glob("*.json")]
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", n) for n in feedback + state), feedback + state
+    text = (folder / "feedback" / feedback[0]).read_text()
+    assert "<b>" not in text and "\x1b" not in text
+    assert course["grade"]()[0] == []  # and it resumes
