@@ -65,12 +65,12 @@ _METHOD_PATTERNS = (
     (r"^(behaviour|behavior|data)", "behaviour data"),
     (r"^fql", "FQL"),
     (r"^cfg", "CFG-RL"),
-    (r"^(gradient[ -]step|grad)", "gradient steps"),
-    (r"^(bc|bfn|best[ -]of)", None),  # BC or best-of-N: decided below
+    (r"^(gradient[ _-]step|grad)", "gradient steps"),
+    (r"^(bc|bfn|best[ _-]of)", None),  # BC or best-of-N: decided below
     (r"noisy", "noisy"),
     (r"jacobian", "Jacobian"),
     (r"bptt", "BPTT"),
-    (r"best[ -]of|bfn", "QGF + best-of-N"),
+    (r"best[ _-]of|bfn", "QGF + best-of-N"),
     (r"^(qgf|guided)", "QGF"),
 )
 # Sample mass: light (few samples) to dark orange (many); empty cells stay transparent.
@@ -614,7 +614,7 @@ def method_color(name: str) -> str:
     for pattern, method in _METHOD_PATTERNS:
         if re.search(pattern, text):
             if method is None:
-                method = "best-of-N" if re.search(r"best[ -]of|bfn", text) else "BC"
+                method = "best-of-N" if re.search(r"best[ _-]of|bfn", text) else "BC"
             return METHOD_COLORS[method]
     raise ValueError(f"no colour for method {name!r}: known methods are {', '.join(METHOD_COLORS)} (add a new one to "
                      "qgf_lite.plots.METHOD_COLORS).")

@@ -210,3 +210,55 @@ def test_point_goal_outcomes_agree_with_the_rollout_aggregates():
     assert 0 < success.mean() < 1
     assert success.mean() == pytest.approx(result["success_rate"])
     assert returns.mean() == pytest.approx(result["mean_return"])
+
+
+# --------------------------------------------------------------------------- the public helpers notebook 06 calls
+def test_weight_sweep_fills_every_column_and_matches_the_run_at_its_weight(ring_run):
+    rows = cmp.weight_sweep(ring_run, [0.0, 1.0], key=3, num=200)
+    assert [r["weight"] for r in rows] == [0.0, 1.0]
+    for row in rows:
+        for column in ("mean_reward", "reward_std", "frac_best_region", "critic_value", "sw_to_behaviour"):
+            assert np.isfinite(row[column]), column
+        assert row["critic_value_seeds"].shape == (2,)
+    # the critic's value is the mean of min_i Q_i over the actions, per seed, averaged over seeds
+    actions = cmp.draw_actions(ring_run.config, ring_run.state, SamplerSpec("guided", weight=1.0),
+                               jax.random.fold_in(jax.random.PRNGKey(3), 1), num=200)
+    scores = cmp.bandit_scores(ring_run, actions, key=0)
+    assert rows[1]["critic_value"] == pytest.approx(float(scores["critic_value"].mean()), rel=1e-5)
+    assert rows[1]["mean_reward"] == pytest.approx(float(scores["mean_reward"].mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="at least one"):
+        cmp.weight_sweep(ring_run, [], key=0)
+
+
+def test_bandit_scores_of_one_seed_uses_that_seeds_critic(ring_run):
+    actions = cmp.draw_actions(ring_run.config, ring_run.state, SamplerSpec("bc"), 0, num=100)
+    both = cmp.bandit_scores(ring_run, actions, key=1)
+    first = cmp.bandit_scores(ring_run, actions[0], key=1)
+    assert first["critic_value"].shape == (1,)
+    assert first["critic_value"][0] == pytest.approx(both["critic_value"][0], rel=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        cmp.bandit_scores(ring_run, np.zeros((3, 4, 5)), key=0)
+
+
+def test_actions_figure_one_panel_per_policy_in_method_colours(ring_run):
+    from qgf_lite.plots import method_color
+
+    fig = cmp.actions_figure({"alpha=10": ring_run}, weight=1.0, key=0, num=50,
+                             extra={"FQL, your loss": np.zeros((50, 2))})
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == ["behaviour data", "BC", "QGF w=1", "FQL", "FQL, your loss"]
+    colours = [t.marker.color for t in fig.data if t.marker.symbol != "star"]
+    assert colours == [method_color(t) for t in titles]
+
+
+def test_width_study_uses_the_given_selection():
+    calls = []
+
+    def smallest(weights, heldout, test):
+        calls.append(len(weights))
+        return float(weights[0]), float(np.mean(test[0]))
+
+    rows = cmp.width_study([4], seeds=(0,), num_steps=20, weights=[0.5, 1.0], num_samples=500, num_contexts=64,
+                           batch_size=32, progress=False, select=smallest)
+    assert calls == [3] and rows[0]["chosen_weight"] == 0.0
+    assert rows[0]["qgf_reward"] == pytest.approx(rows[0]["bc_reward"])

@@ -122,3 +122,23 @@ def test_progress_bar_is_plain_text_on_stdout_inside_a_kernel(monkeypatch):
     bar = progress.progress_bar(total=1, leave=False)  # a terminal: tqdm's usual bar on stderr
     assert bar.fp == sys.stderr  # tqdm wraps the file; the wrapper compares equal to it
     bar.close()
+
+
+def test_one_colour_per_method_whatever_the_label():
+    from qgf_lite.plots import METHOD_COLORS, method_color
+
+    same = {
+        "QGF": ["QGF", "qgf", "QGF w=0.03", "QGF, w set at test time", "guided"],
+        "BC": ["BC", "bc", "BC, one marker per seed"],
+        "best-of-N": ["best-of-N", "best-of-16", "best_of_n", "BFN"],
+        "QGF + best-of-N": ["QGF w=1 + best-of-4", "QGF (w=1) + best-of-N", "qgf_best_of_n"],
+        "FQL": ["FQL", "FQL (alpha=10)", "FQL alpha=1", "FQL, your loss"],
+        "noisy": ["noisy", "noisy (labels: w)", "noisy-gradient w=1"],
+        "gradient steps": ["gradient-step a=0.05 x3", "gradient steps (alpha=0.05)"],
+        "behaviour data": ["behaviour data"],
+    }
+    for method, labels in same.items():
+        assert {method_color(label) for label in labels} == {METHOD_COLORS[method]}, method
+    assert len(set(METHOD_COLORS.values())) == len(METHOD_COLORS)  # no two methods share a colour
+    with pytest.raises(ValueError, match="no colour"):
+        method_color("mystery sampler")
