@@ -399,7 +399,7 @@ def success_figure(report: dict):
     gradient step) as dashed lines across the axis with their interval as a shaded band."""
     import plotly.graph_objects as go
 
-    from qgf_lite.plots import COLORS, FIT_WIDTH, log_axis
+    from qgf_lite.plots import FIT_WIDTH, log_axis, method_color
 
     fig = go.Figure()
     by_family = {}
@@ -413,7 +413,7 @@ def success_figure(report: dict):
     if not log_axis_wanted and weights:
         span = (0.0, span[1])
     for i, ((family, weighted), rows) in enumerate(by_family.items()):
-        color = COLORS[i % len(COLORS)]
+        color = method_color(family)  # one colour per method in every figure
         rows = sorted(rows, key=lambda r: r["weight"])
         rate = [100 * r["success_rate"] for r in rows]
         upper = [100 * r["success_ci95"][1] - v for r, v in zip(rows, rate)]
