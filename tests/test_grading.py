@@ -18,7 +18,7 @@ import pytest
 
 from qgf_lite import courseware as cw
 from qgf_lite.courseware.batch import Gradebook, match_reference
-from qgf_lite.courseware.sandbox import isolation_available
+from qgf_lite.courseware.sandbox import probe_backend
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "grading"
@@ -79,10 +79,11 @@ def test_failures_say_why(graded):
     assert rows["syntax_error"]["status"] == "1.2: syntax error"
     assert "SyntaxError" in reports["syntax_error"]["questions"]["1.2"]["message"]
     assert "raised ValueError: oops" in reports["exception"]["questions"]["1.3"]["message"]
+    # Code naming the package's implementation is reported; it scores 0 because the sandbox has no qgf_lite.
     status = rows["cheat_reference_imports"]["status"]
-    assert "1.1: uses the reference implementation (qgf_lite.flow.interpolate)" in status
+    assert "1.1: names the package's implementation (qgf_lite.flow.interpolate)" in status
     assert "reference_flow_matching_loss" in status
-    assert "1.4: called the reference implementation (qgf_lite.flow.euler_sample" in status  # caught at run time
+    assert "not available while grading" in reports["cheat_reference_imports"]["questions"]["1.1"]["message"]
     assert "the last one was graded" in reports["duplicated_cell"]["questions"]["1.1"]["message"]
     hard = reports["hard_coded_1_3"]["questions"]["1.3"]["checks"]
     assert not any(c["passed"] for c in hard)  # public check (on grading-seed inputs) and hidden ones
@@ -101,7 +102,7 @@ def test_feedback_shows_public_messages_and_names_failed_hidden_checks_without_i
     files = sorted(p.name for p in feedback.glob("*.md"))
     assert len(files) == len(graded["rows"])
     text = next(feedback.glob("*bugs_1_1_and_1_3.md")).read_text()
-    assert "**4 / 6 points**" in text
+    assert "**2 / 6 points**" in text
     assert "swapped" in text  # the public message
     assert 'hidden check "other batch sizes and action dimensions" (0 / 0.25): failed' in text
     correct = next(feedback.glob("*correct.md")).read_text()
@@ -109,9 +110,9 @@ def test_feedback_shows_public_messages_and_names_failed_hidden_checks_without_i
 
 
 def test_a_submission_cannot_write_outside_its_folder(graded):
-    if not isolation_available():
-        pytest.fail("unshare -r is not available here, so submissions are not isolated from the file system; "
-                    "grade in a container (see docs/TEACHING.md)")
+    if probe_backend("bwrap") and probe_backend("unshare"):
+        pytest.skip("no namespace sandbox here (bwrap or unshare); tests/test_grading_container.py covers the uid "
+                    "backend")
     subs, root = graded["subs"], graded["root"]
     assert sorted(p.name for p in subs.iterdir() if not p.name.endswith(".ipynb")) == []
     assert not (root / "escaped_by_submission.txt").exists()
@@ -182,12 +183,14 @@ def test_gradescope_autograder_zip_grades_a_submission(autograder, tmp_path):
     shutil.copy(root / "source" / "run_autograder", root / "run_autograder")
     (root / "submission").mkdir()
     shutil.copy(FIXTURES / "bugs_1_1_and_1_3.ipynb", root / "submission" / "my_notebook.ipynb")
-    env = dict(os.environ, GRADESCOPE_ROOT=str(root), QGF_PYTHON=sys.executable, PYTHONPATH=str(REPO))
+    # The uid backend (Gradescope's default) needs root: tests/test_grading_container.py runs it; here any works.
+    env = dict(os.environ, GRADESCOPE_ROOT=str(root), QGF_PYTHON=sys.executable, PYTHONPATH=str(REPO),
+               QGF_SANDBOX_BACKEND="auto")
     done = subprocess.run(["bash", str(root / "run_autograder")], env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((root / "results" / "results.json").read_text())
-    assert results["score"] == 4.0
+    assert results["score"] == 2.0
     tests = {t["name"]: t for t in results["tests"]}
     public = tests["1.1 Interpolate between noise and data: public check"]
     assert public["score"] == 0 and public["max_score"] == 0.5 and "swapped" in public["output"]
@@ -260,13 +263,3 @@ def test_the_grading_seed_changes_the_public_inputs():
     with grading_seed(99):
         graded = random_inputs(11, [(2, 3)])[0]
     assert not (graded == public).any()
-
-
-def test_the_private_tmp_brings_back_what_the_child_needs_from_the_old_one():
-    """A checkout or a virtual environment under /tmp (CI clones live there) must stay visible to the child."""
-    from qgf_lite.courseware.sandbox import _needed_under_tmp
-
-    tmp = Path("/tmp").resolve()
-    paths = [tmp / "clone", tmp / "clone" / ".venv", Path("/usr/lib"), tmp / "other" / "env"]
-    assert _needed_under_tmp(paths) == [str(tmp / "clone"), str(tmp / "other" / "env")]
-    assert _needed_under_tmp([Path("/usr/lib"), Path("/work/repo")]) == []
