@@ -30,8 +30,27 @@ def _add_limits(parser):
                         help="seconds one question (or one cell) may take; it alone then scores 0 (default 60)")
     parser.add_argument("--memory", type=_positive(float), default=4.0,
                         help="resident memory limit per submission in GiB (default 4)")
+    parser.add_argument("--backend", choices=("auto", "bwrap", "unshare", "uid"), default=None,
+                        help="the sandbox that runs student code (default auto: bwrap, else unshare, else uid when "
+                        "run as root; $QGF_SANDBOX_BACKEND also sets it); see docs/TEACHING.md")
+    parser.add_argument("--unsafe-no-sandbox", action="store_true",
+                        help="where no sandbox works, run student code with your own rights instead of refusing")
     parser.add_argument("--seed", type=int, help="grading seed for the hidden inputs (default: the build's "
                         "autograder/grading_seed.txt, or $QGF_GRADING_SEED)")
+
+
+def _sandbox(args) -> dict | None:
+    """The grade_submission options for the sandbox; None (after one message) when none can run here."""
+    from qgf_lite.courseware.sandbox import SandboxUnavailable, choose_backend
+
+    try:
+        backend = choose_backend(args.backend, unsafe=args.unsafe_no_sandbox)
+    except SandboxUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
+    if backend == "none":
+        print("warning: no sandbox: student code runs with your rights (--unsafe-no-sandbox)", file=sys.stderr)
+    return {"backend": backend, "unsafe": args.unsafe_no_sandbox}
 
 
 def _limits(args):
@@ -133,7 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "gradescope":
         from qgf_lite.courseware.gradescope import run_gradescope
 
-        run_gradescope(args.root, args.reference, seed=args.seed, limits=_limits(args))
+        options = _sandbox(args)
+        if options is None:
+            return 2
+        run_gradescope(args.root, args.reference, seed=args.seed, limits=_limits(args), **options)
         return 0
 
     from pathlib import Path
@@ -146,11 +168,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not Path(autograder_dir).is_dir():
             parser.error("pass --reference NOTEBOOK or --autograder-dir FOLDER (no dist/autograder here; run "
                          "`python -m qgf_lite.courseware build` first)")
+    options = _sandbox(args)
+    if options is None:
+        return 2
     try:
         rows = grade_batch(args.submissions, out=args.out, reference=args.reference, autograder_dir=autograder_dir,
                            jobs=args.jobs, seed=args.seed, limits=_limits(args), progress=not args.no_progress,
                            regrade=args.regrade, roster=args.roster, similarity=not args.no_similarity,
-                           log=lambda m: print(m, file=sys.stderr))
+                           grade_options=options, log=lambda m: print(m, file=sys.stderr))
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
