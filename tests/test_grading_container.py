@@ -96,4 +96,19 @@ def test_without_a_sandbox_grading_refuses_with_the_fix(monkeypatch):
     assert sandbox.choose_backend(unsafe=True) == "none"
     with pytest.raises(sandbox.SandboxUnavailable, match="--unsafe-no-sandbox"):
         sandbox.choose_backend("none")
-    assert cw is not None
+
+
+def test_the_grade_command_refuses_in_one_message_where_no_sandbox_works(monkeypatch, tmp_path, capsys):
+    from qgf_lite.courseware import sandbox
+
+    monkeypatch.setattr(sandbox, "_PROBES", {"bwrap": "not installed", "unshare": "no namespaces",
+                                             "uid": "not root"})
+    monkeypatch.delenv("QGF_SANDBOX_BACKEND", raising=False)
+    submission = tmp_path / "alice_01_flow_matching.ipynb"
+    shutil.copy(HOSTILE / "honest_01_flow_matching.ipynb", submission)
+    code = cw.main(["grade", str(submission), "--reference", str(REPO / "notebooks" / "01_flow_matching.ipynb"),
+                    "--out", str(tmp_path / "grades.csv"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("error:") == 1 and "apt-get install bubblewrap" in err and "Traceback" not in err
+    assert not (tmp_path / "grades.csv").exists()
