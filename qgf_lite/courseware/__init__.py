@@ -18,16 +18,18 @@ and the next code cell (tagged ``check:1.1``) calls a check that raises an
 * an autograder: a notebook holding only the cells grading needs (setup,
   exercises with solutions, checks) plus a secret grading seed.
 
-Grading (:mod:`qgf_lite.courseware.grading`) never trusts the submission's kernel: the submission's exercise
-cells and cheap helper cells run in a sandboxed child process (:mod:`qgf_lite.courseware.sandbox`) that only
-returns the outputs of the student's functions on inputs the grader chooses; the reference's check cells run in
-the grader on inputs drawn from the grading seed, followed by hidden checks (:mod:`qgf_lite.courseware.questions`).
+Grading (:mod:`qgf_lite.courseware.grading`) never trusts the submission's kernel: the submission is read in a
+limited child (:mod:`qgf_lite.courseware.reading`); its exercise cells and cheap helper cells run in a sandbox
+(:mod:`qgf_lite.courseware.sandbox`: bubblewrap, unshare or a dedicated uid) where qgf_lite is not importable and
+the setup cells' results arrive as data; the sandbox only returns the outputs of the student's functions on
+inputs the grader chooses (:mod:`qgf_lite.courseware.wire`); the reference's check cells run in the grader on
+inputs drawn from the grading seed, followed by hidden checks (:mod:`qgf_lite.courseware.questions`).
 
-Which cells the child runs: the reference's setup cells (tagged ``setup`` or recognised as cheap by reading
-their code: only imports, function/class definitions and assignments of constant-like expressions, see
-:func:`is_setup_code`), then the submission's exercise cells and its cheap helper cells. Everything else
-(training loops, plots, data generation) is skipped, which keeps grading fast; an exercise therefore has to work
-given the setup cells alone.
+Which cells the sandbox runs: the submission's exercise cells and its cheap helper cells (only imports,
+function/class definitions and assignments of constant-like expressions, see :func:`is_setup_code`). The
+reference's setup cells (tagged ``setup`` or recognised as cheap) run in the grader. Everything else (training
+loops, plots, data generation) is skipped, which keeps grading fast; an exercise therefore has to work given
+the setup cells alone.
 
 Command line::
 
