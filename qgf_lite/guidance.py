@@ -206,6 +206,12 @@ def guided_sample(
     return a_final, path
 
 
+def select_highest(proposals, scores) -> jnp.ndarray:
+    """Per row, the proposal with the highest score: proposals (batch, n, dim), scores (batch, n) -> (batch, dim).
+    Ties go to the first."""
+    return jnp.take_along_axis(proposals, jnp.argmax(scores, axis=1)[:, None, None], axis=1)[:, 0]
+
+
 def best_of_n(
     velocity,
     critic: Critic,
@@ -234,7 +240,7 @@ def best_of_n(
     )
     scores = _q_values(critic, flat_obs, proposals).reshape(batch, n)
     proposals = proposals.reshape(batch, n, dim)
-    best = jnp.take_along_axis(proposals, jnp.argmax(scores, axis=1)[:, None, None], axis=1)[:, 0]
+    best = select_highest(proposals, scores)
     if return_all:
         return best, proposals, scores
     return best

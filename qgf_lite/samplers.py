@@ -445,8 +445,26 @@ def specs_from_names(names: Iterable, weights: Iterable[float] = (), n: int = 4,
     return list(dict.fromkeys(specs))  # drop duplicates, keep order
 
 
+def matched_best_of_n(budget: int, steps: int = 10) -> int:
+    """The largest N whose best-of-N (unguided, ``steps`` Euler steps) costs at most ``budget`` network
+    evaluations per action: N proposals of ``steps`` velocity evaluations each, plus one critic evaluation to score
+    each (see :func:`sampler_cost`). Raises ValueError when not even one sample fits."""
+    from qgf_lite.validation import require_positive_int
+
+    budget = require_positive_int("budget", budget)
+    steps = require_positive_int("steps", steps)
+    n = 0
+    while SamplerSpec("best_of_n", n=n + 1, steps=steps).cost <= budget:
+        n += 1
+    if n == 0:
+        raise ValueError(f"`budget` {budget} is below the cost of a single sample with {steps} steps "
+                         f"({SamplerSpec('best_of_n', n=1, steps=steps).cost}).")
+    return n
+
+
 __all__ = [
     "MODE_LABELS",
+    "matched_best_of_n",
     "SAMPLERS",
     "SAMPLER_METHODS",
     "SAMPLER_NAMES",

@@ -21,8 +21,8 @@ from qgf_lite.checks._core import (
     CheckFailed, call_student, compare_arrays, fail, passed, random_inputs, rng, seeded, student_vjp,
 )
 from qgf_lite.checks.flow import _call_with_time_hint, _times, toy_velocity
-from qgf_lite.guidance import critic_action_gradient, denoised_estimate
-from qgf_lite.samplers import sampler_cost
+from qgf_lite.guidance import critic_action_gradient, denoised_estimate, select_highest
+from qgf_lite.samplers import matched_best_of_n
 from qgf_lite.checks.fields import critic_field  # noqa: F401 - rebuilt in the sandbox
 
 _BATCH, _DIM = 7, 3
@@ -144,8 +144,7 @@ def check_qgf_velocity(fn) -> None:
 def reference_select_best(critic, proposals) -> jnp.ndarray:
     """For each row, the proposal with the highest critic value: (batch, n, dim) -> (batch, dim)."""
     batch, n, dim = proposals.shape
-    scores = critic(proposals.reshape(batch * n, dim)).reshape(batch, n)
-    return jnp.take_along_axis(proposals, jnp.argmax(scores, axis=1)[:, None, None], axis=1)[:, 0]
+    return select_highest(proposals, critic(proposals.reshape(batch * n, dim)).reshape(batch, n))
 
 
 def check_select_best(fn) -> None:
@@ -172,10 +171,7 @@ def check_select_best(fn) -> None:
 # --------------------------------------------------------------------------- 4.2 compute-matched N
 def reference_matched_best_of_n(budget: int, steps: int) -> int:
     """The largest N with sampler_cost('best_of_n', steps, N)['total'] <= budget (at least 1 for these inputs)."""
-    n = 0
-    while sampler_cost("best_of_n", steps=steps, n=n + 1)["total"] <= budget:
-        n += 1
-    return n
+    return matched_best_of_n(budget, steps)
 
 
 _BUDGET_CASES = ((30, 10), (124, 10), (100, 4), (33, 10), (40, 3), (200, 16), (21, 20))

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qgf_lite import samplers, toy
+from qgf_lite.samplers import matched_best_of_n  # noqa: F401 - the notebooks' name for it
 from qgf_lite.toy import metrics
 from qgf_lite.checkpoint import load_checkpoint, save_checkpoint
 from qgf_lite.data import make_dataset
@@ -350,19 +351,6 @@ def weight_sweep(setup: ToySetup, weights: Sequence[float], key, *, num: int = 1
         row.update(score_samples(setup, actions, metric_key, target=target))
         rows.append(row)
     return rows
-
-
-def matched_best_of_n(budget: int, steps: int = 10) -> int:
-    """The largest N whose best-of-N (unguided, ``steps`` Euler steps) costs at most ``budget`` evaluations."""
-    budget = require_positive_int("budget", budget)
-    steps = require_positive_int("steps", steps)
-    n = 0
-    while samplers.SamplerSpec("best_of_n", n=n + 1, steps=steps).cost <= budget:
-        n += 1
-    if n == 0:
-        raise ValueError(f"`budget` {budget} is below the cost of a single sample with {steps} steps "
-                         f"({samplers.SamplerSpec('best_of_n', n=1, steps=steps).cost}).")
-    return n
 
 
 def equal_compute_specs(weight: float, *, steps: int = 10, bfn_n: int = 4) -> List[samplers.SamplerSpec]:
