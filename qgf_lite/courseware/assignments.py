@@ -9,7 +9,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    import nbformat
 
 # nbformat is imported where a notebook is read or written: its import takes about a second, and the limited
 # reader of submissions (reading.py) loads this file for its parsing helpers alone.
