@@ -179,8 +179,10 @@ def test_build_writes_expected_tree_and_skips_notebooks_without_exercises(dist):
     name = FIXTURE.name
     assert files == sorted(
         [f"student/{name}", f"solutions/{name}", f"autograder/{name}", "autograder/README.md", "autograder/grade.py",
-         "autograder/grading_seed.txt"]
+         "autograder/grading_seed.txt", "course/README.md", f"course/{name}", f"course/{Path(NO_EXERCISES).name}"]
     )
+    # What students must not see is the teacher's alone (the uid sandbox backend relies on it).
+    assert (out / "solutions").stat().st_mode & 0o077 == 0 and (out / "autograder").stat().st_mode & 0o077 == 0
     assert int((out / "autograder" / "grading_seed.txt").read_text()) > 0
     assert list(built) == [FIXTURE.stem]
     assert any(m.startswith(f"skip {NO_EXERCISES}") for m in messages)

@@ -63,5 +63,5 @@ def test_notebook_06_is_an_assignment_graded_with_hidden_checks(tmp_path):
         rows = {Path(row["submission"]).stem: row for row in csv.DictReader(handle)}
     got = {name: (float(row["6.1"]), float(row["6.2"])) for name, row in rows.items()}
     assert got == EXPECTED, got
-    assert "uses the reference implementation (qgf_lite.toy.comparison.select_weight)" in \
+    assert "names the package's implementation (qgf_lite.toy.comparison.select_weight)" in \
         rows["imports_the_reference"]["status"]
