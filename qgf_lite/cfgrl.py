@@ -35,14 +35,16 @@ In a train state the network is ``state.cfgrl_params`` (``QGFConfig(cfgrl=True)`
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Callable, Optional
+from typing import Callable, ClassVar, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from qgf_lite.flow import flow_matching_loss
+from qgf_lite.learners import CRITIC_CHOICES, Learner, LearnerContext, check_choice, check_number, learner_field
 from qgf_lite.validation import (
     as_float_array,
     is_concrete,
@@ -62,6 +64,8 @@ LABELS = (UNCONDITIONAL, POSITIVE)
 ConditionedVelocity = Callable  # (obs | None, actions (B, D), t (B,) or scalar, label int or (B,)) -> (B, D)
 
 __all__ = [
+    "CFGRLConfig",
+    "LEARNER",
     "UNCONDITIONAL",
     "POSITIVE",
     "LABELS",
@@ -238,3 +242,68 @@ def cfgrl_sample(
     if not return_path:
         return a_final
     return a_final, jnp.concatenate([noise[None], path[:-1], a_final[None]], axis=0)
+
+
+# ----------------------------------------------------------------------------------------------- the learner
+# CFG-RL as a training-time learner (qgf_lite.learners): a label-conditioned velocity network trained from the
+# core's batches, labelled by the core critic and value (constants). `qgf-lite train --cfgrl` enables it.
+
+
+@dataclasses.dataclass(frozen=True)
+class CFGRLConfig:
+    """CFG-RL's options (``QGFConfig(learners=(CFGRLConfig(...),))``, or ``cfgrl=True`` and ``cfgrl_*``)."""
+
+    learner: ClassVar[str] = "cfgrl"
+
+    threshold: float = learner_field(0.0, "CFG-RL: an action is labelled positive when Q(s, a) - V(s) exceeds this")
+    uncond_weight: float = learner_field(1.0, "CFG-RL: loss weight (>= 0) of the unconditional (all data) branch")
+    critic: str = learner_field("target", "CFG-RL: the critic whose ensemble minimum labels the data, target "
+                                          "(the Polyak copy) or online")
+
+    def __post_init__(self):
+        object.__setattr__(self, "threshold", check_number("cfgrl_threshold", self.threshold))
+        object.__setattr__(self, "uncond_weight", check_number(
+            "cfgrl_uncond_weight", self.uncond_weight, minimum=0, why="it weighs the unconditional branch's loss"))
+        check_choice("cfgrl_critic", self.critic, CRITIC_CHOICES)
+
+
+def _build_cfgrl_network(config, options: CFGRLConfig):
+    from qgf_lite.networks import ConditionedVelocityField
+
+    return ConditionedVelocityField(config.chunk_dim, config.actor_hidden, config.time_emb_dim, config.layer_norm)
+
+
+def _cfgrl_init_inputs(config, options: CFGRLConfig):
+    return (jnp.zeros((1, config.obs_dim)), jnp.zeros((1, config.chunk_dim)), jnp.zeros((1,)),
+            jnp.zeros((1,), jnp.int32))
+
+
+def _cfgrl_learner_loss(network, params, ctx: LearnerContext):
+    """``cfgrl_loss`` with the positive branch weighted by 1[min_i Q_i - V > threshold] times the chunk validity
+    (Q from the target or online critic per ``critic``, Q and V before this step's update)."""
+    options = ctx.options
+    q_values = ctx.target_q if options.critic == "target" else ctx.q
+    positive = optimality_weights(advantages(q_values, ctx.v), options.threshold, ctx.valid)
+    loss, parts = cfgrl_loss(functools.partial(network.apply, params), ctx.obs, ctx.actions, ctx.key, positive,
+                             uncond_weight=options.uncond_weight, valid=ctx.valid, time_grid=ctx.config.time_grid,
+                             return_parts=True)
+    return loss, {
+        "positive_loss": parts["positive_loss"],
+        "unconditional_loss": parts["unconditional_loss"],
+        # share of the batch's valid chunks labelled positive
+        "positive_fraction": jnp.sum(positive) / jnp.maximum(jnp.sum(ctx.valid), 1e-8),
+    }
+
+
+LEARNER = Learner(
+    name="cfgrl",
+    options=CFGRLConfig,
+    build=_build_cfgrl_network,
+    init_inputs=_cfgrl_init_inputs,
+    loss=_cfgrl_learner_loss,
+    key_tag=0x43464752,
+    label="CFG-RL",
+    noun="network",
+    summary="also train the CFG-RL baseline (docs/algorithm.md §5): a second velocity network, conditioned on the "
+            "optimality label 1[Q - V > threshold], from the same batches",
+)

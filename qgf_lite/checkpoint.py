@@ -4,8 +4,9 @@ Writes are atomic (a temporary file in the same folder, fsynced, then ``os.repla
 either the old checkpoint or the new one, never half of one. Loading checks the stored arrays against the
 architecture they are loaded into and names the first mismatch. Checkpoints written before a config field or a
 train-state field existed still load: a missing config field takes its default, and a missing state field is
-accepted when the architecture holds no arrays in it (e.g. ``cfgrl_params`` / ``fql_params`` of a run without
-CFG-RL / FQL).
+accepted when the architecture holds no arrays in it. Checkpoints of 0.2, which stored the CFG-RL and FQL options
+as flat config fields (``cfgrl``, ``fql_alpha``...) and their arrays as state fields (``cfgrl_params``,
+``fql_opt_state``...), load into the learner layout (``QGFConfig.learners``, ``TrainState.learners[name]``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import jax
 import numpy as np
 
 from qgf_lite.fileio import atomic_write_bytes
+from qgf_lite.learners import get_learner, learner_names
 from qgf_lite.training import QGFConfig, TrainState, init_train_state, init_train_states
 
 FORMAT = "qgf_lite.checkpoint"
@@ -56,12 +58,29 @@ def _flat(tree, prefix=""):
 
 def _architecture_diff(stored: QGFConfig, wanted: QGFConfig):
     fields = ("obs_dim", "action_dim", "horizon", "actor_hidden", "critic_hidden", "value_hidden",
-              "num_critics", "layer_norm", "time_emb_dim", "cfgrl", "fql")
+              "num_critics", "layer_norm", "time_emb_dim", *learner_names())  # a learner's name: is it trained
     diff = [f"{f}: checkpoint {getattr(stored, f)!r} vs requested {getattr(wanted, f)!r}"
             for f in fields if getattr(stored, f) != getattr(wanted, f)]
-    if stored.fql and wanted.fql and stored.fql_hidden_dims != wanted.fql_hidden_dims:
-        diff.append(f"fql_hidden: checkpoint {stored.fql_hidden_dims!r} vs requested {wanted.fql_hidden_dims!r}")
+    for name in set(stored.learner_names) & set(wanted.learner_names):
+        architecture = get_learner(name).architecture
+        have = architecture(stored, stored.learner_options(name))
+        want = architecture(wanted, wanted.learner_options(name))
+        diff += [f"{k}: checkpoint {have[k]!r} vs requested {want[k]!r}" for k in sorted(have) if have[k] != want[k]]
     return diff
+
+
+def _learner_layout(state: dict) -> dict:
+    """A stored state dict with 0.2's learner fields (``cfgrl_params``, ``fql_opt_state``...) moved to
+    ``learners[name]["params" | "opt_state"]``; empty ones (a learner the run did not train) are dropped."""
+    state = dict(state)
+    learners = dict(state.get("learners", {}) or {})
+    for name in learner_names():
+        for part in ("params", "opt_state"):
+            value = state.pop(f"{name}_{part}", None)
+            if value is not None and _flat(value):
+                learners.setdefault(name, {})[part] = value
+    state["learners"] = learners
+    return state
 
 
 def load_checkpoint(path, config: Optional[QGFConfig] = None) -> Tuple[QGFConfig, TrainState, dict]:
@@ -100,7 +119,7 @@ def load_checkpoint(path, config: Optional[QGFConfig] = None) -> Tuple[QGFConfig
     template_dict = flax.serialization.to_state_dict(template)
     # A state field the architecture leaves empty (the CFG-RL network of a run without it) is absent from
     # checkpoints written before the field existed: restore it as the empty container it is.
-    stored_state = dict(stored_state)
+    stored_state = _learner_layout(stored_state)
     for name, value in template_dict.items():
         if name not in stored_state and isinstance(value, dict) and not _flat(value):
             stored_state[name] = value

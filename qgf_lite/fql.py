@@ -30,7 +30,11 @@ and the FQL update reads it as a constant.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+import dataclasses
+import functools
+import math
+import numbers
+from typing import Callable, ClassVar, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -38,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qgf_lite.flow import euler_sample
+from qgf_lite.learners import CRITIC_CHOICES, Learner, LearnerContext, check_bool, check_choice, learner_field
 from qgf_lite.networks import MLP, as_obs
 from qgf_lite.validation import (
     as_float_array,
@@ -56,6 +61,8 @@ Critic = Callable  # (obs | None, actions (B, D)) -> Q (members, B) or (B,)
 Q_AGGREGATES = ("mean", "min")  # how the actor loss reduces the critic ensemble; "mean" is the reference's
 
 __all__ = [
+    "FQLConfig",
+    "LEARNER",
     "OneStepPolicy",
     "Q_AGGREGATES",
     "distillation_loss",
@@ -203,3 +210,77 @@ def fql_sample(policy: Policy, obs, noise, *, clip=(-1.0, 1.0)) -> jnp.ndarray:
     clip = require_clip(clip)
     actions = _policy_actions(policy, obs, noise)
     return actions if clip is None else jnp.clip(actions, *clip)
+
+
+# ----------------------------------------------------------------------------------------------- the learner
+# FQL as a training-time learner (qgf_lite.learners): the one-step policy trained from the core's batches against
+# the core BC flow and critic (constants). `qgf-lite train --fql` enables it.
+
+
+@dataclasses.dataclass(frozen=True)
+class FQLConfig:
+    """FQL's options (``QGFConfig(learners=(FQLConfig(...),))``, or ``fql=True`` and ``fql_*``)."""
+
+    learner: ClassVar[str] = "fql"
+
+    alpha: float = learner_field(10.0, "FQL: weight (>= 0) of the distillation loss against the normalised Q loss")
+    hidden: Tuple[int, ...] = learner_field((), "FQL: hidden layer widths of the one-step policy; empty: the "
+                                                "velocity network's (actor_hidden)")
+    critic: str = learner_field("online", "FQL: the critic the one-step policy maximises, online (as the FQL "
+                                          "reference) or target (the Polyak copy)")
+    q_aggregate: str = learner_field("mean", "FQL: how the actor loss reduces the Q ensemble, mean (as the FQL "
+                                             "reference) or min")
+    normalize_q: bool = learner_field(True, "FQL: divide the Q loss by the batch's mean |Q| (stop-gradient), as "
+                                            "the FQL reference's normalize_q_loss")
+
+    def __post_init__(self):
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, numbers.Real):
+            raise TypeError(f"`fql_alpha` must be a number, got {self.alpha!r} ({type(self.alpha).__name__}).")
+        if not math.isfinite(self.alpha) or self.alpha < 0:
+            raise ValueError(f"`fql_alpha` must be a finite number >= 0 (the distillation weight), got {self.alpha!r}.")
+        object.__setattr__(self, "alpha", float(self.alpha))
+        object.__setattr__(self, "hidden", tuple(require_positive_int("fql_hidden", w) for w in self.hidden))
+        check_choice("fql_critic", self.critic, CRITIC_CHOICES)
+        check_choice("fql_q_aggregate", self.q_aggregate, Q_AGGREGATES)
+        object.__setattr__(self, "normalize_q", check_bool("fql_normalize_q", self.normalize_q))
+
+
+def _fql_hidden_dims(config, options: FQLConfig) -> Tuple[int, ...]:
+    return options.hidden or config.actor_hidden
+
+
+def _build_fql_network(config, options: FQLConfig) -> OneStepPolicy:
+    return OneStepPolicy(config.chunk_dim, _fql_hidden_dims(config, options), config.layer_norm)
+
+
+def _fql_init_inputs(config, options: FQLConfig):
+    return jnp.zeros((1, config.obs_dim)), jnp.zeros((1, config.chunk_dim))
+
+
+def _fql_learner_loss(network, params, ctx: LearnerContext):
+    """``fql_loss`` on the batch's observations with noise z ~ N(0, I) from the learner's key, the BC flow's Euler
+    sample (``flow_steps`` steps, the policy before this step's update) as distillation target, and Q from the online
+    or target critic (``critic``, before the update) reduced by ``q_aggregate``."""
+    options = ctx.options
+    velocity = functools.partial(ctx.actor.apply, jax.lax.stop_gradient(ctx.policy_params))
+    critic = functools.partial(ctx.critic.apply, jax.lax.stop_gradient(ctx.critic_params_for(options.critic)))
+    noise = jax.random.normal(ctx.key, (jnp.shape(ctx.obs)[0], ctx.config.chunk_dim))
+    loss, parts = fql_loss(functools.partial(network.apply, params), critic, velocity, ctx.obs, noise,
+                           alpha=options.alpha, flow_steps=ctx.config.flow_steps, aggregate=options.q_aggregate,
+                           normalize=options.normalize_q, return_parts=True)
+    return loss, {"q_loss": parts["q_loss"], "distill_loss": parts["distill_loss"], "q_mean": parts["q_mean"]}
+
+
+LEARNER = Learner(
+    name="fql",
+    options=FQLConfig,
+    build=_build_fql_network,
+    init_inputs=_fql_init_inputs,
+    loss=_fql_learner_loss,
+    key_tag=0x46514C31,
+    architecture=lambda config, options: {"fql_hidden": _fql_hidden_dims(config, options)},
+    label="FQL",
+    noun="one-step policy",
+    summary="also train the FQL baseline (docs/algorithm.md §5): a one-step policy mu(s, z) that maximises Q while "
+            "distilling the BC flow, from the same batches",
+)

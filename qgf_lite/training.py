@@ -1,12 +1,14 @@
-"""Training BC (flow matching) and IQL side by side, never coupled (docs/algorithm.md §2-§3).
+"""Training BC (flow matching) and IQL side by side, never coupled (docs/algorithm.md §2-§3), plus learners.
 
-- ``QGFConfig``: every size and hyper-parameter, frozen (it is a static argument of the jitted functions).
-- ``TrainState``: the three networks' parameters, their Adam states, the target critic and a PRNG key (and,
-  with ``QGFConfig(cfgrl=True)``, the CFG-RL baseline's label-conditioned velocity network and its Adam state;
-  with ``QGFConfig(fql=True)``, FQL's one-step policy and its Adam state).
-- ``train_step``: one update of policy, critic and value from one batch (and of the CFG-RL network, which
-  reads the critic and value as constants: docs/algorithm.md §5, ``qgf_lite.cfgrl``; and of FQL's one-step
-  policy, which reads the BC flow and the critic as constants: ``qgf_lite.fql``).
+- ``QGFConfig``: every size and hyper-parameter of the core (BC flow, IQL critic and value), frozen (it is a static
+  argument of the jitted functions), and ``learners``: the training-time methods trained beside it, each with its
+  options (``qgf_lite.learners``: CFG-RL, FQL, ...). ``QGFConfig(cfgrl=True, cfgrl_threshold=...)`` and
+  ``fql=True``/``fql_*`` (0.2's fields) still work: they enable the learner and set its options.
+- ``TrainState``: the three core networks' parameters, their Adam states, the target critic, a PRNG key, and
+  ``learners``: name -> {"params", "opt_state"} of every enabled learner (``state.cfgrl_params`` /
+  ``state.fql_opt_state`` ... read them under 0.2's names).
+- ``train_step``: one update of policy, critic and value from one batch, then one of every enabled learner, which
+  reads the core networks as constants (docs/algorithm.md §5).
 - ``train_steps``: many updates inside one ``jax.lax.scan``, minibatches sampled on the device.
 - ``guidance_critic_params``: which critic the samplers guide with (the target one unless asked otherwise).
 - ``fit``: the host loop around ``train_steps`` with a progress bar; states with a leading seed axis
@@ -18,8 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import numbers
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 import flax.struct
 import jax
@@ -27,12 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from qgf_lite.cfgrl import advantages, cfgrl_loss, optimality_weights
 from qgf_lite.data import TransitionDataset, sample_chunk_batch
 from qgf_lite.flow import flow_matching_loss
-from qgf_lite.fql import Q_AGGREGATES, OneStepPolicy, fql_loss
 from qgf_lite.iql import critic_loss, polyak_update, q_target, value_loss
-from qgf_lite.networks import ConditionedVelocityField, CriticEnsemble, ValueNet, VelocityField
+from qgf_lite.learners import CRITIC_CHOICES, LearnerContext, check_bool, get_learner, learner_names, options_name
+from qgf_lite.networks import CriticEnsemble, ValueNet, VelocityField
 from qgf_lite.validation import require_positive_int
 
 
@@ -41,12 +41,22 @@ def _field(default, help: str):
     return dataclasses.field(default=default, metadata={"help": help})
 
 
+def legacy_option_names() -> dict:
+    """0.2's flat learner options, "<learner>_<option>" -> (learner, option): ``cfgrl_threshold``, ``fql_alpha``..."""
+    return {f"{name}_{f.name}": (name, f.name) for name in learner_names()
+            for f in dataclasses.fields(get_learner(name).options)}
+
+
 @dataclasses.dataclass(frozen=True)
 class QGFConfig:
-    """Sizes and hyper-parameters; defaults are the paper/reference ones (docs/algorithm.md §2-§4).
+    """Sizes and hyper-parameters of the core; defaults are the paper/reference ones (docs/algorithm.md §2-§4).
 
-    Every field but obs_dim/action_dim (set by the dataset) is a ``qgf-lite train`` flag, with the help text
-    of its ``metadata["help"]``.
+    Every field but obs_dim/action_dim (set by the dataset) and ``learners`` is a ``qgf-lite train`` flag, with the
+    help text of its ``metadata["help"]``. ``learners`` is a tuple of learner configs (``CFGRLConfig(...)``,
+    ``FQLConfig(...)``, see ``qgf_lite.learners``), at most one per learner; each learner's options are the flags
+    ``--<learner>-<option>`` and ``--<learner>`` enables it. The keywords ``<learner>=True/False`` and
+    ``<learner>_<option>=...`` (0.2's fields, e.g. ``cfgrl=True, cfgrl_threshold=0.1``) enable a learner and set
+    its options, and read back as attributes (``config.fql``, ``config.fql_alpha``).
     """
 
     obs_dim: int
@@ -66,26 +76,10 @@ class QGFConfig:
     flow_steps: int = _field(10, "Euler steps of the samplers; evaluation uses it unless told otherwise")
     time_grid: Optional[int] = _field(10, "training draws flow times from a grid of this many "
                                           "points; None: uniform on [0, 1]")
-    cfgrl: bool = _field(False, "also train the CFG-RL baseline (docs/algorithm.md §5): a second velocity network, "
-                                "conditioned on the optimality label 1[Q - V > threshold], from the same batches")
-    cfgrl_threshold: float = _field(0.0, "CFG-RL: an action is labelled positive when Q(s, a) - V(s) exceeds this")
-    cfgrl_uncond_weight: float = _field(1.0, "CFG-RL: loss weight (>= 0) of the unconditional (all data) branch")
-    cfgrl_critic: str = _field("target", "CFG-RL: the critic whose ensemble minimum labels the data, target "
-                                         "(the Polyak copy) or online")
-    fql: bool = _field(False, "also train the FQL baseline (docs/algorithm.md §5): a one-step policy mu(s, z) that "
-                              "maximises Q while distilling the BC flow, from the same batches")
-    fql_alpha: float = _field(10.0, "FQL: weight (>= 0) of the distillation loss against the normalised Q loss")
-    fql_hidden: Tuple[int, ...] = _field((), "FQL: hidden layer widths of the one-step policy; empty: the "
-                                             "velocity network's (actor_hidden)")
-    fql_critic: str = _field("online", "FQL: the critic the one-step policy maximises, online (as the FQL "
-                                       "reference) or target (the Polyak copy)")
-    fql_q_aggregate: str = _field("mean", "FQL: how the actor loss reduces the Q ensemble, mean (as the FQL "
-                                          "reference) or min")
-    fql_normalize_q: bool = _field(True, "FQL: divide the Q loss by the batch's mean |Q| (stop-gradient), as the "
-                                         "FQL reference's normalize_q_loss")
+    learners: Tuple[Any, ...] = _field((), "the training-time learners trained beside the core, with their options")
 
     def __post_init__(self):
-        for name in ("actor_hidden", "critic_hidden", "value_hidden", "fql_hidden"):
+        for name in ("actor_hidden", "critic_hidden", "value_hidden"):
             object.__setattr__(self, name, tuple(int(w) for w in getattr(self, name)))
         require_positive_int("obs_dim", self.obs_dim, minimum=0)
         for name in ("action_dim", "horizon", "num_critics", "batch_size", "flow_steps", "time_emb_dim"):
@@ -100,44 +94,44 @@ class QGFConfig:
             raise ValueError(f"`target_update_rate` must be in (0, 1], got {self.target_update_rate}.")
         if not self.learning_rate > 0:
             raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate}.")
-        if not isinstance(self.cfgrl, (bool, np.bool_)):
-            raise TypeError(f"`cfgrl` must be True or False, got {self.cfgrl!r}.")
-        object.__setattr__(self, "cfgrl", bool(self.cfgrl))
-        for name in ("cfgrl_threshold", "cfgrl_uncond_weight"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise TypeError(f"`{name}` must be a number, got {value!r} ({type(value).__name__}).")
-            if not math.isfinite(value):
-                raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
-            object.__setattr__(self, name, float(value))
-        if self.cfgrl_uncond_weight < 0:
-            raise ValueError(f"`cfgrl_uncond_weight` must be >= 0 (it weighs the unconditional branch's loss), "
-                             f"got {self.cfgrl_uncond_weight!r}.")
-        if self.cfgrl_critic not in CRITIC_CHOICES:
-            raise ValueError(f"`cfgrl_critic` must be one of {', '.join(map(repr, CRITIC_CHOICES))}, "
-                             f"got {self.cfgrl_critic!r}.")
-        for name in ("fql", "fql_normalize_q"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise TypeError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
-            object.__setattr__(self, name, bool(getattr(self, name)))
-        if isinstance(self.fql_alpha, bool) or not isinstance(self.fql_alpha, numbers.Real):
-            raise TypeError(f"`fql_alpha` must be a number, got {self.fql_alpha!r} ({type(self.fql_alpha).__name__}).")
-        if not math.isfinite(self.fql_alpha) or self.fql_alpha < 0:
-            raise ValueError(f"`fql_alpha` must be a finite number >= 0 (the distillation weight), "
-                             f"got {self.fql_alpha!r}.")
-        object.__setattr__(self, "fql_alpha", float(self.fql_alpha))
-        for width in self.fql_hidden:
-            require_positive_int("fql_hidden", width)
-        if self.fql_critic not in CRITIC_CHOICES:
-            raise ValueError(f"`fql_critic` must be one of {', '.join(map(repr, CRITIC_CHOICES))}, "
-                             f"got {self.fql_critic!r}.")
-        if self.fql_q_aggregate not in Q_AGGREGATES:
-            raise ValueError(f"`fql_q_aggregate` must be one of {', '.join(map(repr, Q_AGGREGATES))}, "
-                             f"got {self.fql_q_aggregate!r}.")
+        if isinstance(self.learners, Mapping):  # {name: options or {option: value}}, as to_dict writes it
+            object.__setattr__(self, "learners", tuple(
+                o if not isinstance(o, Mapping) else get_learner(name).options(**o) for name, o in self.learners.items()))
+        if isinstance(self.learners, (str, bytes)) or not isinstance(self.learners, (tuple, list)):
+            raise TypeError(f"`learners` must be a tuple of learner configs (or a dict name -> options), got "
+                            f"{self.learners!r}.")
+        names = [options_name(options) for options in self.learners]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"`learners` names {', '.join(repeated)} more than once; give each learner one config.")
+        order = learner_names()  # one canonical order, so that equal configs compare and hash equal
+        object.__setattr__(self, "learners", tuple(sorted(self.learners, key=lambda o: order.index(options_name(o)))))
+
+    def __getattr__(self, name):
+        # Only called for names that are not fields: 0.2's `config.cfgrl`, `config.fql_alpha`, ...
+        if name.startswith("__") or "learners" not in self.__dict__:
+            raise AttributeError(name)
+        if name in learner_names():
+            return self.learner_options(name) is not None
+        legacy = legacy_option_names().get(name)
+        if legacy is None:
+            raise AttributeError(f"'QGFConfig' object has no attribute {name!r}")
+        learner, option = legacy
+        options = self.learner_options(learner)
+        return getattr(get_learner(learner).options() if options is None else options, option)
+
+    def learner_options(self, name: str):
+        """The options of the enabled learner ``name``, or None when it is not enabled."""
+        return next((o for o in self.learners if options_name(o) == name), None)
+
+    @property
+    def learner_names(self) -> Tuple[str, ...]:
+        """The enabled learners' names, in training order."""
+        return tuple(options_name(o) for o in self.learners)
 
     @property
     def fql_hidden_dims(self) -> Tuple[int, ...]:
-        """The one-step policy's hidden widths: ``fql_hidden``, or ``actor_hidden`` when it is empty."""
+        """The FQL one-step policy's hidden widths: ``fql_hidden``, or ``actor_hidden`` when it is empty (0.2)."""
         return self.fql_hidden or self.actor_hidden
 
     @property
@@ -145,16 +139,80 @@ class QGFConfig:
         """Size of one flattened action chunk: what the policy samples and the critic scores."""
         return self.horizon * self.action_dim
 
+    @classmethod
+    def option_names(cls) -> Tuple[str, ...]:
+        """Every keyword the constructor takes besides ``learners``: the core fields, then each learner's name and
+        its ``<learner>_<option>`` names."""
+        core = tuple(f.name for f in dataclasses.fields(cls) if f.name != "learners")
+        return core + tuple(learner_names()) + tuple(legacy_option_names())
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The core fields, and ``learners``: {name: {option: value}} of the enabled learners."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "learners"}
+        d["learners"] = {options_name(o): dataclasses.asdict(o) for o in self.learners}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "QGFConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
+        """Inverse of ``to_dict``; also reads 0.2's flat dicts (``cfgrl``, ``cfgrl_threshold``, ``fql_alpha``...),
+        where the options of a learner that is off are ignored (0.2 stored them for every run)."""
+        d = dict(d)
+        known = set(cls.option_names()) | {"learners"}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"Unknown QGFConfig field(s) {unknown}.")
-        return cls(**d)
+        learners = d.pop("learners", {}) or {}
+        if not isinstance(learners, dict):
+            raise ValueError(f"`learners` must map learner names to their options, got {learners!r}.")
+        options = [get_learner(name).options(**dict(values)) for name, values in learners.items()]
+        enabled = set(learners) | {name for name in learner_names() if d.get(name)}
+        for key, (name, _) in legacy_option_names().items():
+            if key in d and name not in enabled:
+                del d[key]
+        for name in learner_names():
+            if name in d and not d[name]:
+                del d[name]
+        return cls(**d, learners=tuple(options))
+
+
+_dataclass_init = QGFConfig.__init__
+
+
+def _init_with_legacy_keywords(self, *args, **kwargs):
+    # 0.2's keywords: `<learner>=bool` enables or disables a learner, `<learner>_<option>=value` sets an option.
+    enable = {name: kwargs.pop(name) for name in learner_names() if name in kwargs}
+    legacy = {key: kwargs.pop(key) for key in list(kwargs) if key in legacy_option_names()}
+    if enable or legacy:
+        kwargs["learners"] = _merge_learners(kwargs.get("learners", ()), enable, legacy)
+    _dataclass_init(self, *args, **kwargs)
+
+
+_init_with_legacy_keywords.__doc__ = _dataclass_init.__doc__
+_init_with_legacy_keywords.__signature__ = __import__("inspect").signature(_dataclass_init)
+QGFConfig.__init__ = _init_with_legacy_keywords
+
+
+def _merge_learners(learners, enable: dict, legacy: dict) -> tuple:
+    """``learners`` with 0.2's keywords applied: ``enable`` {learner: bool}, ``legacy`` {"<learner>_<option>": value}."""
+    current = {options_name(o): o for o in learners}
+    for name, on in enable.items():
+        if check_bool(name, on):
+            current.setdefault(name, get_learner(name).options())
+        else:
+            current.pop(name, None)
+    grouped: dict = {}
+    for key, value in legacy.items():
+        name, option = legacy_option_names()[key]
+        grouped.setdefault(name, {})[option] = value
+    for name, values in grouped.items():
+        base = current.get(name, get_learner(name).options())
+        updated = dataclasses.replace(base, **values)  # checks the values, naming `<learner>_<option>`
+        if name not in current:
+            raise ValueError(f"{', '.join(f'`{name}_{k}`' for k in values)} set(s) options of the {name} learner, "
+                             f"which this config does not train: add {name}=True (`qgf-lite train --{name}`) or "
+                             f"leave the option out.")
+        current[name] = updated
+    return tuple(current.values())
 
 
 def build_networks(config: QGFConfig):
@@ -165,31 +223,44 @@ def build_networks(config: QGFConfig):
     return actor, critic, value
 
 
-def build_cfgrl_network(config: QGFConfig) -> ConditionedVelocityField:
-    """The CFG-RL baseline's label-conditioned velocity network: the policy's shape plus a label input."""
-    return ConditionedVelocityField(config.chunk_dim, config.actor_hidden, config.time_emb_dim, config.layer_norm)
+def _options_or_default(config: QGFConfig, name: str):
+    options = config.learner_options(name)
+    return get_learner(name).options() if options is None else options
 
 
-def build_fql_network(config: QGFConfig) -> OneStepPolicy:
-    """FQL's one-step policy mu(s, z): an MLP on concat[obs, noise] -> action chunk (``qgf_lite.fql``)."""
-    return OneStepPolicy(config.chunk_dim, config.fql_hidden_dims, config.layer_norm)
+def build_learner_network(config: QGFConfig, name: str):
+    """The flax module of learner ``name`` (with its options in ``config``, or its defaults when it is off)."""
+    return get_learner(name).build(config, _options_or_default(config, name))
+
+
+def build_cfgrl_network(config: QGFConfig):
+    """0.2's name for ``build_learner_network(config, "cfgrl")``: CFG-RL's label-conditioned velocity network."""
+    return build_learner_network(config, "cfgrl")
+
+
+def build_fql_network(config: QGFConfig):
+    """0.2's name for ``build_learner_network(config, "fql")``: FQL's one-step policy mu(s, z)."""
+    return build_learner_network(config, "fql")
 
 
 def make_optimizer(config: QGFConfig) -> optax.GradientTransformation:
     return optax.adam(config.learning_rate)
 
 
-# The CFG-RL network's PRNG keys are folded out of the keys the other networks use, under this tag, so that
-# turning cfgrl on changes no other key: policy, critic and value train exactly as without it. (split(k, n)[i]
-# is fold_in(k, i) in jax, hence a tag far from small integers.)
-CFGRL_KEY_TAG = 0x43464752
-FQL_KEY_TAG = 0x46514C31  # the same for FQL's initialisation and noise
+# A learner's PRNG keys are folded out of the keys the core networks use, under its ``key_tag``, so that turning it
+# on changes no other key: policy, critic and value train exactly as without it. (split(k, n)[i] is fold_in(k, i)
+# in jax, hence tags far from small integers.)
+CFGRL_KEY_TAG = get_learner("cfgrl").key_tag
+FQL_KEY_TAG = get_learner("fql").key_tag
+
+_STATE_SUFFIXES = ("_params", "_opt_state")
 
 
 @flax.struct.dataclass
 class TrainState:
-    """Every array of a run. ``cfgrl_params``/``cfgrl_opt_state`` are empty dicts unless ``config.cfgrl``, and
-    ``fql_params``/``fql_opt_state`` unless ``config.fql``."""
+    """Every array of a run: the core networks' and, in ``learners``, each enabled learner's
+    {"params": ..., "opt_state": ...}. ``state.<learner>_params`` / ``state.<learner>_opt_state`` (0.2's fields,
+    e.g. ``state.fql_params``) read them, and are empty dicts for a learner the run does not train."""
 
     step: jnp.ndarray
     rng: jnp.ndarray
@@ -200,10 +271,15 @@ class TrainState:
     policy_opt_state: optax.OptState
     critic_opt_state: optax.OptState
     value_opt_state: optax.OptState
-    cfgrl_params: dict = flax.struct.field(default_factory=dict)
-    cfgrl_opt_state: optax.OptState = flax.struct.field(default_factory=dict)
-    fql_params: dict = flax.struct.field(default_factory=dict)
-    fql_opt_state: optax.OptState = flax.struct.field(default_factory=dict)
+    learners: dict = flax.struct.field(default_factory=dict)
+
+    def __getattr__(self, name):
+        # Only called for names that are not fields: 0.2's `cfgrl_params`, `fql_opt_state`, ...
+        for suffix in _STATE_SUFFIXES:
+            learner = name[: -len(suffix)]
+            if name.endswith(suffix) and learner in learner_names() and "learners" in self.__dict__:
+                return self.learners.get(learner, {}).get(suffix[1:], {})
+        raise AttributeError(f"'TrainState' object has no attribute {name!r}")
 
 
 def init_train_state(config: QGFConfig, key) -> TrainState:
@@ -222,17 +298,12 @@ def _init_train_state_compiled(config: QGFConfig, key) -> TrainState:
     critic_params = critic.init(k_critic, obs, act)
     value_params = value.init(k_value, obs)
     opt = make_optimizer(config)
-    cfgrl_params, cfgrl_opt_state = {}, {}
-    if config.cfgrl:
-        label = jnp.zeros((1,), jnp.int32)
-        cfgrl_params = build_cfgrl_network(config).init(
-            jax.random.fold_in(key, CFGRL_KEY_TAG), obs, act, jnp.zeros((1,)), label
-        )
-        cfgrl_opt_state = opt.init(cfgrl_params)
-    fql_params, fql_opt_state = {}, {}
-    if config.fql:
-        fql_params = build_fql_network(config).init(jax.random.fold_in(key, FQL_KEY_TAG), obs, act)
-        fql_opt_state = opt.init(fql_params)
+    learners = {}
+    for options in config.learners:
+        learner = get_learner(options_name(options))
+        params = learner.build(config, options).init(jax.random.fold_in(key, learner.key_tag),
+                                                     *learner.init_inputs(config, options))
+        learners[learner.name] = {"params": params, "opt_state": opt.init(params)}
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         rng=rng,
@@ -243,10 +314,7 @@ def _init_train_state_compiled(config: QGFConfig, key) -> TrainState:
         policy_opt_state=opt.init(policy_params),
         critic_opt_state=opt.init(critic_params),
         value_opt_state=opt.init(value_params),
-        cfgrl_params=cfgrl_params,
-        cfgrl_opt_state=cfgrl_opt_state,
-        fql_params=fql_params,
-        fql_opt_state=fql_opt_state,
+        learners=learners,
     )
 
 
@@ -266,53 +334,53 @@ def velocity_fn(config: QGFConfig, policy_params) -> Callable:
     return functools.partial(actor.apply, policy_params)
 
 
+def learner_fn(config: QGFConfig, name: str, params) -> Callable:
+    """Learner ``name``'s trained network as a plain function (its module's ``apply`` on ``params``)."""
+    learner = get_learner(name)
+    if not jax.tree_util.tree_leaves(params):
+        raise ValueError(f"`{name}_params` is empty: this state has no {learner.label} {learner.noun}; train with "
+                         f"QGFConfig({name}=True) (`qgf-lite train --{name}`).")
+    return functools.partial(build_learner_network(config, name).apply, params)
+
+
 def cfgrl_velocity_fn(config: QGFConfig, cfgrl_params) -> Callable:
     """The trained CFG-RL network as a plain function (obs, a, t, label) -> v, for ``qgf_lite.cfgrl.cfgrl_sample``.
 
     Pass ``state.cfgrl_params`` of a state trained with ``QGFConfig(cfgrl=True)``; label 0 is the unconditional
-    branch, 1 the positive one.
+    branch, 1 the positive one. (``learner_fn(config, "cfgrl", params)``.)
     """
-    if not jax.tree_util.tree_leaves(cfgrl_params):
-        raise ValueError("`cfgrl_params` is empty: this state has no CFG-RL network; train with "
-                         "QGFConfig(cfgrl=True) (`qgf-lite train --cfgrl`).")
-    return functools.partial(build_cfgrl_network(config).apply, cfgrl_params)
+    return learner_fn(config, "cfgrl", cfgrl_params)
 
 
 def fql_policy_fn(config: QGFConfig, fql_params) -> Callable:
     """FQL's trained one-step policy as a plain function (obs, noise) -> actions (unclipped), for
-    ``qgf_lite.fql.fql_sample``. Pass ``state.fql_params`` of a state trained with ``QGFConfig(fql=True)``."""
-    if not jax.tree_util.tree_leaves(fql_params):
-        raise ValueError("`fql_params` is empty: this state has no FQL policy; train with QGFConfig(fql=True) "
-                         "(`qgf-lite train --fql`).")
-    return functools.partial(build_fql_network(config).apply, fql_params)
+    ``qgf_lite.fql.fql_sample``. Pass ``state.fql_params`` of a state trained with ``QGFConfig(fql=True)``.
+    (``learner_fn(config, "fql", params)``.)"""
+    return learner_fn(config, "fql", fql_params)
 
 
-VELOCITY_NETWORKS = ("policy", "cfgrl", "fql")
-_NETWORK_FIELDS = {"policy": "policy_params", "cfgrl": "cfgrl_params", "fql": "fql_params"}
+VELOCITY_NETWORKS = ("policy",) + learner_names()
 
 
 def sampler_velocity_params(state: TrainState, network: str = "policy"):
-    """The parameters of the network a sampler runs: the BC flow ("policy"), CFG-RL's ("cfgrl") or FQL's one-step
-    policy ("fql")."""
+    """The parameters of the network a sampler runs: the BC flow ("policy") or a learner's (its name: "cfgrl",
+    "fql", ...)."""
     if network not in VELOCITY_NETWORKS:
         raise ValueError(f"`network` must be one of {VELOCITY_NETWORKS}, got {network!r}.")
-    if network == "cfgrl" and not jax.tree_util.tree_leaves(state.cfgrl_params):
-        raise ValueError("The CFG-RL sampler needs a CFG-RL network, and this state has none: train with "
-                         "QGFConfig(cfgrl=True) (`qgf-lite train --cfgrl`).")
-    if network == "fql" and not jax.tree_util.tree_leaves(state.fql_params):
-        raise ValueError("The FQL sampler needs an FQL one-step policy, and this state has none: train with "
-                         "QGFConfig(fql=True) (`qgf-lite train --fql`).")
-    return getattr(state, _NETWORK_FIELDS[network])
+    if network == "policy":
+        return state.policy_params
+    params = state.learners.get(network, {}).get("params", {})
+    if not jax.tree_util.tree_leaves(params):
+        learner = get_learner(network)
+        raise ValueError(f"The {learner.label} sampler needs {learner.network_text}, and this state has none: train "
+                         f"with QGFConfig({network}=True) (`qgf-lite train --{network}`).")
+    return params
 
 
 def sampler_velocity_fn(config: QGFConfig, params, network: str = "policy") -> Callable:
-    """``velocity_fn``, ``cfgrl_velocity_fn`` or ``fql_policy_fn`` of ``params``, as ``SamplerSpec.network`` names
-    the network (FQL's is the one-step policy (obs, noise) -> actions, which its runner calls once)."""
-    if network == "cfgrl":
-        return cfgrl_velocity_fn(config, params)
-    if network == "fql":
-        return fql_policy_fn(config, params)
-    return velocity_fn(config, params)
+    """``velocity_fn`` of ``params``, or ``learner_fn`` for a learner's network, as ``SamplerSpec.network`` names it
+    (FQL's is the one-step policy (obs, noise) -> actions, which its runner calls once)."""
+    return velocity_fn(config, params) if network == "policy" else learner_fn(config, network, params)
 
 
 def critic_fn(config: QGFConfig, critic_params) -> Callable:
@@ -324,7 +392,7 @@ def critic_fn(config: QGFConfig, critic_params) -> Callable:
     return lambda obs, actions: jnp.min(critic.apply(critic_params, obs, actions), axis=0)
 
 
-CRITIC_CHOICES = ("target", "online")  # the values of every sampler's `critic` option; the first is the default
+# CRITIC_CHOICES (from qgf_lite.learners): the values of every sampler's `critic` option; the first is the default
 
 
 def check_critic(critic: str) -> str:
@@ -350,30 +418,25 @@ def value_fn(config: QGFConfig, value_params) -> Callable:
 
 
 def train_step(config: QGFConfig, state: TrainState, batch: dict) -> Tuple[TrainState, dict]:
-    """One update of the policy (flow matching), critic (TD to R + gamma^H V) and value (expectile of Qbar).
+    """One update of the policy (flow matching), critic (TD to R + gamma^H V) and value (expectile of Qbar), then
+    one of every learner in ``config.learners``.
 
-    All three losses see the same batch and are differentiated with respect to their own parameters only:
+    All three core losses see the same batch and are differentiated with respect to their own parameters only:
     the policy never sees the critic.
 
-    With ``config.cfgrl`` the CFG-RL network is updated from the same batch too (``qgf_lite.cfgrl.cfgrl_loss``):
-    its positive branch is weighted by 1[min_i Q_i - V > cfgrl_threshold] (Q from the target or online critic
-    per ``cfgrl_critic``, Q and V at this step's parameters before the update, as constants), times the chunk
-    validity. Its gradients reach only its own parameters, and its flow-matching key is folded out of the
-    policy's, so every other field of the new state is what it is with ``cfgrl`` off.
-
-    With ``config.fql`` FQL's one-step policy takes one Adam step of ``qgf_lite.fql.fql_loss`` on the batch's
-    observations, with noise from ``fold_in(flow_key, FQL_KEY_TAG)``, the BC flow's Euler sample (``flow_steps``
-    steps, the policy parameters before this step's update) as distillation target, and Q from the online or target
-    critic (``fql_critic``, before the update) reduced by ``fql_q_aggregate``. Gradients reach only its parameters;
-    every other field is what it is with ``fql`` off. The critic stays the IQL critic (FQL's paper trains a TD
-    critic on the one-step policy's actions instead; docs/algorithm.md §5).
+    Each learner takes one Adam step of its loss (``Learner.loss``) on the same batch, given a ``LearnerContext``:
+    the core networks' parameters before this step's update, the online and target critics' Q and the value on the
+    batch (all constants), and a key ``fold_in(flow_key, learner.key_tag)``. Its gradients reach only its own
+    parameters, so every other field of the new state is what it is without the learner. CFG-RL
+    (``qgf_lite.cfgrl``) weights its positive branch by 1[min_i Q_i - V > threshold]; FQL (``qgf_lite.fql``)
+    distils the BC flow's Euler sample while maximising the critic (which stays the IQL critic; docs/algorithm.md
+    §5). Metrics: the core's, and ``<learner>_loss``, ``<learner>_<metric>`` of each learner.
     """
-    if config.cfgrl and not jax.tree_util.tree_leaves(state.cfgrl_params):
-        raise ValueError("config.cfgrl is True but the state has no CFG-RL network: initialise it with "
-                         "init_train_state(config, key) for this config.")
-    if config.fql and not jax.tree_util.tree_leaves(state.fql_params):
-        raise ValueError("config.fql is True but the state has no FQL policy: initialise it with "
-                         "init_train_state(config, key) for this config.")
+    for name in config.learner_names:
+        if name not in state.learners:
+            learner = get_learner(name)
+            raise ValueError(f"config.{name} is True but the state has no {learner.label} {learner.noun}: initialise "
+                             f"it with init_train_state(config, key) for this config.")
     actor, critic, value = build_networks(config)
     opt = make_optimizer(config)
     rng, flow_key = jax.random.split(state.rng)
@@ -401,11 +464,25 @@ def train_step(config: QGFConfig, state: TrainState, batch: dict) -> Tuple[Train
     policy_l, policy_grads = jax.value_and_grad(policy_objective)(state.policy_params)
     (critic_l, q), critic_grads = jax.value_and_grad(critic_objective, has_aux=True)(state.critic_params)
     (value_l, v), value_grads = jax.value_and_grad(value_objective, has_aux=True)(state.value_params)
-    if config.cfgrl:
-        cfgrl_update = _cfgrl_update(config, state, obs, actions, chunk_ok, flow_key,
-                                     target_q if config.cfgrl_critic == "target" else q, v)
-    if config.fql:
-        fql_update = _fql_update(config, state, obs, flow_key)
+    metrics = {
+        "policy_loss": policy_l,
+        "critic_loss": critic_l,
+        "value_loss": value_l,
+        "q_mean": jnp.mean(q),
+        "v_mean": jnp.mean(v),
+    }
+    learners = dict(state.learners)
+    for options in config.learners:
+        learner = get_learner(options_name(options))
+        context = LearnerContext(
+            config=config, options=options, obs=obs, actions=actions, valid=chunk_ok,
+            key=jax.random.fold_in(flow_key, learner.key_tag), actor=actor, critic=critic, value=value,
+            policy_params=state.policy_params, critic_params=state.critic_params,
+            target_critic_params=state.target_critic_params, value_params=state.value_params, q=q,
+            target_q=target_q, v=v)
+        learners[learner.name], learner_metrics = learner_update(config, learner.name, state.learners[learner.name],
+                                                                 context)
+        metrics.update(learner_metrics)
 
     def apply(grads, opt_state, params):
         updates, opt_state = opt.update(grads, opt_state, params)
@@ -424,77 +501,22 @@ def train_step(config: QGFConfig, state: TrainState, batch: dict) -> Tuple[Train
         policy_opt_state=policy_opt_state,
         critic_opt_state=critic_opt_state,
         value_opt_state=value_opt_state,
+        learners=learners,
     )
-    metrics = {
-        "policy_loss": policy_l,
-        "critic_loss": critic_l,
-        "value_loss": value_l,
-        "q_mean": jnp.mean(q),
-        "v_mean": jnp.mean(v),
-    }
-    if config.cfgrl:
-        cfgrl_params, cfgrl_opt_state, cfgrl_metrics = cfgrl_update
-        new_state = new_state.replace(cfgrl_params=cfgrl_params, cfgrl_opt_state=cfgrl_opt_state)
-        metrics.update(cfgrl_metrics)
-    if config.fql:
-        fql_params, fql_opt_state, fql_metrics = fql_update
-        new_state = new_state.replace(fql_params=fql_params, fql_opt_state=fql_opt_state)
-        metrics.update(fql_metrics)
     return new_state, metrics
 
 
-def _fql_update(config: QGFConfig, state: TrainState, obs, flow_key):
-    """One Adam step of FQL's one-step policy: (params, opt_state, metrics).
-
-    Noise z ~ N(0, I) from ``fold_in(flow_key, FQL_KEY_TAG)``; the BC flow (``state.policy_params``) and the
-    critic (online or target per ``fql_critic``) at this step's parameters before their update are constants.
-    """
-    network = build_fql_network(config)
+def learner_update(config: QGFConfig, name: str, entry: dict, context: LearnerContext):
+    """One Adam step of learner ``name`` from its state ``entry`` {"params", "opt_state"}: (new entry, metrics with
+    the learner's name as prefix)."""
+    learner = get_learner(name)
+    module = learner.build(config, context.options)
     opt = make_optimizer(config)
-    actor, critic, _ = build_networks(config)
-    velocity = functools.partial(actor.apply, jax.lax.stop_gradient(state.policy_params))
-    critic_params = jax.lax.stop_gradient(
-        state.critic_params if config.fql_critic == "online" else state.target_critic_params)
-    critic_apply = functools.partial(critic.apply, critic_params)
-    batch = jnp.shape(obs)[0]
-    noise = jax.random.normal(jax.random.fold_in(flow_key, FQL_KEY_TAG), (batch, config.chunk_dim))
-
-    def objective(params):
-        return fql_loss(functools.partial(network.apply, params), critic_apply, velocity, obs, noise,
-                        alpha=config.fql_alpha, flow_steps=config.flow_steps, aggregate=config.fql_q_aggregate,
-                        normalize=config.fql_normalize_q, return_parts=True)
-
-    (loss, parts), grads = jax.value_and_grad(objective, has_aux=True)(state.fql_params)
-    updates, opt_state = opt.update(grads, state.fql_opt_state, state.fql_params)
-    metrics = {"fql_loss": loss, "fql_q_loss": parts["q_loss"], "fql_distill_loss": parts["distill_loss"],
-               "fql_q_mean": parts["q_mean"]}
-    return optax.apply_updates(state.fql_params, updates), opt_state, metrics
-
-
-def _cfgrl_update(config: QGFConfig, state: TrainState, obs, actions, chunk_ok, flow_key, q_values, values):
-    """One Adam step of the CFG-RL network: (params, opt_state, metrics). ``q_values`` (members, batch), ``values``
-    (batch,) label the batch and are constants here."""
-    network = build_cfgrl_network(config)
-    opt = make_optimizer(config)
-    positive = optimality_weights(advantages(q_values, values), config.cfgrl_threshold, chunk_ok)
-
-    def objective(params):
-        return cfgrl_loss(
-            functools.partial(network.apply, params), obs, actions, jax.random.fold_in(flow_key, CFGRL_KEY_TAG),
-            positive, uncond_weight=config.cfgrl_uncond_weight, valid=chunk_ok, time_grid=config.time_grid,
-            return_parts=True,
-        )
-
-    (loss, parts), grads = jax.value_and_grad(objective, has_aux=True)(state.cfgrl_params)
-    updates, opt_state = opt.update(grads, state.cfgrl_opt_state, state.cfgrl_params)
-    metrics = {
-        "cfgrl_loss": loss,
-        "cfgrl_positive_loss": parts["positive_loss"],
-        "cfgrl_unconditional_loss": parts["unconditional_loss"],
-        # share of the batch's valid chunks labelled positive
-        "cfgrl_positive_fraction": jnp.sum(positive) / jnp.maximum(jnp.sum(chunk_ok), 1e-8),
-    }
-    return optax.apply_updates(state.cfgrl_params, updates), opt_state, metrics
+    (loss, parts), grads = jax.value_and_grad(lambda p: learner.loss(module, p, context), has_aux=True)(
+        entry["params"])
+    updates, opt_state = opt.update(grads, entry["opt_state"], entry["params"])
+    metrics = {f"{name}_loss": loss, **{f"{name}_{k}": value for k, value in parts.items()}}
+    return {"params": optax.apply_updates(entry["params"], updates), "opt_state": opt_state}, metrics
 
 
 def sample_and_train_step(config: QGFConfig, state: TrainState, dataset: TransitionDataset, data_sharding=None):

@@ -414,9 +414,10 @@ def test_checkpoints_written_before_cfgrl_still_load(tmp_path, problem, paired_r
     # A CFG-RL state whose network went missing is still an error, naming the network.
     on = with_cfgrl(config)
     broken = flax.serialization.to_state_dict(paired_runs[True][0])
-    broken = {k: v for k, v in jax.tree_util.tree_map(np.asarray, broken).items() if k != "cfgrl_params"}
+    broken = jax.tree_util.tree_map(np.asarray, broken)
+    broken["learners"] = {"cfgrl": {"opt_state": broken["learners"]["cfgrl"]["opt_state"]}}  # no "params"
     path.write_bytes(flax.serialization.msgpack_serialize({**payload, "config": plain_config(on), "state": broken}))
-    with pytest.raises(ValueError, match=r"lacks `cfgrl_params/params/MLP_0/"):
+    with pytest.raises(ValueError, match=r"lacks `learners/cfgrl/params/params/MLP_0/"):
         load_checkpoint(path)
 
 

@@ -382,5 +382,5 @@ def test_bad_kernel_input_is_named(tiny, problem):
     with pytest.raises(ValueError, match=r"`fql_params` is empty.*QGFConfig\(fql=True\)"):
         fql_policy_fn(config, state.fql_params)
     batch = sample_chunk_batch(dataset, jax.random.PRNGKey(0), config.batch_size, config.horizon, config.discount)
-    with pytest.raises(ValueError, match=r"config.fql is True but the state has no FQL policy"):
+    with pytest.raises(ValueError, match=r"config.fql is True but the state has no FQL one-step policy"):
         train_step(with_fql(config), state, batch)

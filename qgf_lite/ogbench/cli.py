@@ -45,7 +45,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     from qgf_lite.training import QGFConfig
 
     # --hidden/--layers are make_config's shorthands (train.SHORTHANDS), not fields: the README uses them.
-    fields = [f for f in dataclasses.fields(QGFConfig) if f.name not in DATASET_FIELDS]
+    fields = [f for f in dataclasses.fields(QGFConfig) if f.name not in DATASET_FIELDS and f.name != "learners"]
     hints = typing.get_type_hints(QGFConfig)  # resolves the string annotations of `from __future__ import annotations`
     group = parser.add_argument_group("network and hyper-parameters (QGFConfig fields; the defaults are the paper's)")
     widths = next(f.default for f in fields if f.name == HIDDEN_FIELDS[0])
@@ -55,25 +55,41 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"hidden layers of each of the three networks (default: {len(widths)}); the *-hidden "
                             "flags below override both for their network")
     for field in fields:
-        flag = "--" + field.name.replace("_", "-")
-        flags = [flag, *FLAG_ALIASES.get(field.name, ())]
-        default = " ".join(map(str, field.default)) if isinstance(field.default, tuple) else field.default
-        kwargs = dict(dest=field.name, default=argparse.SUPPRESS,
-                      help=f"{field.metadata.get('help', field.name)} (default: {default})")
-        hint, args = hints[field.name], typing.get_args(hints[field.name])
-        if hint is bool:
-            group.add_argument(*flags, action=argparse.BooleanOptionalAction, **kwargs)
-        elif hint in (int, float, str):
-            group.add_argument(*flags, type=hint, **kwargs)
-        elif typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis:
-            group.add_argument(*flags, type=args[0], nargs="+", **kwargs)
-        elif typing.get_origin(hint) is typing.Union and len(args) == 2 and type(None) in args:
-            optional = group.add_mutually_exclusive_group()
-            optional.add_argument(*flags, type=next(a for a in args if a is not type(None)), **kwargs)
-            optional.add_argument(flag.replace("--", "--no-", 1), dest=field.name, action="store_const", const=None,
-                                  default=argparse.SUPPRESS, help=f"{field.name} = None (see {flag})")
-        else:  # fails at once (every `qgf-lite` call builds the parser) when a field of a new kind is added
-            raise TypeError(f"QGFConfig.{field.name} has type {hint}; teach add_config_arguments to parse it.")
+        _add_field_argument(group, field.name, field, hints[field.name], "QGFConfig")
+    # Each learner (qgf_lite.learners): --<learner> enables it, --<learner>-<option> sets its options.
+    from qgf_lite.learners import get_learner, learner_names
+
+    for name in learner_names():
+        learner = get_learner(name)
+        group.add_argument(f"--{name}", dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=f"{learner.summary} (default: off)")
+        options_hints = typing.get_type_hints(learner.options)
+        for field in dataclasses.fields(learner.options):
+            _add_field_argument(group, f"{name}_{field.name}", field, options_hints[field.name],
+                                learner.options.__name__)
+
+
+def _add_field_argument(group, dest: str, field, hint, owner: str) -> None:
+    """One flag for a dataclass field (``dest`` with - for _). bool -> --flag/--no-flag; Tuple[X, ...] -> one or
+    more values; Optional[X] -> --flag X, or --no-flag for None."""
+    flag = "--" + dest.replace("_", "-")
+    flags = [flag, *FLAG_ALIASES.get(dest, ())]
+    default = " ".join(map(str, field.default)) if isinstance(field.default, tuple) else field.default
+    kwargs = dict(dest=dest, default=argparse.SUPPRESS, help=f"{field.metadata.get('help', dest)} (default: {default})")
+    args = typing.get_args(hint)
+    if hint is bool:
+        group.add_argument(*flags, action=argparse.BooleanOptionalAction, **kwargs)
+    elif hint in (int, float, str):
+        group.add_argument(*flags, type=hint, **kwargs)
+    elif typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        group.add_argument(*flags, type=args[0], nargs="+", **kwargs)
+    elif typing.get_origin(hint) is typing.Union and len(args) == 2 and type(None) in args:
+        optional = group.add_mutually_exclusive_group()
+        optional.add_argument(*flags, type=next(a for a in args if a is not type(None)), **kwargs)
+        optional.add_argument(flag.replace("--", "--no-", 1), dest=dest, action="store_const", const=None,
+                              default=argparse.SUPPRESS, help=f"{dest} = None (see {flag})")
+    else:  # fails at once (every `qgf-lite` call builds the parser) when a field of a new kind is added
+        raise TypeError(f"{owner}.{field.name} has type {hint}; teach add_config_arguments to parse it.")
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
@@ -81,7 +97,7 @@ def config_overrides(args: argparse.Namespace) -> dict:
     from qgf_lite.ogbench.train import SHORTHANDS
     from qgf_lite.training import QGFConfig
 
-    names = {f.name for f in dataclasses.fields(QGFConfig)}.union(SHORTHANDS)
+    names = set(QGFConfig.option_names()).union(SHORTHANDS)
     # nargs="+" gives lists; QGFConfig is frozen and hashed (a static jit argument), so tuples.
     return {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in names}
 

@@ -96,7 +96,7 @@ def make_config(obs_dim: int, action_dim: int, /, *, hidden: Optional[int] = Non
     explicit ``actor_hidden``/``critic_hidden``/``value_hidden`` still wins for its network.
     """
     fields = {f.name: f for f in dataclasses.fields(QGFConfig)}
-    settable = [name for name in fields if name not in DATASET_FIELDS]
+    settable = [name for name in QGFConfig.option_names() if name not in DATASET_FIELDS] + ["learners"]
     unknown = sorted(set(overrides) - set(settable))
     if unknown:
         raise ValueError(f"Unknown config option(s) {unknown}: {', '.join(DATASET_FIELDS)} come from the dataset; "
