@@ -302,6 +302,15 @@ LEARNER = Learner(
     init_inputs=_cfgrl_init_inputs,
     loss=_cfgrl_learner_loss,
     key_tag=0x43464752,
+    samplers={"cfgrl": dict(
+        # The critic is not used at test time: it shaped the positive branch during training.
+        run=lambda s, velocity, critic, obs, noise, w, clip: cfgrl_sample(
+            velocity, obs, noise, steps=s.steps, weight=w, clip=clip),
+        counts=lambda steps, n, ascent_steps, mode: (2 * steps, 0, 0, 0),
+        label=lambda s, w: f"CFG-RL{w}",
+        uses=frozenset({"weight"}),
+        summary="classifier-free guidance on an optimality label: v_uncond + w (v_pos - v_uncond)",
+    )},
     label="CFG-RL",
     noun="network",
     summary="also train the CFG-RL baseline (docs/algorithm.md §5): a second velocity network, conditioned on the "

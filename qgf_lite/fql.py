@@ -278,6 +278,14 @@ LEARNER = Learner(
     init_inputs=_fql_init_inputs,
     loss=_fql_learner_loss,
     key_tag=0x46514C31,
+    samplers={"fql": dict(
+        # `velocity` is FQL's one-step policy (obs, noise) -> actions (``qgf_lite.training.sampler_velocity_fn``):
+        # one call, then the clip. Neither the critic nor `steps` is used at test time.
+        run=lambda s, velocity, critic, obs, noise, w, clip: fql_sample(velocity, obs, noise, clip=clip),
+        counts=lambda steps, n, ascent_steps, mode: (1, 0, 0, 0),
+        label=lambda s, w: "FQL",
+        summary="flow Q-learning: one call of a one-step policy trained to maximise Q while distilling the flow",
+    )},
     architecture=lambda config, options: {"fql_hidden": _fql_hidden_dims(config, options)},
     label="FQL",
     noun="one-step policy",

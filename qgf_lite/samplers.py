@@ -26,8 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qgf_lite.cfgrl import cfgrl_sample
-from qgf_lite.fql import fql_sample
 from qgf_lite.guidance import MODES, best_of_n, gradient_step, guided_sample
 from qgf_lite.validation import require_positive_int
 
@@ -58,9 +56,10 @@ class SamplerMethod:
     label: (spec, weight_text) -> text for tables and plots; ``weight_text`` is " w=0.1" or "" (the family name).
     uses: the SamplerSpec fields besides ``steps`` that the method reads; the others must keep their defaults.
     summary: one line for help texts.
-    network: the network ``run`` receives as ``velocity``: "policy" (the BC flow, (obs, a, t) -> v), "cfgrl"
-      (CFG-RL's label-conditioned network, (obs, a, t, label) -> v) or "fql" (FQL's one-step policy,
-      (obs, noise) -> actions); see ``qgf_lite.training.sampler_velocity_fn``.
+    network: the network ``run`` receives as ``velocity``: "policy" (the BC flow, (obs, a, t) -> v) or a learner's
+      name for a sampler that learner declares (``qgf_lite.learners``): "cfgrl" (CFG-RL's label-conditioned network,
+      (obs, a, t, label) -> v), "fql" (FQL's one-step policy, (obs, noise) -> actions), ...; see
+      ``qgf_lite.training.sampler_velocity_fn``.
     """
 
     run: Callable
@@ -93,7 +92,8 @@ def _guided_best_of_n_counts(steps, n, ascent_steps, mode):
     return vf, vb, n, grads  # plus one critic call to score each proposal
 
 
-# Every registered method. Adding one (e.g. classifier-free guidance) is one entry here.
+# Every test-time method on the BC flow; a learner's samplers (CFG-RL's, FQL's, ...) are declared by the learner
+# and added below. Adding a method is one entry here or in its learner.
 SAMPLERS = {
     "bc": SamplerMethod(
         run=lambda s, velocity, critic, obs, noise, w, clip: guided_sample(
@@ -141,28 +141,19 @@ SAMPLERS = {
         uses=frozenset({"step_size", "ascent_steps"}),
         summary="a BC sample, then ascent_steps steps a <- clip(a + step_size * grad_a Q)",
     ),
-    "cfgrl": SamplerMethod(
-        # The critic is not used at test time: it shaped the positive branch during training.
-        run=lambda s, velocity, critic, obs, noise, w, clip: cfgrl_sample(
-            velocity, obs, noise, steps=s.steps, weight=w, clip=clip),
-        noise_shape=_one_particle,
-        counts=lambda steps, n, ascent_steps, mode: (2 * steps, 0, 0, 0),
-        label=lambda s, w: f"CFG-RL{w}",
-        uses=frozenset({"weight"}),
-        summary="classifier-free guidance on an optimality label: v_uncond + w (v_pos - v_uncond)",
-        network="cfgrl",
-    ),
-    "fql": SamplerMethod(
-        # `velocity` is FQL's one-step policy (obs, noise) -> actions (``qgf_lite.training.sampler_velocity_fn``):
-        # one call, then the clip. Neither the critic nor `steps` is used at test time.
-        run=lambda s, velocity, critic, obs, noise, w, clip: fql_sample(velocity, obs, noise, clip=clip),
-        noise_shape=_one_particle,
-        counts=lambda steps, n, ascent_steps, mode: (1, 0, 0, 0),
-        label=lambda s, w: "FQL",
-        summary="flow Q-learning: one call of a one-step policy trained to maximise Q while distilling the flow",
-        network="fql",
-    ),
 }
+
+
+def _add_learner_samplers() -> None:
+    """The samplers each learner declares (``qgf_lite.learners.Learner.samplers``), run on its network."""
+    from qgf_lite.learners import get_learner, learner_names
+
+    for name in learner_names():
+        for method, entry in get_learner(name).samplers.items():
+            SAMPLERS[method] = SamplerMethod(**{"noise_shape": _one_particle, "network": name, **entry})
+
+
+_add_learner_samplers()
 SAMPLER_METHODS = tuple(SAMPLERS)
 
 # Shorthands: a guidance mode names the guided method in that mode (the CLI's names since 0.1).
@@ -268,7 +259,7 @@ class SamplerSpec:
 
     @property
     def network(self) -> str:
-        """The network this sampler runs: "policy" (the BC flow), "cfgrl" or "fql" (FQL's one-step policy)."""
+        """The network this sampler runs: "policy" (the BC flow) or a learner's name ("cfgrl", "fql", ...)."""
         return self.entry.network
 
     @property

@@ -456,13 +456,22 @@ def test_every_config_field_is_a_train_flag():
 
     from qgf_lite.training import QGFConfig
 
+    from qgf_lite.learners import get_learner, learner_names
+
     flags = train_parser()._option_string_actions
     for field in dataclasses.fields(QGFConfig):
         flag = "--" + field.name.replace("_", "-")
-        if field.name in ("obs_dim", "action_dim"):  # the dataset sets them
+        if field.name in ("obs_dim", "action_dim", "learners"):  # the dataset sets them; learners: below
             assert flag not in flags
         else:
             assert flag in flags and flags[flag].dest == field.name, flag
+            assert field.metadata["help"] in flags[flag].help
+    # Every learner: --<learner> enables it, --<learner>-<option> per field of its options dataclass.
+    for name in learner_names():
+        assert f"--{name}" in flags and f"--no-{name}" in flags
+        for field in dataclasses.fields(get_learner(name).options):
+            flag = f"--{name}-{field.name.replace('_', '-')}"
+            assert flag in flags and flags[flag].dest == f"{name}_{field.name}", flag
             assert field.metadata["help"] in flags[flag].help
     # The spellings README and docs/results.md use keep working.
     for flag in ("--hidden", "--layers", "--horizon", "--batch-size", "--discount", "--lr", "--steps", "--seed",
