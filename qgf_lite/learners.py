@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Tuple
 BUILTIN_LEARNERS = {
     "cfgrl": "qgf_lite.cfgrl",
     "fql": "qgf_lite.fql",
+    "qam": "qgf_lite.qam",
 }
 
 _LOADED: dict = {}
