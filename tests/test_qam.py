@@ -72,6 +72,12 @@ def test_zero_temperature_and_equal_flows_give_zero_loss():
 
 def test_sampler_and_config():
     assert "qam" in SAMPLERS and SAMPLERS["qam"].network == "qam"
+    from qgf_lite.flow import euler_sample
+
+    velocity = lambda o, a, t: o - a  # noqa: E731
+    obs, noise = jnp.linspace(-2, 2, 12).reshape(6, 2), jax.random.normal(jax.random.PRNGKey(0), (6, 2))
+    np.testing.assert_array_equal(np.asarray(specs_from_names(["qam"], steps=5)[0].sample(velocity, None, obs, noise)),
+                                  np.asarray(euler_sample(velocity, obs, noise, steps=5)))
     spec = specs_from_names(["qam"])[0]
     assert (spec.label, spec.cost, spec.network) == ("QAM", 10, "qam")
     config = QGFConfig(obs_dim=2, action_dim=1, qam=True, qam_inv_temp=2.0)

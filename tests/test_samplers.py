@@ -209,8 +209,9 @@ def direct_calls():
 
 def test_sample_equals_the_kernel_called_directly_for_every_method_and_mode():
     cases = direct_calls()
-    # (cfgrl runs a label-conditioned network: its own test below; fql a one-step policy: tests/test_fql.py)
-    assert {spec.method for spec, _, _ in cases} == set(SAMPLER_METHODS) - {"cfgrl", "fql"}
+    # (cfgrl runs a label-conditioned network: its own test below; fql a one-step policy: tests/test_fql.py; qam its
+    # fine-tuned flow: tests/test_qam.py)
+    assert {spec.method for spec, _, _ in cases} == set(SAMPLER_METHODS) - {"cfgrl", "fql", "qam"}
     for spec, noise, expected in cases:
         got = spec.sample(velocity, critic, OBS, noise)
         np.testing.assert_array_equal(np.asarray(got), np.asarray(expected), err_msg=spec.label)
