@@ -120,11 +120,14 @@ def test_core_install_from_the_wheel_runs_notebook_01_outside_the_repository(dis
     # notebooks/ (a copy here), and notebook 01's first exercise is left to the student.
     readme = (ROOT / "README.md").read_text()
     assert "python -m qgf_lite.courseware build --out dist" in readme
-    assert "python -m jupyter lab dist/student/01_flow_matching.ipynb" in readme
+    assert "python -m jupyter lab dist/course" in readme
     clone = tmp_path / "clone"
     shutil.copytree(ROOT / "notebooks", clone / "notebooks")
     run([python, "-m", "qgf_lite.courseware", "build", "--out", "dist"], cwd=clone)
-    student = json.loads((clone / "dist" / "student" / "01_flow_matching.ipynb").read_text())
+    course = sorted(p.name for p in (clone / "dist" / "course").glob("*.ipynb"))
+    assert [name[:2] for name in course] == ["01", "02", "03", "04", "05", "06"]
+    assert (clone / "dist" / "course" / "README.md").is_file()
+    student = json.loads((clone / "dist" / "course" / "01_flow_matching.ipynb").read_text())
     first = next("".join(c["source"]) for c in student["cells"] if "".join(c["source"]).startswith("# EXERCISE"))
     assert first.startswith("# EXERCISE 1.1") and "NotImplementedError" in first and "BEGIN SOLUTION" not in first
     _record("wheel_core_notebook01.json", {"notebook_01_seconds": round(seconds, 1), "modules_imported": count})
