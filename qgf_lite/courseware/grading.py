@@ -351,13 +351,22 @@ def _handover(namespace: dict) -> tuple[dict, dict]:
             continue
         trial: dict = {}
         tree = encode(value, trial, callables=False)
-        if '"opaque"' not in str(tree).replace("'", '"'):
+        if not _has_opaque(tree):
             offset = len(arrays)
             renamed = {f"h{offset + i}": a for i, a in enumerate(trial.values())}
             keys = dict(zip(trial, renamed))
             values[name] = _rename_arrays(tree, keys)
             arrays.update(renamed)
     return {"imports": imports, "attrs": attrs, "values": {"t": "dict", "items": values}}, arrays
+
+
+def _has_opaque(tree) -> bool:
+    """Whether an encoded value holds anything the wire cannot carry (then it is not handed over at all)."""
+    if isinstance(tree, dict):
+        return tree.get("t") == "opaque" or any(_has_opaque(v) for v in tree.values())
+    if isinstance(tree, list):
+        return any(_has_opaque(v) for v in tree)
+    return False
 
 
 def _rename_arrays(tree, keys: dict):

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from qgf_lite.courseware.wire import MAX_PAYLOAD_BYTES, Opaque, WireError, decode, encode, pack, unpack
+from qgf_lite.courseware.wire import Opaque, WireError, decode, encode, pack, unpack
 
 BACKENDS = ("bwrap", "unshare", "uid")
 UID_BASE = int(os.environ.get("QGF_SANDBOX_UID_BASE", "61000"))
@@ -780,5 +780,3 @@ class StudentFunction:
     def __repr__(self):
         return f"<student function {self.__name__}>"
 
-
-MAX_ANSWER_BYTES = MAX_PAYLOAD_BYTES
