@@ -18,7 +18,10 @@ import pytest
 
 from qgf_lite import courseware as cw
 from qgf_lite.courseware.batch import Gradebook, match_reference
+from qgf_lite.courseware import grading
 from qgf_lite.courseware.sandbox import probe_backend
+
+from hostile_grading import interpreter_reachable_by_others, require_backend
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "grading"
@@ -263,3 +266,22 @@ def test_the_grading_seed_changes_the_public_inputs():
     with grading_seed(99):
         graded = random_inputs(11, [(2, 3)])[0]
     assert not (graded == public).any()
+
+
+def test_the_warmed_jax_cache_serves_every_compilation_of_a_sandboxed_solution(autograder, tmp_path):
+    """Each sandbox runs in its own folder; a cache key that depended on it would miss every warmed entry and
+    double the grading time (it did: JAX puts a GPU autotuning folder under the cache folder into the key)."""
+    require_backend("uid")  # the backend that keeps its child's cache folder on disk
+    reference = autograder / "01_flow_matching.ipynb"
+    warmed, again, graded = tmp_path / "warmed", tmp_path / "again", tmp_path / "graded"
+    assert grading.warm_jax_cache(reference, warmed)
+    grading.warm_jax_cache(reference, again)
+    names = sorted(p.name for p in warmed.iterdir())
+    assert len(names) > 20
+    assert sorted(p.name for p in again.iterdir()) == names  # two trusted runs in two folders: the same keys
+    with interpreter_reachable_by_others():
+        report = grading.grade_submission(FIXTURES / "correct.ipynb", reference, backend="uid", jax_cache=warmed,
+                                          keep_jax_cache=graded)
+    assert report["total"] == report["max_total"]
+    new = sorted(set(p.name for p in graded.iterdir()) - set(names))
+    assert not new, f"the sandboxed child compiled {len(new)} programs the warmed cache should have held: {new[:5]}"

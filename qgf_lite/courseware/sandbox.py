@@ -495,6 +495,9 @@ class Sandbox:
             "MKL_NUM_THREADS": "1",
             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+            # JAX otherwise writes a GPU autotuning folder under the cache folder into every compilation's options,
+            # and so into its cache key: each sandbox's own path would make every warmed entry a miss.
+            "JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES": "none",
             "QGF_SANDBOX_PATH": os.pathsep.join(child_path),
             "QGF_SANDBOX_FILE_LIMIT": str(int(config.file_limit)),
             "QGF_SANDBOX_ADDRESS_LIMIT": str(config.address_limit()),
