@@ -1,6 +1,8 @@
-"""Flow-matching behavioural cloning (docs/algorithm.md §2): the loss and the plain Euler sampler.
+"""Flow-matching behavioural cloning (docs/algorithm.md §2): the loss, the Euler integrator and the plain sampler.
 
 Time runs from noise (t = 0) to data (t = 1): a_t = (1 - t) a0 + t a1 and the target velocity is a1 - a0.
+``euler_integrate`` is the one Euler loop of the package: the plain sampler here and every guided sampler of
+``qgf_lite.guidance`` (which adds the critic's gradient to the drift) run through it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import jax.numpy as jnp
 from qgf_lite.validation import (
     as_float_array,
     require_callable,
+    require_clip,
     require_obs,
     require_positive_int,
     require_rank,
@@ -74,6 +77,48 @@ def flow_matching_loss(
     return jnp.sum(per_sample * weights) / jnp.maximum(jnp.sum(weights), 1e-8)
 
 
+def clipper(clip) -> Callable:
+    """a -> clip(a, low, high) for ``clip`` = (low, high), or the identity for None."""
+    if clip is None:
+        return lambda a: a
+    low, high = clip
+    return lambda a: jnp.clip(a, low, high)
+
+
+def checked_velocity(velocity: Velocity) -> Velocity:
+    """``velocity`` whose output is checked to have the actions' shape (a static check, free under jit)."""
+
+    def checked(obs, actions, t):
+        v = velocity(obs, actions, t)
+        if jnp.shape(v) != actions.shape:
+            raise ValueError(
+                f"`velocity` must return an array of the actions' shape {actions.shape}, got shape {jnp.shape(v)}."
+            )
+        return v
+
+    return checked
+
+
+def euler_integrate(drift: Callable, noise: jnp.ndarray, steps: int, clip=(-1.0, 1.0), return_path: bool = False):
+    """a_{k+1} = a_k + drift(a_k, k) / K for k = 0..K-1 from a_0 = ``noise``, then clip (unchecked inputs).
+
+    ``drift(a, k)`` gets the particles (batch, dim) and the step index k (a traced integer; t = k / K) and
+    returns da/dt, shape (batch, dim). Returns the clipped a_K, and with ``return_path`` also every particle
+    set (K + 1, batch, dim), the last one being the clipped output.
+    """
+    dt = 1.0 / steps
+
+    def step(a, k):
+        a_next = a + drift(a, k) * dt
+        return a_next, a_next
+
+    a_final, path = jax.lax.scan(step, noise, jnp.arange(steps))
+    a_final = clipper(clip)(a_final)
+    if not return_path:
+        return a_final
+    return a_final, jnp.concatenate([noise[None], path[:-1], a_final[None]], axis=0)
+
+
 def euler_sample(
     velocity: Velocity,
     obs,
@@ -85,14 +130,30 @@ def euler_sample(
     """Integrate da/dt = v(s, a, t) from t = 0 to 1 in ``steps`` Euler steps, then clip.
 
     Returns the actions (batch, dim), and with ``return_path`` also every particle set
-    (steps + 1, batch, dim), the last one being the clipped output.
+    (steps + 1, batch, dim), the last one being the clipped output. Guided sampling at weight 0
+    (``qgf_lite.guided_sample``) gives the same particles: both run ``euler_integrate``.
     """
-    # Unguided sampling is guided sampling at weight 0; one implementation keeps the two identical.
-    from qgf_lite.guidance import guided_sample
+    require_callable("velocity", velocity, "(obs, actions, t) -> velocity")
+    noise = as_float_array("noise", noise)
+    require_rank("noise", noise, 2, "(batch, action_dim)")
+    require_obs(obs, noise.shape[0])
+    steps = require_positive_int("steps", steps)
+    clip = require_clip(clip)
+    velocity = checked_velocity(velocity)
+    batch = noise.shape[0]
 
-    return guided_sample(
-        velocity, None, obs, noise, steps=steps, weight=0.0, mode="qgf", clip=clip, return_path=return_path
-    )
+    def drift(a, k):
+        return velocity(obs, a, jnp.full((batch,), k * (1.0 / steps), noise.dtype))
+
+    return euler_integrate(drift, noise, steps, clip, return_path)
 
 
-__all__ = ["flow_matching_loss", "euler_sample", "interpolate", "sample_flow_times"]
+__all__ = [
+    "checked_velocity",
+    "clipper",
+    "euler_integrate",
+    "euler_sample",
+    "flow_matching_loss",
+    "interpolate",
+    "sample_flow_times",
+]

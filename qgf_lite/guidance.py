@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qgf_lite.flow import checked_velocity, clipper, euler_integrate
 from qgf_lite.validation import (
     as_float_array,
     is_concrete,
@@ -47,13 +48,6 @@ MODES = ("qgf", "jacobian", "noisy", "bptt")
 Critic = Callable  # (obs | None, actions (B, D)) -> (B,)
 
 
-def _clipper(clip):
-    if clip is None:
-        return lambda a: a
-    low, high = clip
-    return lambda a: jnp.clip(a, low, high)
-
-
 def _q_values(critic: Critic, obs, actions) -> jnp.ndarray:
     """critic(obs, actions), checked to hold one Q per particle.
 
@@ -67,20 +61,6 @@ def _q_values(critic: Critic, obs, actions) -> jnp.ndarray:
             "for an ensemble pass the minimum over its members (see qgf_lite.critic_fn)."
         )
     return q
-
-
-def _checked_velocity(velocity):
-    """``velocity`` whose output is checked to have the actions' shape (a static check, free under jit)."""
-
-    def checked(obs, actions, t):
-        v = velocity(obs, actions, t)
-        if jnp.shape(v) != actions.shape:
-            raise ValueError(
-                f"`velocity` must return an array of the actions' shape {actions.shape}, got shape {jnp.shape(v)}."
-            )
-        return v
-
-    return checked
 
 
 def _is_zero_weight(weight) -> bool:
@@ -108,7 +88,7 @@ def denoised_estimate(velocity, obs, actions, t, clip=(-1.0, 1.0), *, stop_gradi
     v = velocity(obs, actions, t)
     if stop_gradient:
         v = jax.lax.stop_gradient(v)
-    return _clipper(clip)(actions + (1.0 - t)[:, None] * v)
+    return clipper(clip)(actions + (1.0 - t)[:, None] * v)
 
 
 def _check_sampler_args(velocity, critic, obs, noise, steps, weight, mode, clip):
@@ -158,8 +138,8 @@ def guided_sample(
     """
     noise = as_float_array("noise", noise)
     steps, clip = _check_sampler_args(velocity, critic, obs, noise, steps, weight, mode, clip)
-    velocity = _checked_velocity(velocity)
-    clip_fn = _clipper(clip)
+    velocity = checked_velocity(velocity)
+    clip_fn = clipper(clip)
     batch = noise.shape[0]
     dt = 1.0 / steps
     unguided = critic is None or _is_zero_weight(weight)
@@ -193,17 +173,11 @@ def guided_sample(
         # bptt
         return v, jax.grad(lambda a_: jnp.sum(_q_values(critic, obs, clip_fn(unguided_flow(a_, k)))))(a)
 
-    def step(a, k):
+    def drift(a, k):
         v, g = velocity_and_gradient(a, k)
-        a_next = a + (v + weight * g) * dt
-        return a_next, a_next
+        return v + weight * g
 
-    a_final, path = jax.lax.scan(step, noise, jnp.arange(steps))
-    a_final = clip_fn(a_final)
-    if not return_path:
-        return a_final
-    path = jnp.concatenate([noise[None], path[:-1], a_final[None]], axis=0)
-    return a_final, path
+    return euler_integrate(drift, noise, steps, clip, return_path)
 
 
 def select_highest(proposals, scores) -> jnp.ndarray:
@@ -263,7 +237,7 @@ def gradient_step(
     require_scalar("step_size", step_size, "one step size is shared by every particle")
     require_nonnegative("step_size", step_size, "a negative step descends the critic")
     actions = guided_sample(velocity, None, obs, noise, steps=steps, weight=0.0, clip=clip)
-    clip_fn = _clipper(require_clip(clip))
+    clip_fn = clipper(require_clip(clip))
 
     def ascend(a, _):
         return clip_fn(a + step_size * critic_action_gradient(critic, obs, a)), None
@@ -271,10 +245,13 @@ def gradient_step(
     return jax.lax.scan(ascend, actions, None, length=ascent_steps)[0]
 
 
-def __getattr__(name):
-    # The method vocabulary (names, costs, dispatch) moved to qgf_lite.samplers, which imports these kernels.
-    if name in ("sampler_cost", "SAMPLER_METHODS"):
-        from qgf_lite import samplers
-
-        return getattr(samplers, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [
+    "MODES",
+    "Critic",
+    "best_of_n",
+    "critic_action_gradient",
+    "denoised_estimate",
+    "gradient_step",
+    "guided_sample",
+    "select_highest",
+]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-import warnings
 from typing import Callable, Iterable, List, Mapping, Optional, Tuple
 
 import jax
@@ -342,13 +341,6 @@ class SamplerSpec:
             raise ValueError(f"A sampler spec needs a `method`; got keys {sorted(data)}.")
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
-
-    @property
-    def name(self) -> str:
-        """Deprecated: ``label`` (what the 0.1 toy SamplerSpec called it); goes in 0.3."""
-        warnings.warn("SamplerSpec.name is now SamplerSpec.label; `name` goes in qgf_lite 0.3.", DeprecationWarning,
-                      stacklevel=2)
-        return self.label
 
 
 def sampler_cost(method: str, steps: int = 10, n: int = 1, ascent_steps: int = 3, mode: str = "qgf") -> dict:

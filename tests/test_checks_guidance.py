@@ -6,7 +6,8 @@ import pytest
 
 from qgf_lite import checks
 from qgf_lite.checks import CheckFailed
-from qgf_lite.guidance import guided_sample, sampler_cost
+from qgf_lite.guidance import guided_sample
+from qgf_lite.samplers import sampler_cost
 
 
 # ---------------------------------------------------------------- student solutions, right and wrong

@@ -31,17 +31,11 @@ def test_every_checked_extra_exists_in_pyproject():
     assert "qgf_lite[ogbench,lab,course]" in extras["dev"]
 
 
-def test_old_import_paths_warn_and_give_the_new_module():
+def test_the_0_1_import_paths_are_gone_as_announced():
+    # CHANGELOG 0.3: the aliases kept for notebooks handed out with 0.1 were removed.
     import importlib
-    import sys
 
-    for old, new in [("qgf_lite.metrics", "qgf_lite.toy.metrics"), ("qgf_lite.toy_experiments", "qgf_lite.toy.experiments"),
-                     ("qgf_lite.evaluation", "qgf_lite.ogbench.evaluation"), ("qgf_lite.ogbench_train", "qgf_lite.ogbench.train")]:
-        sys.modules.pop(old, None)
-        with pytest.warns(DeprecationWarning, match=new.replace(".", r"\.")):
-            module = importlib.import_module(old)
-        assert module is importlib.import_module(new)
-    sys.modules.pop("qgf_lite.ogbench_data", None)
-    with pytest.warns(DeprecationWarning, match="ogbench.datasets"):
-        old_data = importlib.import_module("qgf_lite.ogbench_data")
-    assert callable(old_data.parse_env_name) and callable(old_data.generate_dataset)
+    for old in ("qgf_lite.metrics", "qgf_lite.toy_experiments", "qgf_lite.evaluation", "qgf_lite.ogbench_train",
+                "qgf_lite.ogbench_data"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(old)

@@ -128,9 +128,6 @@ def test_cost_breakdown_and_family():
     assert S("guided_best_of_n", weight=0.1, n=4).family == "QGF + best-of-4"
     assert S("best_of_n", n=4).family == S("best_of_n", n=4).label == "best-of-4"
     assert qgf_lite.sampler_cost is sampler_cost
-    from qgf_lite.guidance import sampler_cost as old_path
-
-    assert old_path is sampler_cost
     with pytest.raises(ValueError, match="Unknown sampler `method`"):
         sampler_cost("annealed")
     with pytest.raises(ValueError, match="mode"):
@@ -283,14 +280,12 @@ def test_a_new_method_is_one_registry_entry(monkeypatch):
 # ------------------------------------------------------------------------------------------- old names
 
 
-def test_old_toy_spelling_still_works_with_a_warning():
+def test_the_0_1_spellings_are_gone():
+    from qgf_lite import guidance
     from qgf_lite.toy import experiments as tx
 
-    with pytest.warns(DeprecationWarning, match="qgf_lite.SamplerSpec"):
-        old = tx.SamplerSpec
-    assert old is SamplerSpec
-    with pytest.warns(DeprecationWarning, match="label"):
-        assert S("guided", weight=0.5).name == "QGF w=0.5"
+    assert not hasattr(tx, "SamplerSpec") and not hasattr(guidance, "sampler_cost")
+    assert not hasattr(S("guided", weight=0.5), "name")
     assert not hasattr(qgf_lite, "sample_with_method")
 
 

@@ -25,7 +25,6 @@ import functools
 import hashlib
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -380,14 +379,6 @@ def format_table(rows: Iterable[dict], columns: Sequence[str], *, digits: int = 
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def __getattr__(name):
-    if name == "SamplerSpec":  # the 0.1 notebooks' spelling
-        warnings.warn("qgf_lite.toy.experiments.SamplerSpec moved to qgf_lite.SamplerSpec (its `name` is now "
-                      "`label`); the old name goes in qgf_lite 0.3.", DeprecationWarning, stacklevel=2)
-        return samplers.SamplerSpec
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
