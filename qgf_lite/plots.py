@@ -59,12 +59,14 @@ METHOD_COLORS = {
     "gradient steps": "#8c564b",
     "FQL": "#ff7f0e",
     "CFG-RL": "#e377c2",
+    "QAM": "#6a3d9a",
 }
 # Label patterns, tried in order (the first that matches names the method).
 _METHOD_PATTERNS = (
     (r"^(behaviour|behavior|data)", "behaviour data"),
     (r"^fql", "FQL"),
     (r"^cfg", "CFG-RL"),
+    (r"^qam", "QAM"),
     (r"^(gradient[ _-]step|grad)", "gradient steps"),
     (r"^(bc|bfn|best[ _-]of)", None),  # BC or best-of-N: decided below
     (r"noisy", "noisy"),

@@ -133,6 +133,7 @@ def test_one_colour_per_method_whatever_the_label():
         "best-of-N": ["best-of-N", "best-of-16", "best_of_n", "BFN"],
         "QGF + best-of-N": ["QGF w=1 + best-of-4", "QGF (w=1) + best-of-N", "qgf_best_of_n"],
         "FQL": ["FQL", "FQL (alpha=10)", "FQL alpha=1", "FQL, your loss"],
+        "QAM": ["QAM", "qam", "QAM (tau=1)"],
         "noisy": ["noisy", "noisy (labels: w)", "noisy-gradient w=1"],
         "gradient steps": ["gradient-step a=0.05 x3", "gradient steps (alpha=0.05)"],
         "behaviour data": ["behaviour data"],

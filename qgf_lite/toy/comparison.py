@@ -1,13 +1,15 @@
 """Test-time against training-time policy improvement on the toy tasks (notebook 06).
 
 QGF improves a frozen BC flow at test time by following the critic's gradient; FQL (``qgf_lite.fql``) trains a
-one-step policy through the critic. Both come out of one ``qgf_lite.fit`` run (``QGFConfig(fql=True)``: the BC
-flow, the IQL critic and FQL's policy train side by side on the same batches), so they are compared at equal
-training steps by construction.
+one-step policy through the critic, and QAM (``qgf_lite.qam``) fine-tunes a copy of the flow by adjoint matching
+against the critic's action gradient. All come out of one ``qgf_lite.fit`` run (``QGFConfig(fql=True, qam=True)``:
+the BC flow, the IQL critic, FQL's policy and QAM's flow train side by side on the same batches), so they are
+compared at equal training steps by construction.
 
 - ``draw_actions``: actions from any ``SamplerSpec`` for a train state, with or without observations, for one seed
   or for every seed of a multi-seed state at once (``init_train_states``); the guiding critic can be swapped.
-- ``run_bandit`` / ``run_point_goal``: train over several seeds and evaluate BC, QGF and FQL at checkpoints
+- ``run_bandit`` / ``run_point_goal``: train over several seeds and evaluate BC, QGF, FQL (and QAM when the config
+  trains it) at checkpoints
   (training curves), keeping the target critic of every checkpoint (early-stopped critics).
 - ``critic_quality``: the final flow guided by each stored critic, with the critic's agreement with the true
   reward; ``decoy_reward``: a reward with a deliberately wrong region, to train a wrong critic on.
@@ -153,11 +155,15 @@ def draw_actions(config: QGFConfig, state, spec: SamplerSpec, key, *, obs=None, 
     return compiled(velocity_params, critic_params, obs, keys, jnp.asarray(spec.weight, jnp.float32))
 
 
-def method_specs(weight: float, steps: int = 10) -> Dict[str, SamplerSpec]:
-    """The three methods compared: "BC" (the flow alone), "QGF" at ``weight`` and "FQL" (one-step policy)."""
-    return {"BC": SamplerSpec("bc", steps=steps),
-            "QGF": SamplerSpec("guided", steps=steps, weight=weight),
-            "FQL": SamplerSpec("fql", steps=steps)}
+def method_specs(weight: float, steps: int = 10, *, qam: bool = False) -> Dict[str, SamplerSpec]:
+    """The methods compared: "BC" (the flow alone), "QGF" at ``weight``, "FQL" (one-step policy) and, with ``qam``,
+    "QAM" (the flow fine-tuned by adjoint matching; needs a config trained with ``qam=True``)."""
+    specs = {"BC": SamplerSpec("bc", steps=steps),
+             "QGF": SamplerSpec("guided", steps=steps, weight=weight),
+             "FQL": SamplerSpec("fql", steps=steps)}
+    if qam:
+        specs["QAM"] = SamplerSpec("qam", steps=steps)
+    return specs
 
 
 def seconds_per_action(config: QGFConfig, state, spec: SamplerSpec, *, obs=None, num: int = 1000,
@@ -274,14 +280,17 @@ def run_bandit(name: str = "ring", *, seeds: Sequence[int] = (0, 1, 2), num_step
                eval_every: int = 250, weight: float = 1.0, config: Optional[QGFConfig] = None,
                num_samples: int = 20000, num_eval: int = 1000, data_seed: int = 0,
                recorded_reward: Optional[Callable] = None, curves: bool = True, progress: bool = True) -> TrainingRun:
-    """BC flow, IQL critic and FQL's one-step policy on a toy bandit, for several seeds at once.
+    """BC flow, IQL critic and FQL's one-step policy (and QAM's flow when ``config.qam``) on a toy bandit, for
+    several seeds at once.
 
     The behaviour data (``data_seed``) is shared; the seeds change initialisation and minibatches. At every
-    ``eval_every`` steps, BC, QGF at ``weight`` (target critic) and FQL are scored per seed with the problem's
+    ``eval_every`` steps, BC, QGF at ``weight`` (target critic), FQL and QAM are scored per seed with the problem's
     *true* reward (``recorded_reward`` replaces the reward written into the dataset, e.g. ``decoy_reward``).
     With ``curves=False`` only the final checkpoint is scored (the critics of every checkpoint are still kept).
+    The default config trains QAM with tau = ``weight``: its target pi_BC exp(tau Q) is then the tilted
+    distribution QGF at ``weight`` aims at (docs/algorithm.md §4-§5).
     """
-    config = toy_config(fql=True) if config is None else config
+    config = toy_config(fql=True, qam=True, qam_inv_temp=weight) if config is None else config
     if not config.fql:
         raise ValueError("`config` must train FQL too: pass toy_config(fql=True, ...).")
     problem = toy.make_bandit(name)
@@ -290,7 +299,7 @@ def run_bandit(name: str = "ring", *, seeds: Sequence[int] = (0, 1, 2), num_step
         rewards = recorded_reward(None, actions)
     dataset = make_dataset(np.asarray(actions), np.asarray(rewards))
     behaviour = actions[:2000]
-    specs = method_specs(weight, config.flow_steps)
+    specs = method_specs(weight, config.flow_steps, qam=config.qam)
     key = jax.random.PRNGKey(1000 + data_seed)
 
     q = jax.jit(jax.vmap(lambda p, a: jnp.mean(critic_fn(config, p)(None, a))))
@@ -307,7 +316,8 @@ def run_bandit(name: str = "ring", *, seeds: Sequence[int] = (0, 1, 2), num_step
         return out
 
     state, seeds, steps, curves, critic_steps, critics, history = _train_with_checkpoints(
-        config, dataset, seeds, num_steps, eval_every, evaluate, progress, f"BC flow + critic + FQL on {name}", curves)
+        config, dataset, seeds, num_steps, eval_every, evaluate, progress,
+        f"BC flow + critic + FQL{' + QAM' if config.qam else ''} on {name}", curves)
     return TrainingRun(config, state, seeds, specs, steps, curves, critic_steps, critics, history,
                        extra={"problem": problem, "behaviour": behaviour, "dataset": dataset})
 
@@ -374,14 +384,16 @@ def point_goal_config(**overrides) -> QGFConfig:
 def run_point_goal(*, seeds: Sequence[int] = (0, 1, 2), num_steps: int = 3000, eval_every: int = 500,
                    weight: float = 0.1, config: Optional[QGFConfig] = None, num_episodes: int = 400,
                    eval_episodes: int = 64, data_seed: int = 0, progress: bool = True) -> TrainingRun:
-    """BC flow, IQL critic and FQL on the chunked point-goal task (``toy.make_point_goal_dataset``), several seeds.
+    """BC flow, IQL critic and FQL (and QAM when ``config.qam``) on the chunked point-goal task
+    (``toy.make_point_goal_dataset``), several seeds.
 
-    At every ``eval_every`` steps each seed's BC, QGF (``weight``) and FQL policies are rolled out for
+    At every ``eval_every`` steps each seed's BC, QGF (``weight``), FQL (and QAM) policies are rolled out for
     ``eval_episodes`` episodes (``toy.evaluate_point_goal``: success rate, mean return), and their action chunks at
     dataset states are compared with the dataset's own chunks there (sliced Wasserstein distance between the
-    (state, chunk) pairs, ``sw_to_behaviour``).
+    (state, chunk) pairs, ``sw_to_behaviour``). The default config trains QAM with tau = ``weight``, as in
+    ``run_bandit``.
     """
-    config = point_goal_config() if config is None else config
+    config = point_goal_config(qam=True, qam_inv_temp=weight) if config is None else config
     if not config.fql or config.obs_dim != 2 or config.action_dim != 2:
         raise ValueError("`config` must describe the point-goal task with FQL: start from point_goal_config().")
     task = toy.PointGoalConfig()
@@ -391,7 +403,7 @@ def run_point_goal(*, seeds: Sequence[int] = (0, 1, 2), num_steps: int = 3000, e
     data_obs = jnp.asarray(np.asarray(batch["observations"])[ok][:512])
     data_chunks = jnp.asarray(np.asarray(batch["actions"])[ok][:512])
     reference = jnp.concatenate([data_obs, data_chunks], axis=-1)
-    specs = method_specs(weight, config.flow_steps)
+    specs = method_specs(weight, config.flow_steps, qam=config.qam)
     key = jax.random.PRNGKey(2000 + data_seed)
 
     def evaluate(state, index):
@@ -408,7 +420,8 @@ def run_point_goal(*, seeds: Sequence[int] = (0, 1, 2), num_steps: int = 3000, e
         return out
 
     state, seeds, steps, curves, critic_steps, critics, history = _train_with_checkpoints(
-        config, dataset, seeds, num_steps, eval_every, evaluate, progress, "BC flow + critic + FQL on point-goal")
+        config, dataset, seeds, num_steps, eval_every, evaluate, progress,
+        f"BC flow + critic + FQL{' + QAM' if config.qam else ''} on point-goal")
     return TrainingRun(config, state, seeds, specs, steps, curves, critic_steps, critics, history,
                        extra={"task": task, "dataset": dataset, "data_obs": data_obs})
 
@@ -617,19 +630,21 @@ def curves_figure(runs: Dict[str, "TrainingRun"], metric: str, *, title: str, y_
                   methods: Optional[Dict[str, str]] = None, width: int = 860, height: int = 380):
     """Training curves of ``metric``: for each (run label, method) the mean over seeds as a line and the
     seeds' range as a shaded band. ``runs`` {label: TrainingRun}; ``methods`` {method: colour} (default BC, QGF,
-    FQL); a method shared by several runs with identical curves (the BC flow and QGF do not depend on FQL's alpha)
-    is drawn once."""
+    FQL and QAM; a run without a method's curves skips it); a method shared by several runs with identical curves
+    (the BC flow, QGF and QAM do not depend on FQL's alpha) is drawn once."""
     import plotly.graph_objects as go
 
     from qgf_lite.plots import method_color
 
-    methods = methods or {m: method_color(m) for m in ("BC", "QGF", "FQL")}
+    methods = methods or {m: method_color(m) for m in ("BC", "QGF", "FQL", "QAM")}
     fig = go.Figure()
     drawn = []
     dashes = ["solid", "dash", "dot", "dashdot"]
     for r, (run_label, run) in enumerate(runs.items()):
         steps = np.asarray(run.steps)
         for method, colour in methods.items():
+            if method not in run.curves[metric]:
+                continue  # e.g. QAM, trained in only one of the runs
             values = np.asarray(run.curves[metric][method], float)  # (checkpoints, seeds)
             if any(np.array_equal(values, other) for other in drawn):
                 continue
@@ -651,7 +666,8 @@ def actions_figure(runs: Dict[str, "TrainingRun"], *, weight: float, key, num: i
                    extra: Optional[Dict[str, object]] = None, title: Optional[str] = None):
     """Where each policy puts its actions on a bandit, one panel each (seed ``seed``): the behaviour data, BC and QGF
     at ``weight`` (from the first run: they do not depend on FQL's alpha), FQL of every run (``runs`` {label:
-    TrainingRun from run_bandit}), then ``extra`` {label: actions (num, 2)} (e.g. a policy you trained); the reward
+    TrainingRun from run_bandit}), QAM (from the first run that trained it: it does not depend on FQL's alpha either),
+    then ``extra`` {label: actions (num, 2)} (e.g. a policy you trained); the reward
     peak as a red star. Every method keeps its colour (``qgf_lite.plots.method_color``)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -671,6 +687,10 @@ def actions_figure(runs: Dict[str, "TrainingRun"], *, weight: float, key, num: i
         name = "FQL" if len(runs) == 1 else f"FQL {run_label}"
         actions = draw_actions(run.config, run.state, SamplerSpec("fql", steps=steps), key, num=num)
         panels[name] = np.asarray(actions[seed])
+    qam_run = next((run for run in runs.values() if run.config.qam), None)
+    if qam_run is not None:
+        panels["QAM"] = np.asarray(draw_actions(qam_run.config, qam_run.state, SamplerSpec("qam", steps=steps), key,
+                                                num=num)[seed])
     panels.update({label: np.asarray(a) for label, a in (extra or {}).items()})
     fig = make_subplots(1, len(panels), subplot_titles=list(panels), horizontal_spacing=0.02)
     peak = np.asarray(main.extra["problem"].best_points)
