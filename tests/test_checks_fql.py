@@ -10,52 +10,50 @@ from qgf_lite import checks
 from qgf_lite.checks import CheckFailed
 from qgf_lite.checks.flow import toy_velocity
 from qgf_lite.checks.fql import reference_fql_distillation_loss, toy_policy
+from qgf_lite.fql import flow_targets
 
 
 # ---------------------------------------------------------------- 6.1 FQL distillation loss
-def _euler(velocity, noise, steps, clip=True, offset=0):
-    a = noise
-    for k in range(steps):
-        a = a + velocity(a, jnp.full((a.shape[0],), (k + offset) / steps)) / steps
-    return jnp.clip(a, -1.0, 1.0) if clip else a
+# The exercise has the signature of qgf_lite.fql.distillation_loss: (policy, obs, noise, targets).
+def distill(policy, obs, noise, targets):
+    return jnp.mean(jnp.square(policy(obs, noise) - jax.lax.stop_gradient(targets)))
 
 
-def distill(policy, velocity, noise, steps):
-    return jnp.mean(jnp.square(policy(noise) - jax.lax.stop_gradient(_euler(velocity, noise, steps))))
+def distill_no_stop_gradient(policy, obs, noise, targets):
+    return jnp.mean(jnp.square(policy(obs, noise) - targets))
 
 
-def distill_no_stop_gradient(policy, velocity, noise, steps):
-    return jnp.mean(jnp.square(policy(noise) - _euler(velocity, noise, steps)))
+def distill_clipped_policy(policy, obs, noise, targets):
+    return jnp.mean(jnp.square(jnp.clip(policy(obs, noise), -1, 1) - jax.lax.stop_gradient(targets)))
 
 
-def distill_no_clip(policy, velocity, noise, steps):
-    return jnp.mean(jnp.square(policy(noise) - jax.lax.stop_gradient(_euler(velocity, noise, steps, clip=False))))
+def distill_onto_noise(policy, obs, noise, targets):
+    return jnp.mean(jnp.square(policy(obs, noise) - noise))
 
 
-def distill_clipped_policy(policy, velocity, noise, steps):
-    return jnp.mean(jnp.square(jnp.clip(policy(noise), -1, 1) - jax.lax.stop_gradient(_euler(velocity, noise, steps))))
+def distill_policy_at_targets(policy, obs, noise, targets):
+    return jnp.mean(jnp.square(policy(obs, targets) - jax.lax.stop_gradient(targets)))
 
 
-def distill_onto_noise(policy, velocity, noise, steps):
-    return jnp.mean(jnp.square(policy(noise) - noise))
+def distill_without_obs(policy, obs, noise, targets):
+    return jnp.mean(jnp.square(policy(None, noise) - jax.lax.stop_gradient(targets)))
 
 
-def distill_time_off_by_one(policy, velocity, noise, steps):
-    return jnp.mean(jnp.square(policy(noise) - jax.lax.stop_gradient(_euler(velocity, noise, steps, offset=1))))
+def distill_old_signature(policy, obs, noise, targets):
+    return jnp.mean(jnp.square(policy(noise) - jax.lax.stop_gradient(targets)))
 
 
-def distill_summed_coordinates(policy, velocity, noise, steps):
-    target = jax.lax.stop_gradient(_euler(velocity, noise, steps))
-    return jnp.mean(jnp.sum(jnp.square(policy(noise) - target), axis=-1))
+def distill_summed_coordinates(policy, obs, noise, targets):
+    return jnp.mean(jnp.sum(jnp.square(policy(obs, noise) - jax.lax.stop_gradient(targets)), axis=-1))
 
 
-def distill_per_sample(policy, velocity, noise, steps):
-    return jnp.mean(jnp.square(policy(noise) - jax.lax.stop_gradient(_euler(velocity, noise, steps))), axis=-1)
+def distill_per_sample(policy, obs, noise, targets):
+    return jnp.mean(jnp.square(policy(obs, noise) - jax.lax.stop_gradient(targets)), axis=-1)
 
 
-def distill_numpy(policy, velocity, noise, steps):
-    target = np.clip(np.asarray(_euler(velocity, noise, steps, clip=False)), -1, 1)
-    return jnp.mean(jnp.square(policy(noise) - target))  # fine as a value; np.asarray fails under jax.grad
+def distill_numpy(policy, obs, noise, targets):
+    target = np.asarray(targets)
+    return jnp.mean(jnp.square(policy(obs, noise) - target))  # fine as a value; np.asarray fails under jax.grad
 
 
 # ---------------------------------------------------------------- 6.2 choosing w
@@ -122,10 +120,11 @@ def test_a_blank_exercise_fails_with_not_implemented(check):
 
 @pytest.mark.parametrize("check, wrong, phrase", [
     (checks.check_fql_distillation_loss, distill_no_stop_gradient, "stop_gradient"),
-    (checks.check_fql_distillation_loss, distill_no_clip, "not clipped"),
     (checks.check_fql_distillation_loss, distill_clipped_policy, "policy's actions are clipped"),
     (checks.check_fql_distillation_loss, distill_onto_noise, "onto the noise"),
-    (checks.check_fql_distillation_loss, distill_time_off_by_one, "off by one"),
+    (checks.check_fql_distillation_loss, distill_policy_at_targets, "evaluated at the targets"),
+    (checks.check_fql_distillation_loss, distill_without_obs, "obs is None"),
+    (checks.check_fql_distillation_loss, distill_old_signature, "missing 1 required positional argument"),
     (checks.check_fql_distillation_loss, distill_summed_coordinates, "summed over the action coordinates"),
     (checks.check_fql_distillation_loss, distill_per_sample, "single number"),
     (checks.check_fql_distillation_loss, distill_numpy, "jax.grad"),
@@ -143,12 +142,19 @@ def test_mistakes_are_named(check, wrong, phrase):
 
 
 def test_reference_distillation_loss_matches_a_hand_computation():
-    """The reference (qgf_lite.fql kernels) against a plain numpy Euler loop, with targets outside [-1, 1]."""
+    """The reference (qgf_lite.fql) against a plain numpy loss, with flow targets from a numpy Euler loop that
+    leave [-1, 1] before the clip, and a policy that depends on the state."""
     velocity, policy = toy_velocity(3), toy_policy(3)
-    noise = jnp.asarray(np.random.default_rng(0).normal(scale=2.0, size=(5, 3)), jnp.float32)
+    generator = np.random.default_rng(0)
+    obs = jnp.asarray(generator.normal(size=(5, 2)), jnp.float32)
+    noise = jnp.asarray(generator.normal(scale=2.0, size=(5, 3)), jnp.float32)
     a = np.asarray(noise, np.float64)
     for k in range(4):
-        a = a + np.asarray(velocity(jnp.asarray(a, jnp.float32), jnp.full((5,), k / 4)), np.float64) / 4
+        a = a + np.asarray(velocity(obs, jnp.asarray(a, jnp.float32), jnp.full((5,), k / 4)), np.float64) / 4
     assert np.any(np.abs(a) > 1)  # the clip matters on this input
-    want = np.mean((np.asarray(policy(noise), np.float64) - np.clip(a, -1, 1)) ** 2)
-    np.testing.assert_allclose(float(reference_fql_distillation_loss(policy, velocity, noise, 4)), want, rtol=1e-4)
+    targets = flow_targets(velocity, obs, noise, steps=4)
+    np.testing.assert_allclose(np.asarray(targets), np.clip(a, -1, 1), rtol=1e-4, atol=1e-5)
+    want = np.mean((np.asarray(policy(obs, noise), np.float64) - np.clip(a, -1, 1)) ** 2)
+    np.testing.assert_allclose(float(reference_fql_distillation_loss(policy, obs, noise, targets)), want, rtol=1e-4)
+    # The state matters: the same noise in other states gives other actions.
+    assert not np.allclose(policy(obs, noise), policy(-obs, noise))

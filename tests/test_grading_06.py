@@ -20,7 +20,7 @@ NOTEBOOK = REPO / "notebooks" / "06_test_time_vs_training_time.ipynb"
 # (old text in the solution, new text) per variant; each names the exercise it breaks.
 VARIANTS = {
     "solved": [],
-    "flow_target_not_frozen": [("jax.lax.stop_gradient(jnp.clip(a, -1.0, 1.0))", "jnp.clip(a, -1.0, 1.0)")],
+    "flow_target_not_frozen": [("jax.lax.stop_gradient(targets)", "targets")],
     "ties_to_the_first_weight": [("best = tied[np.argmin(weights[tied])]", "best = int(np.argmax(means))")],
     "imports_the_reference": [("def select_weight(weights, heldout_scores, test_scores):",
                                "from qgf_lite.toy.comparison import select_weight\n\n\n"

@@ -2,10 +2,11 @@
 
 Student signatures (the check calls them exactly like this):
 
-- ``fql_distillation_loss(policy, velocity, noise, steps) -> ()``
-      policy(noise) -> actions (batch, dim), the one-step policy; velocity(a, t) -> (batch, dim) with t (batch,),
-      the frozen BC flow. The loss is mean over batch and coordinates of (policy(z) - stop_grad(target))^2 with
-      target = clip(Euler sample of the flow from the same z with ``steps`` steps, -1, 1).
+- ``fql_distillation_loss(policy, obs, noise, targets) -> ()``, the signature of ``qgf_lite.fql.distillation_loss``
+      policy(obs, noise) -> actions (batch, dim), the one-step policy; obs: None or (batch, obs_dim); noise z
+      (batch, dim); targets (batch, dim), the frozen BC flow's clipped Euler sample from the same z
+      (``qgf_lite.fql.flow_targets``). The loss is mean over batch and coordinates of
+      (policy(obs, z) - stop_grad(targets))^2.
 - ``select_weight(weights, heldout_scores, test_scores) -> (w, score)``
       weights (W,); scores (W, R). w: the weight with the highest mean held-out score (the smallest w on a tie);
       score: the mean *test* score at that w.
@@ -37,91 +38,87 @@ from qgf_lite.fql import flow_targets as _reference_flow_targets
 from qgf_lite.toy.comparison import select_weight as _reference_select_weight
 from qgf_lite.checks.fields import policy_field  # noqa: F401 - rebuilt in the sandbox
 
-_BATCH, _DIM = 9, 3
+_BATCH, _DIM, _OBS_DIM = 9, 3, 2  # three different sizes: a swapped axis is a shape error
 
 
-def toy_policy(seed: int = 0, dim: int = _DIM, scale: float = 1.0):
-    """A fixed nonlinear one-step policy mu(z) for the checks, times ``scale``. Its outputs reach beyond [-1, 1],
-    so clipping them shows."""
+def toy_policy(seed: int = 0, dim: int = _DIM, scale: float = 1.0, obs_dim: int | None = _OBS_DIM):
+    """A fixed nonlinear one-step policy mu(s, z) for the checks, times ``scale``. Its outputs reach beyond
+    [-1, 1], so clipping them shows; it depends on the state (obs_dim > 0) unless ``obs_dim`` is None."""
     generator = _seeded_rng(2000 + seed)
-    return policy_field(generator.normal(scale=0.8, size=(dim, dim)), generator.normal(scale=0.5, size=dim), scale)
+    matrix, shift = generator.normal(scale=0.8, size=(dim, dim)), generator.normal(scale=0.5, size=dim)
+    obs_matrix = None if obs_dim is None else generator.normal(size=(obs_dim, dim))
+    return policy_field(matrix, shift, scale, obs_matrix)
 
 
-def _euler(velocity, noise, steps, *, clip=True, times=None):
-    a = noise
-    for k in range(steps):
-        t = jnp.full((a.shape[0],), (k if times is None else times(k)) / steps, jnp.float32)
-        a = a + velocity(a, t) / steps
-    return jnp.clip(a, -1.0, 1.0) if clip else a
+def reference_fql_distillation_loss(policy, obs, noise, targets) -> jnp.ndarray:
+    """``qgf_lite.fql.distillation_loss``, the exercise's signature."""
+    return _reference_distillation_loss(policy, obs, noise, targets)
 
 
-def reference_fql_distillation_loss(policy, velocity, noise, steps) -> jnp.ndarray:
-    """``qgf_lite.fql.distillation_loss`` with ``flow_targets`` as the target, in the exercise's conventions."""
-    with_obs = lambda obs, a, t: velocity(a, t)
-    targets = _reference_flow_targets(with_obs, None, noise, steps=steps)
-    return _reference_distillation_loss(lambda obs, z: policy(z), None, noise, targets)
+def _inputs(seed: int = 61):
+    """A state-dependent flow, policy and inputs; the targets are the flow's clipped 4-step Euler sample."""
+    velocity = toy_velocity(6)
+    policy = toy_policy(6)
+    obs, noise = (jnp.asarray(x) for x in random_inputs(seed, [(_BATCH, _OBS_DIM), (_BATCH, _DIM)], scale=1.5))
+    targets = _reference_flow_targets(velocity, obs, noise, steps=4)
+    return policy, obs, noise, targets
 
 
 def check_fql_distillation_loss(fn) -> None:
-    """Exercise 6.1: ``fn(policy, velocity, noise, steps)`` = mean over batch and coordinates of
-    (policy(noise) - stop_gradient(clip(EulerSample(velocity, noise, steps), -1, 1)))^2."""
+    """Exercise 6.1: ``fn(policy, obs, noise, targets)`` = mean over batch and coordinates of
+    (policy(obs, noise) - stop_gradient(targets))^2, as ``qgf_lite.fql.distillation_loss``."""
     name = "fql_distillation_loss"
-    velocity = toy_velocity(6)
-    policy = toy_policy(6)
-    (noise,) = (jnp.asarray(x) for x in random_inputs(61, [(_BATCH, _DIM)], scale=1.5))
-    for steps in (3, 8):
-        mu = policy(noise)
-        target = _euler(velocity, noise, steps)
+    policy, obs, noise, targets = _inputs()
+    mu = policy(obs, noise)
+    if np.allclose(jnp.clip(mu, -1, 1), mu):
+        raise AssertionError("internal: the check's policy never leaves [-1, 1]")  # guards the check itself
 
-        def msq(pred, tgt):
-            return jnp.mean(jnp.square(pred - tgt))
+    def msq(pred, tgt):
+        return jnp.mean(jnp.square(pred - tgt))
 
-        got = call_student(name, fn, policy, velocity, noise, steps)
-        if np.ndim(got) != 0:
-            fail(name, f"the loss must be a single number, got an array of shape {np.shape(got)}.",
-                 "take the mean over the batch and the action coordinates.")
-        compare_arrays(
-            name, got, reference_fql_distillation_loss(policy, velocity, noise, steps), what=f"loss with steps={steps}",
-            known_mistakes=[
-                ("the flow's target is not clipped to [-1, 1]: the BC sampler clips its output, so the target is "
-                 "clip(Euler sample)", msq(mu, _euler(velocity, noise, steps, clip=False))),
-                ("the policy's actions are clipped too; FQL clips only the flow target (the policy's raw output is "
-                 "regressed, so its gradient does not vanish outside [-1, 1])", msq(jnp.clip(mu, -1, 1), target)),
-                ("the policy is regressed onto the noise z itself; the target is the flow's sample from z",
-                 msq(mu, noise)),
-                ("the target is one Euler step (z + v(z, 0)); integrate the flow with `steps` steps",
-                 msq(mu, jnp.clip(noise + velocity(noise, jnp.zeros(_BATCH)), -1, 1))),
-                ("the Euler times are off by one step (t = (k + 1)/K); the k-th step starts at t = k/K",
-                 msq(mu, _euler(velocity, noise, steps, times=lambda k: k + 1))),
-                ("the squared error is summed over the action coordinates; FQL takes the mean over batch *and* "
-                 "coordinates", jnp.mean(jnp.sum(jnp.square(mu - target), axis=-1))),
-                ("the squared error is summed over the batch; take the mean", jnp.sum(jnp.mean(jnp.square(mu - target),
-                                                                                            axis=-1))),
-                ("the error is not squared (an absolute error)", jnp.mean(jnp.abs(mu - target))),
-                ("the norm is not squared (|| . || per sample instead of the squared error)",
-                 jnp.mean(jnp.linalg.norm(mu - target, axis=-1))),
-            ],
-        )
-
-    # Gradients must reach only the policy: the loss's gradient with respect to the noise z flows through
-    # policy(z) alone when the flow's target is held fixed (stop_gradient), through the Euler sample too when not.
-    def reference_loss(z, stop=True):
-        target = _euler(velocity, z, 4)
-        return jnp.mean(jnp.square(policy(z) - (jax.lax.stop_gradient(target) if stop else target)))
-
-    try:
-        got_grad = student_vjp(name, fn, (policy, velocity, noise, 4), 2, jnp.float32(1.0))
-    except CheckFailed:
-        raise
-    except Exception as err:  # numpy calls on traced values, Python control flow on arrays, ...
-        fail(name, f"your loss cannot be differentiated with jax.grad ({type(err).__name__}: {err}).",
-             "use jax.numpy (jnp) operations only, no numpy or float() on the arrays.")
+    got = call_student(name, fn, policy, obs, noise, targets)
+    if np.ndim(got) != 0:
+        fail(name, f"the loss must be a single number, got an array of shape {np.shape(got)}.",
+             "take the mean over the batch and the action coordinates.")
     compare_arrays(
-        name, got_grad, jax.grad(reference_loss)(noise), what="the loss's gradient with respect to the noise z",
-        known_mistakes=[("gradients flow into the BC flow's target: wrap it in jax.lax.stop_gradient, the flow is "
-                         "frozen and only the one-step policy learns", jax.grad(reference_loss)(noise, stop=False))],
+        name, got, reference_fql_distillation_loss(policy, obs, noise, targets), what="loss",
+        known_mistakes=[
+            ("the policy's actions are clipped; FQL clips only the flow's target (the policy's raw output is "
+             "regressed, so its gradient does not vanish outside [-1, 1])", msq(jnp.clip(mu, -1, 1), targets)),
+            ("the policy is regressed onto the noise z itself; the target is the flow's sample from z (`targets`)",
+             msq(mu, noise)),
+            ("the policy is evaluated at the targets; it maps the noise to an action: policy(obs, noise)",
+             msq(policy(obs, targets), targets)),
+            ("the squared error is summed over the action coordinates; FQL takes the mean over batch *and* "
+             "coordinates", jnp.mean(jnp.sum(jnp.square(mu - targets), axis=-1))),
+            ("the squared error is summed over the batch; take the mean",
+             jnp.sum(jnp.mean(jnp.square(mu - targets), axis=-1))),
+            ("the error is not squared (an absolute error)", jnp.mean(jnp.abs(mu - targets))),
+            ("the norm is not squared (|| . || per sample instead of the squared error)",
+             jnp.mean(jnp.linalg.norm(mu - targets, axis=-1))),
+        ],
     )
-    passed(name, "for 3 and 8 Euler steps, gradient included")
+
+    # Gradients must reach only the policy: with respect to the targets the loss is flat (stop_gradient, the flow
+    # is frozen); with respect to the noise they flow through policy(obs, z) alone.
+    def vjp(argnum):
+        try:
+            return student_vjp(name, fn, (policy, obs, noise, targets), argnum, jnp.float32(1.0))
+        except CheckFailed:
+            raise
+        except Exception as err:  # numpy calls on traced values, Python control flow on arrays, ...
+            fail(name, f"your loss cannot be differentiated with jax.grad ({type(err).__name__}: {err}).",
+                 "use jax.numpy (jnp) operations only, no numpy or float() on the arrays.")
+
+    compare_arrays(
+        name, vjp(3), jnp.zeros_like(targets), what="the loss's gradient with respect to the targets",
+        known_mistakes=[("gradients flow into the BC flow's targets: wrap them in jax.lax.stop_gradient, the flow "
+                         "is frozen and only the one-step policy learns",
+                         jax.grad(lambda x: msq(mu, x))(targets))],
+    )
+    want_grad = jax.grad(lambda z: reference_fql_distillation_loss(policy, obs, z, targets))(noise)
+    compare_arrays(name, vjp(2), want_grad, what="the loss's gradient with respect to the noise z")
+    passed(name, "gradients included")
 
 
 def check_select_weight(fn) -> None:
