@@ -63,9 +63,9 @@ def test_wilson_mistakes_are_named(fn, phrase):
 
 
 def test_select_best_reshape_order_is_named():
-    def transposed(critic, proposals):
+    def transposed(critic, obs, proposals):
         b, n, d = proposals.shape
-        scores = critic(proposals.reshape(b * n, d)).reshape(n, b)
+        scores = critic(jnp.repeat(obs, n, axis=0), proposals.reshape(b * n, d)).reshape(n, b)
         return proposals[jnp.arange(b), jnp.argmax(scores, axis=0)]
 
     with pytest.raises(CheckFailed, match=r"reshaped the critic's scores to \(n, batch\).*\(batch, n\)"):

@@ -6,69 +6,99 @@ import pytest
 
 from qgf_lite import checks
 from qgf_lite.checks import CheckFailed
-from qgf_lite.guidance import guided_sample
+from qgf_lite.guidance import best_of_n, guided_sample
 from qgf_lite.samplers import sampler_cost
 
 
 # ---------------------------------------------------------------- student solutions, right and wrong
-def denoised(velocity, a, t):
-    v = jax.lax.stop_gradient(velocity(a, t))
+# The signatures of qgf_lite.guidance: the state obs comes with the actions, velocity(obs, a, t), critic(obs, a).
+def denoised(velocity, obs, a, t):
+    v = jax.lax.stop_gradient(velocity(obs, a, t))
     return jnp.clip(a + (1.0 - t)[:, None] * v, -1.0, 1.0)
 
 
-def denoised_no_factor(velocity, a, t):
-    return jnp.clip(a + jax.lax.stop_gradient(velocity(a, t)), -1.0, 1.0)
+def denoised_no_factor(velocity, obs, a, t):
+    return jnp.clip(a + jax.lax.stop_gradient(velocity(obs, a, t)), -1.0, 1.0)
 
 
-def denoised_no_clip(velocity, a, t):
-    return a + (1.0 - t)[:, None] * jax.lax.stop_gradient(velocity(a, t))
+def denoised_no_clip(velocity, obs, a, t):
+    return a + (1.0 - t)[:, None] * jax.lax.stop_gradient(velocity(obs, a, t))
 
 
-def denoised_no_stop_gradient(velocity, a, t):
-    return jnp.clip(a + (1.0 - t)[:, None] * velocity(a, t), -1.0, 1.0)
+def denoised_no_stop_gradient(velocity, obs, a, t):
+    return jnp.clip(a + (1.0 - t)[:, None] * velocity(obs, a, t), -1.0, 1.0)
 
 
-def denoised_no_trailing_axis(velocity, a, t):
-    return jnp.clip(a + (1.0 - t) * velocity(a, t), -1.0, 1.0)
+def denoised_no_trailing_axis(velocity, obs, a, t):
+    return jnp.clip(a + (1.0 - t) * velocity(obs, a, t), -1.0, 1.0)
 
 
-def qgf_velocity(velocity, critic, a, t, weight):
-    a_hat = denoised(velocity, a, t)
-    return velocity(a, t) + weight * jax.grad(lambda x: jnp.sum(critic(x)))(a_hat)
+def denoised_without_obs(velocity, obs, a, t):
+    return denoised(velocity, None, a, t)
 
 
-def qgf_velocity_noisy(velocity, critic, a, t, weight):
-    return velocity(a, t) + weight * jax.grad(lambda x: jnp.sum(critic(x)))(a)
+def qgf_velocity(velocity, critic, obs, a, t, weight):
+    a_hat = denoised(velocity, obs, a, t)
+    return velocity(obs, a, t) + weight * jax.grad(lambda x: jnp.sum(critic(obs, x)))(a_hat)
 
 
-def qgf_velocity_jacobian(velocity, critic, a, t, weight):
-    grad = jax.grad(lambda x: jnp.sum(critic(denoised_no_stop_gradient(velocity, x, t))))(a)
-    return velocity(a, t) + weight * grad
+def qgf_velocity_noisy(velocity, critic, obs, a, t, weight):
+    return velocity(obs, a, t) + weight * jax.grad(lambda x: jnp.sum(critic(obs, x)))(a)
 
 
-def qgf_velocity_mean(velocity, critic, a, t, weight):
-    a_hat = denoised(velocity, a, t)
-    return velocity(a, t) + weight * jax.grad(lambda x: jnp.mean(critic(x)))(a_hat)
+def qgf_velocity_jacobian(velocity, critic, obs, a, t, weight):
+    grad = jax.grad(lambda x: jnp.sum(critic(obs, denoised_no_stop_gradient(velocity, obs, x, t))))(a)
+    return velocity(obs, a, t) + weight * grad
 
 
-def qgf_velocity_minus(velocity, critic, a, t, weight):
-    a_hat = denoised(velocity, a, t)
-    return velocity(a, t) - weight * jax.grad(lambda x: jnp.sum(critic(x)))(a_hat)
+def qgf_velocity_mean(velocity, critic, obs, a, t, weight):
+    a_hat = denoised(velocity, obs, a, t)
+    return velocity(obs, a, t) + weight * jax.grad(lambda x: jnp.mean(critic(obs, x)))(a_hat)
 
 
-def select_best(critic, proposals):
+def qgf_velocity_minus(velocity, critic, obs, a, t, weight):
+    a_hat = denoised(velocity, obs, a, t)
+    return velocity(obs, a, t) - weight * jax.grad(lambda x: jnp.sum(critic(obs, x)))(a_hat)
+
+
+def qgf_velocity_critic_swapped(velocity, critic, obs, a, t, weight):
+    a_hat = denoised(velocity, obs, a, t)
+    return velocity(obs, a, t) + weight * jax.grad(lambda x: jnp.sum(critic(x, obs)))(a_hat)
+
+
+def _scores(critic, obs, proposals, states):
     batch, n, dim = proposals.shape
-    scores = critic(proposals.reshape(batch * n, dim)).reshape(batch, n)
+    return critic(states, proposals.reshape(batch * n, dim)).reshape(batch, n)
+
+
+def select_best(critic, obs, proposals):
+    scores = _scores(critic, obs, proposals, jnp.repeat(obs, proposals.shape[1], axis=0))
+    return proposals[jnp.arange(proposals.shape[0]), jnp.argmax(scores, axis=1)]
+
+
+def select_best_by_columns(critic, obs, proposals):
+    """Another right answer: score the j-th proposal of every row at once, in a loop over j."""
+    scores = jnp.stack([critic(obs, proposals[:, j]) for j in range(proposals.shape[1])], axis=1)
+    return proposals[jnp.arange(proposals.shape[0]), jnp.argmax(scores, axis=1)]
+
+
+def select_worst(critic, obs, proposals):
+    scores = _scores(critic, obs, proposals, jnp.repeat(obs, proposals.shape[1], axis=0))
+    return proposals[jnp.arange(proposals.shape[0]), jnp.argmin(scores, axis=1)]
+
+
+def select_tiled_states(critic, obs, proposals):
+    scores = _scores(critic, obs, proposals, jnp.tile(obs, (proposals.shape[1], 1)))
+    return proposals[jnp.arange(proposals.shape[0]), jnp.argmax(scores, axis=1)]
+
+
+def select_without_obs(critic, obs, proposals):
+    batch, n, dim = proposals.shape
+    scores = critic(None, proposals.reshape(batch * n, dim)).reshape(batch, n)
     return proposals[jnp.arange(batch), jnp.argmax(scores, axis=1)]
 
 
-def select_worst(critic, proposals):
-    batch, n, dim = proposals.shape
-    scores = critic(proposals.reshape(batch * n, dim)).reshape(batch, n)
-    return proposals[jnp.arange(batch), jnp.argmin(scores, axis=1)]
-
-
-def select_first(critic, proposals):
+def select_first(critic, obs, proposals):
     return proposals[:, 0]
 
 
@@ -97,6 +127,7 @@ def not_written(*args):
     (checks.check_denoised_estimate, denoised),
     (checks.check_qgf_velocity, qgf_velocity),
     (checks.check_select_best, select_best),
+    (checks.check_select_best, select_best_by_columns),
     (checks.check_matched_best_of_n, matched),
 ])
 def test_reference_solutions_pass(check, solution, capsys):
@@ -115,6 +146,10 @@ def test_reference_solutions_pass(check, solution, capsys):
     (checks.check_qgf_velocity, qgf_velocity_minus, "subtracted"),
     (checks.check_select_best, select_worst, "argmin"),
     (checks.check_select_best, select_first, "first proposal"),
+    (checks.check_select_best, select_tiled_states, "jnp.repeat(obs, n, axis=0)"),
+    (checks.check_select_best, select_without_obs, "obs is None"),
+    (checks.check_denoised_estimate, denoised_without_obs, "obs is None"),
+    (checks.check_qgf_velocity, qgf_velocity_critic_swapped, "swapped"),
     (checks.check_matched_best_of_n, matched_no_scoring, "not counted"),
     (checks.check_matched_best_of_n, matched_round_up, "rounded up"),
     (checks.check_matched_best_of_n, matched_float, "int"),
@@ -130,10 +165,19 @@ def test_reference_guided_velocity_agrees_with_the_sampler():
     """One guided Euler step of qgf_lite.guided_sample (K = 1, t = 0) equals a0 + reference velocity * 1."""
     velocity, critic = checks.toy_velocity(9), checks.toy_critic(9)
     a0 = 0.5 * jax.random.normal(jax.random.PRNGKey(0), (5, 3))
-    sampled = guided_sample(lambda obs, a, t: velocity(a, t), lambda obs, a: critic(a), None, a0,
-                            steps=1, weight=0.3)
-    expected = jnp.clip(a0 + checks.reference_qgf_velocity(velocity, critic, a0, jnp.zeros(5), 0.3), -1, 1)
+    obs = jax.random.normal(jax.random.PRNGKey(1), (5, 2))
+    sampled = guided_sample(velocity, critic, obs, a0, steps=1, weight=0.3)
+    expected = jnp.clip(a0 + checks.reference_qgf_velocity(velocity, critic, obs, a0, jnp.zeros(5), 0.3), -1, 1)
     assert jnp.allclose(sampled, expected, atol=1e-5)
+
+
+def test_reference_select_best_agrees_with_best_of_n():
+    """The 4.1 reference picks what qgf_lite.best_of_n picks from the same proposals (its return_all)."""
+    velocity, critic = checks.toy_velocity(8), checks.toy_critic(8)
+    obs = jax.random.normal(jax.random.PRNGKey(2), (4, 2))
+    best, proposals, _ = best_of_n(velocity, critic, obs, jax.random.normal(jax.random.PRNGKey(3), (4, 6, 3)),
+                                   steps=3, return_all=True)
+    assert jnp.allclose(checks.reference_select_best(critic, obs, proposals), best)
 
 
 def test_reference_matched_n_fits_the_budget_and_the_next_does_not():

@@ -8,5 +8,4 @@ from qgf_lite.checks.flow import *  # noqa: F401,F403
 from qgf_lite.checks.critic import *  # noqa: F401,F403
 from qgf_lite.checks.guidance import *  # noqa: F401,F403
 from qgf_lite.checks.fql import *  # noqa: F401,F403
-from qgf_lite.checks.compute import check_matched_best_of_n, check_select_best  # noqa: F401 (specific 4.1/4.2 messages)
 from qgf_lite.checks.evaluation import *  # noqa: F401,F403

@@ -95,6 +95,13 @@ def call_student(exercise: str, fn: Callable, *args, **kwargs):
         fail(exercise, "not implemented yet.", "replace the `raise NotImplementedError` line with your code.")
     except CheckFailed:
         raise
+    except TypeError as err:
+        # A wrong argument count: most often an argument list without the state obs (the exercises take it where
+        # qgf_lite's functions do, and so do the velocity, critic and policy they are given).
+        hint = ("compare your def line with the exercise's and your calls with its docstring; where the state obs "
+                "is an argument it comes first: velocity(obs, a, t), critic(obs, a), policy(obs, noise)."
+                if "positional argument" in str(err) else None)
+        fail(exercise, f"your function raised TypeError: {err}", hint)
     except Exception as err:  # the student's bug, reported as such
         fail(exercise, f"your function raised {type(err).__name__}: {err}")
     if result is None:
