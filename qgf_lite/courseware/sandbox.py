@@ -551,6 +551,7 @@ class Sandbox:
         )
         self.pgid = self.process.pid
         self._alive = True
+        self._stopped = threading.Event()  # wakes the watcher at once on kill, so close() does not wait out a beat
         self._threads = [threading.Thread(target=self._read_messages, daemon=True),
                          threading.Thread(target=self._read_log, daemon=True),
                          threading.Thread(target=self._watch, daemon=True)]
@@ -646,7 +647,7 @@ class Sandbox:
                 self.killed_for = f"disk limit exceeded ({self.config.disk / 2**20:.0f} MiB written)"
                 self.kill()
                 return
-            time.sleep(0.3)
+            self._stopped.wait(0.3)
 
     # -- talking to the child
     def send(self, header: dict, arrays: dict | None = None) -> None:
@@ -687,6 +688,7 @@ class Sandbox:
         """SIGKILL everything the submission started: the process group, every descendant, every process of
         its uid. Namespace backends: killing the namespace's first process ends the whole PID namespace."""
         self._alive = False
+        self._stopped.set()
         for _ in range(3):
             table = _processes()
             members = [p for p in self._members(table) if p != os.getpid()]
