@@ -34,20 +34,20 @@ def interp_ok(a0, a1, t):
     return (1 - t) * np.asarray(a0) + t * np.asarray(a1)
 
 
-def fm_loss_ok(velocity, a0, a1, t):
+def fm_loss_ok(velocity, obs, a0, a1, t):
     a_t = interp_ok(a0, a1, t)
-    err = np.asarray(velocity(a_t, t)) - (np.asarray(a1) - np.asarray(a0))
+    err = np.asarray(velocity(obs, a_t, t)) - (np.asarray(a1) - np.asarray(a0))
     return np.mean(np.sum(err**2, axis=1))
 
 
-def euler_step_ok(velocity, a, t, dt):
-    return np.asarray(a) + dt * np.asarray(velocity(a, t))
+def euler_step_ok(velocity, obs, a, t, dt):
+    return np.asarray(a) + dt * np.asarray(velocity(obs, a, t))
 
 
-def euler_sample_ok(velocity, noise, steps):
+def euler_sample_ok(velocity, obs, noise, steps):
     a = np.asarray(noise)
     for k in range(steps):
-        a = a + np.asarray(velocity(a, np.full(a.shape[0], k / steps))) / steps
+        a = a + np.asarray(velocity(obs, a, np.full(a.shape[0], k / steps))) / steps
     return np.clip(a, -1, 1)
 
 
@@ -120,19 +120,19 @@ def test_interpolation_mistakes():
 
 # ----------------------------------------------------------------------------- 1.2 flow-matching loss
 def test_flow_matching_loss_mistakes():
-    def wrong_sign(velocity, a0, a1, t):
+    def wrong_sign(velocity, obs, a0, a1, t):
         a_t = interp_ok(a0, a1, t)
-        return np.mean(np.sum((np.asarray(velocity(a_t, t)) - (np.asarray(a0) - np.asarray(a1))) ** 2, axis=1))
+        return np.mean(np.sum((np.asarray(velocity(obs, a_t, t)) - (np.asarray(a0) - np.asarray(a1))) ** 2, axis=1))
 
-    def at_data(velocity, a0, a1, t):
-        return np.mean(np.sum((np.asarray(velocity(a1, t)) - (np.asarray(a1) - np.asarray(a0))) ** 2, axis=1))
+    def at_data(velocity, obs, a0, a1, t):
+        return np.mean(np.sum((np.asarray(velocity(obs, a1, t)) - (np.asarray(a1) - np.asarray(a0))) ** 2, axis=1))
 
-    def mean_over_dims(velocity, a0, a1, t):
-        err = np.asarray(velocity(interp_ok(a0, a1, t), t)) - (np.asarray(a1) - np.asarray(a0))
+    def mean_over_dims(velocity, obs, a0, a1, t):
+        err = np.asarray(velocity(obs, interp_ok(a0, a1, t), t)) - (np.asarray(a1) - np.asarray(a0))
         return np.mean(err**2)
 
-    def per_sample(velocity, a0, a1, t):
-        err = np.asarray(velocity(interp_ok(a0, a1, t), t)) - (np.asarray(a1) - np.asarray(a0))
+    def per_sample(velocity, obs, a0, a1, t):
+        err = np.asarray(velocity(obs, interp_ok(a0, a1, t), t)) - (np.asarray(a1) - np.asarray(a0))
         return np.sum(err**2, axis=1)
 
     _fails_with(checks.check_flow_matching_loss, wrong_sign, "wrong sign", "a1 - a0")
@@ -143,28 +143,32 @@ def test_flow_matching_loss_mistakes():
 
 # ----------------------------------------------------------------------------- 1.3 / 1.4 Euler
 def test_euler_step_mistakes():
-    _fails_with(checks.check_euler_step, lambda v, a, t, dt: a + v(a, t), "forgets dt")
-    _fails_with(checks.check_euler_step, lambda v, a, t, dt: a - v(a, t) * dt, "wrong way")
-    _fails_with(checks.check_euler_step, lambda v, a, t, dt: a + v(a, t + dt) * dt, "t + dt")
+    _fails_with(checks.check_euler_step, lambda v, s, a, t, dt: a + v(s, a, t), "forgets dt")
+    _fails_with(checks.check_euler_step, lambda v, s, a, t, dt: a - v(s, a, t) * dt, "wrong way")
+    _fails_with(checks.check_euler_step, lambda v, s, a, t, dt: a + v(s, a, t + dt) * dt, "t + dt")
+    # The state is part of the signature, as in qgf_lite.flow: dropping it or passing None is named.
+    _fails_with(checks.check_euler_step, lambda v, s, a, t, dt: a + v(None, a, t) * dt, "obs is None")
+    _fails_with(checks.check_euler_step, lambda v, s, a, t, dt: a + v(a, s, t) * dt, "swapped")
+    _fails_with(checks.check_euler_step, lambda v, a, t, dt: a + v(a, t) * dt, "takes 4 positional arguments", "velocity(obs, a, t)")
 
 
 def test_euler_sample_mistakes():
-    def no_clip(velocity, noise, steps):
+    def no_clip(velocity, obs, noise, steps):
         a = np.asarray(noise)
         for k in range(steps):
-            a = a + np.asarray(velocity(a, k / steps)) / steps
+            a = a + np.asarray(velocity(obs, a, k / steps)) / steps
         return a
 
-    def backwards(velocity, noise, steps):
+    def backwards(velocity, obs, noise, steps):
         a = np.asarray(noise)
         for k in range(steps):
-            a = a + np.asarray(velocity(a, 1 - k / steps)) / steps
+            a = a + np.asarray(velocity(obs, a, 1 - k / steps)) / steps
         return np.clip(a, -1, 1)
 
-    def clip_every_step(velocity, noise, steps):
+    def clip_every_step(velocity, obs, noise, steps):
         a = np.asarray(noise)
         for k in range(steps):
-            a = np.clip(a + np.asarray(velocity(a, k / steps)) / steps, -1, 1)
+            a = np.clip(a + np.asarray(velocity(obs, a, k / steps)) / steps, -1, 1)
         return a
 
     _fails_with(checks.check_euler_sample, no_clip, "not clipped")
@@ -174,10 +178,17 @@ def test_euler_sample_mistakes():
 
 def test_toy_velocity_accepts_scalar_and_batched_time():
     velocity = checks.toy_velocity(0)
+    a, obs = jnp.ones((4, 3)), jnp.ones((4, 2))
+    batched = velocity(obs, a, jnp.full((4,), 0.3))
+    np.testing.assert_allclose(velocity(obs, a, 0.3), batched, rtol=1e-6)
+    assert not np.allclose(velocity(obs, a, 0.0), batched)  # the field depends on t
+    assert not np.allclose(velocity(-obs, a, 0.3), batched)  # and on the state
+
+
+def test_toy_velocity_without_state_ignores_obs():
+    velocity = checks.toy_velocity(0, obs_dim=None)
     a = jnp.ones((4, 3))
-    batched = velocity(a, jnp.full((4,), 0.3))
-    np.testing.assert_allclose(velocity(a, 0.3), batched, rtol=1e-6)
-    assert not np.allclose(velocity(a, 0.0), batched)  # the field depends on t
+    np.testing.assert_allclose(velocity(None, a, 0.3), velocity(jnp.ones((4, 2)), a, 0.3))
 
 
 # ----------------------------------------------------------------------------- 2.x critic

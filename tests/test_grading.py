@@ -236,23 +236,23 @@ def test_check_messages_for_unfinished_functions_and_unexplained_mismatches():
     from qgf_lite import checks
     from qgf_lite.checks import CheckFailed
 
-    def none_loss(velocity, a0, a1, t):
+    def none_loss(velocity, obs, a0, a1, t):
         jnp.sum(a0)  # forgot the return
 
     with pytest.raises(CheckFailed, match="returned None") as info:
         checks.check_flow_matching_loss(none_loss)
     assert "axis" not in str(info.value)
     with pytest.raises(CheckFailed, match="all zeros") as info:
-        checks.check_flow_matching_loss(lambda velocity, a0, a1, t: 0.0)
+        checks.check_flow_matching_loss(lambda velocity, obs, a0, a1, t: 0.0)
     assert "constant factor" not in str(info.value)
     with pytest.raises(CheckFailed) as info:  # an unrecognised mistake that no single factor explains
-        checks.check_flow_matching_loss(lambda velocity, a0, a1, t: jnp.mean(jnp.square(a1)) + 1.0)
+        checks.check_flow_matching_loss(lambda velocity, obs, a0, a1, t: jnp.mean(jnp.square(a1)) + 1.0)
     assert "constant factor" not in str(info.value) and "differs from the reference" in str(info.value)
 
-    def doubled(velocity, a0, a1, t):
+    def doubled(velocity, obs, a0, a1, t):
         tc = t[:, None]
         a_t = (1 - tc) * a0 + tc * a1
-        return 2.0 * jnp.mean(jnp.sum(jnp.square(velocity(a_t, t) - (a1 - a0)), axis=-1))
+        return 2.0 * jnp.mean(jnp.sum(jnp.square(velocity(obs, a_t, t) - (a1 - a0)), axis=-1))
 
     with pytest.raises(CheckFailed, match="times 2 for every input: a constant factor"):
         checks.check_flow_matching_loss(doubled)

@@ -80,20 +80,25 @@ def _normal(rng, *shape, scale=1.0):
     return jnp.asarray((scale * rng.standard_normal(shape)).astype(np.float32))
 
 
-def _velocity(rng, dim):
+def _velocity(rng, dim, obs_dim):
+    """A velocity v(s, a, t) that depends on the state s (obs of shape (batch, obs_dim))."""
     from qgf_lite.checks.flow import velocity_field
 
-    return velocity_field(rng.normal(scale=0.6, size=(dim, dim)), rng.normal(size=dim), rng.normal(size=dim))
+    return velocity_field(rng.normal(scale=0.6, size=(dim, dim)), rng.normal(size=dim), rng.normal(size=dim),
+                          rng.normal(size=(obs_dim, dim)))
 
 
-def _with_obs(velocity):
-    return lambda obs, a, t: velocity(a, t)
-
-
-def _critic(rng, dim):
+def _critic(rng, dim, obs_dim):
+    """A critic Q(s, a) whose peak moves with the state s."""
     from qgf_lite.checks.guidance import critic_field
 
-    return critic_field(rng.uniform(-0.5, 0.5, size=dim), rng.normal(size=dim))
+    return critic_field(rng.uniform(-0.5, 0.5, size=dim), rng.normal(size=dim), rng.normal(size=(obs_dim, dim)))
+
+
+def _obs(rng, batch):
+    """(obs, obs_dim): states for the state-dependent fields above, of a size drawn at grade time."""
+    obs_dim = int(rng.integers(1, 5))
+    return _normal(rng, batch, obs_dim), obs_dim
 
 
 def _times(rng, batch, low=0.0, high=1.0):
@@ -131,9 +136,11 @@ def loss_other_sizes(fn, rng):
     from qgf_lite.checks.flow import reference_flow_matching_loss
 
     batch, dim = _sizes(rng)
-    velocity = _velocity(rng, dim)
+    obs, obs_dim = _obs(rng, batch)
+    velocity = _velocity(rng, dim, obs_dim)
     a0, a1, t = _normal(rng, batch, dim), _normal(rng, batch, dim), _times(rng, batch)
-    _compare("flow_matching_loss", fn, (velocity, a0, a1, t), reference_flow_matching_loss(velocity, a0, a1, t))
+    _compare("flow_matching_loss", fn, (velocity, obs, a0, a1, t),
+             reference_flow_matching_loss(velocity, obs, a0, a1, t))
 
 
 def loss_end_times(fn, rng):
@@ -142,28 +149,32 @@ def loss_end_times(fn, rng):
     from qgf_lite.checks.flow import reference_flow_matching_loss
 
     batch, dim = _sizes(rng, 4, 12)
-    velocity = _velocity(rng, dim)
+    obs, obs_dim = _obs(rng, batch)
+    velocity = _velocity(rng, dim, obs_dim)
     a0, a1 = _normal(rng, batch, dim), _normal(rng, batch, dim)
     t = jnp.asarray(rng.permutation(np.arange(batch) % 2).astype(np.float32))  # only t = 0 and t = 1
-    _compare("flow_matching_loss", fn, (velocity, a0, a1, t), reference_flow_matching_loss(velocity, a0, a1, t))
+    _compare("flow_matching_loss", fn, (velocity, obs, a0, a1, t),
+             reference_flow_matching_loss(velocity, obs, a0, a1, t))
 
 
 def euler_step_other_sizes(fn, rng):
     batch, dim = _sizes(rng)
-    velocity = _velocity(rng, dim)
+    obs, obs_dim = _obs(rng, batch)
+    velocity = _velocity(rng, dim, obs_dim)
     a, t = _normal(rng, batch, dim), _times(rng, batch)
     dt = float(rng.uniform(0.01, 0.5))
-    _compare("euler_step", fn, (velocity, a, t, dt), a + velocity(a, t) * dt)
+    _compare("euler_step", fn, (velocity, obs, a, t, dt), a + velocity(obs, a, t) * dt)
 
 
 def euler_step_last_step(fn, rng):
     import jax.numpy as jnp
 
     batch, dim = _sizes(rng)
-    velocity = _velocity(rng, dim)
+    obs, obs_dim = _obs(rng, batch)
+    velocity = _velocity(rng, dim, obs_dim)
     steps = int(rng.integers(2, 9))
     a, t = _normal(rng, batch, dim), jnp.full((batch,), (steps - 1) / steps, jnp.float32)
-    _compare("euler_step", fn, (velocity, a, t, 1.0 / steps), a + velocity(a, t) / steps)
+    _compare("euler_step", fn, (velocity, obs, a, t, 1.0 / steps), a + velocity(obs, a, t) / steps)
 
 
 def _clipping_sample_case(rng, steps_low, steps_high):
@@ -174,25 +185,25 @@ def _clipping_sample_case(rng, steps_low, steps_high):
 
     for _ in range(50):
         batch, dim = _sizes(rng)
-        velocity = _velocity(rng, dim)
+        obs, obs_dim = _obs(rng, batch)
+        velocity = _velocity(rng, dim, obs_dim)
         noise = _normal(rng, batch, dim, scale=1.5)
         steps = int(rng.integers(steps_low, steps_high + 1))
-        field = _with_obs(velocity)
-        want = euler_sample(field, None, noise, steps=steps)
-        unclipped = euler_sample(field, None, noise, steps=steps, clip=None)
+        want = euler_sample(velocity, obs, noise, steps=steps)
+        unclipped = euler_sample(velocity, obs, noise, steps=steps, clip=None)
         if float(jnp.max(jnp.abs(want - unclipped))) > 1e-2:
             break
-    return velocity, noise, steps, want
+    return velocity, obs, noise, steps, want
 
 
 def euler_sample_other_steps(fn, rng):
-    velocity, noise, steps, want = _clipping_sample_case(rng, 2, 12)
-    _compare("euler_sample", fn, (velocity, noise, steps), want, what=f"samples with steps={steps}")
+    velocity, obs, noise, steps, want = _clipping_sample_case(rng, 2, 12)
+    _compare("euler_sample", fn, (velocity, obs, noise, steps), want, what=f"samples with steps={steps}")
 
 
 def euler_sample_one_step(fn, rng):
-    velocity, noise, _, want = _clipping_sample_case(rng, 1, 1)
-    _compare("euler_sample", fn, (velocity, noise, 1), want, what="samples with steps=1")
+    velocity, obs, noise, _, want = _clipping_sample_case(rng, 1, 1)
+    _compare("euler_sample", fn, (velocity, obs, noise, 1), want, what="samples with steps=1")
 
 
 # 02 critic -----------------------------------------------------------------
@@ -266,11 +277,12 @@ def qgf_velocity_other_sizes(fn, rng):
     from qgf_lite.checks.guidance import reference_qgf_velocity
 
     batch, dim = _sizes(rng)
-    velocity, critic = _velocity(rng, dim), _critic(rng, dim)
+    obs, obs_dim = _obs(rng, batch)
+    velocity, critic = _velocity(rng, dim, obs_dim), _critic(rng, dim, obs_dim)
     a, t = _normal(rng, batch, dim, scale=0.7), _times(rng, batch, 0.05, 0.95)
     weight = float(rng.uniform(0.1, 3.0))
-    want = reference_qgf_velocity(velocity, critic, a, t, weight)
-    _compare("qgf_velocity", fn, (velocity, critic, a, t, weight), want, what="guided velocity")
+    want = reference_qgf_velocity(velocity, critic, obs, a, t, weight)
+    _compare("qgf_velocity", fn, (velocity, critic, obs, a, t, weight), want, what="guided velocity")
 
 
 def denoised_other_sizes(fn, rng):
@@ -278,12 +290,13 @@ def denoised_other_sizes(fn, rng):
 
     for _ in range(50):  # inputs where the clip matters, so a missing clip shows
         batch, dim = _sizes(rng)
-        velocity = _velocity(rng, dim)
+        obs, obs_dim = _obs(rng, batch)
+        velocity = _velocity(rng, dim, obs_dim)
         a, t = _normal(rng, batch, dim, scale=0.9), _times(rng, batch)
-        want = reference_denoised_estimate(velocity, a, t)
-        if float(np.max(np.abs(np.asarray(want) - np.asarray(a + (1 - t)[:, None] * velocity(a, t))))) > 1e-2:
+        want = reference_denoised_estimate(velocity, obs, a, t)
+        if float(np.max(np.abs(np.asarray(want) - np.asarray(a + (1 - t)[:, None] * velocity(obs, a, t))))) > 1e-2:
             break
-    _compare("denoised_estimate", fn, (velocity, a, t), want, what="a_hat")
+    _compare("denoised_estimate", fn, (velocity, obs, a, t), want, what="a_hat")
 
 
 def denoised_gradient(fn, rng):
@@ -293,11 +306,12 @@ def denoised_gradient(fn, rng):
     from qgf_lite.checks.guidance import reference_denoised_estimate
 
     batch, dim = _sizes(rng)
-    velocity = _velocity(rng, dim)
+    obs, obs_dim = _obs(rng, batch)
+    velocity = _velocity(rng, dim, obs_dim)
     a, t = _normal(rng, batch, dim, scale=0.3), _times(rng, batch, 0.5, 1.0)
     weights = _normal(rng, batch, dim)
-    got = student_vjp("denoised_estimate", fn, (velocity, a, t), 1, weights)
-    _, pullback = jax.vjp(lambda x: reference_denoised_estimate(velocity, x, t), a)
+    got = student_vjp("denoised_estimate", fn, (velocity, obs, a, t), 2, weights)
+    _, pullback = jax.vjp(lambda x: reference_denoised_estimate(velocity, obs, x, t), a)
     compare_arrays("denoised_estimate", got, pullback(weights)[0], what="gradient of a_hat")
 
 
@@ -308,17 +322,19 @@ def select_best_other_sizes(fn, rng):
     from qgf_lite.checks.guidance import reference_select_best
 
     batch, n, dim = int(rng.integers(2, 12)), int(rng.integers(2, 10)), int(rng.integers(1, 5))
-    critic = _critic(rng, dim)
+    obs, obs_dim = _obs(rng, batch)
+    critic = _critic(rng, dim, obs_dim)
     proposals = _normal(rng, batch, n, dim, scale=0.6)
-    _compare("select_best", fn, (critic, proposals), reference_select_best(critic, proposals),
+    _compare("select_best", fn, (critic, obs, proposals), reference_select_best(critic, obs, proposals),
              what="selected actions")
 
 
 def select_best_single_proposal(fn, rng):
     batch, dim = _sizes(rng)
-    critic = _critic(rng, dim)
+    obs, obs_dim = _obs(rng, batch)
+    critic = _critic(rng, dim, obs_dim)
     proposals = _normal(rng, batch, 1, dim, scale=0.6)
-    _compare("select_best", fn, (critic, proposals), proposals[:, 0], what="selected actions")
+    _compare("select_best", fn, (critic, obs, proposals), proposals[:, 0], what="selected actions")
 
 
 def matched_small_budgets(fn, rng):
@@ -350,21 +366,26 @@ def matched_large_budgets(fn, rng):
 # 06 test time vs training time ----------------------------------------------
 
 
-def _policy(rng, dim):
+def _fql_case(rng):
+    """(policy, obs, noise, targets): a state-dependent policy and flow; targets = the flow's clipped Euler sample
+    from the noise with a step count drawn at grade time (``qgf_lite.fql.flow_targets``)."""
     from qgf_lite.checks.fql import policy_field
+    from qgf_lite.fql import flow_targets
 
-    return policy_field(rng.normal(scale=0.8, size=(dim, dim)), rng.normal(scale=0.5, size=dim))
+    batch, dim = _sizes(rng)
+    obs, obs_dim = _obs(rng, batch)
+    policy = policy_field(rng.normal(scale=0.8, size=(dim, dim)), rng.normal(scale=0.5, size=dim),
+                          obs_matrix=rng.normal(size=(obs_dim, dim)))
+    noise = _normal(rng, batch, dim, scale=1.5)  # wide enough that the flow's target is clipped
+    targets = flow_targets(_velocity(rng, dim, obs_dim), obs, noise, steps=int(rng.integers(1, 12)))
+    return policy, obs, noise, targets
 
 
 def fql_loss_other_sizes(fn, rng):
     from qgf_lite.checks.fql import reference_fql_distillation_loss
 
-    batch, dim = _sizes(rng)
-    steps = int(rng.integers(1, 12))
-    policy, velocity = _policy(rng, dim), _velocity(rng, dim)
-    noise = _normal(rng, batch, dim, scale=1.5)  # wide enough that clipping the flow's target matters
-    _compare("fql_distillation_loss", fn, (policy, velocity, noise, steps),
-             reference_fql_distillation_loss(policy, velocity, noise, steps), what=f"loss with {steps} Euler steps")
+    args = _fql_case(rng)
+    _compare("fql_distillation_loss", fn, args, reference_fql_distillation_loss(*args), what="loss")
 
 
 def fql_loss_gradient(fn, rng):
@@ -374,13 +395,14 @@ def fql_loss_gradient(fn, rng):
     from qgf_lite.checks._core import compare_arrays, student_vjp
     from qgf_lite.checks.fql import reference_fql_distillation_loss
 
-    batch, dim = _sizes(rng)
-    steps = int(rng.integers(2, 8))
-    policy, velocity = _policy(rng, dim), _velocity(rng, dim)
-    noise = _normal(rng, batch, dim, scale=1.5)
-    want = jax.grad(lambda z: reference_fql_distillation_loss(policy, velocity, z, steps))(noise)
-    got = student_vjp("fql_distillation_loss", fn, (policy, velocity, noise, steps), 2, jnp.float32(1.0))
+    policy, obs, noise, targets = _fql_case(rng)
+    args = (policy, obs, noise, targets)
+    want = jax.grad(lambda z: reference_fql_distillation_loss(policy, obs, z, targets))(noise)
+    got = student_vjp("fql_distillation_loss", fn, args, 2, jnp.float32(1.0))
     compare_arrays("fql_distillation_loss", got, want, what="the loss's gradient with respect to the noise")
+    got = student_vjp("fql_distillation_loss", fn, args, 3, jnp.float32(1.0))
+    compare_arrays("fql_distillation_loss", got, jnp.zeros_like(targets),
+                   what="the loss's gradient with respect to the targets (held fixed)")
 
 
 def _compare_choice(fn, weights, heldout, test):
@@ -514,7 +536,8 @@ QUESTIONS: dict = {
         "4.1": Question(
             check="check_select_best",
             function="select_best",
-            references=("qgf_lite.checks.guidance:reference_select_best", "qgf_lite.guidance:best_of_n"),
+            references=("qgf_lite.checks.guidance:reference_select_best", "qgf_lite.guidance:best_of_n",
+                        "qgf_lite.guidance:select_highest"),
             hidden=(Hidden("other batch sizes, proposal counts and dimensions", select_best_other_sizes),
                     Hidden("a single proposal per row", select_best_single_proposal)),
         ),
@@ -543,8 +566,8 @@ QUESTIONS: dict = {
             function="fql_distillation_loss",
             references=("qgf_lite.fql:distillation_loss", "qgf_lite.fql:flow_targets",
                         "qgf_lite.checks.fql:reference_fql_distillation_loss"),
-            hidden=(Hidden("other sizes, step counts, policies and flows", fql_loss_other_sizes),
-                    Hidden("its gradient on other inputs (the flow's target held fixed)", fql_loss_gradient)),
+            hidden=(Hidden("other sizes, states, policies and flows", fql_loss_other_sizes),
+                    Hidden("its gradient on other inputs (the flow's targets held fixed)", fql_loss_gradient)),
         ),
         "6.2": Question(
             check="check_select_weight",
