@@ -252,7 +252,7 @@ def test_measure_flags_a_clipped_and_an_overlapping_label(page):
 def test_place_labels_keeps_labels_apart_and_inside(page):
     import plotly.graph_objects as go
 
-    from qgf_lite.plots import place_labels
+    from qgf_lite.presentation.plots import place_labels
 
     x = [0.1, 0.102, 0.104, 0.5, 0.98, 0.99]
     y = [0.5, 0.505, 0.5, 0.6, 0.99, 0.2]

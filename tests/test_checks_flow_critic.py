@@ -248,7 +248,7 @@ def test_td_target_mistakes():
 
 # ----------------------------------------------------------------------------- plots.py (shared figure builders)
 def test_arrow_tips_land_at_point_plus_scaled_vector():
-    from qgf_lite import plots
+    from qgf_lite.presentation import plots
 
     points = np.array([[0.0, 0.0], [0.5, -0.5]])
     vectors = np.array([[1.0, 0.0], [0.0, 2.0]])
@@ -263,7 +263,7 @@ def test_arrow_tips_land_at_point_plus_scaled_vector():
 
 
 def test_trajectories_draw_one_polyline_per_particle():
-    from qgf_lite import plots
+    from qgf_lite.presentation import plots
 
     path = np.random.default_rng(0).normal(size=(4, 6, 2))
     fig = plots.trajectories(path, max_particles=5)
@@ -274,7 +274,7 @@ def test_trajectories_draw_one_polyline_per_particle():
 
 
 def test_plot_builders_reject_bad_shapes():
-    from qgf_lite import plots
+    from qgf_lite.presentation import plots
 
     with pytest.raises(ValueError, match="shape"):
         plots.scatter_samples(np.zeros((5, 3)))
@@ -287,7 +287,7 @@ def test_plot_builders_reject_bad_shapes():
 
 
 def test_frames_figure_has_one_slider_step_per_frame():
-    from qgf_lite import plots
+    from qgf_lite.presentation import plots
 
     frames = [[plots.scatter_trace(np.full((3, 2), float(i)))] for i in range(4)]
     fig = plots.frames_figure(frames, [1, 2, 4, 8], active=2)

@@ -144,7 +144,7 @@ def test_curves_figure_draws_shared_curves_once(ring_run):
     names = [t.name for t in fig.data if t.showlegend is not False]
     assert names == ["BC", "QGF", "FQL, a", "QAM"]  # the second run's identical curves are not drawn again
     colours = {t.name: t.line.color for t in fig.data if t.showlegend is not False}
-    from qgf_lite.plots import method_color
+    from qgf_lite.presentation.plots import method_color
     assert colours["QAM"] == method_color("QAM") != colours["FQL, a"]
     assert fig.layout.xaxis.title.text == "training steps"
 
@@ -263,7 +263,7 @@ def test_bandit_scores_of_one_seed_uses_that_seeds_critic(ring_run):
 
 
 def test_actions_figure_one_panel_per_policy_in_method_colours(ring_run):
-    from qgf_lite.plots import method_color
+    from qgf_lite.presentation.plots import method_color
 
     fig = cmp.actions_figure({"alpha=10": ring_run}, weight=1.0, key=0, num=50,
                              extra={"FQL, your loss": np.zeros((50, 2))})

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import qgf_lite
-from qgf_lite import explorer, toy
+from qgf_lite import toy
+from qgf_lite.presentation import explorer
 from qgf_lite.toy import experiments as tx
 
 WEIGHTS = (0.0, 1.0, 3.0)
@@ -282,7 +283,7 @@ def test_cdn_page_offline_says_why_it_is_blank(export, tmp_path):
     state = _open_offline(page, tmp_path)
     assert any("cdn.plot.ly" in url for url in state["outside"])  # it tried, and was blocked
     assert state["status_visible"] and "could not be drawn" in state["status_text"]
-    assert "python -m qgf_lite.explorer" in state["status_text"]
+    assert "python -m qgf_lite.presentation.explorer" in state["status_text"]
 
 
 def test_committed_page_embeds_plotly_and_draws_offline(tmp_path):

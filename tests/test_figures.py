@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qgf_lite import plots, progress, toy, widgets
+from qgf_lite import progress, toy
+from qgf_lite.presentation import plots, widgets
 
 RNG = np.random.default_rng(0)
 
@@ -125,7 +126,7 @@ def test_progress_bar_is_plain_text_on_stdout_inside_a_kernel(monkeypatch):
 
 
 def test_one_colour_per_method_whatever_the_label():
-    from qgf_lite.plots import METHOD_COLORS, method_color
+    from qgf_lite.presentation.plots import METHOD_COLORS, method_color
 
     same = {
         "QGF": ["QGF", "qgf", "QGF w=0.03", "QGF, w set at test time", "guided"],

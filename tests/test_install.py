@@ -30,7 +30,7 @@ from install_envs import (
 
 CORE_MODULES = ["qgf_lite", "qgf_lite.networks", "qgf_lite.flow", "qgf_lite.guidance", "qgf_lite.samplers", "qgf_lite.cfgrl", "qgf_lite.fql",
                 "qgf_lite.iql", "qgf_lite.data", "qgf_lite.training", "qgf_lite.checkpoint", "qgf_lite.checks",
-                "qgf_lite.plots", "qgf_lite.widgets", "qgf_lite.explorer", "qgf_lite.notebook_tools", "qgf_lite.toy",
+                "qgf_lite.presentation.plots", "qgf_lite.presentation.widgets", "qgf_lite.presentation.explorer", "qgf_lite.presentation.notebook_tools", "qgf_lite.toy",
                 "qgf_lite.toy.metrics", "qgf_lite.toy.experiments", "qgf_lite.toy.comparison", "qgf_lite.progress"]
 OPTIONAL_MODULES = {"qgf_lite.ogbench.evaluation": "ogbench", "qgf_lite.courseware": "course"}
 ARTIFACTS = ROOT / "artifacts"

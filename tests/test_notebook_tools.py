@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qgf_lite import notebook_tools as nt
+from qgf_lite.presentation import notebook_tools as nt
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ def _install_cell(nb: dict) -> str:
 
 def test_every_notebook_is_in_step_with_pyproject():
     out_of_step = nt.sync(ROOT, check_only=True, log=lambda _: None)
-    assert out_of_step == {}, f"run `python -m qgf_lite.notebook_tools sync`: {out_of_step}"
+    assert out_of_step == {}, f"run `python -m qgf_lite.presentation.notebook_tools sync`: {out_of_step}"
     source = nt.read_project_source(ROOT)
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         nb = json.loads(path.read_text())

@@ -90,7 +90,7 @@ def test_setup_critic_and_tilted_target_use_the_target_critic(setup):
 
 
 def test_explorer_figure_follows_the_critic_option(setup):
-    from qgf_lite import explorer
+    from qgf_lite.presentation import explorer
 
     noise = explorer.explorer_noise(0, 16)
     for which, params in [("target", setup.state.target_critic_params), ("online", setup.state.critic_params)]:

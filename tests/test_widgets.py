@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qgf_lite import toy, widgets
+from qgf_lite import toy
+from qgf_lite.presentation import widgets
 
 BASE = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (50, 2))) * 0.3
 DIRECTION = np.array([0.2, -0.1])
@@ -118,7 +119,7 @@ BLOCK_ANYWIDGET = textwrap.dedent("""
     sys.meta_path.insert(0, BlockAnywidget())
     import jax.numpy as jnp
     import plotly.graph_objects as go
-    from qgf_lite import widgets
+    from qgf_lite.presentation import widgets
     widgets._in_kernel = lambda: True  # pretend to be a Jupyter kernel: only the missing anywidget can decide
 
     mode, reason = widgets.choose_view_mode()

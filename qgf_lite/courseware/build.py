@@ -25,7 +25,7 @@ from qgf_lite.courseware.assignments import (
     read_notebook,
 )
 from qgf_lite.courseware.grading import Limits, grade_submission
-from qgf_lite.notebook_tools import install_cell_source, set_install_cell
+from qgf_lite.presentation.notebook_tools import install_cell_source, set_install_cell
 
 # ---------------------------------------------------------------------------
 # Building dist/

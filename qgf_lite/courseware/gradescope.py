@@ -67,7 +67,7 @@ def course_requirement(release: str | None) -> str:
     """The pip requirement (with the ``course`` extra) the autograder image installs."""
     if release is None:
         try:
-            from qgf_lite.notebook_tools import read_project_source
+            from qgf_lite.presentation.notebook_tools import read_project_source
 
             release = read_project_source(".").requirement
         except (FileNotFoundError, ValueError, KeyError):

@@ -634,7 +634,7 @@ def curves_figure(runs: Dict[str, "TrainingRun"], metric: str, *, title: str, y_
     (the BC flow, QGF and QAM do not depend on FQL's alpha) is drawn once."""
     import plotly.graph_objects as go
 
-    from qgf_lite.plots import method_color
+    from qgf_lite.presentation.plots import method_color
 
     methods = methods or {m: method_color(m) for m in ("BC", "QGF", "FQL", "QAM")}
     fig = go.Figure()
@@ -668,11 +668,11 @@ def actions_figure(runs: Dict[str, "TrainingRun"], *, weight: float, key, num: i
     at ``weight`` (from the first run: they do not depend on FQL's alpha), FQL of every run (``runs`` {label:
     TrainingRun from run_bandit}), QAM (from the first run that trained it: it does not depend on FQL's alpha either),
     then ``extra`` {label: actions (num, 2)} (e.g. a policy you trained); the reward
-    peak as a red star. Every method keeps its colour (``qgf_lite.plots.method_color``)."""
+    peak as a red star. Every method keeps its colour (``qgf_lite.presentation.plots.method_color``)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from qgf_lite.plots import method_color, scatter_trace
+    from qgf_lite.presentation.plots import method_color, scatter_trace
 
     if not runs:
         raise ValueError("`runs` must hold at least one TrainingRun.")

@@ -156,7 +156,7 @@ def _background_trace(grid, density, colorscale: str, background_style: str = "h
 
 
 def _scatter_traces(point_sets: Dict[str, np.ndarray], marker_size: float, opacity: float, mass_of=None):
-    from qgf_lite.plots import COLORS, scatter_trace
+    from qgf_lite.presentation.plots import COLORS, scatter_trace
 
     # Over a mass heatmap the points are dark and translucent: where they pile up the colour accumulates.
     traces = [scatter_trace(points, name=name, color="#3a3a3a" if name == mass_of else COLORS[i % len(COLORS)],
@@ -168,7 +168,7 @@ def _scatter_traces(point_sets: Dict[str, np.ndarray], marker_size: float, opaci
 
 
 def _mass_trace(point_sets, style):
-    from qgf_lite.plots import mass_trace
+    from qgf_lite.presentation.plots import mass_trace
 
     name = style["mass_of"]
     if name not in point_sets:
@@ -279,7 +279,7 @@ def build_live_view(
     import ipywidgets as widgets
     import plotly.graph_objects as go
 
-    from qgf_lite.plots import action_layout
+    from qgf_lite.presentation.plots import action_layout
 
     values = _check_values("slider_values", slider_values)
     static = _check_static(static_sliders)
@@ -382,7 +382,7 @@ def build_frames_view(
     **_ignored,
 ):
     """A ``go.Figure`` with one frame and one slider step per slider value, all sampled by one ``jax.vmap`` call."""
-    from qgf_lite.plots import frames_figure
+    from qgf_lite.presentation.plots import frames_figure
 
     values = _check_values("slider_values", slider_values)
     static = _check_static(static_sliders)

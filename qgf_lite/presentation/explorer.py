@@ -11,7 +11,7 @@ staying blank.
 
 Regenerate the committed page::
 
-    python -m qgf_lite.explorer --out docs/guidance_explorer.html
+    python -m qgf_lite.presentation.explorer --out docs/guidance_explorer.html
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qgf_lite import toy, widgets
+from qgf_lite import toy
+from qgf_lite.presentation import widgets
 from qgf_lite.toy import experiments as tx
 from qgf_lite.fileio import atomic_write_bytes
 from qgf_lite.samplers import SamplerSpec
@@ -79,7 +80,7 @@ def _frame_title(problem: toy.BanditProblem):
 
 def _region_trace(problem: toy.BanditProblem):
     """The best region's outline (dashed): it marks the reward peak without hiding the samples piled on it."""
-    from qgf_lite import plots
+    from qgf_lite.presentation import plots
 
     return plots.region_outline(problem.in_best_region, name="best region")
 
@@ -154,7 +155,7 @@ def _page_intro(bandit: str, num_samples: int, train_steps: int, euler_steps: in
         f"the title rise and then fall again).</p>"
         f"<p>Every frame was computed in advance (notebook <code>03_guided_sampling.ipynb</code>, section 4, has the "
         f"live version); regenerate this page with "
-        f"<code>python -m qgf_lite.explorer --out docs/guidance_explorer.html</code>.</p>"
+        f"<code>python -m qgf_lite.presentation.explorer --out docs/guidance_explorer.html</code>.</p>"
     )
 
 
@@ -187,8 +188,8 @@ JavaScript to draw the plot: allow scripts for this file and reload it.</div></n
 })();
 </script>"""
 _CDN_HINT = ("This copy loads plotly.js from cdn.plot.ly, which needs the network; for a copy that works offline run "
-             "python -m qgf_lite.explorer (plotly.js embedded).")
-_INLINE_HINT = "Open the page in a current browser with JavaScript enabled, or regenerate it: python -m qgf_lite.explorer."
+             "python -m qgf_lite.presentation.explorer (plotly.js embedded).")
+_INLINE_HINT = "Open the page in a current browser with JavaScript enabled, or regenerate it: python -m qgf_lite.presentation.explorer."
 
 
 def explorer_page_html(fig, intro_html: str, *, include_plotlyjs=True) -> str:
@@ -247,7 +248,7 @@ def export_guidance_explorer(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m qgf_lite.explorer", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m qgf_lite.presentation.explorer", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"HTML file to write (default {DEFAULT_OUT})")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--inline", action="store_true",

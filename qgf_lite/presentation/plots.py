@@ -619,7 +619,7 @@ def method_color(name: str) -> str:
                 method = "best-of-N" if re.search(r"best[ _-]of|bfn", text) else "BC"
             return METHOD_COLORS[method]
     raise ValueError(f"no colour for method {name!r}: known methods are {', '.join(METHOD_COLORS)} (add a new one to "
-                     "qgf_lite.plots.METHOD_COLORS).")
+                     "qgf_lite.presentation.plots.METHOD_COLORS).")
 
 # --------------------------------------------------------------------------- point labels that never collide
 _LABEL_SPOTS = (  # (x shift px, y shift px, xanchor, yanchor): above, below, right, left, then the diagonals
