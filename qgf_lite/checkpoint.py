@@ -138,3 +138,11 @@ def load_checkpoint(path, config: Optional[QGFConfig] = None) -> Tuple[QGFConfig
     state = flax.serialization.from_state_dict(template, stored_state)
     state = jax.tree_util.tree_map(jax.numpy.asarray, state)
     return stored_config, state, payload.get("extra", {})
+
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "load_checkpoint",
+    "save_checkpoint",
+]

@@ -147,3 +147,11 @@ def dataset_from_dict(data: dict, device=None) -> TransitionDataset:
         next_observations=data["next_observations"],
         device=device,
     )
+
+
+__all__ = [
+    "dataset_from_dict",
+    "make_dataset",
+    "sample_chunk_batch",
+    "TransitionDataset",
+]

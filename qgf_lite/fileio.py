@@ -34,3 +34,8 @@ def atomic_write_bytes(path, data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+__all__ = [
+    "atomic_write_bytes",
+]

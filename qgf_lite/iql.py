@@ -81,3 +81,14 @@ def value_loss(target_q_values, value, expectile: float = 0.9):
 def polyak_update(target_params, params, rate: float = 0.005):
     """Qbar <- (1 - rate) Qbar + rate Q, leaf by leaf."""
     return jax.tree_util.tree_map(lambda tp, p: (1.0 - rate) * tp + rate * p, target_params, params)
+
+
+__all__ = [
+    "chunk_discount",
+    "chunk_returns",
+    "critic_loss",
+    "expectile_loss",
+    "polyak_update",
+    "q_target",
+    "value_loss",
+]

@@ -152,3 +152,14 @@ class ValueNet(nn.Module):
             # No state: V is one number, the value of the behaviour policy's action distribution.
             return jnp.broadcast_to(self.param("constant", nn.initializers.zeros, ()), obs.shape[:-1])
         return MLP(tuple(self.hidden_dims), 1, self.layer_norm)(obs)[..., 0]
+
+
+__all__ = [
+    "as_obs",
+    "ConditionedVelocityField",
+    "CriticEnsemble",
+    "MLP",
+    "SinusoidalTimeEmbedding",
+    "ValueNet",
+    "VelocityField",
+]

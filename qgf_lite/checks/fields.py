@@ -99,3 +99,11 @@ def policy_field(matrix, shift, scale=1.0, obs_matrix=None):
 
 
 BUILDERS = {"velocity_field": velocity_field, "critic_field": critic_field, "policy_field": policy_field}
+
+
+__all__ = [
+    "BUILDERS",
+    "critic_field",
+    "policy_field",
+    "velocity_field",
+]

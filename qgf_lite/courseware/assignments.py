@@ -419,3 +419,31 @@ def graded_cell_indices(nb, exercises: Sequence[Exercise]) -> list[int]:
     return sorted(wanted)
 
 
+__all__ = [
+    "ASSIGNMENTS",
+    "BEGIN_SOLUTION",
+    "cell_tags",
+    "check_id",
+    "CHECK_TAG_PREFIX",
+    "clear_outputs",
+    "END_SOLUTION",
+    "Exercise",
+    "EXERCISE_HEADER",
+    "exercise_header",
+    "find_exercises",
+    "graded_cell_indices",
+    "is_setup_cell",
+    "is_setup_code",
+    "make_autograder_notebook",
+    "make_solution_notebook",
+    "make_student_notebook",
+    "METADATA_KEY",
+    "NBFORMAT_VERSION",
+    "read_notebook",
+    "SETUP_TAG",
+    "SOLUTION_ONLY_TAG",
+    "strip_solution_markers",
+    "stub_solution",
+    "submitted_exercises",
+    "to_python",
+]

@@ -273,3 +273,12 @@ def find_reference(submission: str | os.PathLike, autograder_dir: str | os.PathL
     )
 
 
+__all__ = [
+    "build",
+    "find_reference",
+    "has_exercises",
+    "selftest",
+    "write_atomically",
+    "write_course",
+    "write_notebook",
+]

@@ -173,6 +173,18 @@ def read_submission(path, forbidden: dict | None = None) -> dict:
         return {"error": f"unreadable: reading the notebook failed ({err})"}
 
 
+__all__ = [
+    "describe",
+    "find_reference_uses",
+    "handle",
+    "MAX_CELL_CHARS",
+    "MAX_NOTEBOOK_BYTES",
+    "READ_MEMORY",
+    "read_submission",
+    "READ_TIMEOUT",
+]
+
+
 if __name__ == "__main__":  # pragma: no cover - the limited child
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from limited import serve

@@ -236,3 +236,20 @@ def unpack(stream, *, allow_complex: bool = True, max_payload: int = MAX_PAYLOAD
         raise WireError("malformed array table")
     arrays = {str(key): _array(spec, payload, allow_complex) for key, spec in table.items()}
     return header, arrays
+
+
+__all__ = [
+    "decode",
+    "encode",
+    "MAX_ARRAYS",
+    "MAX_DEPTH",
+    "MAX_HEADER_BYTES",
+    "MAX_NDIM",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_STRING",
+    "Opaque",
+    "pack",
+    "REAL_KINDS",
+    "unpack",
+    "WireError",
+]

@@ -226,5 +226,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+__all__ = [
+    "BADGE_PREFIX",
+    "header_line",
+    "install_cell_source",
+    "INSTALL_TAG",
+    "main",
+    "NOTEBOOK_EXTRAS",
+    "notebook_paths",
+    "PAPER_CITATION",
+    "PAPER_URL",
+    "ProjectSource",
+    "read_project_source",
+    "set_install_cell",
+    "SOURCE_ENV_VAR",
+    "sync",
+    "sync_notebook",
+]
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -245,3 +245,17 @@ def compare_samples(
         results[f"mmd_to_{label}"] = float(mmd_rbf(samples, reference))
         results[f"sw_to_{label}"] = float(sliced_wasserstein(samples, reference, key, num_projections=num_projections))
     return results
+
+
+__all__ = [
+    "Array",
+    "check_samples",
+    "compare_samples",
+    "DEFAULT_BANDWIDTHS",
+    "fraction_in_region",
+    "mean_reward",
+    "mmd_rbf",
+    "random_directions",
+    "sliced_wasserstein",
+    "wasserstein_1d",
+]
