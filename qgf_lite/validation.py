@@ -65,6 +65,21 @@ def require_positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def require_known(what: str, given, valid) -> None:
+    """Every name of ``given`` is in ``valid``, else a ValueError naming the unknown ones, the close matches (a typo
+    is the usual cause) and the valid names."""
+    import difflib
+
+    valid = list(valid)
+    unknown = sorted(set(given) - set(valid))
+    if not unknown:
+        return
+    hints = [f"{close[0]!r} for {name!r}" for name in unknown
+             if (close := difflib.get_close_matches(name, valid, n=1))]
+    hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+    raise ValueError(f"unknown {what} {unknown}{hint}; valid: {', '.join(valid)}.")
+
+
 def require_scalar(name: str, value, hint: str) -> None:
     """A single number: an array here would broadcast against the actions, one entry per coordinate."""
     if value is not None and np.ndim(value) != 0:

@@ -192,15 +192,23 @@ def test_eval_video_takes_the_best_weight_of_its_own_sampler_family(trained_run,
 
     videos = []
     monkeypatch.setattr(evaluation, "run_episodes", rollout)
-    monkeypatch.setattr(evaluation, "record_video", lambda *args, **kwargs: videos.append(kwargs) or {
+    monkeypatch.setattr(evaluation, "record_video", lambda *args, **kwargs: videos.append(args[3]) or {
         "setting": "?", "success": False, "path": "v.gif"})
     rc = cli.main(["eval", str(trained_run / "checkpoint.msgpack"), "--methods", "bc", "qgf", "noisy", "--weights",
                    "0.05", "0.2", "--n", "3", "--step-size", "0.02", "--steps", "4", "--episodes", "1",
-                   "--num-envs", "1", "--video", "v.gif", "--video-method", "noisy", "--no-progress"])
+                   "--num-envs", "1", "--video", "v.gif", "--video-method", "noisy", "--video-fps", "7",
+                   "--no-progress"])
     assert rc == 0
-    [video] = videos
-    assert (video["method"], video["weight"], video["n"], video["step_size"], video["flow_steps"]) == (
+    [video] = videos  # the EvalConfig the video is recorded with
+    assert (video.video_method, video.video_weight, video.n, video.step_size, video.flow_steps) == (
         "noisy", 0.2, 3, 0.02, 4)
+    assert video.video_fps == 7 and video.video_size == evaluation.EvalConfig().video_size
+    # A weight given on the command line is the video's, whatever the evaluation found.
+    videos.clear()
+    assert cli.main(["eval", str(trained_run / "checkpoint.msgpack"), "--methods", "qgf", "--weights", "0.05",
+                     "0.2", "--episodes", "1", "--num-envs", "1", "--video", "v.gif", "--video-weight", "0.05",
+                     "--no-progress"]) == 0
+    assert videos[0].video_weight == 0.05
     # The best weight is chosen among the rows of the video's own sampler family.
     rows = [evaluation.summarise(spec, [{"episode": 0, "success": ok, "return": -1.0, "length": 1}], 0.0)
             for spec, ok in [(SamplerSpec("guided", weight=0.05), False), (SamplerSpec("guided", weight=0.2), True),
@@ -541,6 +549,102 @@ def test_train_passes_config_flags_and_checks_values_before_loading(dataset_path
         train(ENV, tmp_path, dataset_path=missing, obs_dim=3)
 
 
+# ------------------------------------------------------------------------------------ eval flags from EvalConfig
+
+
+def eval_parser():
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="qgf-lite eval")
+    cli.add_eval_arguments(parser)
+    return parser
+
+
+# Every field away from its default, so the round trip below tests each flag (a new field must be added here).
+NON_DEFAULT = dict(methods=("bc", "noisy", "best_of_n"), weights=(0.5, 0.25), n=3, step_size=0.2, ascent_steps=1,
+                   flow_steps=4, episodes=7, seed=2, num_envs=3, workers=1, seed_index=1, critic="online",
+                   video_method="noisy", video_weight=0.3, video_episode=2, video_size=64, video_max_steps=9,
+                   video_fps=5)
+
+
+def test_every_eval_config_field_is_an_eval_flag_with_its_help():
+    import dataclasses
+
+    flags = eval_parser()._option_string_actions
+    overridden = cli.eval_flag_options()
+    for field in dataclasses.fields(evaluation.EvalConfig):
+        flag = "--" + field.name.replace("_", "-")
+        assert flag in flags and flags[flag].dest == field.name, flag
+        help_text = overridden.get(field.name, {}).get("help") or field.metadata["help"]
+        assert help_text in flags[flag].help, flag
+    # The spellings of the hand-written parser that came before, and the flags that are not settings.
+    for flag in ("--methods", "--weights", "--n", "--step-size", "--ascent-steps", "--steps", "--flow-steps",
+                 "--episodes", "--seed", "--num-envs", "--workers", "--seed-index", "--critic", "--env", "--out",
+                 "--video", "--video-method", "--video-weight", "--no-progress"):
+        assert flag in flags, flag
+    assert flags["--steps"].dest == "flow_steps"
+
+
+def test_eval_flags_round_trip_every_field():
+    config = evaluation.EvalConfig(**NON_DEFAULT)
+    default = evaluation.EvalConfig()
+    assert set(NON_DEFAULT) == set(evaluation.EvalConfig.names())
+    assert all(getattr(config, name) != getattr(default, name) for name in NON_DEFAULT)
+    argv = ["run/checkpoint.msgpack"]
+    for name, value in NON_DEFAULT.items():
+        argv += ["--" + name.replace("_", "-"), *map(str, value if isinstance(value, tuple) else [value])]
+    assert cli.eval_settings(eval_parser().parse_args(argv)) == config
+    # No flags: EvalConfig's defaults, but one worker per core at most --num-envs.
+    plain = cli.eval_settings(eval_parser().parse_args(["run/checkpoint.msgpack", "--num-envs", "1"]))
+    assert plain == default.replace(num_envs=1, workers=1)
+    assert cli.eval_settings(eval_parser().parse_args(["run/checkpoint.msgpack", "--no-flow-steps"])).flow_steps is None
+    assert cli.eval_settings(eval_parser().parse_args(["c", "--methods", "bc,qgf,fql"])).methods == ("bc", "qgf", "fql")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--episodes", "abc"], "argument --episodes: invalid int value: 'abc'"),
+    (["--video-method", "magic"], "argument --video-method: invalid choice: 'magic'"),
+    (["--video-frames", "3"], "unrecognized arguments: --video-frames 3"),
+    (["--video-fps"], "argument --video-fps: expected one argument"),
+])
+def test_bad_eval_flags_give_argparse_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["eval", "run/checkpoint.msgpack", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_eval_settings_are_named_before_the_checkpoint_is_read(tmp_path, capsys):
+    missing = tmp_path / "missing.msgpack"  # never read: the settings fail first
+    for argv, message in [(["--video-fps", "0"], "`video_fps` must be >= 1, got 0"),
+                          (["--num-envs", "0"], "`num_envs` must be >= 1, got 0")]:
+        assert cli.main(["eval", str(missing), *argv]) == 2
+        err = capsys.readouterr().err
+        assert f"qgf-lite eval: error: {message}" in err and "Traceback" not in err
+    with pytest.raises(ValueError, match=r"unknown EvalConfig setting\(s\) \['episdoes'\] \(did you mean 'episodes'"):
+        evaluation.evaluate(missing, episdoes=3)
+    with pytest.raises(ValueError, match=r"valid: methods, weights, n, .*video_fps"):
+        evaluation.record_video(missing, tmp_path / "v.gif", framerate=3)
+    with pytest.raises(TypeError, match=r"`config` must be a qgf_lite.ogbench.evaluation.EvalConfig, got dict"):
+        evaluation.evaluate(missing, None, {"episodes": 3})
+    with pytest.raises(TypeError, match=r"`episodes` must be an integer >= 1, got 2.5"):
+        evaluation.EvalConfig(episodes=2.5)
+
+
+def test_evaluate_takes_a_config_and_keyword_overrides_alike(trained_run, monkeypatch):
+    calls = []
+    spy_rollouts(monkeypatch, calls, play=True)
+    checkpoint = trained_run / "checkpoint.msgpack"
+    config = evaluation.EvalConfig(methods=("qgf",), weights=(0.1,), episodes=2, num_envs=1, seed=5)
+    by_config = evaluation.evaluate(checkpoint, None, config, progress=False)
+    by_keywords = evaluation.evaluate(checkpoint, methods=["qgf"], weights=[0.1], episodes=2, num_envs=1, seed=5,
+                                      progress=False)
+    mixed = evaluation.evaluate(checkpoint, None, config.replace(seed=0), seed=5, progress=False)
+    assert [r["per_episode"] for r in by_config["results"]] == [r["per_episode"] for r in by_keywords["results"]]
+    assert by_config["eval_config"] == by_keywords["eval_config"] == mixed["eval_config"] == config.to_dict()
+    assert by_config["seed"] == 5 and len(calls) == 3
+
+
 def test_documented_train_and_eval_commands_still_parse():
     import re
     import shlex
@@ -554,8 +658,8 @@ def test_documented_train_and_eval_commands_still_parse():
     assert any(c.startswith("qgf-lite train") for c in commands)
     for command in commands:
         args = cli.build_parser().parse_args(shlex.split(command, comments=True)[1:])  # exit 2 on an unknown flag
-        if args.command == "eval":  # and the named samplers are specs
-            assert specs_from_names(args.methods, args.weights, n=args.n, step_size=args.step_size)
+        if args.command == "eval":  # and the settings make an EvalConfig whose samplers are specs
+            assert cli.eval_settings(args).specs(10)
 
 
 def test_cfgrl_trains_in_the_same_run_and_evaluates_by_name(trained_run, dataset_path, tmp_path, capsys):

@@ -19,7 +19,13 @@ def test_methods_accept_commas_and_spaces(given):
 
 
 def test_methods_default_is_bc_and_qgf():
-    assert cli.build_parser().parse_args(["eval", "run/checkpoint.msgpack"]).methods == ["bc", "qgf"]
+    """No --methods: the setting keeps EvalConfig's default."""
+    from qgf_lite.ogbench.evaluation import EvalConfig
+
+    args = cli.build_parser().parse_args(["eval", "run/checkpoint.msgpack"])
+    assert cli.eval_settings(args).methods == EvalConfig().methods == ("bc", "qgf")
+    given = cli.build_parser().parse_args(["eval", "run/checkpoint.msgpack", "--methods", "bc,qgf,fql"])
+    assert cli.eval_settings(given).methods == ("bc", "qgf", "fql")
 
 
 @pytest.mark.parametrize("given, bad", [(["bc,magic"], "magic"), (["bc", "qgf,fq"], "fq")])

@@ -6,7 +6,8 @@
     qgf-lite eval runs/cube-single/checkpoint.msgpack --methods bc qgf best_of_n --weights 0.01 0.04 0.1 \\
         --episodes 50 --out runs/cube-single/eval --video runs/cube-single/eval/qgf.mp4
 
-Every QGFConfig field (but the dataset's obs_dim/action_dim) is a ``train`` flag: ``qgf-lite train --help``.
+Every QGFConfig field (but the dataset's obs_dim/action_dim) is a ``train`` flag: ``qgf-lite train --help``;
+every ``qgf_lite.ogbench.evaluation.EvalConfig`` field is an ``eval`` flag: ``qgf-lite eval --help``.
 ``eval --methods`` takes the names of ``qgf_lite.specs_from_names``: methods (bc, guided, best_of_n,
 guided_best_of_n, gradient_step) or guidance modes as shorthand (qgf, jacobian, noisy, bptt, qgf_best_of_n, ...).
 ``eval --critic online`` guides with the online critic instead of the paper's Polyak target critic.
@@ -21,6 +22,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import types
 import typing
 from typing import Optional, Sequence
 
@@ -69,23 +71,28 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                                 learner.options.__name__)
 
 
-def _add_field_argument(group, dest: str, field, hint, owner: str) -> None:
+def _add_field_argument(group, dest: str, field, hint, owner: str, aliases=(), **extra) -> None:
     """One flag for a dataclass field (``dest`` with - for _). bool -> --flag/--no-flag; Tuple[X, ...] -> one or
-    more values; Optional[X] -> --flag X, or --no-flag for None."""
+    more values; Optional[X] -> --flag X, or --no-flag for None. ``aliases``: more names of the flag; ``extra``:
+    argparse keywords that replace the generated ones (``action``, ``choices``, ``metavar``, ``type``, ``help``)."""
     flag = "--" + dest.replace("_", "-")
-    flags = [flag, *FLAG_ALIASES.get(dest, ())]
+    flags = [flag, *FLAG_ALIASES.get(dest, ()), *aliases]
     default = " ".join(map(str, field.default)) if isinstance(field.default, tuple) else field.default
     kwargs = dict(dest=dest, default=argparse.SUPPRESS, help=f"{field.metadata.get('help', dest)} (default: {default})")
     args = typing.get_args(hint)
+
+    def add(target, **generated):
+        target.add_argument(*flags, **{**generated, **kwargs, **extra})
+
     if hint is bool:
-        group.add_argument(*flags, action=argparse.BooleanOptionalAction, **kwargs)
+        add(group, action=argparse.BooleanOptionalAction)
     elif hint in (int, float, str):
-        group.add_argument(*flags, type=hint, **kwargs)
+        add(group, type=hint)
     elif typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis:
-        group.add_argument(*flags, type=args[0], nargs="+", **kwargs)
-    elif typing.get_origin(hint) is typing.Union and len(args) == 2 and type(None) in args:
+        add(group, type=args[0], nargs="+")
+    elif typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
         optional = group.add_mutually_exclusive_group()
-        optional.add_argument(*flags, type=next(a for a in args if a is not type(None)), **kwargs)
+        add(optional, type=next(a for a in args if a is not type(None)))
         optional.add_argument(flag.replace("--", "--no-", 1), dest=dest, action="store_const", const=None,
                               default=argparse.SUPPRESS, help=f"{dest} = None (see {flag})")
     else:  # fails at once (every `qgf-lite` call builds the parser) when a field of a new kind is added
@@ -136,42 +143,59 @@ class MethodNames(argparse.Action):
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    from qgf_lite.ogbench.evaluation import DEFAULT_WEIGHTS
+    """The checkpoint, where to write, and one flag per EvalConfig field (``dest`` = the field name), made by
+    ``_add_field_argument`` as ``train``'s are from QGFConfig; a flag left out keeps EvalConfig's default
+    (``eval_settings``). ``eval_flag_options`` gives some flags their parser (--methods), choices or old names."""
+    from qgf_lite.ogbench.evaluation import EvalConfig
+
+    parser.add_argument("checkpoint", help="checkpoint.msgpack written by `qgf-lite train`")
+    parser.add_argument("--env", default=None, help="single-task env name (default: the one it was trained on)")
+    parser.add_argument("--out", default=None, help="folder for eval.json and the success-vs-weight plot")
+    parser.add_argument("--video", default=None, help="also render one guided episode to this .mp4/.gif")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    group = parser.add_argument_group("evaluation settings (EvalConfig fields)")
+    hints = typing.get_type_hints(EvalConfig)
+    options = eval_flag_options()
+    for field in dataclasses.fields(EvalConfig):
+        _add_field_argument(group, field.name, field, hints[field.name], "EvalConfig", **options.get(field.name, {}))
+
+
+def eval_flag_options() -> dict:
+    """What the generated eval flags need beyond their field's type: --methods' own parser (names separated by
+    spaces or commas), the choices of --critic and --video-method, --steps as the old name of --flow-steps, and the
+    help of the two flags whose command-line default differs from EvalConfig's."""
     from qgf_lite.guidance import MODES
+    from qgf_lite.ogbench.evaluation import EvalConfig
     from qgf_lite.samplers import SAMPLER_NAMES, SAMPLERS
     from qgf_lite.training import CRITIC_CHOICES
 
     methods = "; ".join(f"{name}: {entry.summary}" for name, entry in SAMPLERS.items())
-    parser.add_argument("checkpoint", help="checkpoint.msgpack written by `qgf-lite train`")
-    parser.add_argument("--env", default=None, help="single-task env name (default: the one it was trained on)")
-    parser.add_argument("--methods", nargs="+", default=["bc", "qgf"], action=MethodNames, metavar="NAME",
+    return {
+        "methods": dict(action=MethodNames, type=str, metavar="NAME",
                         help=f"samplers to evaluate, separated by spaces or commas (`bc qgf fql` or `bc,qgf,fql`; "
-                             f"default: bc qgf). {methods}. A guidance mode "
+                             f"default: {' '.join(EvalConfig().methods)}). {methods}. A guidance mode "
                              f"({', '.join(MODES)}) names guided in that mode, <mode>_best_of_n guided_best_of_n in "
-                             f"that mode. Choose from {', '.join(SAMPLER_NAMES)}")
-    parser.add_argument("--weights", type=float, nargs="+", default=list(DEFAULT_WEIGHTS),
-                        help="guidance weights: each guided method runs at every weight > 0 (bc is weight 0)")
-    parser.add_argument("--n", type=int, default=4, help="proposals of the best-of-N methods")
-    parser.add_argument("--step-size", type=float, default=0.01, help="gradient_step's ascent step size")
-    parser.add_argument("--ascent-steps", type=int, default=3, help="gradient_step's number of ascent steps")
-    parser.add_argument("--steps", "--flow-steps", dest="flow_steps", type=int, default=None, metavar="K",
-                        help="Euler steps of every sampler (default: the checkpoint config's flow_steps)")
-    parser.add_argument("--episodes", type=int, default=20, help="episodes per setting")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-envs", type=int, default=10, help="environments stepped side by side")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="processes that step the environments while the sampler runs here "
-                             "(default: one per CPU core, at most --num-envs; 0: in this process)")
-    parser.add_argument("--seed-index", type=int, default=0, help="which seed of a multi-seed checkpoint")
-    parser.add_argument("--critic", choices=CRITIC_CHOICES, default="target",
-                        help="critic that guides the samplers: the Polyak target (default, as in the paper) or the "
-                             "online one")
-    parser.add_argument("--out", default=None, help="folder for eval.json and the success-vs-weight plot")
-    parser.add_argument("--video", default=None, help="also render one guided episode to this .mp4/.gif")
-    parser.add_argument("--video-method", default="qgf", choices=SAMPLER_NAMES, metavar="NAME",
-                        help="sampler of the video, a name as in --methods (default: qgf)")
-    parser.add_argument("--video-weight", type=float, default=None, help="default: the best guided weight")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+                             f"that mode. Choose from {', '.join(SAMPLER_NAMES)}"),
+        "flow_steps": dict(aliases=("--steps",), metavar="K"),
+        "critic": dict(choices=CRITIC_CHOICES),
+        "video_method": dict(choices=SAMPLER_NAMES, metavar="NAME"),
+        "workers": dict(help="processes that step the environments while the sampler runs here "
+                             "(default: one per CPU core, at most --num-envs; 0: in this process)"),
+        "video_weight": dict(help="guidance weight of the video (default: the best weight > 0 of the video's "
+                                  "sampler in this evaluation)"),
+    }
+
+
+def eval_settings(args: argparse.Namespace):
+    """The EvalConfig of the eval flags given; the others keep EvalConfig's defaults, but --workers (one per CPU
+    core, at most --num-envs: the command line has the machine to itself)."""
+    from qgf_lite.ogbench.evaluation import EvalConfig
+
+    given = {name: getattr(args, name) for name in EvalConfig.names() if hasattr(args, name)}
+    settings = EvalConfig(**given)
+    if "workers" not in given:
+        settings = settings.replace(workers=min(os.cpu_count() or 1, settings.num_envs))
+    return settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,28 +247,20 @@ def best_guided_weight(report: dict, spec) -> Optional[float]:
 def run_eval(args) -> int:
     from qgf_lite.ogbench.evaluation import evaluate, record_video, results_table, video_format_for
 
+    settings = eval_settings(args)  # bad settings fail here, before the checkpoint is read
     if args.video:
         video_format_for(args.video)  # a bad video path fails now, not after the whole evaluation
-    knobs = dict(n=args.n, step_size=args.step_size, ascent_steps=args.ascent_steps)
-    report = evaluate(
-        args.checkpoint, args.env, methods=args.methods, weights=args.weights, **knobs, episodes=args.episodes,
-        seed=args.seed, num_envs=args.num_envs, flow_steps=args.flow_steps, seed_index=args.seed_index,
-        workers=min(os.cpu_count() or 1, args.num_envs) if args.workers is None else args.workers,
-        critic=args.critic, out=args.out, progress=not args.no_progress,
-    )
+    report = evaluate(args.checkpoint, args.env, settings, out=args.out, progress=not args.no_progress)
     print(results_table(report))
     if args.out:
         print(f"wrote {os.path.join(args.out, 'eval.json')} and success_vs_weight.html")
     if args.video:
-        from qgf_lite.samplers import spec_from_name
-
-        weight = args.video_weight
-        if weight is None:
-            family = spec_from_name(args.video_method, **knobs, steps=report["flow_steps"])
-            weight = best_guided_weight(report, family) or (args.weights[0] if args.weights else 0.0)
-        video = record_video(args.checkpoint, args.video, args.env, method=args.video_method, weight=weight, **knobs,
-                             flow_steps=args.flow_steps, seed=args.seed, seed_index=args.seed_index,
-                             critic=args.critic)
+        if not hasattr(args, "video_weight"):  # the best weight of the video's sampler family in this evaluation
+            family = settings.video_spec(report["flow_steps"])
+            weight = best_guided_weight(report, family)
+            weight = weight if weight is not None else (settings.weights[0] if settings.weights else 0.0)
+            settings = settings.replace(video_weight=weight)
+        video = record_video(args.checkpoint, args.video, args.env, settings)
         print(f"video ({video['setting']}, success={video['success']}): {video['path']}")
     return 0
 

@@ -9,6 +9,7 @@ executed open loop.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -17,7 +18,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +36,7 @@ from qgf_lite.training import (
     sampler_velocity_fn,
     sampler_velocity_params,
 )
-from qgf_lite.validation import require_positive_int
+from qgf_lite.validation import require_known, require_positive_int
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; read when mujoco is first imported
 # OGBench builds its action/observation spaces on every access from float64 bounds, and gymnasium warns about the
@@ -43,6 +44,118 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; read when mujoc
 warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32", category=UserWarning)
 
 DEFAULT_WEIGHTS = (0.004, 0.008, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12)  # the OGBench sweep, docs/algorithm.md §6
+
+
+def _setting(default, help: str):
+    """An EvalConfig field with its help text (its ``qgf-lite eval`` flag's)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Every setting of an evaluation (``evaluate``) and of its video (``record_video``), with their defaults.
+
+    One place for them: ``evaluate``/``record_video`` take one, ``qgf-lite eval`` makes one flag per field (the
+    same argparse generator as ``train``'s flags from QGFConfig, ``cli._add_field_argument``; argparse rather than
+    tyro because ``train`` already builds its flags that way and one generator serves both), and a sweep config's
+    ``[eval]`` table is one (``qgf_lite.ogbench.sweep``). Build a variant with ``config.replace(episodes=50)``.
+    ``methods`` holds names (``qgf_lite.specs_from_names``) or ``SamplerSpec`` objects, used as they are.
+    Values are checked here, so a bad setting fails before a checkpoint or environment is loaded.
+    """
+
+    methods: Tuple[Union[str, SamplerSpec], ...] = _setting(
+        ("bc", "qgf"), "samplers to evaluate: names of qgf_lite.specs_from_names, or SamplerSpec objects")
+    weights: Tuple[float, ...] = _setting(
+        DEFAULT_WEIGHTS, "guidance weights: each guided method runs at every weight > 0 (bc is weight 0)")
+    n: int = _setting(4, "proposals of the best-of-N methods")
+    step_size: float = _setting(0.01, "gradient_step's ascent step size")
+    ascent_steps: int = _setting(3, "gradient_step's number of ascent steps")
+    flow_steps: Optional[int] = _setting(None, "Euler steps of every sampler; None: the checkpoint config's flow_steps")
+    episodes: int = _setting(20, "episodes per setting")
+    seed: int = _setting(0, "start states and sampler noise: the same for every setting (common random numbers)")
+    num_envs: int = _setting(10, "environments stepped side by side")
+    workers: int = _setting(0, "processes that step the environments while the sampler runs (0: in this process)")
+    seed_index: int = _setting(0, "which seed of a multi-seed checkpoint")
+    critic: str = _setting("target", "critic that guides the samplers: the Polyak target, as in the paper, or the "
+                                     "online one")
+    video_method: str = _setting("qgf", "sampler of the video, a name as in methods")
+    video_weight: float = _setting(0.04, "guidance weight of the video")
+    video_episode: int = _setting(0, "which evaluation episode the video replays (same start state and noise)")
+    video_size: int = _setting(200, "width and height of the video in pixels")
+    video_max_steps: Optional[int] = _setting(None, "environment steps of the video; None: the whole episode")
+    video_fps: int = _setting(20, "frames per second of the video")
+
+    def __post_init__(self):
+        from qgf_lite.training import check_critic
+
+        def check(name, minimum):
+            require_positive_int(name, getattr(self, name), minimum=minimum)
+
+        if isinstance(self.methods, str) or not isinstance(self.methods, (list, tuple)):
+            raise TypeError(f"`methods` must be a list of names, e.g. [{self.methods!r}], got {self.methods!r}.")
+        if isinstance(self.weights, (str, bytes)) or not isinstance(self.weights, (list, tuple, np.ndarray)):
+            raise TypeError(f"`weights` must be a list of numbers >= 0, e.g. [0.01, 0.1], got {self.weights!r}.")
+        object.__setattr__(self, "methods", tuple(self.methods))  # frozen and hashable, as lists from TOML are not
+        try:  # plain floats, so the config hashes, compares and writes to JSON alike whatever number type came in
+            object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
+        except (TypeError, ValueError):
+            raise TypeError(f"`weights` must be numbers >= 0, e.g. [0.01, 0.1], got {self.weights!r}.") from None
+        for name in ("n", "episodes", "num_envs", "video_size", "video_fps"):
+            check(name, 1)
+        for name in ("ascent_steps", "seed", "workers", "seed_index", "video_episode"):
+            check(name, 0)
+        for name in ("flow_steps", "video_max_steps"):
+            if getattr(self, name) is not None:
+                check(name, 1)
+        check_critic(self.critic)
+        weight = self.video_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise TypeError(f"`video_weight` must be a number >= 0, got {weight!r}.")
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"`video_weight` must be a finite number >= 0, got {weight!r}.")
+        spec_from_name(self.video_method, float(weight))  # unknown names listed
+        self.specs(self.flow_steps or 1)  # method names, weights and the sampler knobs are checked here
+
+    def specs(self, flow_steps: int) -> list:
+        """The settings to evaluate (``qgf_lite.specs_from_names``) with ``flow_steps`` unless the config sets it."""
+        return specs_from_names(self.methods, self.weights, n=self.n, step_size=self.step_size,
+                                ascent_steps=self.ascent_steps, steps=self.flow_steps or flow_steps)
+
+    def video_spec(self, flow_steps: int) -> SamplerSpec:
+        """The video's setting: ``video_method`` at ``video_weight`` with this config's sampler knobs."""
+        return spec_from_name(self.video_method, self.video_weight, n=self.n, step_size=self.step_size,
+                              ascent_steps=self.ascent_steps, steps=self.flow_steps or flow_steps)
+
+    @classmethod
+    def names(cls) -> Tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **changes) -> "EvalConfig":
+        """A copy with ``changes`` (field names); an unknown name is a ValueError naming it and the fields."""
+        require_known("EvalConfig setting(s)", changes, self.names())
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """The fields as JSON-ready values (SamplerSpecs among ``methods`` as their dicts)."""
+        d = {name: getattr(self, name) for name in self.names()}
+        d["methods"] = [m.to_dict() if isinstance(m, SamplerSpec) else m for m in self.methods]
+        d["weights"] = list(self.weights)
+        return d
+
+
+# record_video's short spellings of the video settings (record_video(..., method="qgf", weight=0.1, fps=30)).
+VIDEO_KEYWORDS = {name[len("video_"):]: name for name in EvalConfig.names() if name.startswith("video_")}
+
+
+def eval_config(config: Optional[EvalConfig] = None, **changes) -> EvalConfig:
+    """``config`` (default ``EvalConfig()``) with ``changes``: how ``evaluate`` and ``record_video`` read their
+    keywords, so ``evaluate(checkpoint, methods=["bc"], episodes=5)`` still reads as before."""
+    if config is None:
+        config = EvalConfig()
+    elif not isinstance(config, EvalConfig):
+        raise TypeError(f"`config` must be a qgf_lite.ogbench.evaluation.EvalConfig, got {type(config).__name__}; "
+                        "pass settings as keywords (episodes=5) or as EvalConfig(episodes=5).")
+    return config.replace(**changes) if changes else config
 
 
 # --------------------------------------------------------------------------------------------- sampling
@@ -272,49 +385,39 @@ def summarise(spec: SamplerSpec, episodes: list, seconds: float) -> dict:
 def evaluate(
     checkpoint,
     env_name: Optional[str] = None,
+    config: Optional[EvalConfig] = None,
     *,
-    methods: Sequence = ("bc", "qgf"),
-    weights: Sequence[float] = DEFAULT_WEIGHTS,
-    n: int = 4,
-    step_size: float = 0.01,
-    ascent_steps: int = 3,
-    episodes: int = 20,
-    seed: int = 0,
-    num_envs: int = 10,
-    flow_steps: Optional[int] = None,
-    seed_index: int = 0,
-    critic: str = "target",
-    workers: int = 0,
     out: Optional[str] = None,
     progress: bool = True,
+    **settings,
 ) -> dict:
     """Success rate and return of each setting, with 95% intervals (Wilson for success, t for return).
 
-    The settings are ``qgf_lite.specs_from_names(methods, weights, n=n, step_size=step_size,
-    ascent_steps=ascent_steps, steps=flow_steps)``: ``methods`` holds method names or shorthands ("bc", "qgf",
-    "noisy", "best_of_n", "qgf_best_of_n", "gradient_step", ...) or ``SamplerSpec`` objects, used as they are;
-    guided methods run at every weight > 0. ``flow_steps`` defaults to the checkpoint's. Each result row holds the
-    SamplerSpec fields, ``label`` and ``cost``. ``env_name`` defaults to the environment the checkpoint was trained on.
-    Guided samplers use the target critic, as the paper does; ``critic="online"`` guides with the online one
-    instead (the report records which under ``"critic"``). ``workers`` > 0 steps the ``num_envs`` environments in
-    that many processes while the sampler runs here (``qgf_lite.ogbench.envpool``); results are identical.
-    With ``out`` (a folder), writes ``eval.json`` and
-    ``success_vs_weight.html`` (plus ``.png`` when kaleido is installed) there.
+    ``config`` (an ``EvalConfig``, default ``EvalConfig()``) holds every setting; keyword ``settings`` are
+    EvalConfig fields that replace its values (``evaluate(checkpoint, methods=["bc", "qgf"], episodes=50)``).
+    The settings evaluated are ``config.specs(flow_steps)``, i.e. ``qgf_lite.specs_from_names(methods, weights,
+    n=n, step_size=step_size, ascent_steps=ascent_steps, steps=flow_steps)``: ``methods`` holds method names or
+    shorthands ("bc", "qgf", "noisy", "best_of_n", "qgf_best_of_n", "gradient_step", ...) or ``SamplerSpec``
+    objects, used as they are; guided methods run at every weight > 0. ``flow_steps`` defaults to the checkpoint's.
+    Each result row holds the SamplerSpec fields, ``label`` and ``cost``. ``env_name`` defaults to the environment
+    the checkpoint was trained on. Guided samplers use the target critic, as the paper does; ``critic="online"``
+    guides with the online one instead (the report records which under ``"critic"``). ``workers`` > 0 steps the
+    ``num_envs`` environments in that many processes while the sampler runs here (``qgf_lite.ogbench.envpool``);
+    results are identical. With ``out`` (a folder), writes ``eval.json`` and ``success_vs_weight.html`` (plus
+    ``.png`` when kaleido is installed) there; ``progress`` shows a progress bar.
     """
     from qgf_lite.progress import progress_bar as tqdm
 
-    config, state, extra = load_checkpoint(checkpoint)
+    settings = eval_config(config, **settings)  # bad settings fail before the checkpoint is read
+    config, state, extra = load_checkpoint(checkpoint)  # from here on `config` is the checkpoint's QGFConfig
     env_name = env_name or extra.get("env_name")
     if not env_name:
         raise ValueError(f"Checkpoint {checkpoint} does not record its environment; pass `env_name`.")
-    episodes = require_positive_int("episodes", episodes)
-    num_envs = min(require_positive_int("num_envs", num_envs), episodes)
-    flow_steps = require_positive_int("flow_steps", config.flow_steps if flow_steps is None else flow_steps)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}.")
-    specs = specs_from_names(methods, weights, n=n, step_size=step_size, ascent_steps=ascent_steps,
-                             steps=flow_steps)
-    workers = require_positive_int("workers", workers, minimum=0)
+    episodes, seed, seed_index, critic = settings.episodes, settings.seed, settings.seed_index, settings.critic
+    num_envs = min(settings.num_envs, episodes)
+    flow_steps = settings.flow_steps or config.flow_steps
+    specs = settings.specs(config.flow_steps)
+    workers = settings.workers
     state = select_seed(state, seed_index)
     params = {spec: sampler_params(state, critic, spec.network) for spec in specs}  # errors before any env
 
@@ -351,6 +454,7 @@ def evaluate(
         "episodes_per_setting": episodes,
         "flow_steps": flow_steps,
         "critic": critic,
+        "eval_config": settings.to_dict(),  # every setting, so the report says how to rerun it
         "ci": "95%: Wilson score interval for success rate, Student-t interval for mean return",
         "seconds": time.perf_counter() - start,
         "results": results,
@@ -457,45 +561,37 @@ def record_video(
     checkpoint,
     path,
     env_name: Optional[str] = None,
-    *,
-    method: str = "qgf",
-    weight: float = 0.04,
-    n: int = 4,
-    step_size: float = 0.01,
-    ascent_steps: int = 3,
-    flow_steps: Optional[int] = None,
-    seed: int = 0,
-    episode: int = 0,
-    seed_index: int = 0,
-    critic: str = "target",
-    size: int = 200,
-    max_steps: Optional[int] = None,
-    fps: int = 20,
+    config: Optional[EvalConfig] = None,
+    **settings,
 ) -> dict:
-    """Render one episode of ``method`` at ``weight`` to ``path`` (.mp4, or .gif when ffmpeg is missing).
+    """Render one episode of ``video_method`` at ``video_weight`` to ``path`` (.mp4, or .gif when ffmpeg is missing).
 
-    ``method`` is a name as ``evaluate`` takes them; ``qgf_lite.spec_from_name`` applies ``weight``, ``n``,
-    ``step_size``, ``ascent_steps`` and ``flow_steps`` (default: the checkpoint's) where the method reads them.
-    The episode uses the same start state, noise and ``critic`` ("target" or "online") as episode ``episode`` of
-    ``evaluate`` with ``seed`` and the same setting.
+    ``config`` (an ``EvalConfig``) and keyword ``settings`` (EvalConfig fields replacing its values) as in
+    ``evaluate``; the ``video_*`` settings may drop their prefix here (``method="qgf", weight=0.1, size=128,
+    max_steps=200, fps=20, episode=0``). ``qgf_lite.spec_from_name`` applies ``n``, ``step_size``,
+    ``ascent_steps`` and ``flow_steps`` (default: the checkpoint's) where the method reads them. The episode uses
+    the same start state, noise and ``critic`` ("target" or "online") as episode ``video_episode`` of ``evaluate``
+    with the same ``seed`` and setting.
     Returns {"path", "success", "return", "length", "frames", "setting" (the label), "spec", "critic"}.
     """
     import imageio.v2 as imageio
 
-    config, state, extra = load_checkpoint(checkpoint)
+    settings = eval_config(config, **{VIDEO_KEYWORDS.get(k, k): v for k, v in settings.items()})
+    config, state, extra = load_checkpoint(checkpoint)  # from here on `config` is the checkpoint's QGFConfig
     env_name = env_name or extra.get("env_name")
-    state = select_seed(state, seed_index)
-    flow_steps = require_positive_int("flow_steps", config.flow_steps if flow_steps is None else flow_steps)
-    spec = spec_from_name(method, weight, n=n, step_size=step_size, ascent_steps=ascent_steps, steps=flow_steps)
+    state = select_seed(state, settings.seed_index)
+    spec = settings.video_spec(config.flow_steps)
+    critic, fps = settings.critic, settings.video_fps
     params = sampler_params(state, critic, spec.network)  # checked before the environment is built
-    kwargs = {"width": int(size), "height": int(size)}
-    if max_steps is not None:
-        kwargs["max_episode_steps"] = require_positive_int("max_steps", max_steps)
+    kwargs = {"width": settings.video_size, "height": settings.video_size}
+    if settings.video_max_steps is not None:
+        kwargs["max_episode_steps"] = settings.video_max_steps
     frames = []
     with EnvPool(env_name, 1, workers=0, **kwargs) as pool:
         check_env_matches(config, pool.env(0), env_name, checkpoint)
         sampler = compiled_chunk_sampler(config, spec)
-        result = run_episodes(pool, sampler, params, spec.weight, config, [episode], seed, frames=frames)[0]
+        result = run_episodes(pool, sampler, params, spec.weight, config, [settings.video_episode], settings.seed,
+                              frames=frames)[0]
     path = video_format_for(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")

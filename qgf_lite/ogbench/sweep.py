@@ -5,11 +5,17 @@ A sweep is described by one config file (JSON or TOML, fields of :class:`SweepCo
     domains = ["cube-double", "scene"]        # OGBench manipulation env ids
     tasks = [1, 2, 3, 4, 5]
     seeds = [0, 1, 2]                          # trained together under jax.vmap in one job per task
+    selection_episodes = 20                    # pick each method's weight on other start states first
+    [train]                                    # TrainSettings: train() keywords and QGFConfig options
+    steps = 1000000
+    [eval]                                     # EvalConfig fields, as `qgf-lite eval` takes them
     methods = ["bc", "qgf", "noisy", "best_of_n"]
     weights = [0.01, 0.03, 0.1]
-    selection_episodes = 20                    # pick each method's weight on other start states first
-    [train]                                    # qgf_lite.ogbench.train.train keywords and QGFConfig fields
-    steps = 1000000
+    episodes = 50
+
+A key that is not a field (a typo) is an error that names it, its closest field and the valid ones; 0.2's
+top-level ``methods``, ``weights``, ``n``, ``episodes``, ``num_envs``, ``eval_workers`` and ``eval_seed`` still load
+into ``[eval]``.
 
 Jobs go through `submitit <https://github.com/facebookincubator/submitit>`_, the usual scheduler library for SLURM
 clusters: ``executor="local"`` runs them as processes on this machine, ``executor="slurm"`` submits the very
@@ -20,7 +26,7 @@ Stages: (1) one job per domain makes its dataset when it is missing and ``genera
 oracles); (2) one job per (domain, task) trains every seed at once, then evaluates every seed on the same start
 states under every method and weight. With ``selection_episodes`` > 0 the weight of each guided method is chosen
 on start states of their own (``selection_seed``; success pooled over seeds), and only that weight is evaluated on
-the ``episodes`` fresh start states of ``eval_seed``, so the reported rates are not picked on the episodes they
+the ``episodes`` fresh start states of ``[eval] seed``, so the reported rates are not picked on the episodes they
 report. A job that finished (its ``done.json`` matches the config) is skipped, so
 rerunning the command resumes a sweep; training itself resumes from its checkpoint. A job that fails (NaN loss,
 missing data) is marked failed with its reason and the others still finish. The results table gives, per task and
@@ -36,20 +42,90 @@ import json
 import math
 import re
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Optional
 
 
 from qgf_lite.fileio import atomic_write_bytes
 from qgf_lite.ogbench.datasets import DATASET_TYPES, TASK_IDS, default_dataset_path, list_env_ids
+from qgf_lite.ogbench.evaluation import EvalConfig
+from qgf_lite.validation import require_known, require_positive_int
 
 EXECUTORS = ("local", "slurm", "debug")
 DONE_NAME = "done.json"
 
 
+TRAIN_RUN_KEYS = ("steps", "checkpoint_every", "log_every", "init_from")  # train()'s keywords in [train]
+# 0.2 wrote the evaluation settings at the top level of a sweep config; they are [eval]'s fields now.
+LEGACY_EVAL_KEYS = {"methods": "methods", "weights": "weights", "n": "n", "episodes": "episodes",
+                    "num_envs": "num_envs", "eval_workers": "workers", "eval_seed": "seed"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """A sweep's ``[train]`` table: the run (``steps``, ``checkpoint_every``, ``log_every``, ``init_from``: keywords of
+    ``qgf_lite.ogbench.train.train``) and ``options``, the keywords of ``make_config``: QGFConfig fields, learners
+    on/off and their options (``fql = true``, ``fql_alpha = 3.0``) and the ``hidden``/``layers`` shorthands. In the
+    file the two are one flat table; ``from_dict`` splits it and rejects a key that is neither."""
+
+    steps: int = 1_000_000
+    checkpoint_every: int = 10_000
+    log_every: int = 1_000
+    init_from: Optional[str] = None
+    options: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        from qgf_lite.ogbench.train import SHORTHANDS, make_config
+        from qgf_lite.training import QGFConfig
+
+        for name in ("steps", "checkpoint_every", "log_every"):
+            require_positive_int(name, getattr(self, name))
+        if self.init_from is not None and not isinstance(self.init_from, str):
+            raise TypeError(f"`init_from` must be a checkpoint path, got {self.init_from!r}")
+        if not isinstance(self.options, dict):
+            raise TypeError(f"`options` must be a dict of QGFConfig options, got {self.options!r}")
+        option_names = [n for n in QGFConfig.option_names() if n not in ("obs_dim", "action_dim")]
+        option_names += ["learners", *SHORTHANDS]
+        require_known("key(s)", self.options, [*TRAIN_RUN_KEYS, *option_names])
+        make_config(0, 1, **self.options)  # values QGFConfig rejects are named here; 0 and 1 stand for the dataset's
+
+    @classmethod
+    def from_dict(cls, table) -> "TrainSettings":
+        """The flat ``[train]`` table: ``TRAIN_RUN_KEYS`` go to their fields, every other key to ``options``."""
+        if isinstance(table, cls):
+            return table
+        if not isinstance(table, dict):
+            raise TypeError(f"it must be a table, e.g. {{steps = 10000, hidden = 256}}, got {table!r}")
+        run = {k: v for k, v in table.items() if k in TRAIN_RUN_KEYS}
+        return cls(**run, options={k: v for k, v in table.items() if k not in TRAIN_RUN_KEYS})
+
+    def to_dict(self) -> dict:
+        """The flat table again (``init_from`` only when set)."""
+        run = {name: getattr(self, name) for name in TRAIN_RUN_KEYS if getattr(self, name) is not None}
+        return {**run, **self.options}
+
+    def trains(self, learner: str) -> bool:
+        """Whether the run trains ``learner`` (e.g. "fql", by ``fql = true`` or a ``learners`` table), which its
+        samplers need."""
+        from qgf_lite.ogbench.train import make_config
+
+        return bool(getattr(make_config(0, 1, **self.options), learner))
+
+
+def sweep_eval_defaults() -> EvalConfig:
+    """EvalConfig's defaults but three weights (0.01, 0.03, 0.1): a sweep multiplies every weight by tasks x seeds."""
+    return EvalConfig(weights=(0.01, 0.03, 0.1))
+
+
 @dataclasses.dataclass
 class SweepConfig:
-    """One sweep. Every field can be set in the config file; ``out`` and ``executor`` also on the command line."""
+    """One sweep. Every field can be set in the config file; ``out`` and ``executor`` also on the command line.
+
+    ``train`` (the ``[train]`` table, :class:`TrainSettings`) and ``eval`` (the ``[eval]`` table, an
+    ``EvalConfig``: methods, weights, n, episodes, num_envs, workers, seed (the start states), critic, ...) may be
+    given as dicts; they are checked and typed on construction.
+    """
 
     domains: list  # OGBench manipulation env ids, e.g. ["cube-single", "puzzle-3x3"]
     tasks: list = dataclasses.field(default_factory=lambda: [1, 2, 3, 4, 5])
@@ -59,44 +135,81 @@ class SweepConfig:
     generate_episodes: int = 0  # > 0: generate a missing dataset with this many episodes
     generate_episode_length: int = 1001
     generate_val_episodes: Optional[int] = None  # default: the generator's own share
-    train: dict = dataclasses.field(default_factory=dict)  # train() keywords and QGFConfig fields
-    methods: list = dataclasses.field(default_factory=lambda: ["bc", "qgf"])
-    weights: list = dataclasses.field(default_factory=lambda: [0.01, 0.03, 0.1])
-    # {method name: its own weights}, replacing `weights` for that method: CFG-RL's weight multiplies
+    train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
+    eval: EvalConfig = dataclasses.field(default_factory=sweep_eval_defaults)
+    # {method name: its own weights}, replacing eval.weights for that method: CFG-RL's weight multiplies
     # v_pos - v_uncond, so w = 1 is its label-conditioned flow and its useful range starts there, e.g.
     # method_weights = {cfgrl = [1.0, 2.0, 4.0]}
     method_weights: dict = dataclasses.field(default_factory=dict)
-    n: int = 4  # proposals for best-of-N methods
-    episodes: int = 20  # evaluation episodes per setting and seed
-    num_envs: int = 10
-    eval_workers: int = 0  # processes stepping the environments during evaluation (0: in the job's process)
-    eval_seed: int = 0  # start states: the same for every method, weight and seed
     selection_episodes: int = 0  # > 0: choose each guided method's weight on this many other episodes per seed
-    selection_seed: int = 1  # start states for choosing weights (must differ from eval_seed)
+    selection_seed: int = 1  # start states for choosing weights (must differ from eval.seed)
     out: str = "runs/sweep"
     executor: str = "local"
     slurm: dict = dataclasses.field(default_factory=dict)  # e.g. {"slurm_partition": "gpu", "timeout_min": 600}
+
+    def __post_init__(self):
+        try:
+            self.train = TrainSettings.from_dict(self.train)
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"sweep config [train]: {error}") from None
+        try:
+            if isinstance(self.eval, dict):
+                require_known("key(s)", self.eval, EvalConfig.names())
+                self.eval = sweep_eval_defaults().replace(**self.eval)
+            elif not isinstance(self.eval, EvalConfig):
+                raise TypeError(f"it must be a table of EvalConfig fields, e.g. {{episodes = 50}}, got {self.eval!r}")
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"sweep config [eval]: {error}") from None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SweepConfig":
+        """A SweepConfig from a config file's tables; 0.2's top-level evaluation keys (``methods``, ``weights``,
+        ``n``, ``episodes``, ``num_envs``, ``eval_workers``, ``eval_seed``) still load, into ``[eval]``."""
+        data = dict(data)
+        legacy_keys = [k for k in data if k in LEGACY_EVAL_KEYS]
+        legacy = {LEGACY_EVAL_KEYS[k]: data.pop(k) for k in legacy_keys}
+        require_known("sweep config field(s)", data, [f.name for f in dataclasses.fields(cls)])
+        if "domains" not in data:
+            raise ValueError("sweep config: `domains` is required, e.g. domains = [\"cube-single\"]")
+        if legacy:
+            warnings.warn(f"sweep config: {sorted(legacy_keys)} at the top level is "
+                          f"0.2's spelling; write them under [eval] as {sorted(legacy)} (they load as before).",
+                          FutureWarning, stacklevel=2)
+            table = data.get("eval", {})
+            twice = sorted(set(legacy) & set(table)) if isinstance(table, dict) else []
+            if twice:
+                raise ValueError(f"sweep config: {twice} given both at the top level (0.2's spelling) and under "
+                                 "[eval]; keep the [eval] ones")
+            data["eval"] = {**legacy, **table} if isinstance(table, dict) else table
+        return cls(**data)
 
     def env_name(self, domain: str, task: int) -> str:
         return f"{domain}-{self.dataset_type}-singletask-task{task}-v0"
 
     def specs(self, flow_steps: int = 10) -> list:
-        """Every setting the sweep evaluates (before weights are chosen): ``methods`` in order, each guided method
-        at its weights (``method_weights`` where given, else ``weights``), with ``flow_steps`` Euler steps."""
+        """Every setting the sweep evaluates (before weights are chosen): ``eval.methods`` in order, each guided
+        method at its weights (``method_weights`` where given, else ``eval.weights``), with ``eval``'s sampler
+        settings and ``flow_steps`` Euler steps unless ``eval.flow_steps`` is set."""
         from qgf_lite.samplers import specs_from_names
 
-        specs = []
-        for name in self.methods:
-            weights = self.method_weights.get(name, self.weights)
-            specs.extend(specs_from_names([name], weights, n=self.n, steps=flow_steps))
+        e, specs = self.eval, []
+        for name in e.methods:
+            weights = self.method_weights.get(name, e.weights)
+            specs.extend(specs_from_names([name], weights, n=e.n, step_size=e.step_size, ascent_steps=e.ascent_steps,
+                                          steps=e.flow_steps or flow_steps))
         return list(dict.fromkeys(specs))
 
     def dataset_path(self, domain: str) -> str:
         return default_dataset_path(f"{domain}-{self.dataset_type}-v0", self.dataset_dir)
 
+    def to_dict(self) -> dict:
+        """The config as a config file holds it (``train`` flat, ``eval`` as EvalConfig's fields)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**d, "train": self.train.to_dict(), "eval": self.eval.to_dict()}
+
     def fingerprint(self) -> str:
         """What a finished job's results depend on (not where they go or how jobs are scheduled)."""
-        fields = dataclasses.asdict(self)
+        fields = self.to_dict()
         for key in ("out", "executor", "slurm", "domains", "tasks"):
             fields.pop(key)
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
@@ -109,56 +222,49 @@ def _allowed(name: str, values, valid) -> None:
 
 
 def validate(config: SweepConfig) -> SweepConfig:
-    """Check every entry before any job starts; errors name the bad entry and the valid ones."""
+    """Check every entry before any job starts; errors name the bad entry and the valid ones. (``train`` and
+    ``eval`` check their own fields when the config is made.)"""
     from qgf_lite.samplers import specs_from_names
-    from qgf_lite.ogbench.train import make_config
 
-    for name in ("domains", "tasks", "seeds", "methods", "weights"):
+    for name in ("domains", "tasks", "seeds"):
         value = getattr(config, name)
         if not isinstance(value, (list, tuple)) or not value:
             raise ValueError(f"sweep config: `{name}` must be a non-empty list, got {value!r}")
+    if not config.eval.weights:
+        raise ValueError("sweep config: `[eval] weights` must be a non-empty list, e.g. [0.01, 0.03, 0.1]")
     _allowed("domains", config.domains, list_env_ids())
     _allowed("tasks", config.tasks, TASK_IDS)
     _allowed("dataset_type", [config.dataset_type], DATASET_TYPES)
     _allowed("executor", [config.executor], EXECUTORS)
     if len(set(config.seeds)) != len(config.seeds) or not all(isinstance(s, int) and s >= 0 for s in config.seeds):
         raise ValueError(f"sweep config: `seeds` must be distinct integers >= 0, got {config.seeds}")
-    weights = [float(w) if isinstance(w, (int, float)) else math.nan for w in config.weights]
-    if not all(math.isfinite(w) and w >= 0 for w in weights):
-        raise ValueError(f"sweep config: `weights` must be finite numbers >= 0, got {config.weights}")
-    specs_from_names(config.methods, weights, n=config.n)  # unknown methods are named here
+    methods = config.eval.methods
     if not isinstance(config.method_weights, dict):
         raise ValueError(f"sweep config: `method_weights` must map method names to weight lists, e.g. "
                          f"{{cfgrl = [1.0, 2.0]}}, got {config.method_weights!r}")
     for name, values in config.method_weights.items():
-        if name not in config.methods:
+        if name not in methods:
             raise ValueError(f"sweep config: `method_weights` names {name!r}, which is not in `methods` "
-                             f"{config.methods}")
+                             f"{list(methods)}")
         numbers = [float(w) if isinstance(w, (int, float)) and not isinstance(w, bool) else math.nan
                    for w in (values if isinstance(values, (list, tuple)) else [math.nan])]
         if not numbers or not all(math.isfinite(w) and w > 0 for w in numbers):
             raise ValueError(f"sweep config: `method_weights.{name}` must be a non-empty list of numbers > 0, "
                              f"got {values!r}")
-        if not specs_from_names([name], numbers, n=config.n)[0].takes_weight:
+        if not specs_from_names([name], numbers, n=config.eval.n)[0].takes_weight:
             raise ValueError(f"sweep config: `method_weights.{name}`: method {name!r} takes no guidance weight")
-    for name in ("episodes", "num_envs", "n"):
-        if not isinstance(getattr(config, name), int) or getattr(config, name) < 1:
-            raise ValueError(f"sweep config: `{name}` must be an integer >= 1, got {getattr(config, name)!r}")
-    for name in ("selection_episodes", "selection_seed", "eval_seed"):
+    for name in ("selection_episodes", "selection_seed"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"sweep config: `{name}` must be an integer >= 0, got {value!r}")
-    if config.selection_episodes and config.selection_seed == config.eval_seed:
-        raise ValueError(f"sweep config: `selection_seed` ({config.selection_seed}) equals `eval_seed`: weights "
+    if config.selection_episodes and config.selection_seed == config.eval.seed:
+        raise ValueError(f"sweep config: `selection_seed` ({config.selection_seed}) equals `[eval] seed`: weights "
                          "would be chosen on the very start states they are reported on; give them different values")
     networks = {spec.network for spec in config.specs()} - {"policy"}
     for network in sorted(networks):  # "cfgrl" and "fql" samplers need their network trained in the same run
-        if not config.train.get(network):
+        if not config.train.trains(network):
             raise ValueError(f"sweep config: method `{network}` samples from a network the run does not train; "
                              f"add `{network} = true` under [train]")
-    train_options = dict(config.train)
-    job_keys = {"steps", "checkpoint_every", "log_every", "init_from"}
-    make_config(1, 1, **{k: v for k, v in train_options.items() if k not in job_keys})  # names bad config fields
     return config
 
 
@@ -172,14 +278,11 @@ def load_config(path, **overrides) -> SweepConfig:
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"sweep config {path} is not valid {path.suffix[1:].upper()}: {error}") from None
-    known = {f.name for f in dataclasses.fields(SweepConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"sweep config {path}: unknown fields {unknown}; valid: {sorted(known)}")
-    if "domains" not in data:
-        raise ValueError(f"sweep config {path}: `domains` is required, e.g. domains = [\"cube-single\"]")
     data.update({k: v for k, v in overrides.items() if v is not None})
-    return validate(SweepConfig(**data))
+    try:
+        return validate(SweepConfig.from_dict(data))
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"{path}: {error}") from None
 
 
 # --------------------------------------------------------------------------------------------- jobs
@@ -208,17 +311,16 @@ def task_job(config: SweepConfig, domain: str, task: int) -> dict:
 
     env_name = config.env_name(domain, task)
     job_dir = Path(config.out) / domain / f"task{task}"
-    options = dict(config.train)
-    steps = options.pop("steps", 1_000_000)
-    result = train(env_name, job_dir / "train", steps=steps, dataset_path=config.dataset_path(domain),
-                   seeds=list(config.seeds), progress=False, **options)
+    run = config.train
+    result = train(env_name, job_dir / "train", steps=run.steps, dataset_path=config.dataset_path(domain),
+                   seeds=list(config.seeds), checkpoint_every=run.checkpoint_every, log_every=run.log_every,
+                   init_from=run.init_from, progress=False, **run.options)
 
     def evaluate_seeds(methods, episodes: int, seed: int, stage: str) -> list:
         reports = []
         for index, train_seed in enumerate(config.seeds):
-            report = evaluate(result.checkpoint_path, env_name, methods=methods,
-                              n=config.n, episodes=episodes, seed=seed, num_envs=config.num_envs,
-                              seed_index=index, workers=config.eval_workers,
+            settings = config.eval.replace(methods=tuple(methods), episodes=episodes, seed=seed, seed_index=index)
+            report = evaluate(result.checkpoint_path, env_name, settings,
                               out=str(job_dir / f"{stage}-seed{train_seed}"), progress=False)
             reports.append({"seed": train_seed, "results": [{k: v for k, v in row.items() if k != "per_episode"}
                                                              for row in report["results"]]})
@@ -232,7 +334,7 @@ def task_job(config: SweepConfig, domain: str, task: int) -> dict:
         methods = chosen_specs(selection, chosen)
         done["selection"] = {"episodes": config.selection_episodes, "seed": config.selection_seed,
                              "chosen_weights": chosen, "reports": selection}
-    done["reports"] = evaluate_seeds(methods, config.episodes, config.eval_seed, "eval")
+    done["reports"] = evaluate_seeds(methods, config.eval.episodes, config.eval.seed, "eval")
     atomic_write_bytes(job_dir / DONE_NAME, json.dumps(done, indent=2).encode())
     return done
 
@@ -398,7 +500,7 @@ def summarise_sweep(config: SweepConfig, outcomes: dict) -> dict:
         means.append({"domain": domain, "label": label, "tasks": len(rates), "success_rate": mean,
                       "success_ci95": [max(0.0, lo), min(1.0, hi)], "cost": pairs[0][1]})
     references = [published_reference(d) for d in config.domains if published_reference(d) is not None]
-    return {"config": dataclasses.asdict(config), "tasks": tasks, "failed": failures, "mean_over_tasks": means,
+    return {"config": config.to_dict(), "tasks": tasks, "failed": failures, "mean_over_tasks": means,
             "published": references}
 
 
@@ -427,7 +529,7 @@ def results_markdown(summary: dict) -> str:
         config = summary["config"]
         lines += ["", f"Weights chosen per task on {config['selection_episodes']} episodes per seed from other start "
                       f"states (seed {config['selection_seed']}); rates above are on fresh start states "
-                      f"(seed {config['eval_seed']})."]
+                      f"(seed {config['eval']['seed']})."]
     for reference in summary.get("published", []):
         lines += ["", f"Published reference for {reference['domain']} ({reference['scale']}; "
                       f"source: {reference['source']}), not comparable in scale with the rows above:", "",
@@ -454,4 +556,4 @@ def run_sweep_command(args) -> int:
     return 1 if summary["failed"] else 0
 
 
-__all__ = ["EXECUTORS", "SweepConfig", "load_config", "results_markdown", "run_sweep", "summarise_sweep", "validate"]
+__all__ = ["EXECUTORS", "SweepConfig", "TrainSettings", "load_config", "results_markdown", "run_sweep", "summarise_sweep", "validate"]
