@@ -3,9 +3,9 @@
 1. Training throughput: the reference implementation's per-step pattern (numpy dataset on the host, a
    numpy minibatch drawn every step and handed to one jitted ``train_step`` call) against qgf_lite's
    scan trainer (``compiled_train_steps``: dataset in device memory, minibatches drawn on the device,
-   many steps per call). Both run the same ``train_step``, for the paper config (4 x 512 networks,
+   many steps per call). Both run the same ``train_step``, for the official-defaults config (4 x 512 networks,
    H = 5 chunks of 5-dim actions, obs 40) and the notebook config (3 x 128, 2D actions, no state).
-2. Guided sampling latency with the paper networks (``GUIDED_SPEC``: QGF, 10 steps, w = 0.05) at batch 1 and 1000.
+2. Guided sampling latency with the official-defaults networks (``GUIDED_SPEC``: QGF, 10 steps, w = 0.05) at batch 1 and 1000.
 3. The slider path: QGF on 2048 2D particles with the networks the notebooks' sliders really run
    (``toy.experiments.toy_config()``: actor 3 x 64, critic 2 x 64, no LayerNorm), the weight a traced
    argument so a slider never recompiles; and, for scale, the same with 3 x 128 LayerNorm networks.
@@ -38,7 +38,10 @@ import qgf_lite
 from qgf_lite.samplers import SamplerSpec
 from qgf_lite.training import QGFConfig, critic_fn, init_train_state, train_step, velocity_fn
 
-PAPER_CONFIG = QGFConfig(obs_dim=40, action_dim=5, horizon=5, num_critics=2, batch_size=256)
+# The reference code's defaults (4 x 512, batch 256, H = 5; docs/algorithm.md "Presets"): every figure here. The
+# paper's 4 x 1024, batch 1024 setting (PAPER_CONFIG) is timed by gpu_check, on a device fast enough for it.
+OFFICIAL_DEFAULTS_CONFIG = QGFConfig.official_defaults(obs_dim=40, action_dim=5)
+PAPER_CONFIG = QGFConfig.paper(obs_dim=40, action_dim=5)
 TOY_CONFIG = QGFConfig(
     obs_dim=0,
     action_dim=2,
@@ -65,7 +68,7 @@ class Sizes:
 
     num_transitions: int = 100_000
     episode_length: int = 1000
-    paper_steps_per_rep: int = 20
+    official_defaults_steps_per_rep: int = 20
     toy_steps_per_rep: int = 200
     train_reps: int = 5
     guided_batches: tuple = (1, 1000)
@@ -76,7 +79,7 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(num_transitions=20_000, paper_steps_per_rep=5, toy_steps_per_rep=50, train_reps=2,
+QUICK = Sizes(num_transitions=20_000, official_defaults_steps_per_rep=5, toy_steps_per_rep=50, train_reps=2,
               latency_repeats=3, latency_budget_s=2.0)
 
 
@@ -339,13 +342,13 @@ def load_average() -> Optional[float]:
         return None
 
 
-def run_benchmarks(sizes: Sizes, paper_config: Optional[QGFConfig] = None, toy_config: Optional[QGFConfig] = None,
+def run_benchmarks(sizes: Sizes, official_defaults_config: Optional[QGFConfig] = None, toy_config: Optional[QGFConfig] = None,
                    slider_hidden=None, log: Callable[[str], None] = print) -> dict:
     """Every measurement; returns the flat result dict (the JSON line) and logs human-readable lines.
 
-    Configs left as None take the module's PAPER_CONFIG, TOY_CONFIG and SLIDER_HIDDEN.
+    Configs left as None take the module's OFFICIAL_DEFAULTS_CONFIG, TOY_CONFIG and SLIDER_HIDDEN.
     """
-    paper_config = PAPER_CONFIG if paper_config is None else paper_config
+    official_defaults_config = OFFICIAL_DEFAULTS_CONFIG if official_defaults_config is None else official_defaults_config
     toy_config = TOY_CONFIG if toy_config is None else toy_config
     slider_hidden = SLIDER_HIDDEN if slider_hidden is None else tuple(slider_hidden)
     on_cpu = jax.default_backend() == "cpu"
@@ -360,7 +363,7 @@ def run_benchmarks(sizes: Sizes, paper_config: Optional[QGFConfig] = None, toy_c
     }
     log(f"device: {results['device']}, jax {jax.__version__}, load average {results['load_average_start']}")
     for tag, config, steps in (
-        ("paper", paper_config, sizes.paper_steps_per_rep),
+        ("official_defaults", official_defaults_config, sizes.official_defaults_steps_per_rep),
         ("toy", toy_config, sizes.toy_steps_per_rep),
     ):
         arrays = synthetic_transitions(sizes.num_transitions, config.obs_dim, config.action_dim, sizes.episode_length, 0)
@@ -383,11 +386,11 @@ def run_benchmarks(sizes: Sizes, paper_config: Optional[QGFConfig] = None, toy_c
     variants = [(False, "")] + ([(True, "_cpu_tuned")] if on_cpu and sizes.cpu_tuned_variants else [])
     for batch in sizes.guided_batches:
         for tuned, suffix in variants:
-            g = bench_guided(paper_config, batch, sizes.latency_repeats, sizes.latency_budget_s, tuned=tuned)
+            g = bench_guided(official_defaults_config, batch, sizes.latency_repeats, sizes.latency_budget_s, tuned=tuned)
             results[f"guided_ms_batch{batch}{suffix}"] = g["ms"]
             results[f"guided_cpu_ms_batch{batch}{suffix}"] = g["cpu_ms"]
             log(
-                f"guided sample [paper nets, {GUIDED_SPEC.label}, {GUIDED_STEPS} steps, {GUIDED_SPEC.cost} evals/"
+                f"guided sample [official-defaults nets, {GUIDED_SPEC.label}, {GUIDED_STEPS} steps, {GUIDED_SPEC.cost} evals/"
                 f"action, batch {batch}"
                 f"{', CPU options' if tuned else ''}]: {g['ms']:.2f} ms/call (CPU {g['cpu_ms']:.2f} ms, {g['calls']} calls)"
             )

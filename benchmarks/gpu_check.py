@@ -1,5 +1,5 @@
-"""One-command GPU check: qgf_lite's kernels, seed throughput, paper-config training and a short cube-double
-run, timed on one device and written to one JSON file.
+"""One-command GPU check: qgf_lite's kernels, seed throughput, training at both presets (the paper's and the
+official code's defaults) and a short cube-double run, timed on one device and written to one JSON file.
 
     python benchmarks/gpu_check.py [--out gpu_check.json] [--budget-s 450] [--quick] [--workers N] [--workdir DIR]
     bash benchmarks/gpu_check.sh [same options]   # installs carried wheels first (benchmarks/README.md "GPU check")
@@ -7,12 +7,14 @@ run, timed on one device and written to one JSON file.
 Sections, in this order, each timed:
 
 1. ``bench_kernels``: benchmarks/bench_kernels.py's own functions (imported, not copied): the scan trainer
-   against the reference's per-step pattern on the paper config and the toy config, and guided-sampling
-   latency (QGF, 10 steps, paper networks) at batch 1 and 1000.
+   against the reference's per-step pattern on the official-defaults config and the toy config, and
+   guided-sampling latency (QGF, 10 steps, official-defaults networks) at batch 1 and 1000.
 2. ``seed_throughput``: the scan trainer (``compiled_train_steps(multi_seed=True)`` on ``init_train_states``)
-   with 1, 4 and 16 seeds vmapped on the paper config: steps/s per seed and seed-steps/s in all.
-3. ``paper_train``: paper config (4 x 512, batch 256, H = 5), one seed: train steps/s.
-4. ``cube_double``: a small cube-double play dataset from OGBench's oracles (``generate_dataset``, one worker
+   with 1, 4 and 16 seeds vmapped on the official-defaults config: steps/s per seed and seed-steps/s in all.
+3. ``paper_train``: the paper preset (``QGFConfig.paper``: 4 x 1024, batch 1024, discount 0.999, H = 5), one
+   seed: train steps/s, the time 500k steps would take, and the device's peak memory where it reports one.
+4. ``official_defaults_train``: the official-defaults preset (4 x 512, batch 256, H = 5), one seed: train steps/s.
+5. ``cube_double``: a small cube-double play dataset from OGBench's oracles (``generate_dataset``, one worker
    per CPU), 4 x 512 networks trained for a few thousand steps (``ogbench.train.train``), then BC and QGF at two
    weights evaluated on a few episodes (``ogbench.evaluation.evaluate``): success rates with 95% intervals.
 
@@ -113,25 +115,27 @@ class CubePlan:
 @dataclasses.dataclass(frozen=True)
 class Plan:
     mode: str
-    paper: QGFConfig
+    paper: QGFConfig  # the paper's setting (docs/algorithm.md "Presets")
+    official_defaults: QGFConfig  # the reference code's defaults: 4 x 512, batch 256
     toy: QGFConfig
     kernel_sizes: "bench.Sizes"
     seed_counts: tuple = (1, 4, 16)
     seed_steps_per_call: int = 200
-    paper_steps_per_call: int = 1000
-    target_call_s: float = 1.0  # fewer steps per call when the measured paper rate says a call would take longer
+    train_steps_per_call: int = 1000
+    target_call_s: float = 1.0  # fewer steps per call when the measured rate says a call would take longer
     min_steps_per_call: int = 20
     min_timed_s: float = 2.0  # time each throughput over at least this much work ...
     max_timed_calls: int = 10  # ... and at most this many calls (always at least one)
     cube: CubePlan = CubePlan()
     # Sections in order: (name, weight of the remaining budget, minimum seconds needed to start).
     sections: tuple = (("bench_kernels", 0.25, 30.0), ("seed_throughput", 0.2, 20.0),
-                       ("paper_train", 0.1, 10.0), ("cube_double", 0.45, 60.0))
+                       ("paper_train", 0.1, 15.0), ("official_defaults_train", 0.05, 10.0),
+                       ("cube_double", 0.4, 60.0))
     reserve_s: float = 3.0  # kept back for the final write
 
 
 def full_plan(backend: str = "gpu") -> Plan:
-    """The GPU run: bench_kernels' paper and toy configs, windows long enough to time on a fast device.
+    """The GPU run: both presets and bench_kernels' toy config, windows long enough to time on a fast device.
 
     On a CPU backend (no GPU found) the kernels keep bench_kernels' own CPU-sized windows instead, so one
     timing window cannot eat the budget; the other sections size themselves from the measured rates.
@@ -139,29 +143,30 @@ def full_plan(backend: str = "gpu") -> Plan:
     if backend == "cpu":
         sizes = dataclasses.replace(bench.FULL, cpu_tuned_variants=False)
     else:
-        sizes = bench.Sizes(num_transitions=100_000, episode_length=1000, paper_steps_per_rep=100,
+        sizes = bench.Sizes(num_transitions=100_000, episode_length=1000, official_defaults_steps_per_rep=100,
                             toy_steps_per_rep=500, train_reps=5, guided_batches=(1, 1000), latency_repeats=21,
                             latency_budget_s=3.0, cpu_tuned_variants=False)
-    return Plan(mode="full", paper=bench.PAPER_CONFIG, toy=bench.TOY_CONFIG, kernel_sizes=sizes)
+    return Plan(mode="full", paper=bench.PAPER_CONFIG, official_defaults=bench.OFFICIAL_DEFAULTS_CONFIG,
+                toy=bench.TOY_CONFIG, kernel_sizes=sizes)
 
 
 def quick_plan() -> Plan:
     """Every size tiny, so the same code runs end to end on a CPU in well under a minute."""
     hidden = (16, 16)
-    paper = QGFConfig(obs_dim=8, action_dim=2, horizon=3, actor_hidden=hidden, critic_hidden=hidden,
-                      value_hidden=hidden, batch_size=16)
-    toy = paper  # one tiny config in both training slots: its programs compile once, not twice
-    sizes = bench.Sizes(num_transitions=200, episode_length=50, paper_steps_per_rep=2, toy_steps_per_rep=2,
+    tiny = QGFConfig(obs_dim=8, action_dim=2, horizon=3, actor_hidden=hidden, critic_hidden=hidden,
+                     value_hidden=hidden, batch_size=16)
+    # One tiny config in every training slot (both presets, toy): its programs compile once, not four times.
+    sizes = bench.Sizes(num_transitions=200, episode_length=50, official_defaults_steps_per_rep=2, toy_steps_per_rep=2,
                         train_reps=1, guided_batches=(1, 1000), latency_repeats=2, latency_budget_s=0.5,
                         slider_particles=16, cpu_tuned_variants=False)
     cube = CubePlan(episodes=2, episode_length=60, train_steps=20, log_every=10, hidden=16, layers=2, batch_size=16,
                     eval_episodes=1, env_steps_per_s=200.0, worker_start_s=0.0, compile_s=2.0,
                     sampler_call_s=0.002, env_make_s=1.0)
-    # paper_steps_per_call equals the kernels' scan window, so the paper section reuses that compiled trainer.
-    return Plan(mode="quick", paper=paper, toy=toy, kernel_sizes=sizes, seed_steps_per_call=2, paper_steps_per_call=2,
-                min_steps_per_call=2, min_timed_s=0.0, max_timed_calls=2, cube=cube,
+    # train_steps_per_call equals the kernels' scan window, so the preset sections reuse that compiled trainer.
+    return Plan(mode="quick", paper=tiny, official_defaults=tiny, toy=tiny, kernel_sizes=sizes, seed_steps_per_call=2,
+                train_steps_per_call=2, min_steps_per_call=2, min_timed_s=0.0, max_timed_calls=2, cube=cube,
                 sections=(("bench_kernels", 0.25, 3.0), ("seed_throughput", 0.2, 2.0), ("paper_train", 0.1, 1.0),
-                          ("cube_double", 0.45, 6.0)),
+                          ("official_defaults_train", 0.05, 1.0), ("cube_double", 0.4, 6.0)),
                 reserve_s=0.5)
 
 
@@ -234,6 +239,7 @@ def describe(config: QGFConfig) -> dict:
         "chunk_dim": config.chunk_dim, "actor_hidden": list(config.actor_hidden),
         "critic_hidden": list(config.critic_hidden), "value_hidden": list(config.value_hidden),
         "num_critics": config.num_critics, "layer_norm": config.layer_norm, "batch_size": config.batch_size,
+        "discount": config.discount,
     }
 
 
@@ -262,9 +268,16 @@ def require_finite(name: str, metrics: dict) -> dict:
     return {k: v for k, v in means.items() if k.endswith("loss")}
 
 
-def steps_per_call(plan: Plan, planned: int, measured: dict) -> int:
-    """``planned`` steps, fewer if the kernels' measured paper rate says one call would exceed target_call_s."""
-    rate = measured.get("paper_scan_steps_per_s")
+# The paper preset's step costs about this many official-defaults steps: twice the width (4x the matmul work) on
+# four times the batch. Only sizes its first timing window; the window's own timing is what is reported.
+PAPER_COST_FACTOR = 16.0
+
+
+def steps_per_call(plan: Plan, planned: int, measured: dict, cost_factor: float = 1.0) -> int:
+    """``planned`` steps, fewer if the kernels' measured official-defaults rate (divided by ``cost_factor``, the
+    step's cost relative to it) says one call would exceed target_call_s."""
+    rate = measured.get("official_defaults_scan_steps_per_s")
+    rate = rate / cost_factor if rate else rate
     if not rate or plan.mode == "quick":
         return planned
     fit = int(rate * plan.target_call_s) // 10 * 10
@@ -281,9 +294,10 @@ def synthetic_dataset(config: QGFConfig, sizes) -> object:
 def section_bench_kernels(plan: Plan, deadline: float, measured: dict) -> dict:
     sizes = plan.kernel_sizes
     out: dict = {"sizes": dataclasses.asdict(sizes), "skipped": [],
-                 "configs": {"paper": describe(plan.paper), "toy": describe(plan.toy)}}
+                 "configs": {"official_defaults": describe(plan.official_defaults), "toy": describe(plan.toy)}}
     last_s = 0.0
-    for i, (tag, config, steps) in enumerate((("paper", plan.paper, sizes.paper_steps_per_rep),
+    for i, (tag, config, steps) in enumerate((("official_defaults", plan.official_defaults,
+                                               sizes.official_defaults_steps_per_rep),
                                               ("toy", plan.toy, sizes.toy_steps_per_rep))):
         if i and time.perf_counter() + last_s > deadline:
             out["skipped"].append(f"training_{tag}")
@@ -301,14 +315,14 @@ def section_bench_kernels(plan: Plan, deadline: float, measured: dict) -> dict:
         out[f"step_pattern_cpu_ms_per_step_{tag}"] = r["step_cpu_ms_per_step"]
         last_s = time.perf_counter() - t0
         out[f"training_{tag}_s"] = last_s  # compilation included
-        if tag == "paper":
-            measured["paper_scan_steps_per_s"] = r["scan_steps_per_s"]
+        if tag == "official_defaults":
+            measured["official_defaults_scan_steps_per_s"] = r["scan_steps_per_s"]
     for batch in sizes.guided_batches:
         if time.perf_counter() >= deadline:
             out["skipped"].append(f"guided_batch{batch}")
             out[f"guided_ms_batch{batch}"] = SKIPPED
             continue
-        g = bench.bench_guided(plan.paper, batch, sizes.latency_repeats, sizes.latency_budget_s)
+        g = bench.bench_guided(plan.official_defaults, batch, sizes.latency_repeats, sizes.latency_budget_s)
         out[f"guided_ms_batch{batch}"] = g["ms"]
         out[f"guided_cpu_ms_batch{batch}"] = g["cpu_ms"]
         out[f"guided_calls_batch{batch}"] = g["calls"]
@@ -317,10 +331,11 @@ def section_bench_kernels(plan: Plan, deadline: float, measured: dict) -> dict:
 
 
 def section_seed_throughput(plan: Plan, deadline: float, measured: dict) -> dict:
-    config = plan.paper
+    config = plan.official_defaults
     dataset = synthetic_dataset(config, plan.kernel_sizes)
     steps = steps_per_call(plan, plan.seed_steps_per_call, measured)
-    out: dict = {"config": describe(config), "steps_per_call": steps, "per_num_seeds": {}, "skipped": []}
+    out: dict = {"preset": "official-defaults", "config": describe(config), "steps_per_call": steps,
+                 "per_num_seeds": {}, "skipped": []}
     # One initialisation for the largest count; the first n seeds of it are init_train_states(range(n)) exactly
     # (vmap initialises each seed on its own), and one compilation serves every count.
     t0 = time.perf_counter()
@@ -352,10 +367,35 @@ def section_seed_throughput(plan: Plan, deadline: float, measured: dict) -> dict
     return out
 
 
+def peak_device_memory() -> Optional[int]:
+    """Peak bytes in use on the first device since start-up, where the backend reports it (GPUs; not the CPU)."""
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # informative only
+        return None
+    return stats.get("peak_bytes_in_use")
+
+
 def section_paper_train(plan: Plan, deadline: float, measured: dict) -> dict:
-    config = plan.paper
+    out = section_preset_train(plan, plan.paper, "paper", deadline, measured, PAPER_COST_FACTOR)
+    # The paper trains 500k steps per run (qgf_lite.training.PRESET_STEPS).
+    out["minutes_for_500k_steps"] = 500_000 / out["steps_per_s"] / 60
+    peak = peak_device_memory()
+    if peak is None:
+        out["peak_device_memory"] = "not reported by this backend"
+    else:
+        out["peak_device_bytes"] = peak  # the whole process so far: every earlier section included
+    return out
+
+
+def section_official_defaults_train(plan: Plan, deadline: float, measured: dict) -> dict:
+    return section_preset_train(plan, plan.official_defaults, "official-defaults", deadline, measured)
+
+
+def section_preset_train(plan: Plan, config: QGFConfig, preset: str, deadline: float, measured: dict,
+                         cost_factor: float = 1.0) -> dict:
     dataset = synthetic_dataset(config, plan.kernel_sizes)
-    steps = steps_per_call(plan, plan.paper_steps_per_call, measured)
+    steps = steps_per_call(plan, plan.train_steps_per_call, measured, cost_factor)
     box = {"state": qgf_lite.init_train_state(config, jax.random.PRNGKey(0))}
     fn = qgf_lite.compiled_train_steps(config, steps)
 
@@ -365,9 +405,9 @@ def section_paper_train(plan: Plan, deadline: float, measured: dict) -> dict:
 
     t = timed_calls(call, min_s=plan.min_timed_s, max_calls=plan.max_timed_calls, deadline=deadline)
     rate = steps / t["call_s"]
-    return {"config": describe(config), "steps_per_call": steps, "steps_per_s": rate, "ms_per_step": 1e3 / rate,
-            "first_call_s": t["first_call_s"], "timed_calls": t["calls"],
-            "final_losses": require_finite("paper train", box["metrics"]),
+    return {"preset": preset, "config": describe(config), "steps_per_call": steps, "steps_per_s": rate,
+            "ms_per_step": 1e3 / rate, "first_call_s": t["first_call_s"], "timed_calls": t["calls"],
+            "final_losses": require_finite(f"{preset} train", box["metrics"]),
             "num_parameters": qgf_lite.num_parameters(box["state"].policy_params)
             + qgf_lite.num_parameters(box["state"].critic_params) + qgf_lite.num_parameters(box["state"].value_params)}
 
@@ -411,7 +451,7 @@ def section_cube_double(plan: Plan, deadline: float, workers: int, workdir: Path
     }
 
     # 2. Training, stopped at its share of what is left. The budget is checked between chunks, and a checkpoint
-    #    is written after each, so chunks are shortened where the kernels' paper rate says they would be slow.
+    #    is written after each, so chunks are shortened where the kernels' measured rate says they would be slow.
     t0 = time.perf_counter()
     train_deadline = t0 + 0.4 * (deadline - t0)
     chunk = steps_per_call(plan, c.log_every, measured)
@@ -601,6 +641,7 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None, sc
             "bench_kernels": lambda d: section_bench_kernels(plan, d, measured),
             "seed_throughput": lambda d: section_seed_throughput(plan, d, measured),
             "paper_train": lambda d: section_paper_train(plan, d, measured),
+            "official_defaults_train": lambda d: section_official_defaults_train(plan, d, measured),
             "cube_double": lambda d: section_cube_double(plan, d, workers, workdir, measured),
         }
         sections = [Section(name, weight, min_s, runners[name]) for name, weight, min_s in plan.sections]

@@ -25,8 +25,8 @@ stand-in checkout). What the script does, in one process:
    ``"noisy"``). Both guide with the target critic (the official ``sample_actions`` does; so does qgf_lite by
    default). Success is pooled over seeds with a Wilson 95% interval (``wilson_interval``).
 4. **Speed.** Guided sampling latency (QGF, 10 steps, batch 1 and 1000) of both, calls interleaved, at the trained
-   size and at the paper size (4 x 512, fresh networks), and training steps/s at the paper size (4 x 512, batch 256,
-   H = 5), measured the same way as in step 2.
+   size and at the official defaults' size (4 x 512, fresh networks), and training steps/s at that size (4 x 512,
+   batch 256, H = 5; docs/algorithm.md "Presets": not the paper's 4 x 1024, batch 1024), measured as in step 2.
 
 **Shims** (applied only when the package is missing; the JSON lists those applied under ``shims``):
 
@@ -495,24 +495,27 @@ def latency_pair(trainers: Trainers, config, batches, repeats: int, weight: floa
 
 def speed_section(ref, args, config, dataset, ref_dataset, trainers0, log) -> dict:
     """Guided-sampling latency at the run's size (``trainers0``: freshly initialised; the cost does not depend on
-    the weights' values) and, with ``--paper-speed``, latency and training steps/s at the paper size."""
+    the weights' values) and, with ``--official-defaults-speed``, latency and training steps/s at the official
+    defaults' size (4 x 512)."""
     from qgf_lite.ogbench.train import make_config
 
     out = {"trained_size": {"hidden": args.hidden, "layers": args.layers,
                             "guided_ms": latency_pair(trainers0, config, args.latency_batches, args.latency_repeats)}}
     log(f"latency (trained size): {out['trained_size']['guided_ms']}")
-    if args.paper_speed:
-        hidden, layers = args.paper_hidden, args.paper_layers
+    if args.official_defaults_speed:
+        hidden, layers = args.official_defaults_hidden, args.official_defaults_layers
         pconfig = make_config(config.obs_dim, config.action_dim, hidden=hidden, layers=layers,
                               horizon=args.horizon, batch_size=args.batch_size, flow_steps=args.flow_steps)
         ptr = Trainers(ref, reference_config(ref, args, (hidden,) * layers), pconfig, dataset, ref_dataset, 0)
-        train = train_side_by_side(ptr, args.paper_steps * (args.paper_windows + 1), args.paper_steps)
+        train = train_side_by_side(ptr, args.official_defaults_steps * (args.official_defaults_windows + 1),
+                                   args.official_defaults_steps)
         for impl in ("official", "qgf_lite"):
             train[impl].pop("losses")
-        out["paper_size"] = {"hidden": hidden, "layers": layers, "train": train,
+        out["official_defaults_size"] = {"hidden": hidden, "layers": layers, "train": train,
                              "guided_ms": latency_pair(ptr, pconfig, args.latency_batches, args.latency_repeats)}
-        log(f"paper size: train {train['official']['steps_per_s']:.1f} (official) vs "
-            f"{train['qgf_lite']['steps_per_s']:.1f} (qgf_lite) steps/s; latency {out['paper_size']['guided_ms']}")
+        log(f"official-defaults size: train {train['official']['steps_per_s']:.1f} (official) vs "
+            f"{train['qgf_lite']['steps_per_s']:.1f} (qgf_lite) steps/s; "
+            f"latency {out['official_defaults_size']['guided_ms']}")
     return out
 
 
@@ -557,7 +560,7 @@ def markdown_table(report: dict) -> str:
         size = f"{report['args']['layers']} x {report['args']['hidden']}"
         speed.append(train_row(f"train steps/s, seed {seed} ({size})", t))
     sp = report.get("speed", {})
-    for size_key in ("trained_size", "paper_size"):
+    for size_key in ("trained_size", "official_defaults_size"):
         s = sp.get(size_key)
         if not s:
             continue
@@ -604,12 +607,13 @@ def parse_args(argv=None):
     p.add_argument("--max-episode-steps", type=int, help="cut episodes shorter than the task's own limit (smoke runs)")
     p.add_argument("--latency-batches", type=int, nargs="*", default=[1, 1000])
     p.add_argument("--latency-repeats", type=int, default=11)
-    p.add_argument("--paper-speed", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time training and sampling at the paper size (fresh networks)")
-    p.add_argument("--paper-hidden", type=int, default=512)
-    p.add_argument("--paper-layers", type=int, default=4)
-    p.add_argument("--paper-steps", type=int, default=20, help="training steps per timed window, paper size")
-    p.add_argument("--paper-windows", type=int, default=5)
+    p.add_argument("--official-defaults-speed", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time training and sampling at the official defaults' size (4 x 512, fresh networks)")
+    p.add_argument("--official-defaults-hidden", type=int, default=512)
+    p.add_argument("--official-defaults-layers", type=int, default=4)
+    p.add_argument("--official-defaults-steps", type=int, default=20,
+                   help="training steps per timed window, official defaults' size")
+    p.add_argument("--official-defaults-windows", type=int, default=5)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.table_only:
@@ -623,7 +627,7 @@ def parse_args(argv=None):
     if args.max_episode_steps is not None and args.max_episode_steps < 1:
         p.error(f"--max-episode-steps must be >= 1, got {args.max_episode_steps}")
     for name in ("steps", "chunk", "hidden", "layers", "batch_size", "horizon", "flow_steps", "episodes",
-                 "latency_repeats", "paper_steps", "paper_windows", "num_envs"):
+                 "latency_repeats", "official_defaults_steps", "official_defaults_windows", "num_envs"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if any(w <= 0 for w in args.weights + args.noisy_weights):

@@ -49,7 +49,8 @@ def legacy_option_names() -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class QGFConfig:
-    """Sizes and hyper-parameters of the core; defaults are the paper/reference ones (docs/algorithm.md §2-§4).
+    """Sizes and hyper-parameters of the core (docs/algorithm.md §2-§4). The defaults are the reference code's
+    (``QGFConfig.official_defaults``: 4 x 512, batch 256); ``QGFConfig.paper`` is the paper's larger setting.
 
     Every field but obs_dim/action_dim (set by the dataset) and ``learners`` is a ``qgf-lite train`` flag, with the
     help text of its ``metadata["help"]``. ``learners`` is a tuple of learner configs (``CFGRLConfig(...)``,
@@ -140,6 +141,23 @@ class QGFConfig:
         return self.horizon * self.action_dim
 
     @classmethod
+    def preset(cls, name: str, obs_dim: int, action_dim: int, **overrides) -> "QGFConfig":
+        """The named setting ``PRESETS[name]`` for a dataset of these sizes; ``overrides`` (fields) win over it."""
+        return cls(obs_dim=obs_dim, action_dim=action_dim, **{**preset_fields(name), **overrides})
+
+    @classmethod
+    def paper(cls, obs_dim: int, action_dim: int, **overrides) -> "QGFConfig":
+        """The paper's OGBench runs: 4 x 1024 networks, batch 1024, discount 0.999, H = 5, expectile 0.9, 10 flow
+        steps (trained for ``PRESET_STEPS["paper"]`` = 500k steps; docs/algorithm.md "Presets")."""
+        return cls.preset("paper", obs_dim, action_dim, **overrides)
+
+    @classmethod
+    def official_defaults(cls, obs_dim: int, action_dim: int, **overrides) -> "QGFConfig":
+        """The reference code's agent defaults with H = 5 chunks: 4 x 512 networks, batch 256, discount 0.99 (the
+        field defaults of this class; docs/algorithm.md "Presets")."""
+        return cls.preset("official-defaults", obs_dim, action_dim, **overrides)
+
+    @classmethod
     def option_names(cls) -> Tuple[str, ...]:
         """Every keyword the constructor takes besides ``learners``: the core fields, then each learner's name and
         its ``<learner>_<option>`` names."""
@@ -173,6 +191,24 @@ class QGFConfig:
             if name in d and not d[name]:
                 del d[name]
         return cls(**d, learners=tuple(options))
+
+
+# Named settings (docs/algorithm.md "Presets"): field values over QGFConfig's defaults, and the training steps of
+# each (not a config field: `qgf-lite train --preset` uses it as the default of --steps).
+PRESETS = {
+    "paper": dict(actor_hidden=(1024,) * 4, critic_hidden=(1024,) * 4, value_hidden=(1024,) * 4, batch_size=1024,
+                  discount=0.999, horizon=5, expectile=0.9, flow_steps=10, time_grid=10),
+    "official-defaults": dict(actor_hidden=(512,) * 4, critic_hidden=(512,) * 4, value_hidden=(512,) * 4,
+                              batch_size=256, discount=0.99, horizon=5, expectile=0.9, flow_steps=10, time_grid=10),
+}
+PRESET_STEPS = {"paper": 500_000, "official-defaults": 1_000_000}
+
+
+def preset_fields(name: str) -> dict:
+    """The QGFConfig fields preset ``name`` sets, or a ValueError naming the presets."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    return dict(PRESETS[name])
 
 
 _dataclass_init = QGFConfig.__init__

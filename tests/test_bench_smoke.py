@@ -18,10 +18,10 @@ from qgf_lite.training import QGFConfig
 BENCH_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_kernels.py"
 
 REQUIRED_KEYS = (
-    "scan_vs_step_ratio_paper",
+    "scan_vs_step_ratio_official_defaults",
     "scan_vs_step_ratio_toy",
-    "train_steps_per_s_paper",
-    "step_pattern_steps_per_s_paper",
+    "train_steps_per_s_official_defaults",
+    "step_pattern_steps_per_s_official_defaults",
     "train_steps_per_s_toy",
     "step_pattern_steps_per_s_toy",
     "guided_ms_batch1",
@@ -29,7 +29,7 @@ REQUIRED_KEYS = (
     "slider_ms",
 )
 
-TINY_PAPER = QGFConfig(obs_dim=3, action_dim=2, horizon=3, actor_hidden=(8, 8), critic_hidden=(8, 8),
+TINY_CONFIG = QGFConfig(obs_dim=3, action_dim=2, horizon=3, actor_hidden=(8, 8), critic_hidden=(8, 8),
                        value_hidden=(8, 8), batch_size=8)
 
 
@@ -45,7 +45,7 @@ def bench():
 
 @pytest.fixture(scope="module")
 def tiny_sizes(bench):
-    return bench.Sizes(num_transitions=120, episode_length=25, paper_steps_per_rep=2, toy_steps_per_rep=2,
+    return bench.Sizes(num_transitions=120, episode_length=25, official_defaults_steps_per_rep=2, toy_steps_per_rep=2,
                        train_reps=1, guided_batches=(1, 1000), latency_repeats=2, latency_budget_s=1.0,
                        slider_particles=16, cpu_tuned_variants=False)
 
@@ -74,10 +74,10 @@ def test_numpy_chunk_returns_match_the_jax_kernel(bench):
 
 def test_host_batch_matches_device_batch_layout_and_windows(bench):
     # The per-step pattern must feed train_step the same pytree the scan trainer builds on the device.
-    arrays = bench.synthetic_transitions(60, TINY_PAPER.obs_dim, TINY_PAPER.action_dim, episode_length=20, seed=1)
-    host = bench.HostChunkSampler(arrays, TINY_PAPER, seed=0)
-    device = qgf_lite.sample_chunk_batch(bench.device_dataset(arrays, TINY_PAPER), jax.random.PRNGKey(0),
-                                         TINY_PAPER.batch_size, TINY_PAPER.horizon, TINY_PAPER.discount)
+    arrays = bench.synthetic_transitions(60, TINY_CONFIG.obs_dim, TINY_CONFIG.action_dim, episode_length=20, seed=1)
+    host = bench.HostChunkSampler(arrays, TINY_CONFIG, seed=0)
+    device = qgf_lite.sample_chunk_batch(bench.device_dataset(arrays, TINY_CONFIG), jax.random.PRNGKey(0),
+                                         TINY_CONFIG.batch_size, TINY_CONFIG.horizon, TINY_CONFIG.discount)
     host_batch = host.sample()
     assert sorted(host_batch) == sorted(device)
     for key in device:
@@ -103,9 +103,9 @@ def test_synthetic_transitions_end_episodes_on_schedule(bench):
 
 def test_benchmark_runs_end_to_end_and_reports_every_figure(bench, tiny_sizes, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "QUICK", tiny_sizes)
-    monkeypatch.setattr(bench, "PAPER_CONFIG", TINY_PAPER)
+    monkeypatch.setattr(bench, "OFFICIAL_DEFAULTS_CONFIG", TINY_CONFIG)
     # One tiny config in both training slots: its two programs (step and scan) compile once, not twice.
-    monkeypatch.setattr(bench, "TOY_CONFIG", TINY_PAPER)
+    monkeypatch.setattr(bench, "TOY_CONFIG", TINY_CONFIG)
     monkeypatch.setattr(bench, "SLIDER_HIDDEN", (8,))
     out = tmp_path / "bench.json"
     results = bench.main(["--quick", "--out", str(out)])

@@ -21,7 +21,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 WRAPPER = ROOT / "benchmarks" / "gpu_check.sh"
 WHEELS = ROOT / "benchmarks" / "gpu_wheels.sh"
-SECTIONS = ("bench_kernels", "seed_throughput", "paper_train", "cube_double")
+SECTIONS = ("bench_kernels", "seed_throughput", "paper_train", "official_defaults_train", "cube_double")
 
 
 @pytest.fixture(scope="module")
@@ -95,17 +95,21 @@ def test_quick_run_reports_the_requested_figures(quick_run):
     assert env["xla_flags"]  # --quick as a script chose the cheap compile settings
 
     kernels = report["sections"]["bench_kernels"]
-    for key in ("scan_vs_step_ratio_paper", "scan_vs_step_ratio_toy", "train_steps_per_s_paper",
-                "step_pattern_steps_per_s_paper", "guided_ms_batch1", "guided_ms_batch1000"):
+    for key in ("scan_vs_step_ratio_official_defaults", "scan_vs_step_ratio_toy",
+                "train_steps_per_s_official_defaults", "step_pattern_steps_per_s_official_defaults",
+                "guided_ms_batch1", "guided_ms_batch1000"):
         assert kernels[key] > 0, key
-    assert kernels["scan_vs_step_ratio_paper"] == pytest.approx(
-        kernels["train_steps_per_s_paper"] / kernels["step_pattern_steps_per_s_paper"])
+    assert kernels["scan_vs_step_ratio_official_defaults"] == pytest.approx(
+        kernels["train_steps_per_s_official_defaults"] / kernels["step_pattern_steps_per_s_official_defaults"])
 
     seeds = report["sections"]["seed_throughput"]["per_num_seeds"]
     assert list(seeds) == ["1", "4", "16"]
     for n, figures in seeds.items():
         assert figures["seed_steps_per_s"] == pytest.approx(int(n) * figures["steps_per_s_per_seed"])
-    assert report["sections"]["paper_train"]["steps_per_s"] > 0
+    paper, official = report["sections"]["paper_train"], report["sections"]["official_defaults_train"]
+    assert paper["preset"] == "paper" and official["preset"] == "official-defaults"
+    assert paper["steps_per_s"] > 0 and official["steps_per_s"] > 0
+    assert paper["minutes_for_500k_steps"] == pytest.approx(500_000 / paper["steps_per_s"] / 60)
 
     cube = report["sections"]["cube_double"]
     assert cube["env_name"] == "cube-double-play-singletask-task2-v0"
@@ -231,3 +235,12 @@ def test_scripts_parse_and_pin_their_wheels():
     for package in ("ogbench==", "mujoco==", "mujoco-core==", "dm-control==", "gymnasium==", "imageio-ffmpeg=="):
         assert package in text, package
     assert "--python-version" in text and "--only-binary=:all:" in text and "--no-deps" in text
+
+
+def test_full_plan_times_both_presets(gpu_check):
+    from qgf_lite.training import QGFConfig
+
+    plan = gpu_check.full_plan("gpu")
+    assert plan.paper == QGFConfig.paper(40, 5)
+    assert plan.official_defaults == QGFConfig.official_defaults(40, 5)
+    assert {"paper_train", "official_defaults_train"} <= {name for name, _, _ in plan.sections}

@@ -24,8 +24,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*precision lowered:UserWarning"
 
 TOY = ["--seeds", "0", "1", "--steps", "4", "--chunk", "2", "--hidden", "8", "--layers", "1", "--batch-size", "8",
        "--episodes", "2", "--num-envs", "2", "--workers", "0", "--max-episode-steps", "10", "--weights", "0.1",
-       "--noisy-weights", "0.1", "--latency-batches", "2", "--latency-repeats", "1", "--paper-hidden", "8",
-       "--paper-layers", "1", "--paper-steps", "2", "--paper-windows", "1", "--no-progress"]
+       "--noisy-weights", "0.1", "--latency-batches", "2", "--latency-repeats", "1", "--official-defaults-hidden", "8",
+       "--official-defaults-layers", "1", "--official-defaults-steps", "2", "--official-defaults-windows", "1", "--no-progress"]
 
 
 def load_script():
@@ -97,8 +97,8 @@ def test_report_holds_both_implementations_side_by_side(toy_run):
     assert all(lo <= a["difference"] <= hi for a in report["agreement"] for lo, hi in [a["difference_ci95"]])
     speed = report["speed"]
     assert set(speed["trained_size"]["guided_ms"]) == {"2"}
-    assert speed["paper_size"]["train"]["steps"] == 4 and speed["paper_size"]["hidden"] == 8
-    assert all(v[k] > 0 for v in speed["paper_size"]["guided_ms"].values()
+    assert speed["official_defaults_size"]["train"]["steps"] == 4 and speed["official_defaults_size"]["hidden"] == 8
+    assert all(v[k] > 0 for v in speed["official_defaults_size"]["guided_ms"].values()
                for k in ("official", "qgf_lite", "official_cpu", "qgf_lite_cpu"))
     assert "| setting | official" in stdout and "| qgf w=0.1 |" in stdout and "claim:" in stdout
 

@@ -49,7 +49,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     # --hidden/--layers are make_config's shorthands (train.SHORTHANDS), not fields: the README uses them.
     fields = [f for f in dataclasses.fields(QGFConfig) if f.name not in DATASET_FIELDS and f.name != "learners"]
     hints = typing.get_type_hints(QGFConfig)  # resolves the string annotations of `from __future__ import annotations`
-    group = parser.add_argument_group("network and hyper-parameters (QGFConfig fields; the defaults are the paper's)")
+    group = parser.add_argument_group("network and hyper-parameters (QGFConfig fields; defaults: the reference "
+                                      "code's, or --preset's)")
     widths = next(f.default for f in fields if f.name == HIDDEN_FIELDS[0])
     group.add_argument("--hidden", type=int, default=argparse.SUPPRESS,
                        help=f"width of every hidden layer of all three networks (default: {widths[0]})")
@@ -115,7 +116,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--dataset-path", default=None, help="training .npz (its -val.npz must sit next to it)")
     data.add_argument("--dataset-dir", default=None, help="folder with <env>-<type>-v0.npz (default ~/.ogbench/data)")
     parser.add_argument("--out", required=True, help="run folder: checkpoint.msgpack and log.jsonl go here")
-    parser.add_argument("--steps", type=int, default=1_000_000, help="total training steps of the run")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="total training steps of the run (default: the preset's, 1000000 without one)")
+    parser.add_argument("--preset", choices=("paper", "official-defaults"), default=None,
+                        help="start from a named setting (docs/algorithm.md \"Presets\"); the other flags override "
+                             "it. paper: 4 x 1024, batch 1024, discount 0.999, H 5, 500k steps; official-defaults: "
+                             "4 x 512, batch 256 (QGFConfig's defaults)")
     parser.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more seeds (several: vmapped)")
     parser.add_argument("--checkpoint-every", type=int, default=10_000)
     parser.add_argument("--log-every", type=int, default=1_000)
@@ -212,11 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_train(args) -> int:
     from qgf_lite.ogbench.train import train
+    from qgf_lite.training import PRESET_STEPS
 
+    steps = args.steps if args.steps is not None else PRESET_STEPS.get(args.preset, 1_000_000)
+    preset = {} if args.preset is None else {"preset": args.preset}
     result = train(
-        args.env, args.out, steps=args.steps, dataset_path=args.dataset_path, dataset_dir=args.dataset_dir,
+        args.env, args.out, steps=steps, dataset_path=args.dataset_path, dataset_dir=args.dataset_dir,
         seeds=args.seed, checkpoint_every=args.checkpoint_every, log_every=args.log_every, init_from=args.init_from,
-        progress=not args.no_progress, **config_overrides(args),
+        progress=not args.no_progress, **preset, **config_overrides(args),
     )
     if result.start_step >= result.final_step:
         print(f"{result.checkpoint_path} is already at step {result.final_step}; nothing to do.")

@@ -31,6 +31,7 @@ from qgf_lite.training import (
     init_train_state,
     init_train_states,
     is_multi_seed,
+    preset_fields,
 )
 from qgf_lite.validation import require_positive_int
 from qgf_lite.version import __version__
@@ -88,9 +89,10 @@ HIDDEN_FIELDS = ("actor_hidden", "critic_hidden", "value_hidden")
 SHORTHANDS = ("hidden", "layers")  # make_config keywords that set all of HIDDEN_FIELDS at once
 
 
-def make_config(obs_dim: int, action_dim: int, /, *, hidden: Optional[int] = None, layers: Optional[int] = None,
-                **overrides) -> QGFConfig:
-    """QGFConfig's defaults with ``overrides`` (any field but obs_dim/action_dim) for a dataset of these sizes.
+def make_config(obs_dim: int, action_dim: int, /, *, preset: Optional[str] = None, hidden: Optional[int] = None,
+                layers: Optional[int] = None, **overrides) -> QGFConfig:
+    """QGFConfig's defaults, or those of ``preset`` ("paper", "official-defaults": ``qgf_lite.training.PRESETS``),
+    with ``overrides`` (any field but obs_dim/action_dim) for a dataset of these sizes.
 
     ``hidden`` (width) and ``layers`` (depth) size all three networks alike, the layout the reference uses; an
     explicit ``actor_hidden``/``critic_hidden``/``value_hidden`` still wins for its network.
@@ -101,13 +103,14 @@ def make_config(obs_dim: int, action_dim: int, /, *, hidden: Optional[int] = Non
     if unknown:
         raise ValueError(f"Unknown config option(s) {unknown}: {', '.join(DATASET_FIELDS)} come from the dataset; "
                          f"the options are {', '.join(settable)}, plus {' and '.join(SHORTHANDS)}.")
+    base = {} if preset is None else preset_fields(preset)
     if hidden is not None or layers is not None:
-        default = fields["actor_hidden"].default  # the paper's 4 x 512
+        default = base.get("actor_hidden", fields["actor_hidden"].default)  # the preset's widths, else 4 x 512
         width = default[0] if hidden is None else require_positive_int("hidden", hidden)
         depth = len(default) if layers is None else require_positive_int("layers", layers)
         for name in HIDDEN_FIELDS:
             overrides.setdefault(name, (width,) * depth)
-    return QGFConfig(obs_dim=int(obs_dim), action_dim=int(action_dim), **overrides)
+    return QGFConfig(obs_dim=int(obs_dim), action_dim=int(action_dim), **{**base, **overrides})
 
 
 def normalise_seeds(seeds) -> list:
@@ -329,7 +332,8 @@ def train(
     """Load an OGBench single-task dataset, then train BC (flow matching) + IQL on action chunks in ``out``.
 
     ``config_overrides`` are QGFConfig fields (e.g. ``expectile=0.7, num_critics=3, time_grid=None``) or the
-    shorthands ``hidden``/``layers`` of ``make_config``; the rest keep QGFConfig's defaults, the paper's.
+    shorthands ``hidden``/``layers`` of ``make_config``; the rest keep QGFConfig's defaults (the reference code's),
+    or with ``config_overrides["preset"]`` ("paper", "official-defaults") that preset's values.
 
     ``steps`` is the total step count of the run: a run folder that already has a checkpoint resumes from its
     step, so rerunning the same command after an interruption finishes the job. ``init_from`` starts a new
