@@ -612,8 +612,15 @@ def fit(
     callback: Optional[Callable] = None,
     data_sharding=None,
     desc: str = "training",
+    rotate_every: Optional[int] = None,
 ):
     """Train for ``num_steps`` updates in compiled chunks of ``chunk_size`` scan steps.
+
+    ``dataset`` is a ``TransitionDataset``, or a ``qgf_lite.streaming.SliceStream`` of a dataset larger than the
+    device's memory: then training moves to the next slice every ``rotate_every`` steps (default 1000; chunks are
+    cut at those boundaries), the slice after it loading in the background meanwhile, and each record says which
+    slice its chunk trained on (``"slice"``). The slice of a step depends only on the step count, so a resumed run
+    trains on the same slices.
 
     A state whose leaves have a leading seed axis (``init_train_states``) trains every seed at once.
     ``callback(state, metrics)`` runs after each chunk with the chunk's mean metrics (host floats, one
@@ -624,10 +631,16 @@ def fit(
     """
     from qgf_lite.progress import progress_bar as tqdm
 
+    from qgf_lite.streaming import SliceStream, slice_for_step
+
     num_steps = require_positive_int("num_steps", num_steps)
     chunk_size = require_positive_int("chunk_size", chunk_size)
-    if not isinstance(dataset, TransitionDataset):
-        raise TypeError(f"`dataset` must be a TransitionDataset (see qgf_lite.make_dataset), got {type(dataset).__name__}.")
+    stream = dataset if isinstance(dataset, SliceStream) else None
+    if stream is None and not isinstance(dataset, TransitionDataset):
+        raise TypeError(f"`dataset` must be a TransitionDataset (see qgf_lite.make_dataset) or a "
+                        f"qgf_lite.streaming.SliceStream, got {type(dataset).__name__}.")
+    if stream is not None:
+        rotate_every = require_positive_int("rotate_every", 1000 if rotate_every is None else rotate_every)
     if dataset.obs_dim != config.obs_dim or dataset.action_dim != config.action_dim:
         raise ValueError(
             f"The dataset has obs_dim={dataset.obs_dim}, action_dim={dataset.action_dim} but the config expects "
@@ -642,15 +655,27 @@ def fit(
     multi = is_multi_seed(state)
     history = []
     done = 0
+    start_step = int(np.max(np.asarray(state.step)))
+    if stream is not None:
+        stream.seek(slice_for_step(start_step, rotate_every, stream.num_slices))
     bar = tqdm(total=num_steps, desc=desc, disable=not progress, leave=False)
     try:
         while done < num_steps:
             n = min(chunk_size, num_steps - done)
-            state, metrics = compiled_train_steps(config, n, multi, data_sharding)(state, dataset)
+            data = dataset
+            if stream is not None:  # a chunk never spans two slices
+                n = min(n, rotate_every - (start_step + done) % rotate_every)
+                data, slice_index = stream.current, stream.index
+            state, metrics = compiled_train_steps(config, n, multi, data_sharding)(state, data)
+            del data  # the stream alone decides how long a slice stays in memory
             axis = 1 if multi else 0
-            means = {k: np.asarray(jnp.mean(v, axis=axis)) for k, v in metrics.items()}
+            means = {k: np.asarray(jnp.mean(v, axis=axis)) for k, v in metrics.items()}  # waits for the chunk
             done += n
             record = {"step": int(np.max(np.asarray(state.step)))}
+            if stream is not None:
+                record["slice"] = slice_index
+                if (start_step + done) % rotate_every == 0 and done < num_steps:
+                    stream.advance()  # the chunk has finished with the old slice; the next one is (usually) ready
             record.update({k: (v.tolist() if v.ndim else float(v)) for k, v in means.items()})
             history.append(record)
             bar.update(n)

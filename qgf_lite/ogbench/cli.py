@@ -114,7 +114,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("env", help="single-task dataset name, e.g. cube-single-play-singletask-task2-v0")
     data = parser.add_mutually_exclusive_group()
     data.add_argument("--dataset-path", default=None, help="training .npz (its -val.npz must sit next to it)")
-    data.add_argument("--dataset-dir", default=None, help="folder with <env>-<type>-v0.npz (default ~/.ogbench/data)")
+    data.add_argument("--dataset-dir", default=None,
+                      help="folder with <env>-<type>-v0.npz (default ~/.ogbench/data), or with OGBench's 100M layout: "
+                           "<env>-<type>-100m-v0/ holding <env>-<type>-v0-000.npz, -001.npz, ... (streamed slice by "
+                           "slice; default $OGBENCH_DATA_DIR/<env>-<type>-100m-v0 when it exists)")
+    parser.add_argument("--rotate-every", type=int, default=1000,
+                        help="with a 100M folder: steps on one slice before moving to the next (default 1000)")
     parser.add_argument("--out", required=True, help="run folder: checkpoint.msgpack and log.jsonl go here")
     parser.add_argument("--steps", type=int, default=None,
                         help="total training steps of the run (default: the preset's, 1000000 without one)")
@@ -225,7 +230,7 @@ def run_train(args) -> int:
     result = train(
         args.env, args.out, steps=steps, dataset_path=args.dataset_path, dataset_dir=args.dataset_dir,
         seeds=args.seed, checkpoint_every=args.checkpoint_every, log_every=args.log_every, init_from=args.init_from,
-        progress=not args.no_progress, **preset, **config_overrides(args),
+        progress=not args.no_progress, rotate_every=args.rotate_every, **preset, **config_overrides(args),
     )
     if result.start_step >= result.final_step:
         print(f"{result.checkpoint_path} is already at step {result.final_step}; nothing to do.")

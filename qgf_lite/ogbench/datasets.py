@@ -153,6 +153,122 @@ def validation_path(train_path: str) -> str:
     return train_path[: -len(".npz")] + "-val.npz"
 
 
+# --------------------------------------------------------------------------------------------- 100M folders
+# OGBench's large datasets (its README, "Additional Features"; the paper trains on them) are folders of 1M-transition
+# slices: <env>-<type>-100m-v0/<env>-<type>-v0-000.npz ... -099.npz, each with its -val.npz sibling. The official QGF
+# code points at such a folder under $OGBENCH_DATA_DIR and rotates through its slices.
+
+SLICED_DIR_ENV_VAR = "OGBENCH_DATA_DIR"
+
+
+def sliced_folder_name(env_name: str) -> str:
+    """The 100M folder of ``env_name``'s data: 'cube-triple-play-singletask-task1-v0' -> 'cube-triple-play-100m-v0'."""
+    stem = dataset_file_name(env_name)[: -len(".npz")]  # e.g. cube-triple-play-v0
+    body, version = stem.rsplit("-", 1)
+    return f"{body}-100m-{version}"
+
+
+def slice_file_name(env_name: str, index: int) -> str:
+    """Slice ``index`` of the 100M folder: 'cube-triple-play-v0-007.npz' (its validation file adds '-val')."""
+    return f"{dataset_file_name(env_name)[: -len('.npz')]}-{int(index):03d}.npz"
+
+
+def find_slice_files(folder: str, env_name: str) -> list:
+    """The training slices of a 100M-layout ``folder``, in order (validation files left out).
+
+    Raises NotADirectoryError / FileNotFoundError naming the expected file names when the folder is missing or holds
+    no slice of ``env_name``'s dataset.
+    """
+    folder = os.path.expanduser(str(folder))
+    example = f"{slice_file_name(env_name, 0)}, {slice_file_name(env_name, 1)}, ... (each with its -val.npz)"
+    if not os.path.isdir(folder):
+        raise NotADirectoryError(f"Dataset folder {folder!r} does not exist or is not a folder; a 100M-layout folder "
+                                 f"({sliced_folder_name(env_name)}/) holds {example}.")
+    pattern = re.compile(re.escape(dataset_file_name(env_name)[: -len(".npz")]) + r"-(\d+)\.npz")
+    slices = sorted((int(m.group(1)), name) for name in os.listdir(folder) if (m := pattern.fullmatch(name)))
+    if not slices:
+        present = sorted(os.listdir(folder))[:5]
+        raise FileNotFoundError(
+            f"Dataset folder {folder!r} holds no slice of {env_name!r}: expected {example} (OGBench's 100M layout, "
+            f"folder {sliced_folder_name(env_name)}/), or the standard {dataset_file_name(env_name)}; found "
+            f"{present if present else 'nothing'}. Generate small slices with `qgf-lite generate "
+            f"{parse_env_name(env_name).env_id} --slices 4 --episodes 10 --out {folder}`.")
+    return [os.path.join(folder, name) for _, name in slices]
+
+
+def sliced_folder(env_name: str, dataset_dir: Optional[str] = None) -> Optional[str]:
+    """The 100M-layout folder to train ``env_name`` from, or None for the standard single-file layout.
+
+    ``dataset_dir`` may be the 100M folder itself (it holds '<env>-<type>-v0-000.npz', ...) or a folder holding it
+    as '<env>-<type>-100m-v0/' and no standard '<env>-<type>-v0.npz' (that file wins, as before). Without
+    ``dataset_dir``, ``$OGBENCH_DATA_DIR/<env>-<type>-100m-v0/`` is used when it exists, as the official code does.
+    """
+    if dataset_dir is None:
+        root = os.environ.get(SLICED_DIR_ENV_VAR)
+        candidates = [] if not root else [os.path.join(os.path.expanduser(root), sliced_folder_name(env_name))]
+    else:
+        directory = os.path.expanduser(str(dataset_dir))
+        if os.path.isfile(os.path.join(directory, dataset_file_name(env_name))):
+            return None
+        candidates = [directory, os.path.join(directory, sliced_folder_name(env_name))]
+    for folder in candidates:
+        if os.path.isdir(folder) and os.path.isfile(os.path.join(folder, slice_file_name(env_name, 0))):
+            return folder
+        if os.path.isdir(folder) and os.path.basename(os.path.normpath(folder)).endswith("-100m-v0"):
+            find_slice_files(folder, env_name)  # a 100M-named folder without slices: say what it should hold
+            return folder
+    return None
+
+
+def load_slice(env_name: str, path: str, env=None, validate: bool = True) -> dict:
+    """One slice's training arrays, relabelled for ``env_name``'s task as OGBench's loader does (rewards and masks
+    from the stored qpos); ``env`` (the single-task environment, from ``make_singletask_env``) is reused if given.
+    The slice's -val.npz is not read."""
+    import ogbench.utils
+    from ogbench.relabel_utils import relabel_dataset
+
+    parsed = parse_env_name(env_name)
+    keys = _required_keys(parsed)
+    if validate:
+        # The cheap part of check_dataset_file (keys, final terminal) up front; a full check, a second read of every
+        # array, runs only if OGBench's loader fails, to name the problem. (Its CPU time competes with training.)
+        try:
+            with np.load(path, allow_pickle=False) as file:
+                missing = [key for key in keys if key not in file.files]
+                ends_with_terminal = not missing and bool(file["terminals"][-1])
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError):
+            ends_with_terminal = False
+        if not ends_with_terminal:
+            check_dataset_file(path, keys)
+    env = make_singletask_env(env_name) if env is None else env
+    try:
+        data = ogbench.utils.load_dataset(path, add_info=parsed.task_id is not None)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError):
+        check_dataset_file(path, keys)  # names what is wrong with the file
+        raise
+    if parsed.task_id is not None:
+        relabel_dataset(singletask_env_name(env_name), env, data)
+    for key in ("qpos", "qvel", "button_states"):
+        data.pop(key, None)
+    return data
+
+
+def singletask_env_name(env_name: str) -> str:
+    """The environment OGBench makes for a single-task dataset name (the dataset type removed)."""
+    parsed = parse_env_name(env_name)
+    task = "" if parsed.task_id is None else f"-singletask-task{parsed.task_id}"
+    return f"{parsed.env_id}{task}-{parsed.version}"
+
+
+def make_singletask_env(env_name: str, **env_kwargs):
+    """The environment ``ogbench.make_env_and_datasets`` builds for ``env_name``."""
+    import ogbench
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*precision lowered.*")
+        return ogbench.make_env_and_datasets(env_name, env_only=True, **env_kwargs)
+
+
 # --------------------------------------------------------------------------------------------- loading
 
 
@@ -271,9 +387,15 @@ def load_dataset(
     add_info: bool = False,
     download: bool = True,
     validate: bool = True,
+    slice_index: int = 0,
     **env_kwargs,
 ):
     """Make the OGBench env and load its (train, val) datasets through ``ogbench.make_env_and_datasets``.
+
+    ``dataset_dir`` may also be a folder in OGBench's 100M layout ('<env>-<type>-100m-v0/' with
+    '<env>-<type>-v0-000.npz', ... and their '-val.npz'; see ``sliced_folder``; ``$OGBENCH_DATA_DIR`` is looked in
+    when ``dataset_dir`` is None): then slice ``slice_index`` and its validation file are loaded, one 1M-transition
+    slice at a time (training streams the others: ``qgf_lite.ogbench.train.train``).
 
     Args:
         env_name: an OGBench dataset name, e.g. 'cube-single-play-v0' (goal-conditioned) or
@@ -291,6 +413,12 @@ def load_dataset(
     dataset_file_name(env_name)  # rejects names without a dataset type
     if dataset_path is not None and dataset_dir is not None:
         raise ValueError("Pass either `dataset_path` (one file) or `dataset_dir` (a folder), not both.")
+    folder = None if dataset_path is not None else sliced_folder(env_name, dataset_dir)
+    if folder is not None:  # OGBench's 100M layout: one slice (and its validation file) through OGBench's loader
+        slices = find_slice_files(folder, env_name)
+        if not 0 <= int(slice_index) < len(slices):
+            raise ValueError(f"`slice_index` must be in [0, {len(slices)}) for {folder!r}, got {slice_index}.")
+        dataset_path = slices[int(slice_index)]
 
     if dataset_path is not None:
         train_path = os.path.expanduser(str(dataset_path))

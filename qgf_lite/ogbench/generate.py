@@ -438,6 +438,50 @@ def generate_dataset(
     )
 
 
+def slice_seed(seed: int, index: int) -> int:
+    """The ``seed`` of slice ``index`` of a sliced dataset: distinct per (seed, index), so slices share no episode."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def generate_slices(
+    env_name: str,
+    num_slices: int,
+    dataset_type: Optional[str] = None,
+    num_episodes: Optional[int] = None,
+    out_dir: Optional[str] = None,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    **kwargs,
+) -> list:
+    """Write OGBench's 100M-transition folder layout with ``num_slices`` slices made by ``generate_dataset``.
+
+    The folder (default ~/.ogbench/data/<env>-<type>-100m-v0) gets '<env>-<type>-v0-000.npz' with its
+    '-000-val.npz', '-001.npz', ..., as OGBench publishes its 100M datasets (100 slices of 1000 episodes); here
+    each slice holds ``num_episodes`` episodes (default as ``generate_dataset``), so the streaming path can be
+    tested on small slices. Slice i draws its episodes from ``slice_seed(seed, i)``. ``kwargs`` go to
+    ``generate_dataset`` (workers, episode_length, ...). Returns the GenerationStats of each slice.
+    """
+    from qgf_lite.ogbench.datasets import DEFAULT_DATASET_DIR, slice_file_name, sliced_folder_name
+
+    num_slices = require_positive_int("num_slices", num_slices)
+    if num_slices > 1000:
+        raise ValueError(f"`num_slices` must be at most 1000 (slice files are numbered 000-999), got {num_slices}.")
+    parsed = _resolve_generation_name(env_name, dataset_type)
+    name = f"{parsed.env_id}-{parsed.dataset_type}-{parsed.version}"
+    folder = os.path.expanduser(str(out_dir) if out_dir is not None
+                                else os.path.join(DEFAULT_DATASET_DIR, sliced_folder_name(name)))
+    if os.path.isfile(folder):
+        raise ValueError(f"`out_dir` {folder!r} is a file; with slices, --out names the folder to fill, e.g. "
+                         f"data/{sliced_folder_name(name)}.")
+    stats = []
+    for index in range(num_slices):
+        path = os.path.join(folder, slice_file_name(name, index))
+        stats.append(generate_dataset(name, num_episodes=num_episodes, out_path=path, seed=slice_seed(seed, index),
+                                      progress=progress, **kwargs))
+    return stats
+
+
 # --------------------------------------------------------------------------------------------- CLI
 
 
@@ -453,7 +497,11 @@ def build_generate_parser(prog: str = "qgf-lite generate") -> argparse.ArgumentP
                              "3000 for cube-triple and puzzle-4x5, 5000 for cube-quadruple and puzzle-4x6)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="training .npz path (default ~/.ogbench/data/<name>.npz)")
+    parser.add_argument("--out", default=None, help="training .npz path (default ~/.ogbench/data/<name>.npz); with "
+                                                     "--slices, the folder (default ~/.ogbench/data/<env>-<type>-100m-v0)")
+    parser.add_argument("--slices", type=int, default=None,
+                        help="write OGBench's 100M layout instead: this many slices <env>-<type>-v0-000.npz, ... (each "
+                             "with its -val.npz) of --episodes episodes each, in the --out folder")
     parser.add_argument("--episode-length", type=int, default=None, help="steps per episode (default 1001)")
     parser.add_argument("--p-random-action", type=float, default=None,
                         help="per-step probability of a uniformly random action (default: OGBench's, 0 for play, "
@@ -467,6 +515,15 @@ def main_generate(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_generate_parser()
     args = parser.parse_args(argv)
     try:
+        if args.slices is not None:
+            slices = generate_slices(
+                args.env, args.slices, dataset_type=args.dataset_type, num_episodes=args.episodes, out_dir=args.out,
+                seed=args.seed, workers=args.workers, episode_length=args.episode_length,
+                p_random_action=args.p_random_action, progress=not args.no_progress)
+            folder = os.path.dirname(slices[0].train_path)
+            print(f"wrote {len(slices)} slices to {folder} ({sum(s.num_train_transitions for s in slices)} training "
+                  f"transitions) in {sum(s.seconds for s in slices):.1f} s")
+            return 0
         stats = generate_dataset(
             args.env,
             dataset_type=args.dataset_type,

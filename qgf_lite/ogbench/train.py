@@ -23,6 +23,7 @@ import numpy as np
 from qgf_lite.checkpoint import load_checkpoint, save_checkpoint
 from qgf_lite.fileio import atomic_write_bytes
 from qgf_lite.data import TransitionDataset, dataset_from_dict
+from qgf_lite.streaming import SliceStream
 from qgf_lite.training import (
     QGFConfig,
     compiled_train_steps,
@@ -189,8 +190,10 @@ def append_log(path, record: dict) -> None:
         f.flush()
 
 
-def run_metadata(env_name: str, dataset_path, seeds, dataset: TransitionDataset, step: int) -> dict:
-    return {
+def run_metadata(env_name: str, dataset_path, seeds, dataset, step: int) -> dict:
+    """What a checkpoint's ``extra`` records; ``num_transitions`` is one slice's for a streamed 100M folder."""
+    sliced = {} if not isinstance(dataset, SliceStream) else {"num_slices": dataset.num_slices}
+    return {**sliced,
         "step": int(step),
         "env_name": env_name,
         "dataset_path": None if dataset_path is None else str(dataset_path),
@@ -241,8 +244,12 @@ def train_on_dataset(
     progress: bool = True,
     callback: Optional[Callable] = None,
     data_sharding="auto",
+    rotate_every: int = 1000,
 ) -> TrainResult:
     """Train (or resume training) until the state's step counter reaches ``steps``.
+
+    ``dataset`` may be a ``SliceStream`` (a 100M folder, ``slice_stream``): training moves to the next slice every
+    ``rotate_every`` steps, the one after it loading in the background.
 
     ``callback(state, record)`` runs after every logged chunk, after the checkpoint logic (tests use it to
     simulate a crash). ``data_sharding="auto"`` splits batches across all local devices when there are several.
@@ -282,7 +289,8 @@ def train_on_dataset(
         bad = first_nonfinite_loss(record)
         if bad is not None:
             good = tracker["good"]
-            found = locate_divergence(config, good, dataset, step - state_step(good), data_sharding)
+            replay = dataset.current if isinstance(dataset, SliceStream) else dataset  # the chunk's slice
+            found = locate_divergence(config, good, replay, step - state_step(good), data_sharding)
             offset, bad = found if found is not None else (step - state_step(good) - 1, bad)
             raise TrainingDiverged(
                 f"`{bad}` became NaN/inf at step {state_step(good) + offset + 1}; training stopped. "
@@ -304,7 +312,7 @@ def train_on_dataset(
 
     state, _ = fit(
         config, state, dataset, steps - start_step, chunk_size=chunk, progress=progress, callback=on_chunk,
-        data_sharding=data_sharding, desc=f"train {env_name}",
+        data_sharding=data_sharding, desc=f"train {env_name}", rotate_every=rotate_every,
     )
     seconds = time.perf_counter() - t0
     final = state_step(state)
@@ -327,6 +335,7 @@ def train(
     init_from=None,
     progress: bool = True,
     callback: Optional[Callable] = None,
+    rotate_every: int = 1000,
     **config_overrides,
 ) -> TrainResult:
     """Load an OGBench single-task dataset, then train BC (flow matching) + IQL on action chunks in ``out``.
@@ -339,24 +348,58 @@ def train(
     step, so rerunning the same command after an interruption finishes the job. ``init_from`` starts a new
     run from another checkpoint (same architecture), e.g. the small pretrained one shipped with the package
     (``qgf_lite.ogbench.pretrained_checkpoint()``).
+
+    ``dataset_dir`` may be a folder in OGBench's 100M layout (``qgf_lite.ogbench.datasets.sliced_folder``; without
+    ``dataset_dir``, ``$OGBENCH_DATA_DIR/<env>-<type>-100m-v0/`` when it exists): its slices are streamed, the next
+    one every ``rotate_every`` steps, loaded and put on the device in the background while the current one trains.
     """
+    from qgf_lite.ogbench.datasets import sliced_folder
+
     if dataset_path is not None and dataset_dir is not None:
         raise ValueError("Pass either `dataset_path` (one .npz file) or `dataset_dir` (a folder), not both.")
+    rotate_every = require_positive_int("rotate_every", rotate_every)
     # A bad option fails here, before the (slow) dataset load; sizes 0 and 1 stand in for the dataset's.
     config = make_config(0, 1, **config_overrides)
-    data = load_training_data(env_name, dataset_path=dataset_path, dataset_dir=dataset_dir)
-    dataset = dataset_from_dict(data)
-    config = dataclasses.replace(config, obs_dim=int(dataset.obs_dim), action_dim=int(dataset.action_dim))
-    if dataset.size < config.horizon:
-        raise ValueError(
-            f"The dataset has only {dataset.size} transitions, fewer than one chunk of {config.horizon}.")
-    if dataset_path is None:
-        from qgf_lite.ogbench.datasets import default_dataset_path
+    require_singletask_name(env_name)
+    folder = None if dataset_path is not None else sliced_folder(env_name, dataset_dir)
+    if folder is not None:
+        dataset = slice_stream(env_name, folder)
+        dataset_path = folder
+    else:
+        data = load_training_data(env_name, dataset_path=dataset_path, dataset_dir=dataset_dir)
+        dataset = dataset_from_dict(data)
+    try:
+        config = dataclasses.replace(config, obs_dim=int(dataset.obs_dim), action_dim=int(dataset.action_dim))
+        if dataset.size < config.horizon:
+            raise ValueError(
+                f"The dataset has only {dataset.size} transitions, fewer than one chunk of {config.horizon}.")
+        if dataset_path is None:
+            from qgf_lite.ogbench.datasets import default_dataset_path
 
-        dataset_path = default_dataset_path(env_name, None if dataset_dir is None else str(dataset_dir))
-    return train_on_dataset(
-        config, dataset, out, steps=steps, seeds=seeds, env_name=env_name, dataset_path=dataset_path,
-        checkpoint_every=checkpoint_every, log_every=log_every, init_from=init_from, progress=progress,
-        callback=callback,
-    )
+            dataset_path = default_dataset_path(env_name, None if dataset_dir is None else str(dataset_dir))
+        return train_on_dataset(
+            config, dataset, out, steps=steps, seeds=seeds, env_name=env_name, dataset_path=dataset_path,
+            checkpoint_every=checkpoint_every, log_every=log_every, init_from=init_from, progress=progress,
+            callback=callback, rotate_every=rotate_every,
+        )
+    finally:
+        if isinstance(dataset, SliceStream):
+            dataset.close()
+
+
+def slice_stream(env_name: str, folder, *, prefetch: bool = True, start: int = 0, validate: bool = True,
+                 device=None) -> SliceStream:
+    """A ``SliceStream`` over the slices of a 100M-layout ``folder`` for single-task ``env_name``: each slice is
+    read and relabelled as OGBench's loader does (``load_slice``) and put on the device, in the background when
+    ``prefetch`` (else at each swap, the official code's pattern)."""
+    from qgf_lite.ogbench.datasets import find_slice_files, load_slice, make_singletask_env
+
+    require_singletask_name(env_name)
+    paths = find_slice_files(folder, env_name)
+    env = make_singletask_env(env_name)  # one environment relabels every slice (only ever one load at a time)
+
+    def load(index: int) -> TransitionDataset:
+        return dataset_from_dict(load_slice(env_name, paths[index], env=env, validate=validate), device=device)
+
+    return SliceStream(len(paths), load, start=start, prefetch=prefetch)
 
