@@ -132,7 +132,37 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-every", type=int, default=1_000)
     parser.add_argument("--init-from", default=None, help="start a new run from this checkpoint's weights")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_wandb_arguments(parser)
     add_config_arguments(parser)
+
+
+def add_wandb_arguments(parser: argparse.ArgumentParser) -> None:
+    """--wandb and its options (qgf_lite.tracking; needs the `wandb` extra)."""
+    group = parser.add_argument_group("Weights & Biases (optional; pip install 'qgf_lite[wandb]')")
+    group.add_argument("--wandb", action="store_true",
+                       help="also log to a W&B run: config, losses, evaluation tables and video (runs always log to "
+                            "their folder); WANDB_MODE=offline logs without network, for a later `wandb sync`")
+    group.add_argument("--wandb-project", default="qgf_lite", help="W&B project (default qgf_lite)")
+    group.add_argument("--wandb-name", default=None, help="W&B run name (default: W&B's)")
+    group.add_argument("--wandb-mode", choices=("online", "offline", "disabled"), default=None,
+                       help="W&B mode (default: $WANDB_MODE, else W&B's own default)")
+
+
+def wandb_tracker(args, job_type: str, directory):
+    """A ``WandbTracker`` for ``--wandb``, else None; without the wandb package a ValueError saying how to get it
+    (before any training or evaluation starts)."""
+    if not getattr(args, "wandb", False):
+        return None
+    from qgf_lite.tracking import WandbTracker
+
+    # W&B's files go to $WANDB_DIR when set, else next to the run's own (its folder, or the working directory).
+    # (passed explicitly: W&B reads its environment once per process)
+    directory = os.environ.get("WANDB_DIR") or directory
+    try:
+        return WandbTracker(project=args.wandb_project, name=args.wandb_name, mode=args.wandb_mode,
+                            directory=directory, job_type=job_type)
+    except ImportError as err:
+        raise ValueError(str(err)) from err
 
 
 class MethodNames(argparse.Action):
@@ -164,6 +194,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="folder for eval.json and the success-vs-weight plot")
     parser.add_argument("--video", default=None, help="also render one guided episode to this .mp4/.gif")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_wandb_arguments(parser)
     group = parser.add_argument_group("evaluation settings (EvalConfig fields)")
     hints = typing.get_type_hints(EvalConfig)
     options = eval_flag_options()
@@ -227,11 +258,17 @@ def run_train(args) -> int:
 
     steps = args.steps if args.steps is not None else PRESET_STEPS.get(args.preset, 1_000_000)
     preset = {} if args.preset is None else {"preset": args.preset}
-    result = train(
-        args.env, args.out, steps=steps, dataset_path=args.dataset_path, dataset_dir=args.dataset_dir,
-        seeds=args.seed, checkpoint_every=args.checkpoint_every, log_every=args.log_every, init_from=args.init_from,
-        progress=not args.no_progress, rotate_every=args.rotate_every, **preset, **config_overrides(args),
-    )
+    tracker = wandb_tracker(args, "train", args.out)
+    try:
+        result = train(
+            args.env, args.out, steps=steps, dataset_path=args.dataset_path, dataset_dir=args.dataset_dir,
+            seeds=args.seed, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+            init_from=args.init_from, progress=not args.no_progress, rotate_every=args.rotate_every, tracker=tracker,
+            **preset, **config_overrides(args),
+        )
+    finally:
+        if tracker is not None:
+            tracker.finish()
     if result.start_step >= result.final_step:
         print(f"{result.checkpoint_path} is already at step {result.final_step}; nothing to do.")
         return 0
@@ -259,12 +296,27 @@ def best_guided_weight(report: dict, spec) -> Optional[float]:
 
 
 def run_eval(args) -> int:
-    from qgf_lite.ogbench.evaluation import evaluate, record_video, results_table, video_format_for
+    from qgf_lite.ogbench.evaluation import video_format_for
 
     settings = eval_settings(args)  # bad settings fail here, before the checkpoint is read
     if args.video:
         video_format_for(args.video)  # a bad video path fails now, not after the whole evaluation
+    tracker = wandb_tracker(args, "eval", args.out)
+    try:
+        return _run_eval(args, settings, tracker)
+    finally:
+        if tracker is not None:
+            tracker.finish()
+
+
+def _run_eval(args, settings, tracker) -> int:
+    from qgf_lite.ogbench.evaluation import evaluate, record_video, results_table
+
     report = evaluate(args.checkpoint, args.env, settings, out=args.out, progress=not args.no_progress)
+    if tracker is not None:
+        tracker.start({"checkpoint": str(args.checkpoint), "env_name": report.get("env_name", args.env),
+                       **dataclasses.asdict(settings)})
+        tracker.log_eval(report)
     print(results_table(report))
     if args.out:
         print(f"wrote {os.path.join(args.out, 'eval.json')} and success_vs_weight.html")
@@ -276,6 +328,8 @@ def run_eval(args) -> int:
             settings = settings.replace(video_weight=weight)
         video = record_video(args.checkpoint, args.video, args.env, settings)
         print(f"video ({video['setting']}, success={video['success']}): {video['path']}")
+        if tracker is not None:
+            tracker.log_video(video["path"], caption=f"{video['setting']}, success={video['success']}")
     return 0
 
 

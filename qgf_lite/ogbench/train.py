@@ -245,8 +245,12 @@ def train_on_dataset(
     callback: Optional[Callable] = None,
     data_sharding="auto",
     rotate_every: int = 1000,
+    tracker=None,
 ) -> TrainResult:
     """Train (or resume training) until the state's step counter reaches ``steps``.
+
+    ``tracker`` (e.g. ``qgf_lite.tracking.WandbTracker``) gets ``start(config)`` with the QGFConfig and the run's
+    metadata once, then ``log_train(record)`` with every record written to log.jsonl; the caller finishes it.
 
     ``dataset`` may be a ``SliceStream`` (a 100M folder, ``slice_stream``): training moves to the next slice every
     ``rotate_every`` steps, the one after it loading in the background.
@@ -280,7 +284,11 @@ def train_on_dataset(
 
     if source != str(checkpoint_path):
         save(state)  # the run folder always has a resumable starting point
+    if tracker is not None:
+        tracker.start({**config.to_dict(), **run_metadata(env_name, dataset_path, seeds, dataset, start_step),
+                       "rotate_every": rotate_every, "run_dir": str(run_dir)})
     chunk = min(log_every, checkpoint_every)
+    external_tracker = tracker
     tracker = {"good": state, "saved_step": start_step, "time": time.perf_counter(), "history": []}
     t0 = time.perf_counter()
 
@@ -305,6 +313,8 @@ def train_on_dataset(
             save(s)
             tracker["saved_step"] = step
         append_log(log_path, record)
+        if external_tracker is not None:
+            external_tracker.log_train(record)
         tracker["history"].append(record)
         if callback is not None:
             return callback(s, record)
@@ -336,6 +346,7 @@ def train(
     progress: bool = True,
     callback: Optional[Callable] = None,
     rotate_every: int = 1000,
+    tracker=None,
     **config_overrides,
 ) -> TrainResult:
     """Load an OGBench single-task dataset, then train BC (flow matching) + IQL on action chunks in ``out``.
@@ -380,7 +391,7 @@ def train(
         return train_on_dataset(
             config, dataset, out, steps=steps, seeds=seeds, env_name=env_name, dataset_path=dataset_path,
             checkpoint_every=checkpoint_every, log_every=log_every, init_from=init_from, progress=progress,
-            callback=callback, rotate_every=rotate_every,
+            callback=callback, rotate_every=rotate_every, tracker=tracker,
         )
     finally:
         if isinstance(dataset, SliceStream):
