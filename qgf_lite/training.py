@@ -691,3 +691,43 @@ def fit(
 
 def num_parameters(params) -> int:
     return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
+
+
+__all__ = [
+    "build_cfgrl_network",
+    "build_fql_network",
+    "build_learner_network",
+    "build_networks",
+    "CFGRL_KEY_TAG",
+    "cfgrl_velocity_fn",
+    "check_critic",
+    "compiled_train_steps",
+    "critic_fn",
+    "data_parallel_sharding",
+    "fit",
+    "FQL_KEY_TAG",
+    "fql_policy_fn",
+    "guidance_critic_params",
+    "init_train_state",
+    "init_train_states",
+    "is_multi_seed",
+    "learner_fn",
+    "learner_update",
+    "legacy_option_names",
+    "make_optimizer",
+    "num_parameters",
+    "preset_fields",
+    "PRESET_STEPS",
+    "PRESETS",
+    "QGFConfig",
+    "sample_and_train_step",
+    "sampler_velocity_fn",
+    "sampler_velocity_params",
+    "seed_keys",
+    "train_step",
+    "train_steps",
+    "TrainState",
+    "value_fn",
+    "velocity_fn",
+    "VELOCITY_NETWORKS",
+]

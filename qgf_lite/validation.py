@@ -128,3 +128,18 @@ def require_finite_arrays(arrays: dict, where: str) -> None:
                 f"{where}: `{key}` contains {len(bad)} NaN/inf value(s), first at index {first}; "
                 "clean or drop those transitions before training."
             )
+
+
+__all__ = [
+    "as_float_array",
+    "is_concrete",
+    "require_callable",
+    "require_clip",
+    "require_finite_arrays",
+    "require_known",
+    "require_nonnegative",
+    "require_obs",
+    "require_positive_int",
+    "require_rank",
+    "require_scalar",
+]

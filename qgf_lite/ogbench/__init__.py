@@ -10,14 +10,10 @@ from OGBench's scripted oracles), :mod:`~qgf_lite.ogbench.train` (resumable trai
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 from pathlib import Path
 
 from qgf_lite._optional import require_extra
-
-# Headless rendering; MuJoCo reads this when it is first imported, so it must be set before any ogbench import.
-os.environ.setdefault("MUJOCO_GL", "egl")
 
 require_extra("qgf_lite.ogbench", "ogbench")
 
@@ -39,3 +35,11 @@ def pretrained_checkpoint(name: str = "cube-single-task2-2x256") -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"no pretrained checkpoint named {name!r}; the package ships {pretrained_names()}")
     return Path(str(path))
+
+
+__all__ = [
+    "pretrained_checkpoint",
+    "PRETRAINED_DIR",
+    "pretrained_names",
+    "require_extra",
+]

@@ -26,7 +26,6 @@ import types
 import typing
 from typing import Optional, Sequence
 
-os.environ.setdefault("MUJOCO_GL", "egl")
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError)
 
@@ -354,6 +353,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         hint = " Rerun the same command to resume from the last checkpoint." if args.command == "train" else ""
         print(f"qgf-lite {args.command}: interrupted.{hint}", file=sys.stderr)
         return 130
+
+
+__all__ = [
+    "add_config_arguments",
+    "add_eval_arguments",
+    "add_train_arguments",
+    "add_wandb_arguments",
+    "best_guided_weight",
+    "build_parser",
+    "config_overrides",
+    "eval_flag_options",
+    "eval_settings",
+    "FLAG_ALIASES",
+    "main",
+    "MethodNames",
+    "run_eval",
+    "run_train",
+    "USER_ERRORS",
+    "wandb_tracker",
+]
 
 
 if __name__ == "__main__":

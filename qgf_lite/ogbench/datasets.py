@@ -12,18 +12,14 @@ import os
 import re
 import socket
 import urllib.error
-import warnings
 import zipfile
 import zlib
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from qgf_lite.ogbench.environments import import_ogbench, quiet_spaces
 from qgf_lite.validation import require_finite_arrays
-
-
-# OGBench is headless here; MuJoCo reads this when it is first imported (ogbench is imported lazily below).
-os.environ.setdefault("MUJOCO_GL", "egl")
 
 ENV_IDS = (
     "cube-single",
@@ -224,6 +220,7 @@ def load_slice(env_name: str, path: str, env=None, validate: bool = True) -> dic
     """One slice's training arrays, relabelled for ``env_name``'s task as OGBench's loader does (rewards and masks
     from the stored qpos); ``env`` (the single-task environment, from ``make_singletask_env``) is reused if given.
     The slice's -val.npz is not read."""
+    import_ogbench()
     import ogbench.utils
     from ogbench.relabel_utils import relabel_dataset
 
@@ -260,12 +257,25 @@ def singletask_env_name(env_name: str) -> str:
     return f"{parsed.env_id}{task}-{parsed.version}"
 
 
+def make_eval_env(env_name: str, **env_kwargs):
+    """The single-task OGBench environment for ``env_name`` (validated first, so typos list the valid ids)."""
+    parsed = parse_env_name(env_name)
+    if parsed.task_id is None:
+        raise ValueError(
+            f"`env_name` {env_name!r} is goal-conditioned; evaluation needs a single-task name such as "
+            f"'{parsed.env_id}-{parsed.dataset_type or 'play'}-singletask-task2-{parsed.version}'."
+        )
+    ogbench = import_ogbench()
+    name = env_name if parsed.dataset_type is not None else (
+        f"{parsed.env_id}-play-singletask-task{parsed.task_id}-{parsed.version}")
+    with quiet_spaces():
+        return ogbench.make_env_and_datasets(name, env_only=True, **env_kwargs)
+
+
 def make_singletask_env(env_name: str, **env_kwargs):
     """The environment ``ogbench.make_env_and_datasets`` builds for ``env_name``."""
-    import ogbench
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*precision lowered.*")
+    ogbench = import_ogbench()
+    with quiet_spaces():
         return ogbench.make_env_and_datasets(env_name, env_only=True, **env_kwargs)
 
 
@@ -307,7 +317,7 @@ def _socket_timeout(seconds: float):
 
 
 def _download_with_ogbench(env_name: str, dataset_dir: str) -> None:
-    import ogbench
+    ogbench = import_ogbench()
 
     name = dataset_file_name(env_name)[: -len(".npz")]
     train_path = os.path.join(dataset_dir, name + ".npz")
@@ -437,10 +447,8 @@ def load_dataset(
         for path in (train_path, val_path):
             check_dataset_file(path, _required_keys(parsed))
 
-    import ogbench
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*precision lowered.*")
+    ogbench = import_ogbench()
+    with quiet_spaces():
         return ogbench.make_env_and_datasets(
             env_name,
             dataset_path=train_path,
@@ -450,3 +458,32 @@ def load_dataset(
         )
 
 
+__all__ = [
+    "check_dataset_file",
+    "dataset_file_name",
+    "DATASET_HOST",
+    "dataset_host_reachable",
+    "DATASET_TYPES",
+    "DatasetUnavailableError",
+    "DEFAULT_DATASET_DIR",
+    "default_dataset_path",
+    "default_task_id",
+    "DOWNLOAD_TIMEOUT_S",
+    "ENV_IDS",
+    "find_slice_files",
+    "list_env_ids",
+    "load_dataset",
+    "load_slice",
+    "make_eval_env",
+    "make_singletask_env",
+    "parse_env_name",
+    "ParsedEnvName",
+    "singletask_env_name",
+    "slice_file_name",
+    "SLICED_DIR_ENV_VAR",
+    "sliced_folder",
+    "sliced_folder_name",
+    "TASK_IDS",
+    "validation_path",
+    "VERSIONS",
+]

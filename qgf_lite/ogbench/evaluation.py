@@ -28,7 +28,9 @@ from qgf_lite.checkpoint import load_checkpoint
 from qgf_lite.fileio import atomic_write_bytes
 from qgf_lite.intervals import Z_95, wilson_interval  # noqa: F401 (re-exported: evaluation.wilson_interval)
 from qgf_lite.samplers import SamplerSpec, spec_from_name, specs_from_names
+from qgf_lite.ogbench.datasets import make_eval_env  # noqa: F401 (re-exported: evaluation.make_eval_env)
 from qgf_lite.ogbench.envpool import EnvPool
+from qgf_lite.ogbench.environments import quiet_spaces
 from qgf_lite.training import (
     QGFConfig,
     critic_fn,
@@ -38,10 +40,6 @@ from qgf_lite.training import (
 )
 from qgf_lite.validation import require_known, require_positive_int
 
-os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; read when mujoco is first imported
-# OGBench builds its action/observation spaces on every access from float64 bounds, and gymnasium warns about the
-# float32 cast each time: harmless, and it would bury the evaluation output.
-warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32", category=UserWarning)
 
 DEFAULT_WEIGHTS = (0.004, 0.008, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12)  # the OGBench sweep, docs/algorithm.md §6
 
@@ -209,28 +207,11 @@ def episode_reset_seed(seed: int, episode_index: int) -> int:
 # --------------------------------------------------------------------------------------------- envs
 
 
-def make_eval_env(env_name: str, **env_kwargs):
-    """The single-task OGBench environment for ``env_name`` (validated first, so typos list the valid ids)."""
-    from qgf_lite.ogbench.datasets import parse_env_name
-
-    parsed = parse_env_name(env_name)
-    if parsed.task_id is None:
-        raise ValueError(
-            f"`env_name` {env_name!r} is goal-conditioned; evaluation needs a single-task name such as "
-            f"'{parsed.env_id}-{parsed.dataset_type or 'play'}-singletask-task2-{parsed.version}'."
-        )
-    import ogbench
-
-    name = env_name if parsed.dataset_type is not None else (
-        f"{parsed.env_id}-play-singletask-task{parsed.task_id}-{parsed.version}")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*precision lowered.*")
-        return ogbench.make_env_and_datasets(name, env_only=True, **env_kwargs)
-
-
 def check_env_matches(config: QGFConfig, env, env_name: str, checkpoint=None) -> None:
-    obs_dim = int(np.prod(env.observation_space.shape))
-    action_dim = int(np.prod(env.action_space.shape))
+    with quiet_spaces():
+        obs_shape, action_shape = env.observation_space.shape, env.action_space.shape
+    obs_dim = int(np.prod(obs_shape))
+    action_dim = int(np.prod(action_shape))
     if (obs_dim, action_dim) != (config.obs_dim, config.action_dim):
         raise ValueError(
             f"Checkpoint {checkpoint or ''} was trained for obs_dim={config.obs_dim}, action_dim={config.action_dim} "
@@ -503,7 +484,7 @@ def success_figure(report: dict):
     gradient step) as dashed lines across the axis with their interval as a shaded band."""
     import plotly.graph_objects as go
 
-    from qgf_lite.plots import FIT_WIDTH, log_axis, method_color
+    from qgf_lite.presentation.plots import FIT_WIDTH, log_axis, method_color
 
     fig = go.Figure()
     by_family = {}
@@ -613,3 +594,27 @@ def record_video(
     return {"path": str(path), "success": result["success"], "return": result["return"],
             "length": result["length"], "frames": len(frames), "setting": spec.label,
             "spec": spec.to_dict(), "critic": critic}
+
+
+__all__ = [
+    "check_env_matches",
+    "compiled_chunk_sampler",
+    "DEFAULT_WEIGHTS",
+    "episode_chunk_keys",
+    "episode_reset_seed",
+    "eval_config",
+    "EvalConfig",
+    "evaluate",
+    "mean_interval",
+    "record_video",
+    "results_table",
+    "run_episodes",
+    "sampler_params",
+    "select_seed",
+    "success_figure",
+    "summarise",
+    "t_quantile_975",
+    "video_format_for",
+    "VIDEO_KEYWORDS",
+    "write_report",
+]

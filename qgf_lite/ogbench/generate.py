@@ -18,7 +18,6 @@ import dataclasses
 import multiprocessing
 import os
 import time
-import warnings
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -27,6 +26,7 @@ from typing import Optional, Sequence
 import numpy as np
 from qgf_lite.progress import progress_bar as tqdm
 
+from qgf_lite.ogbench.environments import headless_mujoco, import_ogbench, quiet_spaces
 from qgf_lite.validation import require_positive_int
 
 
@@ -114,6 +114,7 @@ def episode_seed_sequence(seed: int, episode_index: int, attempt: int = 0) -> np
 
 def _make_oracles(env, env_id: str, dataset_type: str, noise: float, noise_smoothing: float, min_norm: float):
     """Oracle per target kind ('cube', 'button', 'drawer', 'window'), chosen as OGBench's generator does."""
+    import_ogbench()
     from ogbench.manipspace.oracles.markov import button_markov, cube_markov, drawer_markov, window_markov
     from ogbench.manipspace.oracles.plan import button_plan, cube_plan, drawer_plan, window_plan
 
@@ -168,11 +169,11 @@ class _EpisodeCollector:
 
     def __init__(self, config: _CollectorConfig):
         import gymnasium
+        import_ogbench()
         import ogbench.manipspace  # noqa: F401  (registers the environments)
 
         self.config = config
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*precision lowered.*")
+        with quiet_spaces():
             self.env = gymnasium.make(
                 f"{config.env_id}-{config.version}",
                 terminate_at_goal=False,
@@ -256,7 +257,7 @@ _WORKER_COLLECTOR: Optional[_EpisodeCollector] = None
 
 def _init_worker(config: _CollectorConfig) -> None:
     global _WORKER_COLLECTOR
-    os.environ["MUJOCO_GL"] = "egl"
+    headless_mujoco(force=True)
     _WORKER_COLLECTOR = _EpisodeCollector(config)
 
 
@@ -543,3 +544,19 @@ def main_generate(argv: Optional[Sequence[str]] = None) -> int:
         f"transitions/s with {stats.workers} worker(s)"
     )
     return 0
+
+
+__all__ = [
+    "build_generate_parser",
+    "collect_episode",
+    "DEFAULT_EPISODE_LENGTH",
+    "default_num_episodes",
+    "episode_seed_sequence",
+    "generate_dataset",
+    "generate_slices",
+    "GenerationStats",
+    "main_generate",
+    "random_action_probability",
+    "slice_seed",
+    "write_npz_files_atomically",
+]

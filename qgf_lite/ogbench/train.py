@@ -414,3 +414,30 @@ def slice_stream(env_name: str, folder, *, prefetch: bool = True, start: int = 0
 
     return SliceStream(len(paths), load, start=start, prefetch=prefetch)
 
+
+__all__ = [
+    "append_log",
+    "CHECKPOINT_NAME",
+    "DATASET_FIELDS",
+    "first_nonfinite_loss",
+    "fresh_state",
+    "HIDDEN_FIELDS",
+    "load_training_data",
+    "locate_divergence",
+    "LOG_NAME",
+    "LOSS_KEYS",
+    "make_config",
+    "normalise_seeds",
+    "read_log",
+    "require_singletask_name",
+    "resume_or_init",
+    "run_metadata",
+    "SHORTHANDS",
+    "slice_stream",
+    "state_step",
+    "train",
+    "train_on_dataset",
+    "TrainingDiverged",
+    "TrainResult",
+    "truncate_log",
+]
