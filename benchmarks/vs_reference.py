@@ -4,7 +4,7 @@
         --dataset data/cube-single-play-v0.npz --out benchmarks/results/vs_reference.json
 
 ``PATH_TO_OFFICIAL_CHECKOUT`` is a checkout of https://github.com/zhouzypaul/qgf that you fetched yourself; nothing
-of it is shipped with qgf_lite and no test needs it (``tests/test_vs_reference.py`` runs this script against a tiny
+of it is shipped with qgf_lite and no test needs it (``tests/ogbench/test_vs_reference.py`` runs this script against a tiny
 stand-in checkout). What the script does, in one process:
 
 1. **Data.** The generated dataset (``qgf-lite generate ...``) is loaded once, through

@@ -8,7 +8,7 @@ cell proves the hook is active inside the kernel; an extra last cell prints the 
 
 It asserts that every cell runs, that the interactive cell printed that the frames view was chosen because
 anywidget is missing, and that its output is a plotly figure (application/vnd.plotly.v1+json) with exactly one
-frame and one slider step per slider value. (tests/test_widgets.py covers the same choice in a plain process;
+frame and one slider step per slider value. (tests/presentation/test_widgets.py covers the same choice in a plain process;
 this one covers the notebooks themselves, in a real kernel, where the live view would otherwise be chosen.)
 """
 
@@ -26,11 +26,11 @@ nbclient = pytest.importorskip("nbclient")
 
 from qgf_lite.presentation import widgets  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 
 BLOCKER = textwrap.dedent('''
-    """Test-only: make ``anywidget`` impossible to import in this interpreter (see tests/test_no_anywidget.py)."""
+    """Test-only: make ``anywidget`` impossible to import in this interpreter (see tests/presentation/test_no_anywidget.py)."""
     import importlib.abc
     import sys
 

@@ -23,7 +23,7 @@ from qgf_lite.courseware.sandbox import probe_backend
 
 from hostile_grading import interpreter_reachable_by_others, require_backend
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "grading"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
 SEED = "424242"
@@ -114,7 +114,7 @@ def test_feedback_shows_public_messages_and_names_failed_hidden_checks_without_i
 
 def test_a_submission_cannot_write_outside_its_folder(graded):
     if probe_backend("bwrap") and probe_backend("unshare"):
-        pytest.skip("no namespace sandbox here (bwrap or unshare); tests/test_grading_container.py covers the uid "
+        pytest.skip("no namespace sandbox here (bwrap or unshare); tests/courseware/test_grading_container.py covers the uid "
                     "backend")
     subs, root = graded["subs"], graded["root"]
     assert sorted(p.name for p in subs.iterdir() if not p.name.endswith(".ipynb")) == []
@@ -186,7 +186,7 @@ def test_gradescope_autograder_zip_grades_a_submission(autograder, tmp_path):
     shutil.copy(root / "source" / "run_autograder", root / "run_autograder")
     (root / "submission").mkdir()
     shutil.copy(FIXTURES / "bugs_1_1_and_1_3.ipynb", root / "submission" / "my_notebook.ipynb")
-    # The uid backend (Gradescope's default) needs root: tests/test_grading_container.py runs it; here any works.
+    # The uid backend (Gradescope's default) needs root: tests/courseware/test_grading_container.py runs it; here any works.
     env = dict(os.environ, GRADESCOPE_ROOT=str(root), QGF_PYTHON=sys.executable, PYTHONPATH=str(REPO),
                QGF_SANDBOX_BACKEND="auto")
     done = subprocess.run(["bash", str(root / "run_autograder")], env=env, capture_output=True, text=True,

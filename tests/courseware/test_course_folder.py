@@ -13,7 +13,7 @@ pytest.importorskip("nbformat", reason="the courseware needs the course extra")
 
 from qgf_lite.courseware.build import build  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SIX = ["01_flow_matching", "02_critic_learning", "03_guided_sampling", "04_test_time_compute",
        "05_ogbench_manipulation", "06_test_time_vs_training_time"]
 

@@ -650,7 +650,7 @@ def test_documented_train_and_eval_commands_still_parse():
     import shlex
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     commands = []
     for doc in ("README.md", "docs/results.md"):
         text = (root / doc).read_text().replace("\\\n", " ")  # join continued lines

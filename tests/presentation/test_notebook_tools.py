@@ -14,7 +14,7 @@ import pytest
 
 from qgf_lite.presentation import notebook_tools as nt
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _install_cell(nb: dict) -> str:

@@ -238,7 +238,7 @@ def test_the_committed_and_documented_sweep_configs_load(tmp_path):
     import warnings
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     paths = sorted((root / "benchmarks" / "sweeps").glob("*.toml"))
     assert len(paths) >= 3, paths
     for path in paths:

@@ -228,7 +228,7 @@ def test_clicking_the_slider_in_a_browser_swaps_the_samples(export, tmp_path):
 # --------------------------------------------------------------------------- #
 # Offline: the network blocked, nothing may leave the machine
 # --------------------------------------------------------------------------- #
-DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "guidance_explorer.html"
+DOCS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "guidance_explorer.html"
 
 
 def _open_offline(path: Path, tmp_path: Path, wait_ms: int = 0) -> dict:

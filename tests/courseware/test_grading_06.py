@@ -14,7 +14,7 @@ from pathlib import Path
 
 from qgf_lite import courseware as cw
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "notebooks" / "06_test_time_vs_training_time.ipynb"
 
 # (old text in the solution, new text) per variant; each names the exercise it breaks.

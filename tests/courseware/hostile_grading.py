@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HOSTILE = REPO / "tests" / "fixtures" / "grading" / "hostile"
 EXPECTED = json.loads((HOSTILE / "expected.json").read_text())
 MARK = "qgf_escape"

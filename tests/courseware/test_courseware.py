@@ -16,7 +16,7 @@ import pytest
 
 from qgf_lite import courseware as cw
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "courseware_assignment.ipynb"
 NO_EXERCISES = REPO / "tests" / "fixtures" / "slider_plot.ipynb"
 POINTS = {"1.1": 2.0, "1.2": 1.0, "1.3": 3.0}

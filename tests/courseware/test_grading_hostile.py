@@ -1,6 +1,6 @@
 """Hostile submissions against the namespace backends (bwrap, then unshare): expected grades, nothing escapes.
 
-The container backend (uid) and Gradescope's layout are tested in tests/test_grading_container.py.
+The container backend (uid) and Gradescope's layout are tested in tests/courseware/test_grading_container.py.
 """
 
 import pytest

@@ -47,7 +47,7 @@ def test_notebook_06_command_parses():
     import json
     from pathlib import Path
 
-    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "06_test_time_vs_training_time.ipynb"
+    notebook = Path(__file__).resolve().parents[2] / "notebooks" / "06_test_time_vs_training_time.ipynb"
     text = "".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"])
     start = text.index("`qgf-lite eval ")
     command = text[start + 1:text.index("`", start + 1)].split()

@@ -19,7 +19,7 @@ from qgf_lite.courseware.export import export
 from qgf_lite.courseware.gradebook import FIELD_LIMIT, Gradebook, feedback_markdown, md_text, safe_field
 from qgf_lite.courseware.roster import read_roster
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HOSTILE = '=HYPERLINK("http://x","y")\n\x00\x07\x1b[31m\r\t' + "A" * 2**20  # 1 MB, a formula, controls
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 

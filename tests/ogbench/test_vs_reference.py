@@ -16,7 +16,7 @@ import pytest
 
 from qgf_lite.ogbench import cli
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "vs_reference.py"
 FAKE = ROOT / "tests" / "fixtures" / "fake_qgf_reference"
 
