@@ -69,19 +69,21 @@ def main(argv=None) -> None:
             f"({result['transitions_per_cpu_second']:.0f} per CPU-second, start-up included)",
             flush=True,
         )
-    one_million_hours = {
-        str(r["workers"]): round(1_101_100 / r["transitions_per_second"] / 3600, 2) for r in results
-    }
+    one_million_hours = {str(r["workers"]): round(1_101_100 / r["transitions_per_second"] / 3600, 2) for r in results}
     print(f"projected hours for a standard 1000-episode dataset (+100 val): {one_million_hours}")
-    print(json.dumps({
-        "benchmark": "datagen_cube_single_play",
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "episodes": args.episodes,
-        "episode_length": args.episode_length,
-        "results": results,
-        "projected_hours_1M": one_million_hours,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "datagen_cube_single_play",
+                "cpu_count": os.cpu_count(),
+                "machine": platform.machine(),
+                "episodes": args.episodes,
+                "episode_length": args.episode_length,
+                "results": results,
+                "projected_hours_1M": one_million_hours,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

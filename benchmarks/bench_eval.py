@@ -68,10 +68,15 @@ def eval_steps_per_second(num_envs: int, workers: int, episodes: int) -> dict:
     # The same trajectories with nothing but the environments in the loop: their stepping time spread over the
     # workers (random actions are not the same work: a policy that grasps the cube makes costlier contacts).
     same_work_seconds = row["env_busy_seconds"] / max(workers, 1)
-    return {"env_steps": steps, "seconds": round(row["seconds"], 2), "env_steps_per_s": round(steps / row["seconds"], 1),
-            "same_trajectories_raw_env_steps_per_s": round(steps / same_work_seconds, 1),
-            "end_to_end_seconds": round(elapsed, 2), "end_to_end_env_steps_per_s": round(steps / elapsed, 1),
-            "success_rate": row["success_rate"]}
+    return {
+        "env_steps": steps,
+        "seconds": round(row["seconds"], 2),
+        "env_steps_per_s": round(steps / row["seconds"], 1),
+        "same_trajectories_raw_env_steps_per_s": round(steps / same_work_seconds, 1),
+        "end_to_end_seconds": round(elapsed, 2),
+        "end_to_end_env_steps_per_s": round(steps / elapsed, 1),
+        "success_rate": row["success_rate"],
+    }
 
 
 def main(argv=None) -> dict:
@@ -87,18 +92,31 @@ def main(argv=None) -> dict:
     raw = raw_steps_per_second(args.num_envs, args.workers, args.raw_seconds)
     print(f"raw stepping, {args.num_envs} envs in {args.workers} workers: {raw['env_steps_per_s']} env steps/s")
     inline = eval_steps_per_second(args.num_envs, args.workers, args.episodes)
-    print(f"evaluation (QGF w=0.03, 2x256 networks): {inline['env_steps_per_s']} env steps/s in rollouts, "
-          f"{inline['end_to_end_env_steps_per_s']} end to end (worker start-up included)")
+    print(
+        f"evaluation (QGF w=0.03, 2x256 networks): {inline['env_steps_per_s']} env steps/s in rollouts, "
+        f"{inline['end_to_end_env_steps_per_s']} end to end (worker start-up included)"
+    )
     ratio = inline["env_steps_per_s"] / raw["env_steps_per_s"]
     same = inline["env_steps_per_s"] / inline["same_trajectories_raw_env_steps_per_s"]
-    print(f"raw stepping of the evaluation's own trajectories: {inline['same_trajectories_raw_env_steps_per_s']} "
-          "env steps/s")
-    print(f"evaluation / raw random-action stepping: {ratio:.2f}; evaluation / raw stepping of the same "
-          f"trajectories: {same:.2f} (target >= 0.70 on 2 cores)")
-    result = {"raw": raw, "evaluation": inline, "ratio": round(ratio, 3), "ratio_same_trajectories": round(same, 3),
-              "workers": args.workers,
-              "num_envs": args.num_envs, "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
-              "platform": platform.platform()}
+    print(
+        f"raw stepping of the evaluation's own trajectories: {inline['same_trajectories_raw_env_steps_per_s']} "
+        "env steps/s"
+    )
+    print(
+        f"evaluation / raw random-action stepping: {ratio:.2f}; evaluation / raw stepping of the same "
+        f"trajectories: {same:.2f} (target >= 0.70 on 2 cores)"
+    )
+    result = {
+        "raw": raw,
+        "evaluation": inline,
+        "ratio": round(ratio, 3),
+        "ratio_same_trajectories": round(same, 3),
+        "workers": args.workers,
+        "num_envs": args.num_envs,
+        "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "platform": platform.platform(),
+    }
     print(json.dumps(result))
     return result
 

@@ -69,14 +69,23 @@ def main(argv=None) -> dict:
         submissions = folder / "submissions"
         submissions.mkdir()
         for index in range(args.copies):
-            shutil.copy(folder / "dist" / "solutions" / f"{stem}.ipynb", submissions / f"student{index:03d}_{stem}.ipynb")
+            shutil.copy(
+                folder / "dist" / "solutions" / f"{stem}.ipynb", submissions / f"student{index:03d}_{stem}.ipynb"
+            )
         if args.hostile:
             hostile = REPO / "tests" / "fixtures" / "grading" / "hostile" / f"knock_over_the_grader_{stem}.ipynb"
             shutil.copy(hostile, submissions / hostile.name)
         cpu, machine, start = _cpu_seconds(), _machine_cpu_seconds(), time.perf_counter()
-        rows = grade_batch([submissions], out=folder / "out" / "grades.csv", autograder_dir=folder / "dist" / "autograder",
-                           jobs=args.jobs, progress=False, log=lambda _: None, similarity=False,
-                           grade_options={"backend": backend})
+        rows = grade_batch(
+            [submissions],
+            out=folder / "out" / "grades.csv",
+            autograder_dir=folder / "dist" / "autograder",
+            jobs=args.jobs,
+            progress=False,
+            log=lambda _: None,
+            similarity=False,
+            grade_options={"backend": backend},
+        )
         wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
         machine = _machine_cpu_seconds() - machine if machine is not None else None
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -100,11 +109,13 @@ def main(argv=None) -> dict:
         "load_average_1min": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
     }
-    print(f"{args.copies} copies of {stem}, --jobs {args.jobs}: {wall:.1f} s wall, "
-          f"{result['submissions_per_min']} submissions/min, {result['cpu_s_per_submission']} CPU s per submission "
-          f"(grader's process tree; {result['machine_cpu_s_per_submission']} machine-wide), "
-          f"{full}/{args.copies} full marks, grader peak RSS {peak_mib:.0f} MiB, backend {backend} "
-          f"(load average {result['load_average_1min']})")
+    print(
+        f"{args.copies} copies of {stem}, --jobs {args.jobs}: {wall:.1f} s wall, "
+        f"{result['submissions_per_min']} submissions/min, {result['cpu_s_per_submission']} CPU s per submission "
+        f"(grader's process tree; {result['machine_cpu_s_per_submission']} machine-wide), "
+        f"{full}/{args.copies} full marks, grader peak RSS {peak_mib:.0f} MiB, backend {backend} "
+        f"(load average {result['load_average_1min']})"
+    )
     print(json.dumps(result))
     return result
 

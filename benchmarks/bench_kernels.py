@@ -28,7 +28,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -79,8 +79,14 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(num_transitions=20_000, official_defaults_steps_per_rep=5, toy_steps_per_rep=50, train_reps=2,
-              latency_repeats=3, latency_budget_s=2.0)
+QUICK = Sizes(
+    num_transitions=20_000,
+    official_defaults_steps_per_rep=5,
+    toy_steps_per_rep=50,
+    train_reps=2,
+    latency_repeats=3,
+    latency_budget_s=2.0,
+)
 
 
 # ------------------------------------------------------------------ data
@@ -211,7 +217,7 @@ def bench_training(config: QGFConfig, arrays: dict, steps_per_rep: int, reps: in
     step_state, _ = run_step_pattern(step_fn, sampler, state0, steps_per_rep)
     scan_state, _ = run_scan_pattern(scan_fn, dataset, state0)
 
-    rates: Dict[str, List[float]] = {"step": [], "scan": []}
+    rates: dict[str, list[float]] = {"step": [], "scan": []}
     cpu_s = {"step": 0.0, "scan": 0.0}
     for _ in range(reps):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -247,8 +253,8 @@ def median_ms(fn: Callable, repeats: int, budget_s: float = float("inf"), warmup
     """
     for _ in range(warmup):
         jax.block_until_ready(fn())
-    wall: List[float] = []
-    cpu: List[float] = []
+    wall: list[float] = []
+    cpu: list[float] = []
     start = time.perf_counter()
     while len(wall) < repeats and not (len(wall) >= 3 and time.perf_counter() - start > budget_s):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -258,12 +264,12 @@ def median_ms(fn: Callable, repeats: int, budget_s: float = float("inf"), warmup
     return {"ms": statistics.median(wall), "cpu_ms": statistics.median(cpu), "calls": len(wall)}
 
 
-def compiler_options(tuned: bool) -> Optional[dict]:
+def compiler_options(tuned: bool) -> dict | None:
     """The sampler's XLA options: the CPU tuning when asked for and running on CPU, else XLA's defaults."""
     return dict(CPU_SAMPLER_OPTIONS) if tuned and jax.default_backend() == "cpu" else None
 
 
-def guided_sampler(config: QGFConfig, steps: int, options: Optional[dict] = None) -> Callable:
+def guided_sampler(config: QGFConfig, steps: int, options: dict | None = None) -> Callable:
     """jit of (policy_params, critic_params, obs, noise, weight) -> QGF actions (``GUIDED_SPEC``'s sampler).
 
     Parameters and the weight are arguments, not constants baked into the program: new weights (a
@@ -272,8 +278,9 @@ def guided_sampler(config: QGFConfig, steps: int, options: Optional[dict] = None
     spec = dataclasses.replace(GUIDED_SPEC, steps=steps)
 
     def sample(policy_params, critic_params, obs, noise, weight):
-        return spec.sample(velocity_fn(config, policy_params), critic_fn(config, critic_params), obs, noise,
-                           weight=weight)
+        return spec.sample(
+            velocity_fn(config, policy_params), critic_fn(config, critic_params), obs, noise, weight=weight
+        )
 
     return jax.jit(sample, compiler_options=options)
 
@@ -283,8 +290,16 @@ def random_params(config: QGFConfig, seed: int):
     return state.policy_params, state.critic_params
 
 
-def bench_guided(config: QGFConfig, batch: int, repeats: int, budget_s: float = float("inf"), *,
-                 tuned: bool = False, weight: float = GUIDED_WEIGHT, seed: int = 0) -> dict:
+def bench_guided(
+    config: QGFConfig,
+    batch: int,
+    repeats: int,
+    budget_s: float = float("inf"),
+    *,
+    tuned: bool = False,
+    weight: float = GUIDED_WEIGHT,
+    seed: int = 0,
+) -> dict:
     """ms per QGF guided sample of ``batch`` action chunks with ``config``'s (randomly initialised) networks."""
     policy_params, critic_params = random_params(config, seed)
     k_obs, k_noise = jax.random.split(jax.random.PRNGKey(seed + 1))
@@ -304,8 +319,9 @@ def slider_config(hidden=None) -> QGFConfig:
     return QGFConfig(obs_dim=0, action_dim=2, horizon=1, actor_hidden=hidden, critic_hidden=hidden, value_hidden=hidden)
 
 
-def bench_slider(particles: int, repeats: int, budget_s: float = float("inf"), hidden=None, *,
-                 tuned: bool = False, seed: int = 0) -> dict:
+def bench_slider(
+    particles: int, repeats: int, budget_s: float = float("inf"), hidden=None, *, tuned: bool = False, seed: int = 0
+) -> dict:
     """ms per slider move: one QGF sample of ``particles`` 2D points, with a new weight every call.
 
     A recompile per weight would make the median huge; it is also ruled out directly through the jit
@@ -334,7 +350,7 @@ def device_description() -> str:
     return f"{d.device_kind} (platform {d.platform}, {jax.device_count()} device(s))"
 
 
-def load_average() -> Optional[float]:
+def load_average() -> float | None:
     """1-minute load average where the OS reports one: other work on the machine skews every timing."""
     try:
         return os.getloadavg()[0]
@@ -342,17 +358,24 @@ def load_average() -> Optional[float]:
         return None
 
 
-def run_benchmarks(sizes: Sizes, official_defaults_config: Optional[QGFConfig] = None, toy_config: Optional[QGFConfig] = None,
-                   slider_hidden=None, log: Callable[[str], None] = print) -> dict:
+def run_benchmarks(
+    sizes: Sizes,
+    official_defaults_config: QGFConfig | None = None,
+    toy_config: QGFConfig | None = None,
+    slider_hidden=None,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Every measurement; returns the flat result dict (the JSON line) and logs human-readable lines.
 
     Configs left as None take the module's OFFICIAL_DEFAULTS_CONFIG, TOY_CONFIG and SLIDER_HIDDEN.
     """
-    official_defaults_config = OFFICIAL_DEFAULTS_CONFIG if official_defaults_config is None else official_defaults_config
+    official_defaults_config = (
+        OFFICIAL_DEFAULTS_CONFIG if official_defaults_config is None else official_defaults_config
+    )
     toy_config = TOY_CONFIG if toy_config is None else toy_config
     slider_hidden = SLIDER_HIDDEN if slider_hidden is None else tuple(slider_hidden)
     on_cpu = jax.default_backend() == "cpu"
-    results: Dict[str, object] = {
+    results: dict[str, object] = {
         "device": device_description(),
         "platform": jax.devices()[0].platform,
         "jax_version": jax.__version__,
@@ -366,7 +389,9 @@ def run_benchmarks(sizes: Sizes, official_defaults_config: Optional[QGFConfig] =
         ("official_defaults", official_defaults_config, sizes.official_defaults_steps_per_rep),
         ("toy", toy_config, sizes.toy_steps_per_rep),
     ):
-        arrays = synthetic_transitions(sizes.num_transitions, config.obs_dim, config.action_dim, sizes.episode_length, 0)
+        arrays = synthetic_transitions(
+            sizes.num_transitions, config.obs_dim, config.action_dim, sizes.episode_length, 0
+        )
         t0 = time.perf_counter()
         r = bench_training(config, arrays, steps, sizes.train_reps)
         results[f"train_steps_per_s_{tag}"] = r["scan_steps_per_s"]
@@ -386,7 +411,9 @@ def run_benchmarks(sizes: Sizes, official_defaults_config: Optional[QGFConfig] =
     variants = [(False, "")] + ([(True, "_cpu_tuned")] if on_cpu and sizes.cpu_tuned_variants else [])
     for batch in sizes.guided_batches:
         for tuned, suffix in variants:
-            g = bench_guided(official_defaults_config, batch, sizes.latency_repeats, sizes.latency_budget_s, tuned=tuned)
+            g = bench_guided(
+                official_defaults_config, batch, sizes.latency_repeats, sizes.latency_budget_s, tuned=tuned
+            )
             results[f"guided_ms_batch{batch}{suffix}"] = g["ms"]
             results[f"guided_cpu_ms_batch{batch}{suffix}"] = g["cpu_ms"]
             log(
@@ -395,10 +422,14 @@ def run_benchmarks(sizes: Sizes, official_defaults_config: Optional[QGFConfig] =
                 f"{', CPU options' if tuned else ''}]: {g['ms']:.2f} ms/call (CPU {g['cpu_ms']:.2f} ms, {g['calls']} calls)"
             )
     # First the networks the notebooks' sliders run (the figure that matters to a student), then wider ones.
-    for hidden, prefix in ((None, "slider"), (slider_hidden, f"slider_{len(slider_hidden)}x{slider_hidden[0]}_layernorm")):
+    for hidden, prefix in (
+        (None, "slider"),
+        (slider_hidden, f"slider_{len(slider_hidden)}x{slider_hidden[0]}_layernorm"),
+    ):
         config = slider_config(hidden)
         arch = f"actor {'x'.join(map(str, config.actor_hidden))}, critic {'x'.join(map(str, config.critic_hidden))}" + (
-            ", LayerNorm" if config.layer_norm else "")
+            ", LayerNorm" if config.layer_norm else ""
+        )
         for tuned, suffix in variants:
             s = bench_slider(sizes.slider_particles, sizes.latency_repeats, sizes.latency_budget_s, hidden, tuned=tuned)
             results[f"{prefix}_ms{suffix}"] = s["ms"]
@@ -419,7 +450,7 @@ def write_json_atomically(path: str, obj: dict) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
 
 
-def main(argv: Optional[List[str]] = None) -> dict:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and a smaller dataset (smoke run)")
     parser.add_argument("--out", help="also write the JSON result to this file")

@@ -32,8 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -67,7 +67,7 @@ def header_quote(cpu_seconds: float) -> str:
     return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
 
 
-def quoted_seconds(text: str) -> Optional[int]:
+def quoted_seconds(text: str) -> int | None:
     """The CPU time a notebook header quotes (``HEADER_PATTERN``), in seconds; None when it quotes none."""
     match = HEADER_PATTERN.search(text)
     if not match or not (match.group(1) or match.group(2)):
@@ -75,7 +75,7 @@ def quoted_seconds(text: str) -> Optional[int]:
     return int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
 
 
-def run_notebook(path: Path, *, smoke: bool, keep: Optional[Path], timeout: int) -> dict:
+def run_notebook(path: Path, *, smoke: bool, keep: Path | None, timeout: int) -> dict:
     """Execute one notebook in a fresh kernel; its CPU time (user + sys of every process it waited for) and more."""
     env = dict(os.environ)
     env.pop("CI", None)
@@ -85,9 +85,21 @@ def run_notebook(path: Path, *, smoke: bool, keep: Optional[Path], timeout: int)
     env.setdefault("MUJOCO_GL", "egl")
     out_dir = keep or Path(tempfile.mkdtemp(prefix="qgf-bench-nb-"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-               f"--ExecutePreprocessor.timeout={timeout}", "--output-dir", str(out_dir), "--output", path.name,
-               str(path)]
+    command = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "nbconvert",
+        "--to",
+        "notebook",
+        "--execute",
+        f"--ExecutePreprocessor.timeout={timeout}",
+        "--output-dir",
+        str(out_dir),
+        "--output",
+        path.name,
+        str(path),
+    ]
     load_before = os.getloadavg()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -117,19 +129,26 @@ def machine() -> dict:
     import jax
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "jax_version": jax.__version__, "git_commit": commit.stdout.strip() or None}
+    return {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "jax_version": jax.__version__,
+        "git_commit": commit.stdout.strip() or None,
+    }
 
 
 def write_results(out: Path, rows: list[dict]) -> dict:
     """Merge ``rows`` into the JSON at ``out`` (one entry per notebook and mode) and write it atomically."""
     results = json.loads(out.read_text()) if out.is_file() else {"notebooks": {}}
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     for row in rows:
         key = row["notebook"] if row["mode"] == "full" else f"{row['notebook']} (smoke)"
         results["notebooks"][key] = {**row, "measured_at": stamp, **machine()}
-    results["what"] = ("CPU time (user + sys of the nbconvert process, its kernel and everything they waited for) of "
-                       "one top-to-bottom run per notebook; load averages show how busy the machine was.")
+    results["what"] = (
+        "CPU time (user + sys of the nbconvert process, its kernel and everything they waited for) of "
+        "one top-to-bottom run per notebook; load averages show how busy the machine was."
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
@@ -137,12 +156,17 @@ def write_results(out: Path, rows: list[dict]) -> dict:
     return results
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("notebooks", nargs="*", help="notebook numbers or names (default: all six)")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"only {QUICK_NOTEBOOK} in SMOKE mode, not written to the results unless --out is given")
-    parser.add_argument("--out", type=Path, default=None, help=f"results JSON (default {DEFAULT_OUT.relative_to(REPO)})")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"only {QUICK_NOTEBOOK} in SMOKE mode, not written to the results unless --out is given",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help=f"results JSON (default {DEFAULT_OUT.relative_to(REPO)})"
+    )
     parser.add_argument("--keep", type=Path, default=None, help="folder for the executed notebooks")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell (default 3600)")
     args = parser.parse_args(argv)
@@ -151,9 +175,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for path in paths:
         row = run_notebook(path, smoke=args.quick, keep=args.keep, timeout=args.timeout)
         rows.append(row)
-        print(f"{row['notebook']:34s} {row['mode']:5s} CPU {row['cpu_s']:7.1f} s (user {row['user_s']:.1f}, sys "
-              f"{row['sys_s']:.1f}), wall {row['wall_s']:7.1f} s, load average {row['load_average_start'][0]:.2f} -> "
-              f"{row['load_average_end'][0]:.2f}; header: about {row['header_quote']} of CPU time", flush=True)
+        print(
+            f"{row['notebook']:34s} {row['mode']:5s} CPU {row['cpu_s']:7.1f} s (user {row['user_s']:.1f}, sys "
+            f"{row['sys_s']:.1f}), wall {row['wall_s']:7.1f} s, load average {row['load_average_start'][0]:.2f} -> "
+            f"{row['load_average_end'][0]:.2f}; header: about {row['header_quote']} of CPU time",
+            flush=True,
+        )
     out = args.out if args.out is not None else (None if args.quick else DEFAULT_OUT)
     if out is not None:
         write_results(out, rows)

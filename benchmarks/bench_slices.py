@@ -59,8 +59,15 @@ def build_slices(folder: Path, slices: int, rows: int, episodes: int, seed: int)
 
     t0 = time.perf_counter()
     source = folder / "source" / "cube-single-play-v0.npz"
-    generate_dataset("cube-single", num_episodes=episodes, out_path=str(source), seed=seed, workers=1,
-                     num_val_episodes=1, progress=False)
+    generate_dataset(
+        "cube-single",
+        num_episodes=episodes,
+        out_path=str(source),
+        seed=seed,
+        workers=1,
+        num_val_episodes=1,
+        progress=False,
+    )
     generate_s = time.perf_counter() - t0
     with np.load(source) as f:
         base = {k: f[k] for k in f.files}
@@ -75,12 +82,18 @@ def build_slices(folder: Path, slices: int, rows: int, episodes: int, seed: int)
         arrays = {k: np.concatenate([v] * copies) for k, v in base.items()}
         # distinct slices: observations jittered (rewards come from qpos, which stays the oracle's)
         arrays["observations"] = arrays["observations"] + rng.normal(0, 1e-3, arrays["observations"].shape).astype(
-            arrays["observations"].dtype)
+            arrays["observations"].dtype
+        )
         np.savez_compressed(target / slice_file_name(ENV, i), **arrays)  # OGBench's files are compressed too
         np.savez_compressed(target / slice_file_name(ENV, i).replace(".npz", "-val.npz"), **val)
-    return {"oracle_episodes": episodes, "oracle_transitions": length, "copies_per_slice": copies,
-            "transitions_per_slice": copies * length, "generate_s": generate_s,
-            "build_s": time.perf_counter() - t0 - generate_s}
+    return {
+        "oracle_episodes": episodes,
+        "oracle_transitions": length,
+        "copies_per_slice": copies,
+        "transitions_per_slice": copies * length,
+        "generate_s": generate_s,
+        "build_s": time.perf_counter() - t0 - generate_s,
+    }
 
 
 def time_fit(config, state, data, steps: int, rotate_every: int) -> dict:
@@ -92,13 +105,18 @@ def time_fit(config, state, data, steps: int, rotate_every: int) -> dict:
 
     t0 = time.perf_counter()
     # rotate_every only matters to a stream; the in-memory run trains in chunks of the same length
-    state, history = fit(config, state, data, steps, chunk_size=rotate_every, progress=False, callback=note,
-                         rotate_every=rotate_every)
+    state, history = fit(
+        config, state, data, steps, chunk_size=rotate_every, progress=False, callback=note, rotate_every=rotate_every
+    )
     jax.block_until_ready(state.step)
     seconds = time.perf_counter() - t0
     chunk_s = np.diff([t0] + ends).tolist()
-    return {"seconds": seconds, "steps_per_s": steps / seconds, "chunk_s": chunk_s,
-            "slices": [r.get("slice") for r in history]}
+    return {
+        "seconds": seconds,
+        "steps_per_s": steps / seconds,
+        "chunk_s": chunk_s,
+        "slices": [r.get("slice") for r in history],
+    }
 
 
 def main(argv=None) -> dict:
@@ -116,8 +134,17 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    for name in ("slices", "rows", "episodes", "rotate_every", "rotations", "repeats", "hidden", "layers",
-                 "batch_size"):
+    for name in (
+        "slices",
+        "rows",
+        "episodes",
+        "rotate_every",
+        "rotations",
+        "repeats",
+        "hidden",
+        "layers",
+        "batch_size",
+    ):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
 
@@ -136,8 +163,9 @@ def main(argv=None) -> dict:
         memory = dataset_from_dict(load_slice(ENV, paths[0], env=env))
         jax.block_until_ready(memory.observations)
         load_s = time.perf_counter() - t0
-        config = make_config(memory.obs_dim, memory.action_dim, hidden=args.hidden, layers=args.layers,
-                             batch_size=args.batch_size)
+        config = make_config(
+            memory.obs_dim, memory.action_dim, hidden=args.hidden, layers=args.layers, batch_size=args.batch_size
+        )
         steps = args.rotations * args.rotate_every
         state0 = init_train_state(config, jax.random.PRNGKey(args.seed))
         t0 = time.perf_counter()
@@ -160,22 +188,38 @@ def main(argv=None) -> dict:
     median = {mode: statistics.median(r["steps_per_s"] for r in rs) for mode, rs in runs.items()}
     # The machine is shared: a burst of other work slows whichever run it lands in. The median chunk (every chunk
     # of every repeat of a mode) is the steadier figure; the ratios below use it.
-    chunk = {mode: args.rotate_every / statistics.median(s for r in rs for s in r["chunk_s"])
-             for mode, rs in runs.items()}
+    chunk = {
+        mode: args.rotate_every / statistics.median(s for r in rs for s in r["chunk_s"]) for mode, rs in runs.items()
+    }
     report = {
         "schema": "qgf_lite.bench_slices/1",
         "command": "python benchmarks/bench_slices.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "started_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
-        "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()), "jax_version": jax.__version__,
-        "python": platform.python_version(), "env": ENV, "data": data_info,
-        "config": {"hidden": args.hidden, "layers": args.layers, "batch_size": args.batch_size,
-                   "horizon": config.horizon, "rotate_every": args.rotate_every, "steps_per_run": steps,
-                   "repeats": args.repeats},
-        "one_slice_load_s": load_s, "compile_s": compile_s, "runs": runs, "median_run_steps_per_s": median,
+        "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()),
+        "jax_version": jax.__version__,
+        "python": platform.python_version(),
+        "env": ENV,
+        "data": data_info,
+        "config": {
+            "hidden": args.hidden,
+            "layers": args.layers,
+            "batch_size": args.batch_size,
+            "horizon": config.horizon,
+            "rotate_every": args.rotate_every,
+            "steps_per_run": steps,
+            "repeats": args.repeats,
+        },
+        "one_slice_load_s": load_s,
+        "compile_s": compile_s,
+        "runs": runs,
+        "median_run_steps_per_s": median,
         "median_chunk_steps_per_s": chunk,
-        "run_ratios": {"streamed_vs_in_memory": median["streamed"] / median["in_memory"],
-                       "synchronous_vs_in_memory": median["synchronous"] / median["in_memory"]},
+        "run_ratios": {
+            "streamed_vs_in_memory": median["streamed"] / median["in_memory"],
+            "synchronous_vs_in_memory": median["synchronous"] / median["in_memory"],
+        },
         "streamed_vs_in_memory": chunk["streamed"] / chunk["in_memory"],
         "synchronous_vs_in_memory": chunk["synchronous"] / chunk["in_memory"],
         "streamed_vs_synchronous": chunk["streamed"] / chunk["synchronous"],
@@ -185,8 +229,20 @@ def main(argv=None) -> dict:
     text = json.dumps(report, indent=1)
     if args.out:
         atomic_write_bytes(args.out, text.encode() + b"\n")
-    print(json.dumps({k: report[k] for k in ("median_chunk_steps_per_s", "run_ratios", "streamed_vs_in_memory",
-                                             "synchronous_vs_in_memory", "one_slice_load_s")}))
+    print(
+        json.dumps(
+            {
+                k: report[k]
+                for k in (
+                    "median_chunk_steps_per_s",
+                    "run_ratios",
+                    "streamed_vs_in_memory",
+                    "synchronous_vs_in_memory",
+                    "one_slice_load_s",
+                )
+            }
+        )
+    )
     return report
 
 

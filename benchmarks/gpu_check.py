@@ -45,9 +45,9 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import traceback  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Callable, Dict, List, Optional, Sequence  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -71,10 +71,10 @@ def egl_available() -> bool:
 EGL_AVAILABLE = egl_available()
 os.environ.setdefault("MUJOCO_GL", "egl" if EGL_AVAILABLE else "disable")
 
+import bench_kernels as bench  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-import bench_kernels as bench  # noqa: E402
 import qgf_lite  # noqa: E402
 from qgf_lite.fileio import atomic_write_bytes  # noqa: E402
 from qgf_lite.training import QGFConfig  # noqa: E402
@@ -118,7 +118,7 @@ class Plan:
     paper: QGFConfig  # the paper's setting (docs/algorithm.md "Presets")
     official_defaults: QGFConfig  # the reference code's defaults: 4 x 512, batch 256
     toy: QGFConfig
-    kernel_sizes: "bench.Sizes"
+    kernel_sizes: bench.Sizes
     seed_counts: tuple = (1, 4, 16)
     seed_steps_per_call: int = 200
     train_steps_per_call: int = 1000
@@ -128,9 +128,13 @@ class Plan:
     max_timed_calls: int = 10  # ... and at most this many calls (always at least one)
     cube: CubePlan = CubePlan()
     # Sections in order: (name, weight of the remaining budget, minimum seconds needed to start).
-    sections: tuple = (("bench_kernels", 0.25, 30.0), ("seed_throughput", 0.2, 20.0),
-                       ("paper_train", 0.1, 15.0), ("official_defaults_train", 0.05, 10.0),
-                       ("cube_double", 0.4, 60.0))
+    sections: tuple = (
+        ("bench_kernels", 0.25, 30.0),
+        ("seed_throughput", 0.2, 20.0),
+        ("paper_train", 0.1, 15.0),
+        ("official_defaults_train", 0.05, 10.0),
+        ("cube_double", 0.4, 60.0),
+    )
     reserve_s: float = 3.0  # kept back for the final write
 
 
@@ -143,39 +147,97 @@ def full_plan(backend: str = "gpu") -> Plan:
     if backend == "cpu":
         sizes = dataclasses.replace(bench.FULL, cpu_tuned_variants=False)
     else:
-        sizes = bench.Sizes(num_transitions=100_000, episode_length=1000, official_defaults_steps_per_rep=100,
-                            toy_steps_per_rep=500, train_reps=5, guided_batches=(1, 1000), latency_repeats=21,
-                            latency_budget_s=3.0, cpu_tuned_variants=False)
-    return Plan(mode="full", paper=bench.PAPER_CONFIG, official_defaults=bench.OFFICIAL_DEFAULTS_CONFIG,
-                toy=bench.TOY_CONFIG, kernel_sizes=sizes)
+        sizes = bench.Sizes(
+            num_transitions=100_000,
+            episode_length=1000,
+            official_defaults_steps_per_rep=100,
+            toy_steps_per_rep=500,
+            train_reps=5,
+            guided_batches=(1, 1000),
+            latency_repeats=21,
+            latency_budget_s=3.0,
+            cpu_tuned_variants=False,
+        )
+    return Plan(
+        mode="full",
+        paper=bench.PAPER_CONFIG,
+        official_defaults=bench.OFFICIAL_DEFAULTS_CONFIG,
+        toy=bench.TOY_CONFIG,
+        kernel_sizes=sizes,
+    )
 
 
 def quick_plan() -> Plan:
     """Every size tiny, so the same code runs end to end on a CPU in well under a minute."""
     hidden = (16, 16)
-    tiny = QGFConfig(obs_dim=8, action_dim=2, horizon=3, actor_hidden=hidden, critic_hidden=hidden,
-                     value_hidden=hidden, batch_size=16)
+    tiny = QGFConfig(
+        obs_dim=8,
+        action_dim=2,
+        horizon=3,
+        actor_hidden=hidden,
+        critic_hidden=hidden,
+        value_hidden=hidden,
+        batch_size=16,
+    )
     # One tiny config in every training slot (both presets, toy): its programs compile once, not four times.
-    sizes = bench.Sizes(num_transitions=200, episode_length=50, official_defaults_steps_per_rep=2, toy_steps_per_rep=2,
-                        train_reps=1, guided_batches=(1, 1000), latency_repeats=2, latency_budget_s=0.5,
-                        slider_particles=16, cpu_tuned_variants=False)
-    cube = CubePlan(episodes=2, episode_length=60, train_steps=20, log_every=10, hidden=16, layers=2, batch_size=16,
-                    eval_episodes=1, env_steps_per_s=200.0, worker_start_s=0.0, compile_s=2.0,
-                    sampler_call_s=0.002, env_make_s=1.0)
+    sizes = bench.Sizes(
+        num_transitions=200,
+        episode_length=50,
+        official_defaults_steps_per_rep=2,
+        toy_steps_per_rep=2,
+        train_reps=1,
+        guided_batches=(1, 1000),
+        latency_repeats=2,
+        latency_budget_s=0.5,
+        slider_particles=16,
+        cpu_tuned_variants=False,
+    )
+    cube = CubePlan(
+        episodes=2,
+        episode_length=60,
+        train_steps=20,
+        log_every=10,
+        hidden=16,
+        layers=2,
+        batch_size=16,
+        eval_episodes=1,
+        env_steps_per_s=200.0,
+        worker_start_s=0.0,
+        compile_s=2.0,
+        sampler_call_s=0.002,
+        env_make_s=1.0,
+    )
     # train_steps_per_call equals the kernels' scan window, so the preset sections reuse that compiled trainer.
-    return Plan(mode="quick", paper=tiny, official_defaults=tiny, toy=tiny, kernel_sizes=sizes, seed_steps_per_call=2,
-                train_steps_per_call=2, min_steps_per_call=2, min_timed_s=0.0, max_timed_calls=2, cube=cube,
-                sections=(("bench_kernels", 0.25, 3.0), ("seed_throughput", 0.2, 2.0), ("paper_train", 0.1, 1.0),
-                          ("official_defaults_train", 0.05, 1.0), ("cube_double", 0.4, 6.0)),
-                reserve_s=0.5)
+    return Plan(
+        mode="quick",
+        paper=tiny,
+        official_defaults=tiny,
+        toy=tiny,
+        kernel_sizes=sizes,
+        seed_steps_per_call=2,
+        train_steps_per_call=2,
+        min_steps_per_call=2,
+        min_timed_s=0.0,
+        max_timed_calls=2,
+        cube=cube,
+        sections=(
+            ("bench_kernels", 0.25, 3.0),
+            ("seed_throughput", 0.2, 2.0),
+            ("paper_train", 0.1, 1.0),
+            ("official_defaults_train", 0.05, 1.0),
+            ("cube_double", 0.4, 6.0),
+        ),
+        reserve_s=0.5,
+    )
 
 
 # ------------------------------------------------------------------ budget
 class Budget:
     """``total_s`` seconds from ``start`` (on ``clock``), less ``reserve_s`` kept back for the final write."""
 
-    def __init__(self, total_s: float, start: float, reserve_s: float = 0.0,
-                 clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self, total_s: float, start: float, reserve_s: float = 0.0, clock: Callable[[], float] = time.perf_counter
+    ):
         self.total_s, self.start, self.reserve_s, self.clock = float(total_s), float(start), float(reserve_s), clock
 
     def elapsed(self) -> float:
@@ -184,7 +246,7 @@ class Budget:
     def remaining(self) -> float:
         return self.total_s - self.reserve_s - self.elapsed()
 
-    def allot(self, weight: float, later_weights: Sequence[float], min_s: float) -> Optional[float]:
+    def allot(self, weight: float, later_weights: Sequence[float], min_s: float) -> float | None:
         """Seconds for the next section: its weight's share of what is left, at least ``min_s``; None to skip.
 
         Time a section leaves unused stays in the pot for the ones after it.
@@ -204,18 +266,30 @@ class Section:
     run: Callable[[float], dict]  # deadline (on the budget's clock) -> figures
 
 
-def run_sections(sections: Sequence[Section], budget: Budget, on_update: Callable[[dict], None] = lambda r: None,
-                 log: Callable[[str], None] = print) -> Dict[str, dict]:
+def run_sections(
+    sections: Sequence[Section],
+    budget: Budget,
+    on_update: Callable[[dict], None] = lambda r: None,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict]:
     """Run each section in its allotment, or record why not; never raises for a failing section."""
-    results: Dict[str, dict] = {}
+    results: dict[str, dict] = {}
     for i, section in enumerate(sections):
-        allotted = budget.allot(section.weight, [s.weight for s in sections[i + 1:]], section.min_s)
+        allotted = budget.allot(section.weight, [s.weight for s in sections[i + 1 :]], section.min_s)
         start = budget.elapsed()
-        record = {"status": SKIPPED, "ran": False, "allotted_s": allotted, "min_s": section.min_s,
-                  "started_at_s": start, "seconds": 0.0}
+        record = {
+            "status": SKIPPED,
+            "ran": False,
+            "allotted_s": allotted,
+            "min_s": section.min_s,
+            "started_at_s": start,
+            "seconds": 0.0,
+        }
         if allotted is None:
-            log(f"[{start:6.1f} s] {section.name}: {SKIPPED} ({budget.remaining():.1f} s left,"
-                f" needs {section.min_s:g} s)")
+            log(
+                f"[{start:6.1f} s] {section.name}: {SKIPPED} ({budget.remaining():.1f} s left,"
+                f" needs {section.min_s:g} s)"
+            )
         else:
             log(f"[{start:6.1f} s] {section.name}: start, {allotted:.0f} s allotted")
             t0 = budget.clock()
@@ -223,8 +297,9 @@ def run_sections(sections: Sequence[Section], budget: Budget, on_update: Callabl
                 record.update(section.run(t0 + allotted))
                 record.update(status="ok", ran=True)
             except Exception as err:  # a broken section must not cost the others their figures
-                record.update(status=f"error: {type(err).__name__}: {err}", ran=False,
-                              traceback=traceback.format_exc(limit=20))
+                record.update(
+                    status=f"error: {type(err).__name__}: {err}", ran=False, traceback=traceback.format_exc(limit=20)
+                )
             record["seconds"] = budget.clock() - t0
             log(f"[{budget.elapsed():6.1f} s] {section.name}: {record['status']} in {record['seconds']:.1f} s")
         results[section.name] = record
@@ -235,10 +310,16 @@ def run_sections(sections: Sequence[Section], budget: Budget, on_update: Callabl
 # ------------------------------------------------------------------ measurement helpers
 def describe(config: QGFConfig) -> dict:
     return {
-        "obs_dim": config.obs_dim, "action_dim": config.action_dim, "horizon": config.horizon,
-        "chunk_dim": config.chunk_dim, "actor_hidden": list(config.actor_hidden),
-        "critic_hidden": list(config.critic_hidden), "value_hidden": list(config.value_hidden),
-        "num_critics": config.num_critics, "layer_norm": config.layer_norm, "batch_size": config.batch_size,
+        "obs_dim": config.obs_dim,
+        "action_dim": config.action_dim,
+        "horizon": config.horizon,
+        "chunk_dim": config.chunk_dim,
+        "actor_hidden": list(config.actor_hidden),
+        "critic_hidden": list(config.critic_hidden),
+        "value_hidden": list(config.value_hidden),
+        "num_critics": config.num_critics,
+        "layer_norm": config.layer_norm,
+        "batch_size": config.batch_size,
         "discount": config.discount,
     }
 
@@ -249,7 +330,7 @@ def timed_calls(call: Callable[[], object], *, min_s: float, max_calls: int, dea
     t0 = time.perf_counter()
     jax.block_until_ready(call())
     first = time.perf_counter() - t0
-    times: List[float] = []
+    times: list[float] = []
     while True:
         t0 = time.perf_counter()
         jax.block_until_ready(call())
@@ -285,28 +366,36 @@ def steps_per_call(plan: Plan, planned: int, measured: dict, cost_factor: float 
 
 
 def synthetic_dataset(config: QGFConfig, sizes) -> object:
-    arrays = bench.synthetic_transitions(sizes.num_transitions, config.obs_dim, config.action_dim,
-                                         sizes.episode_length, 0)
+    arrays = bench.synthetic_transitions(
+        sizes.num_transitions, config.obs_dim, config.action_dim, sizes.episode_length, 0
+    )
     return bench.device_dataset(arrays, config)
 
 
 # ------------------------------------------------------------------ sections
 def section_bench_kernels(plan: Plan, deadline: float, measured: dict) -> dict:
     sizes = plan.kernel_sizes
-    out: dict = {"sizes": dataclasses.asdict(sizes), "skipped": [],
-                 "configs": {"official_defaults": describe(plan.official_defaults), "toy": describe(plan.toy)}}
+    out: dict = {
+        "sizes": dataclasses.asdict(sizes),
+        "skipped": [],
+        "configs": {"official_defaults": describe(plan.official_defaults), "toy": describe(plan.toy)},
+    }
     last_s = 0.0
-    for i, (tag, config, steps) in enumerate((("official_defaults", plan.official_defaults,
-                                               sizes.official_defaults_steps_per_rep),
-                                              ("toy", plan.toy, sizes.toy_steps_per_rep))):
+    for i, (tag, config, steps) in enumerate(
+        (
+            ("official_defaults", plan.official_defaults, sizes.official_defaults_steps_per_rep),
+            ("toy", plan.toy, sizes.toy_steps_per_rep),
+        )
+    ):
         if i and time.perf_counter() + last_s > deadline:
             out["skipped"].append(f"training_{tag}")
             for key in ("train_steps_per_s", "step_pattern_steps_per_s", "scan_vs_step_ratio"):
                 out[f"{key}_{tag}"] = SKIPPED
             continue
         t0 = time.perf_counter()
-        arrays = bench.synthetic_transitions(sizes.num_transitions, config.obs_dim, config.action_dim,
-                                             sizes.episode_length, 0)
+        arrays = bench.synthetic_transitions(
+            sizes.num_transitions, config.obs_dim, config.action_dim, sizes.episode_length, 0
+        )
         r = bench.bench_training(config, arrays, steps, sizes.train_reps)
         out[f"train_steps_per_s_{tag}"] = r["scan_steps_per_s"]
         out[f"step_pattern_steps_per_s_{tag}"] = r["step_steps_per_s"]
@@ -334,8 +423,13 @@ def section_seed_throughput(plan: Plan, deadline: float, measured: dict) -> dict
     config = plan.official_defaults
     dataset = synthetic_dataset(config, plan.kernel_sizes)
     steps = steps_per_call(plan, plan.seed_steps_per_call, measured)
-    out: dict = {"preset": "official-defaults", "config": describe(config), "steps_per_call": steps,
-                 "per_num_seeds": {}, "skipped": []}
+    out: dict = {
+        "preset": "official-defaults",
+        "config": describe(config),
+        "steps_per_call": steps,
+        "per_num_seeds": {},
+        "skipped": [],
+    }
     # One initialisation for the largest count; the first n seeds of it are init_train_states(range(n)) exactly
     # (vmap initialises each seed on its own), and one compilation serves every count.
     t0 = time.perf_counter()
@@ -360,14 +454,18 @@ def section_seed_throughput(plan: Plan, deadline: float, measured: dict) -> dict
         losses = require_finite(f"{n} seeds", box["metrics"])
         per_seed = steps / t["call_s"]
         out["per_num_seeds"][str(n)] = {
-            "num_seeds": n, "steps_per_s_per_seed": per_seed, "seed_steps_per_s": per_seed * n,
-            "first_call_s": t["first_call_s"], "timed_calls": t["calls"], "final_losses": losses,
+            "num_seeds": n,
+            "steps_per_s_per_seed": per_seed,
+            "seed_steps_per_s": per_seed * n,
+            "first_call_s": t["first_call_s"],
+            "timed_calls": t["calls"],
+            "final_losses": losses,
         }
         last_s = time.perf_counter() - t0
     return out
 
 
-def peak_device_memory() -> Optional[int]:
+def peak_device_memory() -> int | None:
     """Peak bytes in use on the first device since start-up, where the backend reports it (GPUs; not the CPU)."""
     try:
         stats = jax.devices()[0].memory_stats() or {}
@@ -392,8 +490,9 @@ def section_official_defaults_train(plan: Plan, deadline: float, measured: dict)
     return section_preset_train(plan, plan.official_defaults, "official-defaults", deadline, measured)
 
 
-def section_preset_train(plan: Plan, config: QGFConfig, preset: str, deadline: float, measured: dict,
-                         cost_factor: float = 1.0) -> dict:
+def section_preset_train(
+    plan: Plan, config: QGFConfig, preset: str, deadline: float, measured: dict, cost_factor: float = 1.0
+) -> dict:
     dataset = synthetic_dataset(config, plan.kernel_sizes)
     steps = steps_per_call(plan, plan.train_steps_per_call, measured, cost_factor)
     box = {"state": qgf_lite.init_train_state(config, jax.random.PRNGKey(0))}
@@ -405,11 +504,19 @@ def section_preset_train(plan: Plan, config: QGFConfig, preset: str, deadline: f
 
     t = timed_calls(call, min_s=plan.min_timed_s, max_calls=plan.max_timed_calls, deadline=deadline)
     rate = steps / t["call_s"]
-    return {"preset": preset, "config": describe(config), "steps_per_call": steps, "steps_per_s": rate,
-            "ms_per_step": 1e3 / rate, "first_call_s": t["first_call_s"], "timed_calls": t["calls"],
-            "final_losses": require_finite(f"{preset} train", box["metrics"]),
-            "num_parameters": qgf_lite.num_parameters(box["state"].policy_params)
-            + qgf_lite.num_parameters(box["state"].critic_params) + qgf_lite.num_parameters(box["state"].value_params)}
+    return {
+        "preset": preset,
+        "config": describe(config),
+        "steps_per_call": steps,
+        "steps_per_s": rate,
+        "ms_per_step": 1e3 / rate,
+        "first_call_s": t["first_call_s"],
+        "timed_calls": t["calls"],
+        "final_losses": require_finite(f"{preset} train", box["metrics"]),
+        "num_parameters": qgf_lite.num_parameters(box["state"].policy_params)
+        + qgf_lite.num_parameters(box["state"].critic_params)
+        + qgf_lite.num_parameters(box["state"].value_params),
+    }
 
 
 def max_episode_steps(env_id: str, default: int = 500) -> int:
@@ -440,12 +547,23 @@ def section_cube_double(plan: Plan, deadline: float, workers: int, workdir: Path
     fit = int((share - c.worker_start_s) * c.env_steps_per_s * workers / c.episode_length)
     episodes = max(1, min(c.episodes, fit))
     data_path = workdir / f"{c.env_id}-play-v0.npz"
-    stats = generate_dataset(c.env_id, dataset_type="play", num_episodes=episodes, out_path=str(data_path), seed=0,
-                             workers=workers, episode_length=c.episode_length,
-                             num_val_episodes=max(1, episodes // 10), progress=False)
+    stats = generate_dataset(
+        c.env_id,
+        dataset_type="play",
+        num_episodes=episodes,
+        out_path=str(data_path),
+        seed=0,
+        workers=workers,
+        episode_length=c.episode_length,
+        num_val_episodes=max(1, episodes // 10),
+        progress=False,
+    )
     out["generate"] = {
-        "seconds": time.perf_counter() - t0, "episodes": stats.num_train_episodes,
-        "val_episodes": stats.num_val_episodes, "episode_length": c.episode_length, "workers": stats.workers,
+        "seconds": time.perf_counter() - t0,
+        "episodes": stats.num_train_episodes,
+        "val_episodes": stats.num_val_episodes,
+        "episode_length": c.episode_length,
+        "workers": stats.workers,
         "transitions": stats.num_train_transitions + stats.num_val_transitions,
         "transitions_per_s": stats.transitions_per_second,
     }
@@ -456,18 +574,35 @@ def section_cube_double(plan: Plan, deadline: float, workers: int, workdir: Path
     train_deadline = t0 + 0.4 * (deadline - t0)
     chunk = steps_per_call(plan, c.log_every, measured)
     steps = chunk * math.ceil(c.train_steps / chunk)
-    result = train(c.task_env, workdir / "run", steps=steps, dataset_path=str(data_path), seeds=(0,),
-                   checkpoint_every=chunk, log_every=chunk, progress=False,
-                   callback=lambda state, record: time.perf_counter() >= train_deadline,
-                   hidden=c.hidden, layers=c.layers, batch_size=c.batch_size, horizon=c.horizon)
+    result = train(
+        c.task_env,
+        workdir / "run",
+        steps=steps,
+        dataset_path=str(data_path),
+        seeds=(0,),
+        checkpoint_every=chunk,
+        log_every=chunk,
+        progress=False,
+        callback=lambda state, record: time.perf_counter() >= train_deadline,
+        hidden=c.hidden,
+        layers=c.layers,
+        batch_size=c.batch_size,
+        horizon=c.horizon,
+    )
     last = result.history[-1] if result.history else {}
     out["train"] = {
-        "seconds": time.perf_counter() - t0, "steps": result.final_step, "planned_steps": steps,
-        "steps_per_chunk": chunk, "stopped_by_budget": result.final_step < steps,
+        "seconds": time.perf_counter() - t0,
+        "steps": result.final_step,
+        "planned_steps": steps,
+        "steps_per_chunk": chunk,
+        "stopped_by_budget": result.final_step < steps,
         "steps_per_s": result.steps_per_second,  # compilation included
         "steps_per_s_last_chunk": last.get("steps_per_s"),
         "final_losses": {k: last[k] for k in ("policy_loss", "critic_loss", "value_loss") if k in last},
-        "hidden": c.hidden, "layers": c.layers, "batch_size": c.batch_size, "horizon": c.horizon,
+        "hidden": c.hidden,
+        "layers": c.layers,
+        "batch_size": c.batch_size,
+        "horizon": c.horizon,
     }
 
     # 3. Evaluation: as many episodes per setting as the rest of the section holds, all in one wave.
@@ -483,34 +618,60 @@ def section_cube_double(plan: Plan, deadline: float, workers: int, workdir: Path
         out["skipped"].append("evaluate")
         out["evaluate"]["status"] = SKIPPED
         return out
-    report = evaluate(result.checkpoint_path, c.task_env, methods=["bc", "qgf"], weights=list(c.eval_weights),
-                      episodes=episodes, seed=0, num_envs=episodes, progress=False)
-    keep = ("label", "method", "weight", "episodes", "successes", "success_rate", "success_ci95", "return_mean",
-            "return_ci95", "length_mean", "seconds")
-    out["evaluate"].update({
-        "status": "ok", "seconds": time.perf_counter() - t0, "episodes_per_setting": episodes,
-        "planned_episodes": c.eval_episodes, "critic": report["critic"], "flow_steps": report["flow_steps"],
-        "ci": report["ci"], "results": [{k: r[k] for k in keep} for r in report["results"]],
-    })
+    report = evaluate(
+        result.checkpoint_path,
+        c.task_env,
+        methods=["bc", "qgf"],
+        weights=list(c.eval_weights),
+        episodes=episodes,
+        seed=0,
+        num_envs=episodes,
+        progress=False,
+    )
+    keep = (
+        "label",
+        "method",
+        "weight",
+        "episodes",
+        "successes",
+        "success_rate",
+        "success_ci95",
+        "return_mean",
+        "return_ci95",
+        "length_mean",
+        "seconds",
+    )
+    out["evaluate"].update(
+        {
+            "status": "ok",
+            "seconds": time.perf_counter() - t0,
+            "episodes_per_setting": episodes,
+            "planned_episodes": c.eval_episodes,
+            "critic": report["critic"],
+            "flow_steps": report["flow_steps"],
+            "ci": report["ci"],
+            "results": [{k: r[k] for k in keep} for r in report["results"]],
+        }
+    )
     return out
 
 
 # ------------------------------------------------------------------ environment and output
-def load_average() -> Optional[list]:
+def load_average() -> list | None:
     try:
         return [float(x) for x in os.getloadavg()]
     except (AttributeError, OSError):
         return None
 
 
-def version_of(package: str) -> Optional[str]:
+def version_of(package: str) -> str | None:
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
 
 
-def git_commit() -> Optional[str]:
+def git_commit() -> str | None:
     try:
         done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         return done.stdout.strip() or None if done.returncode == 0 else None
@@ -539,8 +700,10 @@ def environment() -> dict:
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "mujoco_gl": os.environ.get("MUJOCO_GL"),
         "egl_available": EGL_AVAILABLE,
-        "versions": {name: version_of(name) for name in
-                     ("flax", "optax", "numpy", "ogbench", "mujoco", "dm_control", "gymnasium")},
+        "versions": {
+            name: version_of(name)
+            for name in ("flax", "optax", "numpy", "ogbench", "mujoco", "dm_control", "gymnasium")
+        },
         "qgf_lite_version": qgf_lite.__version__,
         "git_commit": git_commit(),
         "jax_environment_info": info,
@@ -585,17 +748,22 @@ def checked_out_path(parser: argparse.ArgumentParser, out: str) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="gpu_check.json", help="the JSON file to write (default gpu_check.json)")
-    parser.add_argument("--budget-s", type=float, default=450.0,
-                        help="seconds for the whole check, from start-up (default 450); later sections shrink or "
-                             "are skipped to stay inside it")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=450.0,
+        help="seconds for the whole check, from start-up (default 450); later sections shrink or "
+        "are skipped to stay inside it",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes everywhere (a CPU smoke run)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="data-generation processes (default: the CPU count; 1 with --quick)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="data-generation processes (default: the CPU count; 1 with --quick)"
+    )
     parser.add_argument("--workdir", default=None, help="keep the cube-double data and run here (default: a temp dir)")
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None, script: bool = False) -> dict:
+def main(argv: Sequence[str] | None = None, start: float | None = None, script: bool = False) -> dict:
     """Run the check; returns the report as written. ``script``: this process is the check alone (it may set
     XLA_FLAGS for --quick before JAX starts its backend)."""
     start = time.perf_counter() if start is None else start
@@ -616,18 +784,25 @@ def main(argv: Optional[Sequence[str]] = None, start: Optional[float] = None, sc
     env = environment()
     plan = quick_plan() if args.quick else full_plan(env["backend"])
     report: dict = {
-        "schema": SCHEMA, "mode": plan.mode, "complete": False, "budget_s": args.budget_s,
+        "schema": SCHEMA,
+        "mode": plan.mode,
+        "complete": False,
+        "budget_s": args.budget_s,
         "target_wall_s": TARGET_WALL_S,
-        "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "argv": list(sys.argv[1:] if argv is None else argv), "workers": workers, "warnings": [],
+        "started_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "argv": list(sys.argv[1:] if argv is None else argv),
+        "workers": workers,
+        "warnings": [],
         "environment": env,
     }
     if plan.mode == "full" and env["backend"] == "cpu":
         report["warnings"].append("no GPU: JAX runs on the CPU (is the CUDA plugin installed and working?)")
     for warning in report["warnings"]:
         log(f"warning: {warning}")
-    log(f"gpu_check ({plan.mode}): jax {env['jax_version']} on {env['backend']} ({env['device_kind']} x "
-        f"{env['device_count']}), {env['cpu_count']} CPUs, MUJOCO_GL={env['mujoco_gl']}, budget {args.budget_s:g} s")
+    log(
+        f"gpu_check ({plan.mode}): jax {env['jax_version']} on {env['backend']} ({env['device_kind']} x "
+        f"{env['device_count']}), {env['cpu_count']} CPUs, MUJOCO_GL={env['mujoco_gl']}, budget {args.budget_s:g} s"
+    )
 
     report["sections"] = {}
     write_json(out_path, report)  # from now on the file exists, complete or not

@@ -30,14 +30,21 @@ def measure(checkpoint: Path, observations: np.ndarray, *, states: int, weight: 
 
     config, state, extra = load_checkpoint(checkpoint)
     if observations.shape[1] != config.obs_dim:
-        raise SystemExit(f"{checkpoint}: the checkpoint expects observations of size {config.obs_dim}, the dataset "
-                         f"has {observations.shape[1]}: pass the dataset the checkpoint was trained on.")
+        raise SystemExit(
+            f"{checkpoint}: the checkpoint expects observations of size {config.obs_dim}, the dataset "
+            f"has {observations.shape[1]}: pass the dataset the checkpoint was trained on."
+        )
     rng = np.random.default_rng(seed)
     obs = observations[rng.choice(len(observations), size=min(states, len(observations)), replace=False)]
     noise = jax.random.normal(jax.random.PRNGKey(seed), (len(obs), config.chunk_dim))
-    out = gradient_agreement(velocity_fn(config, state.policy_params),
-                             critic_fn(config, guidance_critic_params(state)), obs.astype(np.float32), noise,
-                             steps=config.flow_steps, weight=weight)
+    out = gradient_agreement(
+        velocity_fn(config, state.policy_params),
+        critic_fn(config, guidance_critic_params(state)),
+        obs.astype(np.float32),
+        noise,
+        steps=config.flow_steps,
+        weight=weight,
+    )
     return {
         "checkpoint": str(checkpoint),
         "step": int(np.asarray(state.step).reshape(-1)[0]),
@@ -51,8 +58,13 @@ def measure(checkpoint: Path, observations: np.ndarray, *, states: int, weight: 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", action="append", required=True, type=Path,
-                        help="a qgf_lite checkpoint (repeat for several, e.g. 50k and 150k steps)")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        required=True,
+        type=Path,
+        help="a qgf_lite checkpoint (repeat for several, e.g. 50k and 150k steps)",
+    )
     parser.add_argument("--dataset", required=True, type=Path, help="an OGBench-format .npz with `observations`")
     parser.add_argument("--states", type=int, default=512)
     parser.add_argument("--weight", type=float, default=0.0, help="guidance weight of the measured path (0: BC's)")
@@ -69,8 +81,12 @@ def main(argv=None) -> dict:
         print("   t   cos(g_qgf, g_jac)  |g_qgf|/|g_jac|  undefined")
         for t, c, r, u in zip(row["t"], row["mean_cosine"], row["median_norm_ratio"], row["undefined_fraction"]):
             print(f"{t:5.2f}  {c:17.3f}  {r:15.3f}  {u:9.2f}")
-    result = {"command": "python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-              "weight": args.weight, "seed": args.seed, "checkpoints": rows}
+    result = {
+        "command": "python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "weight": args.weight,
+        "seed": args.seed,
+        "checkpoints": rows,
+    }
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -48,11 +48,16 @@ def main() -> None:
     print(tx.format_table(rows, ["label", "cost", "mean_reward", "mean_reward_std", "frac_best_region"]))
 
     # 2. equal compute at weight w, distances to the tilted target at w
-    equal = tx.evaluate_specs(setup, tx.equal_compute_specs(w), 2, num=num, num_seeds=seeds, target_weight=w,
-                              progress=False)
+    equal = tx.evaluate_specs(
+        setup, tx.equal_compute_specs(w), 2, num=num, num_seeds=seeds, target_weight=w, progress=False
+    )
     print(f"\n2. equal compute at w = {w:g}: distances to pi_ref exp({w:g} Q)")
-    print(tx.format_table(equal, ["label", "cost", "mean_reward", "frac_best_region", "sw_to_target",
-                                  "mmd_to_target", "sw_to_behaviour"]))
+    print(
+        tx.format_table(
+            equal,
+            ["label", "cost", "mean_reward", "frac_best_region", "sw_to_target", "mmd_to_target", "sw_to_behaviour"],
+        )
+    )
 
     # 3. the closest each family gets to the tilted target at w, over its own knob
     knob_weights = [0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0]
@@ -87,9 +92,16 @@ def main() -> None:
         "qgf_mean_reward": round(by_name[qgf_name]["mean_reward"], 4),
         "bc_frac_best": round(by_name[bc_name]["frac_best_region"], 4),
         "qgf_frac_best": round(by_name[qgf_name]["frac_best_region"], 4),
-        "equal_compute": {k: {"cost": v["cost"], "mean_reward": round(v["mean_reward"], 4),
-                              "sw_to_target": round(v["sw_to_target"], 4), "mmd_to_target": round(v["mmd_to_target"], 4)}
-                          for k, v in eq.items() if k in (qgf_name, noisy_name, bfn_name)},
+        "equal_compute": {
+            k: {
+                "cost": v["cost"],
+                "mean_reward": round(v["mean_reward"], 4),
+                "sw_to_target": round(v["sw_to_target"], 4),
+                "mmd_to_target": round(v["mmd_to_target"], 4),
+            }
+            for k, v in eq.items()
+            if k in (qgf_name, noisy_name, bfn_name)
+        },
         "closest_to_target": {k: {"knob": v["knob"], "sw": round(v["sw_to_target"], 4)} for k, v in best.items()},
     }
     print(json.dumps(summary))

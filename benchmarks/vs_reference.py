@@ -81,10 +81,30 @@ import numpy as np
 
 SCHEMA = "qgf_lite.vs_reference/1"
 # options a --resume must keep (the seeds, weights and speed options may change: new ones are added to the report)
-RESUME_MUST_MATCH = ("dataset", "env", "steps", "hidden", "layers", "batch_size", "horizon", "flow_steps", "discount",
-                     "expectile", "tau", "episodes", "eval_seed", "max_episode_steps")
-REFERENCE_FILES = ("agents/qgf.py", "agents/common.py", "utils/networks.py", "utils/flax_utils.py",
-                   "utils/datasets.py", "utils/activation.py")
+RESUME_MUST_MATCH = (
+    "dataset",
+    "env",
+    "steps",
+    "hidden",
+    "layers",
+    "batch_size",
+    "horizon",
+    "flow_steps",
+    "discount",
+    "expectile",
+    "tau",
+    "episodes",
+    "eval_seed",
+    "max_episode_steps",
+)
+REFERENCE_FILES = (
+    "agents/qgf.py",
+    "agents/common.py",
+    "utils/networks.py",
+    "utils/flax_utils.py",
+    "utils/datasets.py",
+    "utils/activation.py",
+)
 
 
 # ------------------------------------------------------------------------------------------ the official code
@@ -124,9 +144,11 @@ def _bare_package(name: str, folder: Path) -> None:
         paths = [str(Path(p).resolve()) for p in getattr(existing, "__path__", [])]
         if str(folder.resolve()) in paths:
             return
-        raise RuntimeError(f"A module named {name!r} is already imported from {paths or existing!r}; the official "
-                           f"code's top-level package {name!r} would clash with it. Run this script in a fresh "
-                           "process.")
+        raise RuntimeError(
+            f"A module named {name!r} is already imported from {paths or existing!r}; the official "
+            f"code's top-level package {name!r} would clash with it. Run this script in a fresh "
+            "process."
+        )
     package = types.ModuleType(name, f"The official checkout's {name}/ (its __init__ is not run).")
     package.__path__ = [str(folder)]
     sys.modules[name] = package
@@ -136,27 +158,38 @@ def load_reference(path) -> Reference:
     """Import the official QGFAgent, get_config and Dataset from a checkout, with the shims the module doc lists."""
     path = Path(path).expanduser().resolve()
     if not path.is_dir():
-        raise FileNotFoundError(f"--reference {str(path)!r} is not a folder; pass a checkout of "
-                                "https://github.com/zhouzypaul/qgf (e.g. git clone it first).")
+        raise FileNotFoundError(
+            f"--reference {str(path)!r} is not a folder; pass a checkout of "
+            "https://github.com/zhouzypaul/qgf (e.g. git clone it first)."
+        )
     missing = [f for f in REFERENCE_FILES if not (path / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"--reference {str(path)!r} does not look like a checkout of zhouzypaul/qgf: "
-                                f"missing {', '.join(missing)}.")
+        raise FileNotFoundError(
+            f"--reference {str(path)!r} does not look like a checkout of zhouzypaul/qgf: missing {', '.join(missing)}."
+        )
     shims = []
     if "ml_collections" not in sys.modules and importlib.util.find_spec("ml_collections") is None:
-        sys.modules["ml_collections"] = _shim_module("ml_collections", "shim (qgf_lite vs_reference)",
-                                                     ConfigDict=_ConfigDict)
-        shims.append("ml_collections: not installed; shim module whose ConfigDict is a dict with attribute access "
-                     "(used only by agents/qgf.py get_config)")
+        sys.modules["ml_collections"] = _shim_module(
+            "ml_collections", "shim (qgf_lite vs_reference)", ConfigDict=_ConfigDict
+        )
+        shims.append(
+            "ml_collections: not installed; shim module whose ConfigDict is a dict with attribute access "
+            "(used only by agents/qgf.py get_config)"
+        )
     if "distrax" not in sys.modules and importlib.util.find_spec("distrax") is None:
-        sys.modules["distrax"] = _shim_module("distrax", "shim (qgf_lite vs_reference)",
-                                              Transformed=type("Transformed", (), {}))
-        shims.append("distrax: not installed; shim module with an empty Transformed class (utils/networks.py "
-                     "subclasses it in TransformedWithMode, which the QGF agent does not use)")
+        sys.modules["distrax"] = _shim_module(
+            "distrax", "shim (qgf_lite vs_reference)", Transformed=type("Transformed", (), {})
+        )
+        shims.append(
+            "distrax: not installed; shim module with an empty Transformed class (utils/networks.py "
+            "subclasses it in TransformedWithMode, which the QGF agent does not use)"
+        )
     _bare_package("agents", path / "agents")
     _bare_package("utils", path / "utils")
-    shims.append("agents, utils: registered as bare packages on the checkout's folders, so agents/__init__.py "
-                 "(which imports every agent) is not run")
+    shims.append(
+        "agents, utils: registered as bare packages on the checkout's folders, so agents/__init__.py "
+        "(which imports every agent) is not run"
+    )
     qgf = importlib.import_module("agents.qgf")
     datasets = importlib.import_module("utils.datasets")
     return Reference(path, qgf.QGFAgent, qgf.get_config, datasets.Dataset, shims, _git_commit(path))
@@ -166,8 +199,12 @@ def _git_commit(path: Path):
     import subprocess
 
     try:
-        return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         return None  # not a git checkout (e.g. an unpacked archive), or git is missing
 
@@ -263,9 +300,11 @@ class Trainers:
             np.random.set_state(self.np_rng_state)
         agent, info = self.agent, None
         for _ in range(steps):
-            batch = self.ref_dataset.sample_sequence(self.ref_config["batch_size"],
-                                                     sequence_length=self.ref_config["horizon_length"],
-                                                     discount=self.ref_config["discount"])
+            batch = self.ref_dataset.sample_sequence(
+                self.ref_config["batch_size"],
+                sequence_length=self.ref_config["horizon_length"],
+                discount=self.ref_config["discount"],
+            )
             agent, info = agent.update(batch)
         jax.block_until_ready((agent, info))
         self.agent, self.np_rng_state = agent, np.random.get_state()
@@ -288,16 +327,32 @@ def train_side_by_side(trainers: Trainers, steps: int, chunk: int, bar=None) -> 
         k = min(chunk, steps - done)
         w, c, info = timed(lambda: trainers.official_chunk(k))
         rec["official"]["wall_s"].append(w), rec["official"]["cpu_s"].append(c)
-        rec["official"]["losses"].append(finite_losses("official", {
-            "flow_per_dim": info["bc_loss"], "critic": info["critic_loss"], "value": info["value_loss"],
-            "q": info["q"]}))
+        rec["official"]["losses"].append(
+            finite_losses(
+                "official",
+                {
+                    "flow_per_dim": info["bc_loss"],
+                    "critic": info["critic_loss"],
+                    "value": info["value_loss"],
+                    "q": info["q"],
+                },
+            )
+        )
         if bar is not None:
             bar.update(k)
         w, c, m = timed(lambda: trainers.qgf_lite_chunk(k))
         rec["qgf_lite"]["wall_s"].append(w), rec["qgf_lite"]["cpu_s"].append(c)
-        rec["qgf_lite"]["losses"].append(finite_losses("qgf_lite", {  # qgf_lite's flow loss sums over the chunk
-            "flow_per_dim": m["policy_loss"] / trainers.config.chunk_dim, "critic": m["critic_loss"],
-            "value": m["value_loss"], "q": m["q_mean"]}))
+        rec["qgf_lite"]["losses"].append(
+            finite_losses(
+                "qgf_lite",
+                {  # qgf_lite's flow loss sums over the chunk
+                    "flow_per_dim": m["policy_loss"] / trainers.config.chunk_dim,
+                    "critic": m["critic_loss"],
+                    "value": m["value_loss"],
+                    "q": m["q_mean"],
+                },
+            )
+        )
         if bar is not None:
             bar.update(k)
         done += k
@@ -370,9 +425,18 @@ def pooled_rows(evals: list) -> list:
     rows = {}
     for e in evals:
         key = (e["method"], e["weight"], e["impl"])
-        r = rows.setdefault(key, {"method": e["method"], "weight": e["weight"], "impl": e["impl"],
-                                  "label": setting_label(e["method"], e["weight"]), "successes": 0, "episodes": 0,
-                                  "per_seed": {}})
+        r = rows.setdefault(
+            key,
+            {
+                "method": e["method"],
+                "weight": e["weight"],
+                "impl": e["impl"],
+                "label": setting_label(e["method"], e["weight"]),
+                "successes": 0,
+                "episodes": 0,
+                "per_seed": {},
+            },
+        )
         r["successes"] += e["successes"]
         r["episodes"] += e["episodes"]
         r["per_seed"][str(e["seed"])] = e["success_rate"]
@@ -387,8 +451,10 @@ def newcombe_difference_interval(p1, ci1, p2, ci2) -> tuple:
     method 10). Overlapping Wilson intervals are a loose test; this is the direct one. Treating the two arms as
     independent ignores the shared start states and noise, which makes the interval conservative."""
     d = p1 - p2
-    return (d - math.sqrt((p1 - ci1[0]) ** 2 + (ci2[1] - p2) ** 2),
-            d + math.sqrt((ci1[1] - p1) ** 2 + (p2 - ci2[0]) ** 2))
+    return (
+        d - math.sqrt((p1 - ci1[0]) ** 2 + (ci2[1] - p2) ** 2),
+        d + math.sqrt((ci1[1] - p1) ** 2 + (p2 - ci2[0]) ** 2),
+    )
 
 
 def agreement(rows: list) -> list:
@@ -401,13 +467,23 @@ def agreement(rows: list) -> list:
             continue
         o, q = pair["official"], pair["qgf_lite"]
         overlap = o["success_ci95"][0] <= q["success_ci95"][1] and q["success_ci95"][0] <= o["success_ci95"][1]
-        diff_ci = newcombe_difference_interval(q["success_rate"], q["success_ci95"], o["success_rate"],
-                                               o["success_ci95"])
-        out.append({"method": method, "weight": weight, "label": setting_label(method, weight),
-                    "official": o["success_rate"], "qgf_lite": q["success_rate"],
-                    "difference": q["success_rate"] - o["success_rate"], "difference_ci95": list(diff_ci),
-                    "difference_excludes_zero": bool(diff_ci[0] > 0 or diff_ci[1] < 0),
-                    "intervals_overlap": bool(overlap), "episodes": o["episodes"]})
+        diff_ci = newcombe_difference_interval(
+            q["success_rate"], q["success_ci95"], o["success_rate"], o["success_ci95"]
+        )
+        out.append(
+            {
+                "method": method,
+                "weight": weight,
+                "label": setting_label(method, weight),
+                "official": o["success_rate"],
+                "qgf_lite": q["success_rate"],
+                "difference": q["success_rate"] - o["success_rate"],
+                "difference_ci95": list(diff_ci),
+                "difference_excludes_zero": bool(diff_ci[0] > 0 or diff_ci[1] < 0),
+                "intervals_overlap": bool(overlap),
+                "episodes": o["episodes"],
+            }
+        )
     return out
 
 
@@ -446,7 +522,8 @@ def common_noise_check(trainers: Trainers, config, batch: int = 4, seed: int = 0
     obs = jnp.asarray(np.random.default_rng(seed).standard_normal((batch, config.obs_dim)), jnp.float32)
     keys = episode_chunk_keys(seed, np.arange(batch), 0)
     ours = compiled_chunk_sampler(config, spec_from_name("qgf", 0.1, steps=config.flow_steps))(
-        *sampler_params(zero(trainers.state)), obs, keys, 0.1)
+        *sampler_params(zero(trainers.state)), obs, keys, 0.1
+    )
     theirs = reference_chunk_sampler(zero(trainers.agent), None, obs, keys, 0.1)
     if not bool(jnp.any(jnp.abs(ours) < 1.0)):
         raise RuntimeError("common_noise_check: every sample is clipped; the check would prove nothing.")
@@ -483,10 +560,13 @@ def latency_pair(trainers: Trainers, config, batches, repeats: int, weight: floa
         keys = jax.random.split(jax.random.PRNGKey(b), b)
         key = jax.random.PRNGKey(b)
         agent = trainers.agent
-        ms = interleaved_latency({
-            "official": lambda: jax.block_until_ready(agent.sample_actions(obs, seed=key, guidance_weight=weight)),
-            "qgf_lite": lambda: jax.block_until_ready(sampler(params[0], params[1], obs, keys, weight)),
-        }, repeats)
+        ms = interleaved_latency(
+            {
+                "official": lambda: jax.block_until_ready(agent.sample_actions(obs, seed=key, guidance_weight=weight)),
+                "qgf_lite": lambda: jax.block_until_ready(sampler(params[0], params[1], obs, keys, weight)),
+            },
+            repeats,
+        )
         ms["qgf_lite_speedup"] = ms["official"] / ms["qgf_lite"]
         ms["qgf_lite_speedup_cpu"] = ms["official_cpu"] / ms["qgf_lite_cpu"]
         out[str(b)] = ms
@@ -499,23 +579,42 @@ def speed_section(ref, args, config, dataset, ref_dataset, trainers0, log) -> di
     defaults' size (4 x 512)."""
     from qgf_lite.ogbench.train import make_config
 
-    out = {"trained_size": {"hidden": args.hidden, "layers": args.layers,
-                            "guided_ms": latency_pair(trainers0, config, args.latency_batches, args.latency_repeats)}}
+    out = {
+        "trained_size": {
+            "hidden": args.hidden,
+            "layers": args.layers,
+            "guided_ms": latency_pair(trainers0, config, args.latency_batches, args.latency_repeats),
+        }
+    }
     log(f"latency (trained size): {out['trained_size']['guided_ms']}")
     if args.official_defaults_speed:
         hidden, layers = args.official_defaults_hidden, args.official_defaults_layers
-        pconfig = make_config(config.obs_dim, config.action_dim, hidden=hidden, layers=layers,
-                              horizon=args.horizon, batch_size=args.batch_size, flow_steps=args.flow_steps)
+        pconfig = make_config(
+            config.obs_dim,
+            config.action_dim,
+            hidden=hidden,
+            layers=layers,
+            horizon=args.horizon,
+            batch_size=args.batch_size,
+            flow_steps=args.flow_steps,
+        )
         ptr = Trainers(ref, reference_config(ref, args, (hidden,) * layers), pconfig, dataset, ref_dataset, 0)
-        train = train_side_by_side(ptr, args.official_defaults_steps * (args.official_defaults_windows + 1),
-                                   args.official_defaults_steps)
+        train = train_side_by_side(
+            ptr, args.official_defaults_steps * (args.official_defaults_windows + 1), args.official_defaults_steps
+        )
         for impl in ("official", "qgf_lite"):
             train[impl].pop("losses")
-        out["official_defaults_size"] = {"hidden": hidden, "layers": layers, "train": train,
-                             "guided_ms": latency_pair(ptr, pconfig, args.latency_batches, args.latency_repeats)}
-        log(f"official-defaults size: train {train['official']['steps_per_s']:.1f} (official) vs "
+        out["official_defaults_size"] = {
+            "hidden": hidden,
+            "layers": layers,
+            "train": train,
+            "guided_ms": latency_pair(ptr, pconfig, args.latency_batches, args.latency_repeats),
+        }
+        log(
+            f"official-defaults size: train {train['official']['steps_per_s']:.1f} (official) vs "
             f"{train['qgf_lite']['steps_per_s']:.1f} (qgf_lite) steps/s; "
-            f"latency {out['official_defaults_size']['guided_ms']}")
+            f"latency {out['official_defaults_size']['guided_ms']}"
+        )
     return out
 
 
@@ -531,30 +630,53 @@ def markdown_table(report: dict) -> str:
     for r in rows:
         by.setdefault((r["method"], r["weight"]), {})[r["impl"]] = r
     order = {"bc": 0, "qgf": 1, "noisy": 2}
-    lines = [("| setting | official: success % [95% CI] | qgf_lite: success % [95% CI] "
-              "| per seed (official / qgf_lite) | intervals overlap | qgf_lite - official, pp [95% CI] |"),
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        (
+            "| setting | official: success % [95% CI] | qgf_lite: success % [95% CI] "
+            "| per seed (official / qgf_lite) | intervals overlap | qgf_lite - official, pp [95% CI] |"
+        ),
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     diffs = {(a["method"], a["weight"]): a for a in agreement(rows)}
     for (method, weight), pair in sorted(by.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1])):
         o, q = pair.get("official"), pair.get("qgf_lite")
         per_seed = " / ".join(
-            ", ".join(f"{100 * x['per_seed'][s]:.0f}" for s in sorted(x["per_seed"])) if x else "-" for x in (o, q))
-        overlap = "-" if not (o and q) else (
-            "yes" if o["success_ci95"][0] <= q["success_ci95"][1] and q["success_ci95"][0] <= o["success_ci95"][1]
-            else "**no**")
+            ", ".join(f"{100 * x['per_seed'][s]:.0f}" for s in sorted(x["per_seed"])) if x else "-" for x in (o, q)
+        )
+        overlap = (
+            "-"
+            if not (o and q)
+            else (
+                "yes"
+                if o["success_ci95"][0] <= q["success_ci95"][1] and q["success_ci95"][0] <= o["success_ci95"][1]
+                else "**no**"
+            )
+        )
         a = diffs.get((method, weight))
-        diff = "-" if a is None else (f"{100 * a['difference']:+.0f} [{100 * a['difference_ci95'][0]:+.0f}, "
-                                      f"{100 * a['difference_ci95'][1]:+.0f}]")
-        lines.append(f"| {setting_label(method, weight)} | {fmt_rate(o) if o else '-'} | {fmt_rate(q) if q else '-'} "
-                     f"| {per_seed} | {overlap} | {diff} |")
-    speed = ["", ("| speed (same process, interleaved) | official | qgf_lite | qgf_lite / official: wall "
-                  "| process CPU |"),
-             "| --- | --- | --- | --- | --- |"]
+        diff = (
+            "-"
+            if a is None
+            else (
+                f"{100 * a['difference']:+.0f} [{100 * a['difference_ci95'][0]:+.0f}, "
+                f"{100 * a['difference_ci95'][1]:+.0f}]"
+            )
+        )
+        lines.append(
+            f"| {setting_label(method, weight)} | {fmt_rate(o) if o else '-'} | {fmt_rate(q) if q else '-'} "
+            f"| {per_seed} | {overlap} | {diff} |"
+        )
+    speed = [
+        "",
+        ("| speed (same process, interleaved) | official | qgf_lite | qgf_lite / official: wall | process CPU |"),
+        "| --- | --- | --- | --- | --- |",
+    ]
 
     def train_row(name, t):
         cpu = t["official"]["cpu_ms_per_step"] / t["qgf_lite"]["cpu_ms_per_step"]
-        return (f"| {name} | {t['official']['steps_per_s']:.1f} | {t['qgf_lite']['steps_per_s']:.1f} | "
-                f"{t['qgf_lite_vs_official_steps_per_s']:.2f}x | {cpu:.2f}x |")
+        return (
+            f"| {name} | {t['official']['steps_per_s']:.1f} | {t['qgf_lite']['steps_per_s']:.1f} | "
+            f"{t['qgf_lite_vs_official_steps_per_s']:.2f}x | {cpu:.2f}x |"
+        )
 
     for seed, t in sorted(report.get("training", {}).items()):
         size = f"{report['args']['layers']} x {report['args']['hidden']}"
@@ -568,9 +690,11 @@ def markdown_table(report: dict) -> str:
         if "train" in s:
             speed.append(train_row(f"train steps/s ({size})", s["train"]))
         for b, ms in s["guided_ms"].items():
-            speed.append(f"| QGF guided sampling, batch {b}, ms ({size}) | {ms['official']:.2f} | "
-                         f"{ms['qgf_lite']:.2f} | {ms['qgf_lite_speedup']:.2f}x | "
-                         + (f"{ms['qgf_lite_speedup_cpu']:.2f}x |" if "qgf_lite_speedup_cpu" in ms else "- |"))
+            speed.append(
+                f"| QGF guided sampling, batch {b}, ms ({size}) | {ms['official']:.2f} | "
+                f"{ms['qgf_lite']:.2f} | {ms['qgf_lite_speedup']:.2f}x | "
+                + (f"{ms['qgf_lite_speedup_cpu']:.2f}x |" if "qgf_lite_speedup_cpu" in ms else "- |")
+            )
     return "\n".join(lines + (speed if len(speed) > 3 else []))
 
 
@@ -578,15 +702,21 @@ def markdown_table(report: dict) -> str:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--reference", help="a checkout of https://github.com/zhouzypaul/qgf (required unless --table-only)")
-    p.add_argument("--dataset", help="generated training .npz (its -val.npz sibling must exist), e.g. from "
-                                     "`qgf-lite generate cube-single --out data/cube-single-play-v0.npz`")
+    p.add_argument(
+        "--dataset",
+        help="generated training .npz (its -val.npz sibling must exist), e.g. from "
+        "`qgf-lite generate cube-single --out data/cube-single-play-v0.npz`",
+    )
     p.add_argument("--env", default="cube-single-play-singletask-task2-v0")
     p.add_argument("--out", default="vs_reference.json", help="result JSON (rewritten as results come in)")
     p.add_argument("--workdir", help="trained checkpoints, for --resume (default: next to --out)")
     p.add_argument("--resume", action="store_true", help="keep the results and checkpoints of an earlier run")
     p.add_argument("--table-only", action="store_true", help="print the Markdown table of --out and exit")
-    p.add_argument("--redo-speed", action="store_true", help="with --resume: measure the speed section again (the "
-                                                              "earlier one is kept under speed_earlier)")
+    p.add_argument(
+        "--redo-speed",
+        action="store_true",
+        help="with --resume: measure the speed section again (the earlier one is kept under speed_earlier)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--chunk", type=int, default=500, help="training steps per timed chunk")
@@ -607,27 +737,51 @@ def parse_args(argv=None):
     p.add_argument("--max-episode-steps", type=int, help="cut episodes shorter than the task's own limit (smoke runs)")
     p.add_argument("--latency-batches", type=int, nargs="*", default=[1, 1000])
     p.add_argument("--latency-repeats", type=int, default=11)
-    p.add_argument("--official-defaults-speed", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time training and sampling at the official defaults' size (4 x 512, fresh networks)")
+    p.add_argument(
+        "--official-defaults-speed",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time training and sampling at the official defaults' size (4 x 512, fresh networks)",
+    )
     p.add_argument("--official-defaults-hidden", type=int, default=512)
     p.add_argument("--official-defaults-layers", type=int, default=4)
-    p.add_argument("--official-defaults-steps", type=int, default=20,
-                   help="training steps per timed window, official defaults' size")
+    p.add_argument(
+        "--official-defaults-steps",
+        type=int,
+        default=20,
+        help="training steps per timed window, official defaults' size",
+    )
     p.add_argument("--official-defaults-windows", type=int, default=5)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.table_only:
         return args
     if not args.reference:
-        p.error("--reference PATH is required: a checkout of https://github.com/zhouzypaul/qgf (git clone it; it "
-                "is not shipped with qgf_lite)")
+        p.error(
+            "--reference PATH is required: a checkout of https://github.com/zhouzypaul/qgf (git clone it; it "
+            "is not shipped with qgf_lite)"
+        )
     if not args.dataset:
-        p.error("--dataset is required: a generated .npz, e.g. `qgf-lite generate cube-single --episodes 100 "
-                "--out data/cube-single-play-v0.npz`")
+        p.error(
+            "--dataset is required: a generated .npz, e.g. `qgf-lite generate cube-single --episodes 100 "
+            "--out data/cube-single-play-v0.npz`"
+        )
     if args.max_episode_steps is not None and args.max_episode_steps < 1:
         p.error(f"--max-episode-steps must be >= 1, got {args.max_episode_steps}")
-    for name in ("steps", "chunk", "hidden", "layers", "batch_size", "horizon", "flow_steps", "episodes",
-                 "latency_repeats", "official_defaults_steps", "official_defaults_windows", "num_envs"):
+    for name in (
+        "steps",
+        "chunk",
+        "hidden",
+        "layers",
+        "batch_size",
+        "horizon",
+        "flow_steps",
+        "episodes",
+        "latency_repeats",
+        "official_defaults_steps",
+        "official_defaults_windows",
+        "num_envs",
+    ):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if any(w <= 0 for w in args.weights + args.noisy_weights):
@@ -669,8 +823,10 @@ def main(argv=None) -> int:
     changed = [k for k in RESUME_MUST_MATCH if k in before and before[k] != getattr(args, k)]
     if changed:
         was = ", ".join(f"--{k.replace('_', '-')} {before[k]!r}" for k in changed)
-        raise ValueError(f"--resume: {out} was made with {was}; with other values the results would not be "
-                         "comparable. Pass the same options, or another --out.")
+        raise ValueError(
+            f"--resume: {out} was made with {was}; with other values the results would not be "
+            "comparable. Pass the same options, or another --out."
+        )
     ref = load_reference(args.reference)
     log(f"official code: {ref.path} (commit {ref.git_commit}); shims: {len(ref.shims)}")
     workdir = Path(args.workdir) if args.workdir else out.with_suffix("").with_name(out.stem + "_work")
@@ -681,33 +837,53 @@ def main(argv=None) -> int:
     dataset = dataset_from_dict(train)
     ref_dataset = ref.dataset_cls.create(**{k: v.copy() for k, v in train.items()})
     hidden = (args.hidden,) * args.layers
-    config = make_config(dataset.obs_dim, dataset.action_dim, hidden=args.hidden, layers=args.layers,
-                         horizon=args.horizon, batch_size=args.batch_size, flow_steps=args.flow_steps,
-                         discount=args.discount, expectile=args.expectile, target_update_rate=args.tau)
+    config = make_config(
+        dataset.obs_dim,
+        dataset.action_dim,
+        hidden=args.hidden,
+        layers=args.layers,
+        horizon=args.horizon,
+        batch_size=args.batch_size,
+        flow_steps=args.flow_steps,
+        discount=args.discount,
+        expectile=args.expectile,
+        target_update_rate=args.tau,
+    )
     ref_config = reference_config(ref, args, hidden)
     env_kwargs = {} if args.max_episode_steps is None else {"max_episode_steps": args.max_episode_steps}
     check_env = make_eval_env(args.env, **env_kwargs)
     check_env.close()
 
-    report.update({
-        "schema": SCHEMA,
-        "claim": "the two implementations' success rates agree within their 95% intervals",
-        "args": vars(args),
-        "argv": argv_now,
-        "invocations": [*invocations, argv_now],  # every run that wrote to this report, in order
-        "env_name": args.env,
-        "dataset": {"path": str(args.dataset), "transitions": int(dataset.size), "obs_dim": int(dataset.obs_dim),
-                    "action_dim": int(dataset.action_dim),
-                    "episodes": int(np.sum(train["terminals"])),
-                    "success_fraction": float(np.mean(train["masks"] == 0))},
-        "qgf_lite_config": config.to_dict(),
-        "official_config": {k: (dict(v) if isinstance(v, dict) else v) for k, v in ref_config.items()},
-        "official": {"path": str(ref.path), "git_commit": ref.git_commit, "shims": ref.shims},
-        "environment": {"jax": jax.__version__, "backend": jax.default_backend(), "python": platform.python_version(),
-                        "cpu_count": os.cpu_count(), "qgf_lite": getattr(qgf_lite, "__version__", None),
-                        "load_average_start": list(os.getloadavg())},
-        "complete": False,
-    })
+    report.update(
+        {
+            "schema": SCHEMA,
+            "claim": "the two implementations' success rates agree within their 95% intervals",
+            "args": vars(args),
+            "argv": argv_now,
+            "invocations": [*invocations, argv_now],  # every run that wrote to this report, in order
+            "env_name": args.env,
+            "dataset": {
+                "path": str(args.dataset),
+                "transitions": int(dataset.size),
+                "obs_dim": int(dataset.obs_dim),
+                "action_dim": int(dataset.action_dim),
+                "episodes": int(np.sum(train["terminals"])),
+                "success_fraction": float(np.mean(train["masks"] == 0)),
+            },
+            "qgf_lite_config": config.to_dict(),
+            "official_config": {k: (dict(v) if isinstance(v, dict) else v) for k, v in ref_config.items()},
+            "official": {"path": str(ref.path), "git_commit": ref.git_commit, "shims": ref.shims},
+            "environment": {
+                "jax": jax.__version__,
+                "backend": jax.default_backend(),
+                "python": platform.python_version(),
+                "cpu_count": os.cpu_count(),
+                "qgf_lite": getattr(qgf_lite, "__version__", None),
+                "load_average_start": list(os.getloadavg()),
+            },
+            "complete": False,
+        }
+    )
     report.setdefault("training", {})
     report.setdefault("evaluations", [])
     write_json(out, report)
@@ -716,8 +892,9 @@ def main(argv=None) -> int:
     report["common_noise_max_abs_diff"] = common_noise_check(fresh, config)
     same = report["common_noise_max_abs_diff"] == 0.0
     verdict = "both samplers start from the same noise" if same else "WARNING: the samplers' noise differs"
-    log(f"common random numbers: {verdict} (max |diff| with zeroed networks: "
-        f"{report['common_noise_max_abs_diff']:.3g})")
+    log(
+        f"common random numbers: {verdict} (max |diff| with zeroed networks: {report['common_noise_max_abs_diff']:.3g})"
+    )
     write_json(out, report)
     if "speed" in report and args.redo_speed:
         report.setdefault("speed_earlier", []).append(report.pop("speed"))
@@ -727,8 +904,13 @@ def main(argv=None) -> int:
 
     todo = settings(args.weights, args.noisy_weights)
     n_eval = len(args.seeds) * len(todo) * 2 * args.episodes
-    bar = tqdm(total=len(args.seeds) * 2 * args.steps + n_eval, desc="vs_reference", unit="step|episode",
-               disable=args.no_progress, mininterval=5)
+    bar = tqdm(
+        total=len(args.seeds) * 2 * args.steps + n_eval,
+        desc="vs_reference",
+        unit="step|episode",
+        disable=args.no_progress,
+        mininterval=5,
+    )
     with EnvPool(args.env, min(args.num_envs, args.episodes), workers=args.workers, **env_kwargs) as pool:
         for seed in args.seeds:
             tr = Trainers(ref, ref_config, config, dataset, ref_dataset, seed)
@@ -741,9 +923,11 @@ def main(argv=None) -> int:
                 save_pair(workdir, seed, tr)
                 write_json(out, report)
                 t = report["training"][str(seed)]
-                log(f"seed {seed}: {t['official']['steps_per_s']:.1f} (official) vs {t['qgf_lite']['steps_per_s']:.1f} "
+                log(
+                    f"seed {seed}: {t['official']['steps_per_s']:.1f} (official) vs {t['qgf_lite']['steps_per_s']:.1f} "
                     f"(qgf_lite) steps/s; final losses official {t['official']['final_losses']}, "
-                    f"qgf_lite {t['qgf_lite']['final_losses']}")
+                    f"qgf_lite {t['qgf_lite']['final_losses']}"
+                )
             if str(seed) not in report.setdefault("critic_gradient", {}):
                 report["critic_gradient"][str(seed)] = critic_gradient_scale(tr, train, config)
                 write_json(out, report)
@@ -751,37 +935,59 @@ def main(argv=None) -> int:
             for method, weight in todo:
                 pair = samplers_for(tr, config, method, weight)
                 for impl, (sampler, params) in pair.items():
-                    if any(e["seed"] == seed and e["impl"] == impl and e["method"] == method and e["weight"] == weight
-                           for e in report["evaluations"]):
+                    if any(
+                        e["seed"] == seed and e["impl"] == impl and e["method"] == method and e["weight"] == weight
+                        for e in report["evaluations"]
+                    ):
                         bar.update(args.episodes)
                         continue
                     t0 = time.perf_counter()
-                    eps = run_episodes(pool, sampler, params, weight, config, range(args.episodes), args.eval_seed,
-                                       on_episode=lambda _: bar.update(1))
+                    eps = run_episodes(
+                        pool,
+                        sampler,
+                        params,
+                        weight,
+                        config,
+                        range(args.episodes),
+                        args.eval_seed,
+                        on_episode=lambda _: bar.update(1),
+                    )
                     successes = sum(e["success"] for e in eps)
-                    report["evaluations"].append({
-                        "seed": seed, "impl": impl, "method": method, "weight": weight, "episodes": len(eps),
-                        "successes": int(successes), "success_rate": successes / len(eps),
-                        "return_mean": float(np.mean([e["return"] for e in eps])),
-                        "seconds": time.perf_counter() - t0,
-                        "per_episode_success": [int(e["success"]) for e in eps]})
+                    report["evaluations"].append(
+                        {
+                            "seed": seed,
+                            "impl": impl,
+                            "method": method,
+                            "weight": weight,
+                            "episodes": len(eps),
+                            "successes": int(successes),
+                            "success_rate": successes / len(eps),
+                            "return_mean": float(np.mean([e["return"] for e in eps])),
+                            "seconds": time.perf_counter() - t0,
+                            "per_episode_success": [int(e["success"]) for e in eps],
+                        }
+                    )
                     write_json(out, report)
-                    bar.set_postfix_str(f"seed {seed} {setting_label(method, weight)} {impl}: "
-                                        f"{successes}/{len(eps)}", refresh=False)
+                    bar.set_postfix_str(
+                        f"seed {seed} {setting_label(method, weight)} {impl}: {successes}/{len(eps)}", refresh=False
+                    )
     bar.close()
 
     report["rows"] = pooled_rows(report["evaluations"])
     report["agreement"] = agreement(report["rows"])
     report["all_intervals_overlap"] = all(a["intervals_overlap"] for a in report["agreement"])
-    report["settings_with_difference_excluding_zero"] = [a["label"] for a in report["agreement"]
-                                                         if a["difference_excludes_zero"]]
+    report["settings_with_difference_excluding_zero"] = [
+        a["label"] for a in report["agreement"] if a["difference_excludes_zero"]
+    ]
     report["environment"]["load_average_end"] = list(os.getloadavg())
     report["seconds"] = time.perf_counter() - t_start
     report["complete"] = True
     write_json(out, report)
     print(markdown_table(report))
-    print(f"claim: {report['claim']}: {'holds' if report['all_intervals_overlap'] else 'does NOT hold'} for every "
-          f"setting ({len(report['agreement'])} settings); JSON: {out}")
+    print(
+        f"claim: {report['claim']}: {'holds' if report['all_intervals_overlap'] else 'does NOT hold'} for every "
+        f"setting ({len(report['agreement'])} settings); JSON: {out}"
+    )
     return 0
 
 

@@ -4,26 +4,12 @@ The kernels are small pure functions that trace under ``jax.jit`` and ``jax.vmap
 each module docstring for the math it implements.
 """
 
-from qgf_lite.version import __version__
-from qgf_lite.networks import (
-    ConditionedVelocityField,
-    CriticEnsemble,
-    MLP,
-    SinusoidalTimeEmbedding,
-    ValueNet,
-    VelocityField,
-)
+from qgf_lite.cfgrl import cfg_velocity, cfgrl_loss, cfgrl_sample, optimality_weights
+from qgf_lite.checkpoint import load_checkpoint, save_checkpoint
+from qgf_lite.data import TransitionDataset, dataset_from_dict, make_dataset, sample_chunk_batch
 from qgf_lite.flow import euler_sample, flow_matching_loss, interpolate, sample_flow_times
+from qgf_lite.fql import OneStepPolicy, distillation_loss, fql_loss, fql_q_loss, fql_sample
 from qgf_lite.guidance import MODES, best_of_n, critic_action_gradient, denoised_estimate, gradient_step, guided_sample
-from qgf_lite.samplers import (
-    SAMPLER_METHODS,
-    SAMPLER_NAMES,
-    SAMPLERS,
-    SamplerSpec,
-    sampler_cost,
-    spec_from_name,
-    specs_from_names,
-)
 from qgf_lite.iql import (
     chunk_discount,
     chunk_returns,
@@ -33,9 +19,23 @@ from qgf_lite.iql import (
     q_target,
     value_loss,
 )
-from qgf_lite.cfgrl import cfg_velocity, cfgrl_loss, cfgrl_sample, optimality_weights
-from qgf_lite.fql import OneStepPolicy, distillation_loss, fql_loss, fql_q_loss, fql_sample
-from qgf_lite.data import TransitionDataset, dataset_from_dict, make_dataset, sample_chunk_batch
+from qgf_lite.networks import (
+    MLP,
+    ConditionedVelocityField,
+    CriticEnsemble,
+    SinusoidalTimeEmbedding,
+    ValueNet,
+    VelocityField,
+)
+from qgf_lite.samplers import (
+    SAMPLER_METHODS,
+    SAMPLER_NAMES,
+    SAMPLERS,
+    SamplerSpec,
+    sampler_cost,
+    spec_from_name,
+    specs_from_names,
+)
 from qgf_lite.training import (
     QGFConfig,
     TrainState,
@@ -57,9 +57,10 @@ from qgf_lite.training import (
     value_fn,
     velocity_fn,
 )
-from qgf_lite.checkpoint import load_checkpoint, save_checkpoint
+from qgf_lite.version import __version__
 
 __all__ = [
+    "__version__",
     "ConditionedVelocityField",
     "CriticEnsemble",
     "MLP",

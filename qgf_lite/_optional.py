@@ -8,8 +8,7 @@ that fixes it, instead of deep inside a function.
 from __future__ import annotations
 
 import importlib.util
-from typing import Sequence
-
+from collections.abc import Sequence
 
 # The import names behind each pip extra of pyproject.toml that code checks for (the install cells too).
 EXTRA_MODULES = {

@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, ClassVar, Optional
+from collections.abc import Callable
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -140,7 +141,7 @@ def cfgrl_loss(
     *,
     uncond_weight=1.0,
     valid=None,
-    time_grid: Optional[int] = 10,
+    time_grid: int | None = 10,
     return_parts: bool = False,
 ):
     """L = L_pos + uncond_weight * L_uncond, two weighted flow-matching losses (see the module doc).
@@ -165,7 +166,11 @@ def cfgrl_loss(
     require_nonnegative("uncond_weight", uncond_weight, "it weighs the unconditional branch's loss")
     positive_key, uncond_key = jax.random.split(key)
     positive = flow_matching_loss(
-        functools.partial(velocity_cond, label=POSITIVE), obs, actions, positive_key, time_grid,
+        functools.partial(velocity_cond, label=POSITIVE),
+        obs,
+        actions,
+        positive_key,
+        time_grid,
         weights=positive_weights,
     )
     uncond = flow_matching_loss(
@@ -257,13 +262,19 @@ class CFGRLConfig:
 
     threshold: float = learner_field(0.0, "CFG-RL: an action is labelled positive when Q(s, a) - V(s) exceeds this")
     uncond_weight: float = learner_field(1.0, "CFG-RL: loss weight (>= 0) of the unconditional (all data) branch")
-    critic: str = learner_field("target", "CFG-RL: the critic whose ensemble minimum labels the data, target "
-                                          "(the Polyak copy) or online")
+    critic: str = learner_field(
+        "target", "CFG-RL: the critic whose ensemble minimum labels the data, target (the Polyak copy) or online"
+    )
 
     def __post_init__(self):
         object.__setattr__(self, "threshold", check_number("cfgrl_threshold", self.threshold))
-        object.__setattr__(self, "uncond_weight", check_number(
-            "cfgrl_uncond_weight", self.uncond_weight, minimum=0, why="it weighs the unconditional branch's loss"))
+        object.__setattr__(
+            self,
+            "uncond_weight",
+            check_number(
+                "cfgrl_uncond_weight", self.uncond_weight, minimum=0, why="it weighs the unconditional branch's loss"
+            ),
+        )
         check_choice("cfgrl_critic", self.critic, CRITIC_CHOICES)
 
 
@@ -274,8 +285,12 @@ def _build_cfgrl_network(config, options: CFGRLConfig):
 
 
 def _cfgrl_init_inputs(config, options: CFGRLConfig):
-    return (jnp.zeros((1, config.obs_dim)), jnp.zeros((1, config.chunk_dim)), jnp.zeros((1,)),
-            jnp.zeros((1,), jnp.int32))
+    return (
+        jnp.zeros((1, config.obs_dim)),
+        jnp.zeros((1, config.chunk_dim)),
+        jnp.zeros((1,)),
+        jnp.zeros((1,), jnp.int32),
+    )
 
 
 def _cfgrl_learner_loss(network, params, ctx: LearnerContext):
@@ -284,9 +299,17 @@ def _cfgrl_learner_loss(network, params, ctx: LearnerContext):
     options = ctx.options
     q_values = ctx.target_q if options.critic == "target" else ctx.q
     positive = optimality_weights(advantages(q_values, ctx.v), options.threshold, ctx.valid)
-    loss, parts = cfgrl_loss(functools.partial(network.apply, params), ctx.obs, ctx.actions, ctx.key, positive,
-                             uncond_weight=options.uncond_weight, valid=ctx.valid, time_grid=ctx.config.time_grid,
-                             return_parts=True)
+    loss, parts = cfgrl_loss(
+        functools.partial(network.apply, params),
+        ctx.obs,
+        ctx.actions,
+        ctx.key,
+        positive,
+        uncond_weight=options.uncond_weight,
+        valid=ctx.valid,
+        time_grid=ctx.config.time_grid,
+        return_parts=True,
+    )
     return loss, {
         "positive_loss": parts["positive_loss"],
         "unconditional_loss": parts["unconditional_loss"],
@@ -302,17 +325,20 @@ LEARNER = Learner(
     init_inputs=_cfgrl_init_inputs,
     loss=_cfgrl_learner_loss,
     key_tag=0x43464752,
-    samplers={"cfgrl": dict(
-        # The critic is not used at test time: it shaped the positive branch during training.
-        run=lambda s, velocity, critic, obs, noise, w, clip: cfgrl_sample(
-            velocity, obs, noise, steps=s.steps, weight=w, clip=clip),
-        counts=lambda steps, n, ascent_steps, mode: (2 * steps, 0, 0, 0),
-        label=lambda s, w: f"CFG-RL{w}",
-        uses=frozenset({"weight"}),
-        summary="classifier-free guidance on an optimality label: v_uncond + w (v_pos - v_uncond)",
-    )},
+    samplers={
+        "cfgrl": dict(
+            # The critic is not used at test time: it shaped the positive branch during training.
+            run=lambda s, velocity, critic, obs, noise, w, clip: cfgrl_sample(
+                velocity, obs, noise, steps=s.steps, weight=w, clip=clip
+            ),
+            counts=lambda steps, n, ascent_steps, mode: (2 * steps, 0, 0, 0),
+            label=lambda s, w: f"CFG-RL{w}",
+            uses=frozenset({"weight"}),
+            summary="classifier-free guidance on an optimality label: v_uncond + w (v_pos - v_uncond)",
+        )
+    },
     label="CFG-RL",
     noun="network",
     summary="also train the CFG-RL baseline (docs/algorithm.md §5): a second velocity network, conditioned on the "
-            "optimality label 1[Q - V > threshold], from the same batches",
+    "optimality label 1[Q - V > threshold], from the same batches",
 )

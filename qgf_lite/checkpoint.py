@@ -12,7 +12,6 @@ as flat config fields (``cfgrl``, ``fql_alpha``...) and their arrays as state fi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Tuple
 
 import flax.serialization
 import jax
@@ -35,7 +34,7 @@ def _plain(value):
     return value
 
 
-def save_checkpoint(path, config: QGFConfig, state: TrainState, extra: Optional[dict] = None) -> Path:
+def save_checkpoint(path, config: QGFConfig, state: TrainState, extra: dict | None = None) -> Path:
     """Save ``state`` (single- or multi-seed) with its ``config``; ``extra`` must be msgpack-able (dict of plain values)."""
     payload = {
         "format": FORMAT,
@@ -57,10 +56,23 @@ def _flat(tree, prefix=""):
 
 
 def _architecture_diff(stored: QGFConfig, wanted: QGFConfig):
-    fields = ("obs_dim", "action_dim", "horizon", "actor_hidden", "critic_hidden", "value_hidden",
-              "num_critics", "layer_norm", "time_emb_dim", *learner_names())  # a learner's name: is it trained
-    diff = [f"{f}: checkpoint {getattr(stored, f)!r} vs requested {getattr(wanted, f)!r}"
-            for f in fields if getattr(stored, f) != getattr(wanted, f)]
+    fields = (
+        "obs_dim",
+        "action_dim",
+        "horizon",
+        "actor_hidden",
+        "critic_hidden",
+        "value_hidden",
+        "num_critics",
+        "layer_norm",
+        "time_emb_dim",
+        *learner_names(),
+    )  # a learner's name: is it trained
+    diff = [
+        f"{f}: checkpoint {getattr(stored, f)!r} vs requested {getattr(wanted, f)!r}"
+        for f in fields
+        if getattr(stored, f) != getattr(wanted, f)
+    ]
     for name in set(stored.learner_names) & set(wanted.learner_names):
         architecture = get_learner(name).architecture
         have = architecture(stored, stored.learner_options(name))
@@ -83,7 +95,7 @@ def _learner_layout(state: dict) -> dict:
     return state
 
 
-def load_checkpoint(path, config: Optional[QGFConfig] = None) -> Tuple[QGFConfig, TrainState, dict]:
+def load_checkpoint(path, config: QGFConfig | None = None) -> tuple[QGFConfig, TrainState, dict]:
     """Load (config, state, extra). With ``config``, the checkpoint must match its architecture exactly.
 
     Raises FileNotFoundError for a missing file and ValueError for a corrupt file or any mismatch

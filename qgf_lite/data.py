@@ -79,7 +79,9 @@ def make_dataset(
         raise ValueError(f"`observations` must have shape ({n}, obs_dim) to match `actions`, got {observations.shape}.")
     if next_observations is None:
         if not stateless:
-            raise ValueError("`next_observations` is required when `observations` is given (the state after each action).")
+            raise ValueError(
+                "`next_observations` is required when `observations` is given (the state after each action)."
+            )
         next_observations = observations
     next_observations = np.asarray(next_observations, np.float32)
     if next_observations.shape != observations.shape:

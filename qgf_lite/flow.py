@@ -7,7 +7,7 @@ Time runs from noise (t = 0) to data (t = 1): a_t = (1 - t) a0 + t a1 and the ta
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +24,7 @@ from qgf_lite.validation import (
 Velocity = Callable  # (obs | None, actions (B, D), t (B,)) -> (B, D)
 
 
-def sample_flow_times(key, batch: int, time_grid: Optional[int] = 10) -> jnp.ndarray:
+def sample_flow_times(key, batch: int, time_grid: int | None = 10) -> jnp.ndarray:
     """t on the grid {0, 1/K, ..., 1} (the reference's choice, K = time_grid) or t ~ U[0, 1] when None."""
     if time_grid is None:
         return jax.random.uniform(key, (batch,))
@@ -42,7 +42,7 @@ def flow_matching_loss(
     obs,
     actions,
     key,
-    time_grid: Optional[int] = 10,
+    time_grid: int | None = 10,
     weights=None,
 ) -> jnp.ndarray:
     """mean_b || v(s_b, a_t, t) - (a1 - a0) ||^2 with a0 ~ N(0, I) and t from ``sample_flow_times``.

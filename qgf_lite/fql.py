@@ -34,7 +34,8 @@ import dataclasses
 import functools
 import math
 import numbers
-from typing import Callable, ClassVar, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -81,7 +82,7 @@ class OneStepPolicy(nn.Module):
     layer_norm: bool = True
 
     @nn.compact
-    def __call__(self, obs: Optional[jnp.ndarray], noise: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, obs: jnp.ndarray | None, noise: jnp.ndarray) -> jnp.ndarray:
         batch = noise.shape[0]
         x = jnp.concatenate([as_obs(obs, batch, noise.dtype), noise], axis=-1)
         return MLP(tuple(self.hidden_dims), self.chunk_dim, self.layer_norm)(x)
@@ -105,8 +106,9 @@ def _policy_actions(policy: Policy, obs, noise) -> jnp.ndarray:
     require_callable("policy", policy, "(obs, noise) -> actions")
     actions = policy(obs, noise)
     if jnp.shape(actions) != noise.shape:
-        raise ValueError(f"`policy` must return an array of the noise's shape {noise.shape}, got shape "
-                         f"{jnp.shape(actions)}.")
+        raise ValueError(
+            f"`policy` must return an array of the noise's shape {noise.shape}, got shape {jnp.shape(actions)}."
+        )
     return actions
 
 
@@ -142,8 +144,16 @@ def distillation_loss(policy: Policy, obs, noise, targets) -> jnp.ndarray:
     return jnp.mean(jnp.square(actions - jax.lax.stop_gradient(targets)))
 
 
-def fql_q_loss(critic: Critic, obs, actions, *, aggregate: str = "mean", normalize: bool = True,
-               clip=(-1.0, 1.0), return_q: bool = False):
+def fql_q_loss(
+    critic: Critic,
+    obs,
+    actions,
+    *,
+    aggregate: str = "mean",
+    normalize: bool = True,
+    clip=(-1.0, 1.0),
+    return_q: bool = False,
+):
     """-mean_b Q_b / stop_grad(mean_b |Q_b|) with Q_b = agg_i Q_i(s_b, clip(a_b)).
 
     Args:
@@ -168,16 +178,29 @@ def fql_q_loss(critic: Critic, obs, actions, *, aggregate: str = "mean", normali
     if jnp.ndim(q) == 2:
         q = jnp.mean(q, axis=0) if aggregate == "mean" else jnp.min(q, axis=0)
     if jnp.shape(q) != (actions.shape[0],):
-        raise ValueError(f"`critic` must return (members, {actions.shape[0]}) or ({actions.shape[0]},), got shape "
-                         f"{jnp.shape(q)}.")
+        raise ValueError(
+            f"`critic` must return (members, {actions.shape[0]}) or ({actions.shape[0]},), got shape {jnp.shape(q)}."
+        )
     loss = -jnp.mean(q)
     if normalize:
         loss = loss / jax.lax.stop_gradient(jnp.mean(jnp.abs(q)) + 1e-8)
     return (loss, q) if return_q else loss
 
 
-def fql_loss(policy: Policy, critic: Critic, velocity, obs, noise, *, alpha, flow_steps: int = 10,
-             aggregate: str = "mean", normalize: bool = True, clip=(-1.0, 1.0), return_parts: bool = False):
+def fql_loss(
+    policy: Policy,
+    critic: Critic,
+    velocity,
+    obs,
+    noise,
+    *,
+    alpha,
+    flow_steps: int = 10,
+    aggregate: str = "mean",
+    normalize: bool = True,
+    clip=(-1.0, 1.0),
+    return_parts: bool = False,
+):
     """L = fql_q_loss + alpha * distillation_loss, both at mu(s, z) for the same noise z (see the module doc).
 
     Args:
@@ -224,14 +247,19 @@ class FQLConfig:
     learner: ClassVar[str] = "fql"
 
     alpha: float = learner_field(10.0, "FQL: weight (>= 0) of the distillation loss against the normalised Q loss")
-    hidden: Tuple[int, ...] = learner_field((), "FQL: hidden layer widths of the one-step policy; empty: the "
-                                                "velocity network's (actor_hidden)")
-    critic: str = learner_field("online", "FQL: the critic the one-step policy maximises, online (as the FQL "
-                                          "reference) or target (the Polyak copy)")
-    q_aggregate: str = learner_field("mean", "FQL: how the actor loss reduces the Q ensemble, mean (as the FQL "
-                                             "reference) or min")
-    normalize_q: bool = learner_field(True, "FQL: divide the Q loss by the batch's mean |Q| (stop-gradient), as "
-                                            "the FQL reference's normalize_q_loss")
+    hidden: tuple[int, ...] = learner_field(
+        (), "FQL: hidden layer widths of the one-step policy; empty: the velocity network's (actor_hidden)"
+    )
+    critic: str = learner_field(
+        "online",
+        "FQL: the critic the one-step policy maximises, online (as the FQL reference) or target (the Polyak copy)",
+    )
+    q_aggregate: str = learner_field(
+        "mean", "FQL: how the actor loss reduces the Q ensemble, mean (as the FQL reference) or min"
+    )
+    normalize_q: bool = learner_field(
+        True, "FQL: divide the Q loss by the batch's mean |Q| (stop-gradient), as the FQL reference's normalize_q_loss"
+    )
 
     def __post_init__(self):
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, numbers.Real):
@@ -245,7 +273,7 @@ class FQLConfig:
         object.__setattr__(self, "normalize_q", check_bool("fql_normalize_q", self.normalize_q))
 
 
-def _fql_hidden_dims(config, options: FQLConfig) -> Tuple[int, ...]:
+def _fql_hidden_dims(config, options: FQLConfig) -> tuple[int, ...]:
     return options.hidden or config.actor_hidden
 
 
@@ -265,9 +293,18 @@ def _fql_learner_loss(network, params, ctx: LearnerContext):
     velocity = functools.partial(ctx.actor.apply, jax.lax.stop_gradient(ctx.policy_params))
     critic = functools.partial(ctx.critic.apply, jax.lax.stop_gradient(ctx.critic_params_for(options.critic)))
     noise = jax.random.normal(ctx.key, (jnp.shape(ctx.obs)[0], ctx.config.chunk_dim))
-    loss, parts = fql_loss(functools.partial(network.apply, params), critic, velocity, ctx.obs, noise,
-                           alpha=options.alpha, flow_steps=ctx.config.flow_steps, aggregate=options.q_aggregate,
-                           normalize=options.normalize_q, return_parts=True)
+    loss, parts = fql_loss(
+        functools.partial(network.apply, params),
+        critic,
+        velocity,
+        ctx.obs,
+        noise,
+        alpha=options.alpha,
+        flow_steps=ctx.config.flow_steps,
+        aggregate=options.q_aggregate,
+        normalize=options.normalize_q,
+        return_parts=True,
+    )
     return loss, {"q_loss": parts["q_loss"], "distill_loss": parts["distill_loss"], "q_mean": parts["q_mean"]}
 
 
@@ -278,17 +315,19 @@ LEARNER = Learner(
     init_inputs=_fql_init_inputs,
     loss=_fql_learner_loss,
     key_tag=0x46514C31,
-    samplers={"fql": dict(
-        # `velocity` is FQL's one-step policy (obs, noise) -> actions (``qgf_lite.training.sampler_velocity_fn``):
-        # one call, then the clip. Neither the critic nor `steps` is used at test time.
-        run=lambda s, velocity, critic, obs, noise, w, clip: fql_sample(velocity, obs, noise, clip=clip),
-        counts=lambda steps, n, ascent_steps, mode: (1, 0, 0, 0),
-        label=lambda s, w: "FQL",
-        summary="flow Q-learning: one call of a one-step policy trained to maximise Q while distilling the flow",
-    )},
+    samplers={
+        "fql": dict(
+            # `velocity` is FQL's one-step policy (obs, noise) -> actions (``qgf_lite.training.sampler_velocity_fn``):
+            # one call, then the clip. Neither the critic nor `steps` is used at test time.
+            run=lambda s, velocity, critic, obs, noise, w, clip: fql_sample(velocity, obs, noise, clip=clip),
+            counts=lambda steps, n, ascent_steps, mode: (1, 0, 0, 0),
+            label=lambda s, w: "FQL",
+            summary="flow Q-learning: one call of a one-step policy trained to maximise Q while distilling the flow",
+        )
+    },
     architecture=lambda config, options: {"fql_hidden": _fql_hidden_dims(config, options)},
     label="FQL",
     noun="one-step policy",
     summary="also train the FQL baseline (docs/algorithm.md §5): a one-step policy mu(s, z) that maximises Q while "
-            "distilling the BC flow, from the same batches",
+    "distilling the BC flow, from the same batches",
 )

@@ -19,8 +19,9 @@ import jax.numpy as jnp
 from qgf_lite.guidance import critic_action_gradient, denoised_estimate, guided_sample
 
 
-def gradient_agreement(velocity, critic, obs, noise, *, steps: int = 10, weight=0.0, clip=(-1.0, 1.0),
-                       eps: float = 1e-12) -> dict:
+def gradient_agreement(
+    velocity, critic, obs, noise, *, steps: int = 10, weight=0.0, clip=(-1.0, 1.0), eps: float = 1e-12
+) -> dict:
     """Cosine and norm ratio of g_qgf against g_jac at every step of a QGF sampling run.
 
     Args:
@@ -33,8 +34,9 @@ def gradient_agreement(velocity, critic, obs, noise, *, steps: int = 10, weight=
     Returns a dict of arrays: ``t`` (K,); ``cosine`` and ``norm_ratio`` (K, batch), NaN where undefined;
     ``mean_cosine`` and ``median_norm_ratio`` (K,) over the defined particles.
     """
-    _, path = guided_sample(velocity, critic, obs, noise, steps=steps, weight=weight, mode="qgf", clip=clip,
-                            return_path=True)
+    _, path = guided_sample(
+        velocity, critic, obs, noise, steps=steps, weight=weight, mode="qgf", clip=clip, return_path=True
+    )
     batch = noise.shape[0]
 
     def at_step(a, k):

@@ -24,7 +24,7 @@ compute (``sampler_cost``) and dispatches to them.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -112,7 +112,7 @@ def _check_sampler_args(velocity, critic, obs, noise, steps, weight, mode, clip)
 
 def guided_sample(
     velocity,
-    critic: Optional[Critic],
+    critic: Critic | None,
     obs,
     noise,
     *,

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any, Callable, Mapping, Tuple
+from collections.abc import Callable, Mapping
+from typing import Any
 
 # name -> the module whose ``LEARNER`` it is. Adding a method is one line here.
 BUILTIN_LEARNERS = {
@@ -100,7 +101,7 @@ class Learner:
         return f"{article} {self.label} {self.noun}"
 
 
-def learner_names() -> Tuple[str, ...]:
+def learner_names() -> tuple[str, ...]:
     return tuple(BUILTIN_LEARNERS)
 
 
@@ -120,16 +121,16 @@ def options_name(options) -> str:
     """The learner name of a learner config instance (its class's ``learner`` attribute)."""
     name = getattr(type(options), "learner", None)
     if name not in BUILTIN_LEARNERS or get_learner(name).options is not type(options):
-        raise TypeError(f"{options!r} is not the config of a registered learner "
-                        f"({', '.join(f'{n}: {get_learner(n).options.__name__}' for n in BUILTIN_LEARNERS)}).")
+        raise TypeError(
+            f"{options!r} is not the config of a registered learner "
+            f"({', '.join(f'{n}: {get_learner(n).options.__name__}' for n in BUILTIN_LEARNERS)})."
+        )
     return name
 
 
 def learner_field(default, help: str):
     """A learner-config field with its help text (the ``qgf-lite train --<learner>-<field>`` flag's)."""
     return dataclasses.field(default=default, metadata={"help": help})
-
-
 
 
 CRITIC_CHOICES = ("target", "online")  # which critic a learner reads; the same values as every sampler's `critic`
@@ -164,5 +165,16 @@ def check_bool(name: str, value) -> bool:
     return bool(value)
 
 
-__all__ = ["BUILTIN_LEARNERS", "CRITIC_CHOICES", "Learner", "LearnerContext", "check_bool", "check_choice",
-           "check_number", "get_learner", "learner_field", "learner_names", "options_name"]
+__all__ = [
+    "BUILTIN_LEARNERS",
+    "CRITIC_CHOICES",
+    "Learner",
+    "LearnerContext",
+    "check_bool",
+    "check_choice",
+    "check_number",
+    "get_learner",
+    "learner_field",
+    "learner_names",
+    "options_name",
+]

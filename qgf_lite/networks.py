@@ -12,7 +12,7 @@ Observations may be absent (a bandit has no state): pass ``obs=None`` or an arra
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -69,7 +69,7 @@ class VelocityField(nn.Module):
     layer_norm: bool = True
 
     @nn.compact
-    def __call__(self, obs: Optional[jnp.ndarray], actions: jnp.ndarray, t) -> jnp.ndarray:
+    def __call__(self, obs: jnp.ndarray | None, actions: jnp.ndarray, t) -> jnp.ndarray:
         batch = actions.shape[0]
         # A scalar t (all particles at the same time, as in the sampler) is broadcast to the batch.
         t = jnp.broadcast_to(jnp.asarray(t, actions.dtype).reshape(-1), (batch,))
@@ -95,7 +95,7 @@ class ConditionedVelocityField(nn.Module):
     num_labels: int = 2
 
     @nn.compact
-    def __call__(self, obs: Optional[jnp.ndarray], actions: jnp.ndarray, t, label) -> jnp.ndarray:
+    def __call__(self, obs: jnp.ndarray | None, actions: jnp.ndarray, t, label) -> jnp.ndarray:
         batch = actions.shape[0]
         t = jnp.broadcast_to(jnp.asarray(t, actions.dtype).reshape(-1), (batch,))
         if is_concrete(label):
@@ -127,7 +127,7 @@ class CriticEnsemble(nn.Module):
     layer_norm: bool = True
 
     @nn.compact
-    def __call__(self, obs: Optional[jnp.ndarray], actions: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, obs: jnp.ndarray | None, actions: jnp.ndarray) -> jnp.ndarray:
         x = jnp.concatenate([as_obs(obs, actions.shape[0], actions.dtype), actions], axis=-1)
         ensemble = nn.vmap(
             _QHead,

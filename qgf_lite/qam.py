@@ -24,14 +24,22 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
 from qgf_lite.flow import euler_sample
-from qgf_lite.learners import CRITIC_CHOICES, Learner, LearnerContext, check_bool, check_choice, check_number
-from qgf_lite.learners import learner_field
+from qgf_lite.learners import (
+    CRITIC_CHOICES,
+    Learner,
+    LearnerContext,
+    check_bool,
+    check_choice,
+    check_number,
+    learner_field,
+)
 from qgf_lite.validation import require_positive_int
 
 Velocity = Callable  # (obs | None, x (B, D), t (B,)) -> (B, D)
@@ -82,8 +90,18 @@ def lean_adjoints(base: Velocity, obs, xs, adjoint_end) -> jnp.ndarray:
     return jnp.stack(out)
 
 
-def qam_loss(fine: Velocity, base: Velocity, critic: Callable, obs, x0, noises, *, inv_temp: float,
-             clip=(-1.0, 1.0), return_parts: bool = False):
+def qam_loss(
+    fine: Velocity,
+    base: Velocity,
+    critic: Callable,
+    obs,
+    x0,
+    noises,
+    *,
+    inv_temp: float,
+    clip=(-1.0, 1.0),
+    return_parts: bool = False,
+):
     """The adjoint-matching loss L of the module docstring for one batch.
 
     fine: the trained velocity f (obs, x, t) -> (B, D); base: the BC flow b (a constant); critic: (obs, a) -> Q of
@@ -110,8 +128,10 @@ def qam_loss(fine: Velocity, base: Velocity, critic: Callable, obs, x0, noises, 
     residual = 2.0 * (f - b) / sigmas + sigmas * adjoints
     loss = jnp.mean(jnp.sum(jnp.square(residual), axis=(0, 2)))
     if return_parts:
-        return loss, {"adjoint_norm": jnp.mean(jnp.linalg.norm(adjoint_end, axis=-1)),
-                      "velocity_gap": jnp.mean(jnp.square(f - b))}
+        return loss, {
+            "adjoint_norm": jnp.mean(jnp.linalg.norm(adjoint_end, axis=-1)),
+            "velocity_gap": jnp.mean(jnp.square(f - b)),
+        }
     return loss
 
 
@@ -134,15 +154,22 @@ class QAMConfig:
 
     learner: ClassVar[str] = "qam"
 
-    inv_temp: float = learner_field(0.3, "QAM: inverse temperature tau (>= 0) of the target pi_BC exp(tau Q); "
-                                         "0 reproduces the BC flow")
-    critic: str = learner_field("target", "QAM: the critic whose action gradient starts the adjoint, target "
-                                          "(the Polyak copy, as the official code) or online")
+    inv_temp: float = learner_field(
+        0.3, "QAM: inverse temperature tau (>= 0) of the target pi_BC exp(tau Q); 0 reproduces the BC flow"
+    )
+    critic: str = learner_field(
+        "target",
+        "QAM: the critic whose action gradient starts the adjoint, target "
+        "(the Polyak copy, as the official code) or online",
+    )
     clip_actions: bool = learner_field(True, "QAM: take the critic's gradient at the clipped final action")
 
     def __post_init__(self):
-        object.__setattr__(self, "inv_temp", check_number("qam_inv_temp", self.inv_temp, minimum=0,
-                                                          why="the weight of Q in the target policy"))
+        object.__setattr__(
+            self,
+            "inv_temp",
+            check_number("qam_inv_temp", self.inv_temp, minimum=0, why="the weight of Q in the target policy"),
+        )
         check_choice("qam_critic", self.critic, CRITIC_CHOICES)
         object.__setattr__(self, "clip_actions", check_bool("qam_clip_actions", self.clip_actions))
 
@@ -163,9 +190,17 @@ def _learner_loss(network, params, ctx: LearnerContext):
     shape = (jnp.shape(ctx.obs)[0], ctx.config.chunk_dim)
     base = functools.partial(ctx.actor.apply, ctx.policy_params)
     critic = functools.partial(ctx.critic.apply, ctx.critic_params_for(options.critic))
-    return qam_loss(functools.partial(network.apply, params), base, critic, ctx.obs, jax.random.normal(x_key, shape),
-                    jax.random.normal(noise_key, (steps - 1, *shape)), inv_temp=options.inv_temp,
-                    clip=(-1.0, 1.0) if options.clip_actions else None, return_parts=True)
+    return qam_loss(
+        functools.partial(network.apply, params),
+        base,
+        critic,
+        ctx.obs,
+        jax.random.normal(x_key, shape),
+        jax.random.normal(noise_key, (steps - 1, *shape)),
+        inv_temp=options.inv_temp,
+        clip=(-1.0, 1.0) if options.clip_actions else None,
+        return_parts=True,
+    )
 
 
 LEARNER = Learner(
@@ -175,17 +210,20 @@ LEARNER = Learner(
     init_inputs=_init_inputs,
     loss=_learner_loss,
     key_tag=0x51414D31,
-    samplers={"qam": dict(
-        run=lambda s, velocity, critic, obs, noise, w, clip: qam_sample(velocity, obs, noise, steps=s.steps, clip=clip),
-        counts=lambda steps, n, ascent_steps, mode: (steps, 0, 0, 0),
-        label=lambda s, w: "QAM",
-        summary="Q-learning with adjoint matching: Euler sampling of a flow fine-tuned towards pi_BC exp(tau Q)",
-    )},
+    samplers={
+        "qam": dict(
+            run=lambda s, velocity, critic, obs, noise, w, clip: qam_sample(
+                velocity, obs, noise, steps=s.steps, clip=clip
+            ),
+            counts=lambda steps, n, ascent_steps, mode: (steps, 0, 0, 0),
+            label=lambda s, w: "QAM",
+            summary="Q-learning with adjoint matching: Euler sampling of a flow fine-tuned towards pi_BC exp(tau Q)",
+        )
+    },
     label="QAM",
     noun="policy",
     summary="also train the QAM baseline (docs/algorithm.md §5): a flow policy fine-tuned by adjoint matching "
-            "towards pi_BC(a|s) exp(tau Q(s, a)), from the same batches",
+    "towards pi_BC(a|s) exp(tau Q(s, a)), from the same batches",
 )
 
-__all__ = ["LEARNER", "QAMConfig", "lean_adjoints", "memoryless_trajectory", "noise_scales", "qam_loss",
-           "qam_sample"]
+__all__ = ["LEARNER", "QAMConfig", "lean_adjoints", "memoryless_trajectory", "noise_scales", "qam_loss", "qam_sample"]

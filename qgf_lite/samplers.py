@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from typing import Callable, Iterable, List, Mapping, Optional, Tuple
+from collections.abc import Callable, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -96,7 +96,8 @@ def _guided_best_of_n_counts(steps, n, ascent_steps, mode):
 SAMPLERS = {
     "bc": SamplerMethod(
         run=lambda s, velocity, critic, obs, noise, w, clip: guided_sample(
-            velocity, None, obs, noise, steps=s.steps, clip=clip),
+            velocity, None, obs, noise, steps=s.steps, clip=clip
+        ),
         noise_shape=_one_particle,
         counts=lambda steps, n, ascent_steps, mode: (steps, 0, 0, 0),
         label=lambda s, w: "BC",
@@ -104,7 +105,8 @@ SAMPLERS = {
     ),
     "guided": SamplerMethod(
         run=lambda s, velocity, critic, obs, noise, w, clip: guided_sample(
-            velocity, critic, obs, noise, steps=s.steps, weight=w, mode=s.mode, clip=clip),
+            velocity, critic, obs, noise, steps=s.steps, weight=w, mode=s.mode, clip=clip
+        ),
         noise_shape=_one_particle,
         counts=_guided_counts,
         label=lambda s, w: f"{MODE_LABELS[s.mode]}{w}",
@@ -114,7 +116,8 @@ SAMPLERS = {
     "best_of_n": SamplerMethod(
         # A Python 0, not a traced weight, lets the proposals skip the critic gradients.
         run=lambda s, velocity, critic, obs, noise, w, clip: best_of_n(
-            velocity, critic, obs, noise, steps=s.steps, weight=0.0, clip=clip),
+            velocity, critic, obs, noise, steps=s.steps, weight=0.0, clip=clip
+        ),
         noise_shape=_n_particles,
         counts=lambda steps, n, ascent_steps, mode: (steps * n, 0, n, 0),
         label=lambda s, w: f"best-of-{s.n}",
@@ -123,7 +126,8 @@ SAMPLERS = {
     ),
     "guided_best_of_n": SamplerMethod(
         run=lambda s, velocity, critic, obs, noise, w, clip: best_of_n(
-            velocity, critic, obs, noise, steps=s.steps, weight=w, mode=s.mode, clip=clip),
+            velocity, critic, obs, noise, steps=s.steps, weight=w, mode=s.mode, clip=clip
+        ),
         noise_shape=_n_particles,
         counts=_guided_best_of_n_counts,
         label=lambda s, w: f"{MODE_LABELS[s.mode]}{w} + best-of-{s.n}",
@@ -132,8 +136,8 @@ SAMPLERS = {
     ),
     "gradient_step": SamplerMethod(
         run=lambda s, velocity, critic, obs, noise, w, clip: gradient_step(
-            velocity, critic, obs, noise, steps=s.steps, step_size=s.step_size, ascent_steps=s.ascent_steps,
-            clip=clip),
+            velocity, critic, obs, noise, steps=s.steps, step_size=s.step_size, ascent_steps=s.ascent_steps, clip=clip
+        ),
         noise_shape=_one_particle,
         counts=lambda steps, n, ascent_steps, mode: (steps, 0, 0, ascent_steps),
         label=lambda s, w: f"gradient-step a={s.step_size:g} x{s.ascent_steps}",
@@ -176,8 +180,7 @@ def _unknown_method_message(method) -> str:
     hint = ""
     if isinstance(method, str) and method in SHORTHANDS:
         real, mode = SHORTHANDS[method]
-        hint = (f" ({method!r} is a name for specs_from_names; as a spec it is "
-                f"SamplerSpec({real!r}, mode={mode!r}))")
+        hint = f" ({method!r} is a name for specs_from_names; as a spec it is SamplerSpec({real!r}, mode={mode!r}))"
     return f"Unknown sampler `method` {method!r}; choose one of {', '.join(SAMPLERS)}{hint}."
 
 
@@ -293,12 +296,22 @@ class SamplerSpec:
         """Standard normal noise (batch, *noise_shape(action_dim)) from ``key``."""
         return jax.random.normal(key, (batch, *self.noise_shape(action_dim)))
 
-    def with_weight(self, weight) -> "SamplerSpec":
+    def with_weight(self, weight) -> SamplerSpec:
         return dataclasses.replace(self, weight=weight)
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, velocity, critic, obs, noise, *, weight=None, clip=(-1.0, 1.0), batch: Optional[int] = None,
-               action_dim: Optional[int] = None) -> jnp.ndarray:
+    def sample(
+        self,
+        velocity,
+        critic,
+        obs,
+        noise,
+        *,
+        weight=None,
+        clip=(-1.0, 1.0),
+        batch: int | None = None,
+        action_dim: int | None = None,
+    ) -> jnp.ndarray:
         """Actions (batch, action_dim) from this sampler.
 
         ``noise`` is the starting noise, shape (batch, *noise_shape(action_dim)), or a PRNG key from which it is
@@ -313,8 +326,9 @@ class SamplerSpec:
                 if obs is None:
                     raise ValueError("`noise` is a PRNG key and obs is None: pass `batch`, the number of actions.")
                 batch = int(np.shape(obs)[0])
-            noise = self.draw_noise(noise, require_positive_int("batch", batch),
-                                    require_positive_int("action_dim", action_dim))
+            noise = self.draw_noise(
+                noise, require_positive_int("batch", batch), require_positive_int("action_dim", action_dim)
+            )
         elif batch is not None or action_dim is not None:
             raise ValueError("`batch` and `action_dim` are for drawing noise from a key; `noise` is already an array.")
         if weight is None:
@@ -335,7 +349,7 @@ class SamplerSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "SamplerSpec":
+    def from_dict(cls, data: Mapping) -> SamplerSpec:
         """The SamplerSpec whose fields ``data`` holds; other keys are ignored, so a report row gives it back."""
         if "method" not in data:
             raise ValueError(f"A sampler spec needs a `method`; got keys {sorted(data)}.")
@@ -354,8 +368,9 @@ def sampler_cost(method: str, steps: int = 10, n: int = 1, ascent_steps: int = 3
         raise ValueError(_unknown_method_message(method))
     if "mode" in SAMPLERS[method].uses and mode not in MODES:
         raise ValueError(f"Unknown guidance `mode` {mode!r}; choose one of {', '.join(MODES)}.")
-    velocity_forward, velocity_backward, critic_calls, critic_grads = SAMPLERS[method].counts(steps, n, ascent_steps,
-                                                                                              mode)
+    velocity_forward, velocity_backward, critic_calls, critic_grads = SAMPLERS[method].counts(
+        steps, n, ascent_steps, mode
+    )
     return {
         "velocity_forward": velocity_forward,
         "velocity_backward": velocity_backward,
@@ -366,7 +381,7 @@ def sampler_cost(method: str, steps: int = 10, n: int = 1, ascent_steps: int = 3
 
 
 # --------------------------------------------------------------------------- parsing user names
-def resolve_name(name: str) -> Tuple[str, Optional[str]]:
+def resolve_name(name: str) -> tuple[str, str | None]:
     """(method, mode) for a user name: a method keeps the default mode (None), a shorthand brings its own."""
     if isinstance(name, str) and name in SAMPLERS:
         return name, None
@@ -375,8 +390,9 @@ def resolve_name(name: str) -> Tuple[str, Optional[str]]:
     raise ValueError(f"Unknown method {name!r}; choose from {', '.join(_names())}.")
 
 
-def spec_from_name(name: str, weight: float = 0.0, *, n: int = 4, step_size: float = 0.01, ascent_steps: int = 3,
-                   steps: int = 10) -> SamplerSpec:
+def spec_from_name(
+    name: str, weight: float = 0.0, *, n: int = 4, step_size: float = 0.01, ascent_steps: int = 3, steps: int = 10
+) -> SamplerSpec:
     """The SamplerSpec a user name stands for, each setting applied where the method reads it.
 
     ``weight`` goes to guided methods, ``n`` to best-of-N, ``step_size`` and ``ascent_steps`` to gradient_step;
@@ -388,8 +404,14 @@ def spec_from_name(name: str, weight: float = 0.0, *, n: int = 4, step_size: flo
     return SamplerSpec(method, steps=steps, **{k: v for k, v in offered.items() if k in uses and v is not None})
 
 
-def specs_from_names(names: Iterable, weights: Iterable[float] = (), n: int = 4, step_size: float = 0.01,
-                     steps: int = 10, ascent_steps: int = 3) -> List[SamplerSpec]:
+def specs_from_names(
+    names: Iterable,
+    weights: Iterable[float] = (),
+    n: int = 4,
+    step_size: float = 0.01,
+    steps: int = 10,
+    ascent_steps: int = 3,
+) -> list[SamplerSpec]:
     """The specs a list of user names stands for, in order, without duplicates.
 
     A name is a method in ``SAMPLER_METHODS`` or a shorthand: a guidance mode ("qgf", "jacobian", "noisy",
@@ -412,9 +434,12 @@ def specs_from_names(names: Iterable, weights: Iterable[float] = (), n: int = 4,
     if any(not math.isfinite(w) or w < 0 for w in weights):
         raise ValueError(f"Guidance weights must be finite and >= 0, got {weights}.")
     positive = [w for w in weights if w > 0]
-    knobs = dict(n=require_positive_int("n", n), step_size=_require_number("step_size", step_size, "one step size"),
-                 ascent_steps=require_positive_int("ascent_steps", ascent_steps, minimum=0),
-                 steps=require_positive_int("steps", steps))
+    knobs = dict(
+        n=require_positive_int("n", n),
+        step_size=_require_number("step_size", step_size, "one step size"),
+        ascent_steps=require_positive_int("ascent_steps", ascent_steps, minimum=0),
+        steps=require_positive_int("steps", steps),
+    )
     specs = []
     for name in names:
         if isinstance(name, SamplerSpec):
@@ -440,8 +465,10 @@ def matched_best_of_n(budget: int, steps: int = 10) -> int:
     while SamplerSpec("best_of_n", n=n + 1, steps=steps).cost <= budget:
         n += 1
     if n == 0:
-        raise ValueError(f"`budget` {budget} is below the cost of a single sample with {steps} steps "
-                         f"({SamplerSpec('best_of_n', n=1, steps=steps).cost}).")
+        raise ValueError(
+            f"`budget` {budget} is below the cost of a single sample with {steps} steps "
+            f"({SamplerSpec('best_of_n', n=1, steps=steps).cost})."
+        )
     return n
 
 

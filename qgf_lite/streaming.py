@@ -16,8 +16,8 @@ slices as an uninterrupted one.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Optional
 
 from qgf_lite.data import TransitionDataset
 from qgf_lite.validation import require_positive_int
@@ -51,8 +51,15 @@ class SliceStream:
     ``loader_nice`` raises the loader thread's nice value (Linux), so that on a CPU training keeps the cores.
     """
 
-    def __init__(self, num_slices: int, load_slice: Callable[[int], TransitionDataset], *, start: int = 0,
-                 prefetch: bool = True, loader_nice: int = 10):
+    def __init__(
+        self,
+        num_slices: int,
+        load_slice: Callable[[int], TransitionDataset],
+        *,
+        start: int = 0,
+        prefetch: bool = True,
+        loader_nice: int = 10,
+    ):
         self.num_slices = require_positive_int("num_slices", num_slices)
         if not 0 <= int(start) < self.num_slices:
             raise ValueError(f"`start` must be in [0, {self.num_slices}), got {start}.")
@@ -64,10 +71,10 @@ class SliceStream:
         self.loads = []  # slice indices in the order they were loaded (tests read it)
         self.wait_s = 0.0  # seconds advance() spent waiting for a slice (disk and transfer not hidden)
         self.loader_nice = int(loader_nice)
-        self._executor: Optional[ThreadPoolExecutor] = None
-        self._pending: Optional[Future] = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
         self.index = int(start)
-        self._current: Optional[TransitionDataset] = self._load_counted(self.index)
+        self._current: TransitionDataset | None = self._load_counted(self.index)
         self._start_prefetch()
 
     # -- bookkeeping
@@ -95,8 +102,12 @@ class SliceStream:
         if not self.prefetch or self.num_slices == 1:
             return
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qgf-slice-loader",
-                                                initializer=_lower_priority, initargs=(self.loader_nice,))
+            self._executor = ThreadPoolExecutor(
+                max_workers=1,
+                thread_name_prefix="qgf-slice-loader",
+                initializer=_lower_priority,
+                initargs=(self.loader_nice,),
+            )
         self._pending = self._executor.submit(self._load_counted, self.next_index)
 
     # -- the public interface

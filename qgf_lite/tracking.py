@@ -12,11 +12,20 @@ from __future__ import annotations
 
 import numbers
 import os
-from typing import Optional
 
 WANDB_MODES = ("online", "offline", "disabled")
-EVAL_COLUMNS = ("label", "method", "weight", "episodes", "successes", "success_rate", "success_ci95_low",
-                "success_ci95_high", "return_mean", "length_mean")
+EVAL_COLUMNS = (
+    "label",
+    "method",
+    "weight",
+    "episodes",
+    "successes",
+    "success_rate",
+    "success_ci95_low",
+    "success_ci95_high",
+    "return_mean",
+    "length_mean",
+)
 
 
 def require_wandb():
@@ -26,7 +35,8 @@ def require_wandb():
     except ImportError as err:
         raise ImportError(
             "--wandb needs the wandb package, which is not installed: pip install 'qgf_lite[wandb]' (or pip install "
-            "wandb); or leave --wandb out (runs always log to log.jsonl / eval.json in their folder).") from err
+            "wandb); or leave --wandb out (runs always log to log.jsonl / eval.json in their folder)."
+        ) from err
     return wandb
 
 
@@ -50,13 +60,27 @@ class WandbTracker:
     """One W&B run. ``start(config)`` opens it, ``log_train(record)`` logs a training chunk, ``log_eval(report)``
     an evaluation report, ``log_video(path)`` a video, ``finish()`` closes it (idempotent)."""
 
-    def __init__(self, *, project: str = "qgf_lite", name: Optional[str] = None, mode: Optional[str] = None,
-                 directory=None, job_type: str = "train", tags=()):
+    def __init__(
+        self,
+        *,
+        project: str = "qgf_lite",
+        name: str | None = None,
+        mode: str | None = None,
+        directory=None,
+        job_type: str = "train",
+        tags=(),
+    ):
         if mode is not None and mode not in WANDB_MODES:
             raise ValueError(f"`mode` must be one of {', '.join(WANDB_MODES)}, got {mode!r}.")
         self.wandb = require_wandb()  # fails before any training or evaluation starts
-        self.settings = dict(project=project, name=name, mode=mode, job_type=job_type, tags=list(tags),
-                             dir=None if directory is None else str(directory))
+        self.settings = dict(
+            project=project,
+            name=name,
+            mode=mode,
+            job_type=job_type,
+            tags=list(tags),
+            dir=None if directory is None else str(directory),
+        )
         self.run = None
 
     def start(self, config: dict) -> None:
@@ -74,8 +98,20 @@ class WandbTracker:
         rows = []
         for r in report["results"]:
             low, high = r.get("success_ci95", (None, None))
-            rows.append([r.get("label"), r.get("method"), r.get("weight"), r.get("episodes"), r.get("successes"),
-                         r.get("success_rate"), low, high, r.get("return_mean"), r.get("length_mean")])
+            rows.append(
+                [
+                    r.get("label"),
+                    r.get("method"),
+                    r.get("weight"),
+                    r.get("episodes"),
+                    r.get("successes"),
+                    r.get("success_rate"),
+                    low,
+                    high,
+                    r.get("return_mean"),
+                    r.get("length_mean"),
+                ]
+            )
         table = self.wandb.Table(columns=list(EVAL_COLUMNS), data=rows)
         logged = {"eval/results": table}
         logged.update({f"eval/success/{r['label']}": r["success_rate"] for r in report["results"]})

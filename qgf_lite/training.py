@@ -20,7 +20,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import flax.struct
 import jax
@@ -43,8 +44,11 @@ def _field(default, help: str):
 
 def legacy_option_names() -> dict:
     """0.2's flat learner options, "<learner>_<option>" -> (learner, option): ``cfgrl_threshold``, ``fql_alpha``..."""
-    return {f"{name}_{f.name}": (name, f.name) for name in learner_names()
-            for f in dataclasses.fields(get_learner(name).options)}
+    return {
+        f"{name}_{f.name}": (name, f.name)
+        for name in learner_names()
+        for f in dataclasses.fields(get_learner(name).options)
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +67,9 @@ class QGFConfig:
     obs_dim: int
     action_dim: int  # per environment step; the policy outputs horizon * action_dim
     horizon: int = _field(5, "action chunk length H: environment steps per policy call")
-    actor_hidden: Tuple[int, ...] = _field((512, 512, 512, 512), "hidden layer widths of the velocity network")
-    critic_hidden: Tuple[int, ...] = _field((512, 512, 512, 512), "hidden layer widths of each Q network")
-    value_hidden: Tuple[int, ...] = _field((512, 512, 512, 512), "hidden layer widths of the value network")
+    actor_hidden: tuple[int, ...] = _field((512, 512, 512, 512), "hidden layer widths of the velocity network")
+    critic_hidden: tuple[int, ...] = _field((512, 512, 512, 512), "hidden layer widths of each Q network")
+    value_hidden: tuple[int, ...] = _field((512, 512, 512, 512), "hidden layer widths of the value network")
     num_critics: int = _field(2, "Q networks in the ensemble; guidance and the value use their minimum")
     layer_norm: bool = _field(True, "LayerNorm after every hidden layer")
     time_emb_dim: int = _field(32, "size of the velocity network's sinusoidal flow-time embedding")
@@ -75,9 +79,10 @@ class QGFConfig:
     target_update_rate: float = _field(0.005, "Polyak rate rho of the target critic, in (0, 1]")
     batch_size: int = _field(256, "action chunks per minibatch")
     flow_steps: int = _field(10, "Euler steps of the samplers; evaluation uses it unless told otherwise")
-    time_grid: Optional[int] = _field(10, "training draws flow times from a grid of this many "
-                                          "points; None: uniform on [0, 1]")
-    learners: Tuple[Any, ...] = _field((), "the training-time learners trained beside the core, with their options")
+    time_grid: int | None = _field(
+        10, "training draws flow times from a grid of this many points; None: uniform on [0, 1]"
+    )
+    learners: tuple[Any, ...] = _field((), "the training-time learners trained beside the core, with their options")
 
     def __post_init__(self):
         for name in ("actor_hidden", "critic_hidden", "value_hidden"):
@@ -96,11 +101,18 @@ class QGFConfig:
         if not self.learning_rate > 0:
             raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate}.")
         if isinstance(self.learners, Mapping):  # {name: options or {option: value}}, as to_dict writes it
-            object.__setattr__(self, "learners", tuple(
-                o if not isinstance(o, Mapping) else get_learner(name).options(**o) for name, o in self.learners.items()))
+            object.__setattr__(
+                self,
+                "learners",
+                tuple(
+                    o if not isinstance(o, Mapping) else get_learner(name).options(**o)
+                    for name, o in self.learners.items()
+                ),
+            )
         if isinstance(self.learners, (str, bytes)) or not isinstance(self.learners, (tuple, list)):
-            raise TypeError(f"`learners` must be a tuple of learner configs (or a dict name -> options), got "
-                            f"{self.learners!r}.")
+            raise TypeError(
+                f"`learners` must be a tuple of learner configs (or a dict name -> options), got {self.learners!r}."
+            )
         names = [options_name(options) for options in self.learners]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
@@ -126,12 +138,12 @@ class QGFConfig:
         return next((o for o in self.learners if options_name(o) == name), None)
 
     @property
-    def learner_names(self) -> Tuple[str, ...]:
+    def learner_names(self) -> tuple[str, ...]:
         """The enabled learners' names, in training order."""
         return tuple(options_name(o) for o in self.learners)
 
     @property
-    def fql_hidden_dims(self) -> Tuple[int, ...]:
+    def fql_hidden_dims(self) -> tuple[int, ...]:
         """The FQL one-step policy's hidden widths: ``fql_hidden``, or ``actor_hidden`` when it is empty (0.2)."""
         return self.fql_hidden or self.actor_hidden
 
@@ -141,24 +153,24 @@ class QGFConfig:
         return self.horizon * self.action_dim
 
     @classmethod
-    def preset(cls, name: str, obs_dim: int, action_dim: int, **overrides) -> "QGFConfig":
+    def preset(cls, name: str, obs_dim: int, action_dim: int, **overrides) -> QGFConfig:
         """The named setting ``PRESETS[name]`` for a dataset of these sizes; ``overrides`` (fields) win over it."""
         return cls(obs_dim=obs_dim, action_dim=action_dim, **{**preset_fields(name), **overrides})
 
     @classmethod
-    def paper(cls, obs_dim: int, action_dim: int, **overrides) -> "QGFConfig":
+    def paper(cls, obs_dim: int, action_dim: int, **overrides) -> QGFConfig:
         """The paper's OGBench runs: 4 x 1024 networks, batch 1024, discount 0.999, H = 5, expectile 0.9, 10 flow
         steps (trained for ``PRESET_STEPS["paper"]`` = 500k steps; docs/algorithm.md "Presets")."""
         return cls.preset("paper", obs_dim, action_dim, **overrides)
 
     @classmethod
-    def official_defaults(cls, obs_dim: int, action_dim: int, **overrides) -> "QGFConfig":
+    def official_defaults(cls, obs_dim: int, action_dim: int, **overrides) -> QGFConfig:
         """The reference code's agent defaults with H = 5 chunks: 4 x 512 networks, batch 256, discount 0.99 (the
         field defaults of this class; docs/algorithm.md "Presets")."""
         return cls.preset("official-defaults", obs_dim, action_dim, **overrides)
 
     @classmethod
-    def option_names(cls) -> Tuple[str, ...]:
+    def option_names(cls) -> tuple[str, ...]:
         """Every keyword the constructor takes besides ``learners``: the core fields, then each learner's name and
         its ``<learner>_<option>`` names."""
         core = tuple(f.name for f in dataclasses.fields(cls) if f.name != "learners")
@@ -171,7 +183,7 @@ class QGFConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "QGFConfig":
+    def from_dict(cls, d: dict) -> QGFConfig:
         """Inverse of ``to_dict``; also reads 0.2's flat dicts (``cfgrl``, ``cfgrl_threshold``, ``fql_alpha``...),
         where the options of a learner that is off are ignored (0.2 stored them for every run)."""
         d = dict(d)
@@ -196,10 +208,28 @@ class QGFConfig:
 # Named settings (docs/algorithm.md "Presets"): field values over QGFConfig's defaults, and the training steps of
 # each (not a config field: `qgf-lite train --preset` uses it as the default of --steps).
 PRESETS = {
-    "paper": dict(actor_hidden=(1024,) * 4, critic_hidden=(1024,) * 4, value_hidden=(1024,) * 4, batch_size=1024,
-                  discount=0.999, horizon=5, expectile=0.9, flow_steps=10, time_grid=10),
-    "official-defaults": dict(actor_hidden=(512,) * 4, critic_hidden=(512,) * 4, value_hidden=(512,) * 4,
-                              batch_size=256, discount=0.99, horizon=5, expectile=0.9, flow_steps=10, time_grid=10),
+    "paper": dict(
+        actor_hidden=(1024,) * 4,
+        critic_hidden=(1024,) * 4,
+        value_hidden=(1024,) * 4,
+        batch_size=1024,
+        discount=0.999,
+        horizon=5,
+        expectile=0.9,
+        flow_steps=10,
+        time_grid=10,
+    ),
+    "official-defaults": dict(
+        actor_hidden=(512,) * 4,
+        critic_hidden=(512,) * 4,
+        value_hidden=(512,) * 4,
+        batch_size=256,
+        discount=0.99,
+        horizon=5,
+        expectile=0.9,
+        flow_steps=10,
+        time_grid=10,
+    ),
 }
 PRESET_STEPS = {"paper": 500_000, "official-defaults": 1_000_000}
 
@@ -244,9 +274,11 @@ def _merge_learners(learners, enable: dict, legacy: dict) -> tuple:
         base = current.get(name, get_learner(name).options())
         updated = dataclasses.replace(base, **values)  # checks the values, naming `<learner>_<option>`
         if name not in current:
-            raise ValueError(f"{', '.join(f'`{name}_{k}`' for k in values)} set(s) options of the {name} learner, "
-                             f"which this config does not train: add {name}=True (`qgf-lite train --{name}`) or "
-                             f"leave the option out.")
+            raise ValueError(
+                f"{', '.join(f'`{name}_{k}`' for k in values)} set(s) options of the {name} learner, "
+                f"which this config does not train: add {name}=True (`qgf-lite train --{name}`) or "
+                f"leave the option out."
+            )
         current[name] = updated
     return tuple(current.values())
 
@@ -337,8 +369,9 @@ def _init_train_state_compiled(config: QGFConfig, key) -> TrainState:
     learners = {}
     for options in config.learners:
         learner = get_learner(options_name(options))
-        params = learner.build(config, options).init(jax.random.fold_in(key, learner.key_tag),
-                                                     *learner.init_inputs(config, options))
+        params = learner.build(config, options).init(
+            jax.random.fold_in(key, learner.key_tag), *learner.init_inputs(config, options)
+        )
         learners[learner.name] = {"params": params, "opt_state": opt.init(params)}
     return TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -374,8 +407,10 @@ def learner_fn(config: QGFConfig, name: str, params) -> Callable:
     """Learner ``name``'s trained network as a plain function (its module's ``apply`` on ``params``)."""
     learner = get_learner(name)
     if not jax.tree_util.tree_leaves(params):
-        raise ValueError(f"`{name}_params` is empty: this state has no {learner.label} {learner.noun}; train with "
-                         f"QGFConfig({name}=True) (`qgf-lite train --{name}`).")
+        raise ValueError(
+            f"`{name}_params` is empty: this state has no {learner.label} {learner.noun}; train with "
+            f"QGFConfig({name}=True) (`qgf-lite train --{name}`)."
+        )
     return functools.partial(build_learner_network(config, name).apply, params)
 
 
@@ -408,8 +443,10 @@ def sampler_velocity_params(state: TrainState, network: str = "policy"):
     params = state.learners.get(network, {}).get("params", {})
     if not jax.tree_util.tree_leaves(params):
         learner = get_learner(network)
-        raise ValueError(f"The {learner.label} sampler needs {learner.network_text}, and this state has none: train "
-                         f"with QGFConfig({network}=True) (`qgf-lite train --{network}`).")
+        raise ValueError(
+            f"The {learner.label} sampler needs {learner.network_text}, and this state has none: train "
+            f"with QGFConfig({network}=True) (`qgf-lite train --{network}`)."
+        )
     return params
 
 
@@ -453,7 +490,7 @@ def value_fn(config: QGFConfig, value_params) -> Callable:
     return functools.partial(value.apply, value_params)
 
 
-def train_step(config: QGFConfig, state: TrainState, batch: dict) -> Tuple[TrainState, dict]:
+def train_step(config: QGFConfig, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     """One update of the policy (flow matching), critic (TD to R + gamma^H V) and value (expectile of Qbar), then
     one of every learner in ``config.learners``.
 
@@ -471,8 +508,10 @@ def train_step(config: QGFConfig, state: TrainState, batch: dict) -> Tuple[Train
     for name in config.learner_names:
         if name not in state.learners:
             learner = get_learner(name)
-            raise ValueError(f"config.{name} is True but the state has no {learner.label} {learner.noun}: initialise "
-                             f"it with init_train_state(config, key) for this config.")
+            raise ValueError(
+                f"config.{name} is True but the state has no {learner.label} {learner.noun}: initialise "
+                f"it with init_train_state(config, key) for this config."
+            )
     actor, critic, value = build_networks(config)
     opt = make_optimizer(config)
     rng, flow_key = jax.random.split(state.rng)
@@ -511,13 +550,26 @@ def train_step(config: QGFConfig, state: TrainState, batch: dict) -> Tuple[Train
     for options in config.learners:
         learner = get_learner(options_name(options))
         context = LearnerContext(
-            config=config, options=options, obs=obs, actions=actions, valid=chunk_ok,
-            key=jax.random.fold_in(flow_key, learner.key_tag), actor=actor, critic=critic, value=value,
-            policy_params=state.policy_params, critic_params=state.critic_params,
-            target_critic_params=state.target_critic_params, value_params=state.value_params, q=q,
-            target_q=target_q, v=v)
-        learners[learner.name], learner_metrics = learner_update(config, learner.name, state.learners[learner.name],
-                                                                 context)
+            config=config,
+            options=options,
+            obs=obs,
+            actions=actions,
+            valid=chunk_ok,
+            key=jax.random.fold_in(flow_key, learner.key_tag),
+            actor=actor,
+            critic=critic,
+            value=value,
+            policy_params=state.policy_params,
+            critic_params=state.critic_params,
+            target_critic_params=state.target_critic_params,
+            value_params=state.value_params,
+            q=q,
+            target_q=target_q,
+            v=v,
+        )
+        learners[learner.name], learner_metrics = learner_update(
+            config, learner.name, state.learners[learner.name], context
+        )
         metrics.update(learner_metrics)
 
     def apply(grads, opt_state, params):
@@ -548,8 +600,7 @@ def learner_update(config: QGFConfig, name: str, entry: dict, context: LearnerCo
     learner = get_learner(name)
     module = learner.build(config, context.options)
     opt = make_optimizer(config)
-    (loss, parts), grads = jax.value_and_grad(lambda p: learner.loss(module, p, context), has_aux=True)(
-        entry["params"])
+    (loss, parts), grads = jax.value_and_grad(lambda p: learner.loss(module, p, context), has_aux=True)(entry["params"])
     updates, opt_state = opt.update(grads, entry["opt_state"], entry["params"])
     metrics = {f"{name}_loss": loss, **{f"{name}_{k}": value for k, value in parts.items()}}
     return {"params": optax.apply_updates(entry["params"], updates), "opt_state": opt_state}, metrics
@@ -609,10 +660,10 @@ def fit(
     *,
     chunk_size: int = 1000,
     progress: bool = True,
-    callback: Optional[Callable] = None,
+    callback: Callable | None = None,
     data_sharding=None,
     desc: str = "training",
-    rotate_every: Optional[int] = None,
+    rotate_every: int | None = None,
 ):
     """Train for ``num_steps`` updates in compiled chunks of ``chunk_size`` scan steps.
 
@@ -630,15 +681,16 @@ def fit(
     Returns (state, history) with history a list of dicts {"step": ..., metric: mean over the chunk}.
     """
     from qgf_lite.progress import progress_bar as tqdm
-
     from qgf_lite.streaming import SliceStream, slice_for_step
 
     num_steps = require_positive_int("num_steps", num_steps)
     chunk_size = require_positive_int("chunk_size", chunk_size)
     stream = dataset if isinstance(dataset, SliceStream) else None
     if stream is None and not isinstance(dataset, TransitionDataset):
-        raise TypeError(f"`dataset` must be a TransitionDataset (see qgf_lite.make_dataset) or a "
-                        f"qgf_lite.streaming.SliceStream, got {type(dataset).__name__}.")
+        raise TypeError(
+            f"`dataset` must be a TransitionDataset (see qgf_lite.make_dataset) or a "
+            f"qgf_lite.streaming.SliceStream, got {type(dataset).__name__}."
+        )
     if stream is not None:
         rotate_every = require_positive_int("rotate_every", 1000 if rotate_every is None else rotate_every)
     if dataset.obs_dim != config.obs_dim or dataset.action_dim != config.action_dim:
@@ -647,7 +699,9 @@ def fit(
             f"obs_dim={config.obs_dim}, action_dim={config.action_dim}."
         )
     if dataset.size < config.horizon:
-        raise ValueError(f"The dataset has {dataset.size} transitions, fewer than one chunk (horizon {config.horizon}).")
+        raise ValueError(
+            f"The dataset has {dataset.size} transitions, fewer than one chunk (horizon {config.horizon})."
+        )
     if data_sharding is not None and config.batch_size % len(data_sharding.device_set) != 0:
         raise ValueError(
             f"batch_size {config.batch_size} must divide evenly over {len(data_sharding.device_set)} devices."

@@ -36,9 +36,7 @@ def as_float_array(name: str, x):
 def require_rank(name: str, x, rank: int, what: str) -> None:
     ndim = np.ndim(x)
     if ndim != rank:
-        raise ValueError(
-            f"`{name}` must have rank {rank} {what}, got shape {tuple(np.shape(x))}."
-        )
+        raise ValueError(f"`{name}` must have rank {rank} {what}, got shape {tuple(np.shape(x))}.")
 
 
 def require_obs(obs, batch: int, name: str = "obs") -> None:
@@ -74,8 +72,7 @@ def require_known(what: str, given, valid) -> None:
     unknown = sorted(set(given) - set(valid))
     if not unknown:
         return
-    hints = [f"{close[0]!r} for {name!r}" for name in unknown
-             if (close := difflib.get_close_matches(name, valid, n=1))]
+    hints = [f"{close[0]!r} for {name!r}" for name in unknown if (close := difflib.get_close_matches(name, valid, n=1))]
     hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
     raise ValueError(f"unknown {what} {unknown}{hint}; valid: {', '.join(valid)}.")
 

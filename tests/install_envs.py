@@ -47,8 +47,9 @@ def run(cmd, *, timeout=900, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, **PIP_ENV, **kwargs.pop("env", {})}
     done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, env=env, **kwargs)
     if done.returncode:
-        raise AssertionError(f"{' '.join(map(str, cmd))} exited {done.returncode}\n{done.stdout[-4000:]}\n"
-                             f"{done.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} exited {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        )
     return done
 
 
@@ -104,8 +105,12 @@ def write_kernelspec(jupyter_dir: Path, name: str, python: Path, *, pythonpath=(
     argv = [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     if exec_lines:
         argv.append("--IPKernelApp.exec_lines=" + json.dumps(list(exec_lines)))
-    spec = {"argv": argv, "display_name": name, "language": "python",
-            "env": {"PYTHONPATH": os.pathsep.join(map(str, pythonpath))}}
+    spec = {
+        "argv": argv,
+        "display_name": name,
+        "language": "python",
+        "env": {"PYTHONPATH": os.pathsep.join(map(str, pythonpath))},
+    }
     kernel_dir = jupyter_dir / "kernels" / name
     kernel_dir.mkdir(parents=True, exist_ok=True)
     (kernel_dir / "kernel.json").write_text(json.dumps(spec))
@@ -118,8 +123,13 @@ def execute_notebook(path: Path, kernel_name: str, *, timeout=900) -> tuple[obje
 
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    NotebookClient(nb, kernel_name=kernel_name, timeout=timeout, resources={"metadata": {"path": str(path.parent)}},
-                   allow_errors=False).execute()
+    NotebookClient(
+        nb,
+        kernel_name=kernel_name,
+        timeout=timeout,
+        resources={"metadata": {"path": str(path.parent)}},
+        allow_errors=False,
+    ).execute()
     return nb, time.perf_counter() - start
 
 

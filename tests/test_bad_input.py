@@ -74,8 +74,9 @@ GUIDED_CASES = {
 @pytest.mark.parametrize("case", GUIDED_CASES, ids=list(GUIDED_CASES))
 def test_guided_sample_rejects(case):
     overrides, exc_type, match = GUIDED_CASES[case]
-    kwargs = dict(velocity=velocity, critic=critic, obs=OBS, noise=NOISE, steps=3, weight=0.1, mode="qgf",
-                  clip=(-1.0, 1.0))
+    kwargs = dict(
+        velocity=velocity, critic=critic, obs=OBS, noise=NOISE, steps=3, weight=0.1, mode="qgf", clip=(-1.0, 1.0)
+    )
     kwargs.update(overrides)
     with boundary_error(exc_type, match):
         guided_sample(kwargs.pop("velocity"), kwargs.pop("critic"), kwargs.pop("obs"), kwargs.pop("noise"), **kwargs)
@@ -190,8 +191,17 @@ def test_make_dataset_rejects_non_finite(field, bad):
 
 DATASET_CASES = {
     "actions_rank_1": (dict(actions=np.zeros(10)), "`actions`"),
-    "empty": (dict(actions=np.zeros((0, 2)), rewards=np.zeros(0), observations=np.zeros((0, 3)),
-                   terminals=np.zeros(0), masks=np.zeros(0), next_observations=np.zeros((0, 3))), "empty"),
+    "empty": (
+        dict(
+            actions=np.zeros((0, 2)),
+            rewards=np.zeros(0),
+            observations=np.zeros((0, 3)),
+            terminals=np.zeros(0),
+            masks=np.zeros(0),
+            next_observations=np.zeros((0, 3)),
+        ),
+        "empty",
+    ),
     "rewards_length": (dict(rewards=np.zeros(9)), "`rewards`"),
     "rewards_2d": (dict(rewards=np.zeros((10, 1))), "`rewards`"),
     "observations_rows": (dict(observations=np.zeros((9, 3))), "`observations`"),
@@ -247,8 +257,16 @@ def test_config_from_dict_rejects_unknown_field():
 
 @pytest.fixture(scope="module")
 def tiny_setup():
-    config = QGFConfig(obs_dim=3, action_dim=2, horizon=2, actor_hidden=(4,), critic_hidden=(4,), value_hidden=(4,),
-                       time_emb_dim=4, batch_size=4)
+    config = QGFConfig(
+        obs_dim=3,
+        action_dim=2,
+        horizon=2,
+        actor_hidden=(4,),
+        critic_hidden=(4,),
+        value_hidden=(4,),
+        time_emb_dim=4,
+        batch_size=4,
+    )
     # Shape-only state: fit validates its arguments before touching any array.
     state = jax.eval_shape(lambda: init_train_state(config, jax.random.PRNGKey(0)))
     return config, state, make_dataset(**clean_arrays())
@@ -304,8 +322,9 @@ def test_best_of_n_and_gradient_step_check_the_critic_shape():
         gradient_step(velocity, ensemble_critic, OBS, NOISE, steps=3)
 
 
-@pytest.mark.parametrize("bad_velocity", [lambda o, a, t: a[:, :1], lambda o, a, t: jnp.sum(a, axis=1)],
-                         ids=["column", "flat"])
+@pytest.mark.parametrize(
+    "bad_velocity", [lambda o, a, t: a[:, :1], lambda o, a, t: jnp.sum(a, axis=1)], ids=["column", "flat"]
+)
 def test_velocity_of_wrong_shape_is_rejected(bad_velocity):
     with boundary_error(ValueError, r"`velocity` must return .* shape \(4, 2\)"):
         euler_sample(bad_velocity, OBS, NOISE, steps=3)
@@ -315,8 +334,9 @@ def test_velocity_of_wrong_shape_is_rejected(bad_velocity):
 
 # ----------------------------------------------------------------- array-likes that are fine
 def test_lists_and_integer_arrays_are_converted_not_truncated():
-    as_float = guided_sample(velocity, critic, None, jnp.array([[1.0, -1.0], [0.0, 2.0]]), steps=4, weight=0.2,
-                             clip=None)
+    as_float = guided_sample(
+        velocity, critic, None, jnp.array([[1.0, -1.0], [0.0, 2.0]]), steps=4, weight=0.2, clip=None
+    )
     as_list = guided_sample(velocity, critic, None, [[1, -1], [0, 2]], steps=4, weight=0.2, clip=None)
     as_int = guided_sample(velocity, critic, None, np.array([[1, -1], [0, 2]]), steps=4, weight=0.2, clip=None)
     np.testing.assert_array_equal(np.asarray(as_list), np.asarray(as_float))
@@ -324,8 +344,10 @@ def test_lists_and_integer_arrays_are_converted_not_truncated():
     assert as_int.dtype == jnp.float32
     # Integer actions in the loss equal the same values as floats.
     key = jax.random.PRNGKey(0)
-    np.testing.assert_allclose(float(flow_matching_loss(velocity, None, [[1, 0], [0, 1]], key)),
-                               float(flow_matching_loss(velocity, None, jnp.eye(2), key)))
+    np.testing.assert_allclose(
+        float(flow_matching_loss(velocity, None, [[1, 0], [0, 1]], key)),
+        float(flow_matching_loss(velocity, None, jnp.eye(2), key)),
+    )
 
 
 @pytest.mark.parametrize("noise", ["abc", None, {"a": 1}, [[1.0, 2.0], [3.0]]], ids=["str", "none", "dict", "ragged"])

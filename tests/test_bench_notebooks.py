@@ -46,19 +46,32 @@ def test_quick_run_measures_one_smoke_notebook(bench, tmp_path):
 def _full_runs():
     if not RESULTS.is_file():
         return []
-    return [(name, entry) for name, entry in json.loads(RESULTS.read_text())["notebooks"].items()
-            if entry.get("mode") == "full"]
+    return [
+        (name, entry)
+        for name, entry in json.loads(RESULTS.read_text())["notebooks"].items()
+        if entry.get("mode") == "full"
+    ]
 
 
-@pytest.mark.parametrize("name, entry", _full_runs() or [pytest.param(None, None, marks=pytest.mark.skip(
-    reason="no committed measurement: run python benchmarks/bench_notebooks.py"))])
+@pytest.mark.parametrize(
+    "name, entry",
+    _full_runs()
+    or [
+        pytest.param(
+            None,
+            None,
+            marks=pytest.mark.skip(reason="no committed measurement: run python benchmarks/bench_notebooks.py"),
+        )
+    ],
+)
 def test_headers_quote_at_least_the_measured_cpu_time(bench, name, entry):
     notebook = json.loads((REPO / "notebooks" / f"{name}.ipynb").read_text())
     header = "".join(notebook["cells"][0]["source"])
     quoted = bench.quoted_seconds(header)
     assert quoted is not None, f"{name}: its header quotes no 'about ... of CPU time'"
     assert quoted >= entry["cpu_s"], f"{name}: header says {quoted} s, a full run measured {entry['cpu_s']} s"
-    row = next(line for line in (REPO / "notebooks" / "README.md").read_text().splitlines()
-               if line.startswith(f"| `{name}`"))
+    row = next(
+        line for line in (REPO / "notebooks" / "README.md").read_text().splitlines() if line.startswith(f"| `{name}`")
+    )
     in_readme = bench.quoted_seconds(re.sub(r"\|\s*$", "", row).split("|")[-1].strip() + " of CPU time")
     assert in_readme is not None and in_readme >= entry["cpu_s"], row

@@ -29,8 +29,9 @@ REQUIRED_KEYS = (
     "slider_ms",
 )
 
-TINY_CONFIG = QGFConfig(obs_dim=3, action_dim=2, horizon=3, actor_hidden=(8, 8), critic_hidden=(8, 8),
-                       value_hidden=(8, 8), batch_size=8)
+TINY_CONFIG = QGFConfig(
+    obs_dim=3, action_dim=2, horizon=3, actor_hidden=(8, 8), critic_hidden=(8, 8), value_hidden=(8, 8), batch_size=8
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +46,18 @@ def bench():
 
 @pytest.fixture(scope="module")
 def tiny_sizes(bench):
-    return bench.Sizes(num_transitions=120, episode_length=25, official_defaults_steps_per_rep=2, toy_steps_per_rep=2,
-                       train_reps=1, guided_batches=(1, 1000), latency_repeats=2, latency_budget_s=1.0,
-                       slider_particles=16, cpu_tuned_variants=False)
+    return bench.Sizes(
+        num_transitions=120,
+        episode_length=25,
+        official_defaults_steps_per_rep=2,
+        toy_steps_per_rep=2,
+        train_reps=1,
+        guided_batches=(1, 1000),
+        latency_repeats=2,
+        latency_budget_s=1.0,
+        slider_particles=16,
+        cpu_tuned_variants=False,
+    )
 
 
 def test_numpy_chunk_returns_by_hand(bench):
@@ -76,8 +86,13 @@ def test_host_batch_matches_device_batch_layout_and_windows(bench):
     # The per-step pattern must feed train_step the same pytree the scan trainer builds on the device.
     arrays = bench.synthetic_transitions(60, TINY_CONFIG.obs_dim, TINY_CONFIG.action_dim, episode_length=20, seed=1)
     host = bench.HostChunkSampler(arrays, TINY_CONFIG, seed=0)
-    device = qgf_lite.sample_chunk_batch(bench.device_dataset(arrays, TINY_CONFIG), jax.random.PRNGKey(0),
-                                         TINY_CONFIG.batch_size, TINY_CONFIG.horizon, TINY_CONFIG.discount)
+    device = qgf_lite.sample_chunk_batch(
+        bench.device_dataset(arrays, TINY_CONFIG),
+        jax.random.PRNGKey(0),
+        TINY_CONFIG.batch_size,
+        TINY_CONFIG.horizon,
+        TINY_CONFIG.discount,
+    )
     host_batch = host.sample()
     assert sorted(host_batch) == sorted(device)
     for key in device:
@@ -123,4 +138,3 @@ def test_benchmark_runs_end_to_end_and_reports_every_figure(bench, tiny_sizes, t
     assert printed["jax_version"] == jax.__version__
     assert printed["device"]
     assert not list(tmp_path.glob("*.tmp"))  # the JSON was written atomically
-

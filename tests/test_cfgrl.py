@@ -54,8 +54,17 @@ from qgf_lite.training import (
 
 init_state = jax.jit(init_train_state, static_argnums=0)
 jitted_train_step = jax.jit(train_step, static_argnums=0)
-NON_CFGRL_FIELDS = ("step", "rng", "policy_params", "critic_params", "target_critic_params", "value_params",
-                    "policy_opt_state", "critic_opt_state", "value_opt_state")
+NON_CFGRL_FIELDS = (
+    "step",
+    "rng",
+    "policy_params",
+    "critic_params",
+    "target_critic_params",
+    "value_params",
+    "policy_opt_state",
+    "critic_opt_state",
+    "value_opt_state",
+)
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +101,7 @@ def flow_draws(key, shape, time_grid):
 
 
 def test_advantages_and_optimality_weights_match_numpy():
-    q = np.array([[1.0, 0.5, -2.0, 3.0, 0.25, 1.0],
-                  [0.5, 0.75, -1.0, 2.0, 0.5, 4.0]], np.float32)
+    q = np.array([[1.0, 0.5, -2.0, 3.0, 0.25, 1.0], [0.5, 0.75, -1.0, 2.0, 0.5, 4.0]], np.float32)
     v = np.array([0.0, 0.25, -1.5, 2.5, 0.0, 1.0], np.float32)
     valid = np.array([1.0, 1.0, 1.0, 0.0, 1.0, 1.0], np.float32)
     adv = np.min(q, axis=0) - v  # [0.5, 0.25, 0.5, -0.5, 0.25, 0.0]
@@ -112,16 +120,29 @@ def test_advantages_and_optimality_weights_match_numpy():
 def test_cfgrl_loss_matches_numpy(uncond_weight):
     batch, obs_dim, dim, grid = 6, 2, 3, 10
     rng = np.random.default_rng(0)
-    params = {"M": rng.normal(size=(dim, dim)), "b": rng.normal(size=dim), "W": rng.normal(size=(obs_dim, dim)),
-              "c": rng.normal(size=(2, dim))}
+    params = {
+        "M": rng.normal(size=(dim, dim)),
+        "b": rng.normal(size=dim),
+        "W": rng.normal(size=(obs_dim, dim)),
+        "c": rng.normal(size=(2, dim)),
+    }
     params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
     obs = rng.normal(size=(batch, obs_dim)).astype(np.float32)
     actions = rng.uniform(-1, 1, size=(batch, dim)).astype(np.float32)
     positive = np.array([1.0, 0.0, 1.0, 0.0, 0.0, 1.0], np.float32)
     valid = np.array([1.0, 1.0, 1.0, 1.0, 0.0, 1.0], np.float32)
     key = jax.random.PRNGKey(7)
-    loss, parts = cfgrl_loss(linear_velocity(params), obs, actions, key, positive, uncond_weight=uncond_weight,
-                             valid=valid, time_grid=grid, return_parts=True)
+    loss, parts = cfgrl_loss(
+        linear_velocity(params),
+        obs,
+        actions,
+        key,
+        positive,
+        uncond_weight=uncond_weight,
+        valid=valid,
+        time_grid=grid,
+        return_parts=True,
+    )
 
     # Independent computation: the branches' keys are split from `key` in the order (positive, unconditional).
     positive_key, uncond_key = jax.random.split(key)
@@ -139,19 +160,22 @@ def test_cfgrl_loss_matches_numpy(uncond_weight):
     np.testing.assert_allclose(float(parts["unconditional_loss"]), unc_np, rtol=1e-5)
     np.testing.assert_allclose(float(loss), pos_np + uncond_weight * unc_np, rtol=1e-5)
     # The scalar form is the same number; valid=None weighs every sample alike.
-    loss_only = cfgrl_loss(linear_velocity(params), obs, actions, key, positive, uncond_weight=uncond_weight,
-                           valid=valid, time_grid=grid)
+    loss_only = cfgrl_loss(
+        linear_velocity(params), obs, actions, key, positive, uncond_weight=uncond_weight, valid=valid, time_grid=grid
+    )
     assert float(loss_only) == float(loss)
     unweighted = cfgrl_loss(linear_velocity(params), obs, actions, key, positive, time_grid=grid, return_parts=True)
-    np.testing.assert_allclose(float(unweighted[1]["unconditional_loss"]),
-                               branch(uncond_key, UNCONDITIONAL, np.ones(batch)), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(unweighted[1]["unconditional_loss"]), branch(uncond_key, UNCONDITIONAL, np.ones(batch)), rtol=1e-5
+    )
 
 
 def test_batch_without_positive_samples_trains_only_the_unconditional_branch():
     params = {"M": jnp.eye(2), "b": jnp.ones(2), "W": jnp.zeros((0, 2)), "c": jnp.zeros((2, 2))}
     actions = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (5, 2)), jnp.float32)
-    loss, parts = cfgrl_loss(linear_velocity(params), jnp.zeros((5, 0)), actions, jax.random.PRNGKey(0),
-                             jnp.zeros(5), return_parts=True)
+    loss, parts = cfgrl_loss(
+        linear_velocity(params), jnp.zeros((5, 0)), actions, jax.random.PRNGKey(0), jnp.zeros(5), return_parts=True
+    )
     assert float(parts["positive_loss"]) == 0.0 and float(loss) == float(parts["unconditional_loss"]) > 0
 
 
@@ -171,14 +195,16 @@ def test_conditioned_velocity_field_is_the_velocity_mlp_with_a_one_hot_label():
         out = net.apply(params, obs, actions, t, label)
         np.testing.assert_allclose(np.asarray(out), np.asarray(expected), rtol=1e-6, atol=1e-6)
         # A per-particle label and a scalar time broadcast like VelocityField's.
-        np.testing.assert_array_equal(np.asarray(net.apply(params, obs, actions, t, jnp.full((4,), label))),
-                                      np.asarray(out))
+        np.testing.assert_array_equal(
+            np.asarray(net.apply(params, obs, actions, t, jnp.full((4,), label))), np.asarray(out)
+        )
     mixed = net.apply(params, obs, actions, t, jnp.array([0, 1, 0, 1]))
     assert not np.allclose(np.asarray(mixed[1]), np.asarray(net.apply(params, obs, actions, t, 0)[1]))
     # No observations: None and width 0 agree.
     p0 = net.init(jax.random.PRNGKey(2), None, actions, 0.5, 1)
-    np.testing.assert_array_equal(np.asarray(net.apply(p0, None, actions, 0.5, 1)),
-                                  np.asarray(net.apply(p0, jnp.zeros((4, 0)), actions, 0.5, 1)))
+    np.testing.assert_array_equal(
+        np.asarray(net.apply(p0, None, actions, 0.5, 1)), np.asarray(net.apply(p0, jnp.zeros((4, 0)), actions, 0.5, 1))
+    )
 
 
 # ----------------------------------------------------------------- (b) the sampler
@@ -238,9 +264,14 @@ def ring_run():
     problem = toy.make_bandit("ring")
     actions, rewards = bandit_data(problem, 4000, 0)
     config = toy_config(cfgrl=True, actor_hidden=(64, 64), critic_hidden=(32, 32), value_hidden=(8,))
-    state, history = fit(config, init_train_state(config, jax.random.PRNGKey(0)),
-                         make_dataset(np.asarray(actions), np.asarray(rewards)), RING_STEPS, chunk_size=RING_CHUNK,
-                         progress=False)
+    state, history = fit(
+        config,
+        init_train_state(config, jax.random.PRNGKey(0)),
+        make_dataset(np.asarray(actions), np.asarray(rewards)),
+        RING_STEPS,
+        chunk_size=RING_CHUNK,
+        progress=False,
+    )
     return problem, config, state, history, actions
 
 
@@ -253,10 +284,15 @@ def test_cfgrl_puts_more_mass_in_the_good_region_than_behaviour_cloning(ring_run
         samples = cfgrl_sample(velocity_cond, None, jax.random.normal(key, (2000, 2)), steps=10, weight=weight)
         return jnp.mean(problem.in_best_region(None, samples))
 
-    mass = {w: np.array([float(mass_in_good_region(jax.random.PRNGKey(s), w)) for s in SAMPLING_SEEDS])
-            for w in (0.0, 1.0, 2.0)}
-    print({w: m.round(3).tolist() for w, m in mass.items()},  # shown with -s; measured 0.04 / 0.94 / 1.0
-          "behaviour:", float(jnp.mean(problem.in_best_region(None, actions))))
+    mass = {
+        w: np.array([float(mass_in_good_region(jax.random.PRNGKey(s), w)) for s in SAMPLING_SEEDS])
+        for w in (0.0, 1.0, 2.0)
+    }
+    print(
+        {w: m.round(3).tolist() for w, m in mass.items()},  # shown with -s; measured 0.04 / 0.94 / 1.0
+        "behaviour:",
+        float(jnp.mean(problem.in_best_region(None, actions))),
+    )
     assert mass[0.0].mean() < 0.25  # w = 0 clones the ring: the good mode is about 1/8 of it
     assert np.all(mass[1.0] > mass[0.0] + 0.4)  # every sampling seed, by a wide margin
     assert np.all(mass[2.0] >= mass[1.0] - 0.02) and mass[2.0].mean() > 0.8
@@ -276,8 +312,9 @@ def test_disabled_cfgrl_changes_nothing(problem):
     assert state.cfgrl_params == {} and state.cfgrl_opt_state == {}  # no arrays, no optimiser
     reference = state
     for i in range(3):
-        batch = sample_chunk_batch(dataset, jax.random.PRNGKey(10 + i), config.batch_size, config.horizon,
-                                   config.discount)
+        batch = sample_chunk_batch(
+            dataset, jax.random.PRNGKey(10 + i), config.batch_size, config.horizon, config.discount
+        )
         state, metrics = jitted_train_step(config, state, batch)
         reference = jax.jit(reference_train_step, static_argnums=0)(config, reference, batch)
         assert_bit_exact(state, reference)
@@ -288,8 +325,10 @@ def test_disabled_cfgrl_changes_nothing(problem):
 def paired_runs(problem):
     """{cfgrl: (state, history)} after 40 scanned steps from seed 0, with and without CFG-RL."""
     config, dataset = problem
-    return {cfg.cfgrl: fit(cfg, init_state(cfg, jax.random.PRNGKey(0)), dataset, 40, chunk_size=40, progress=False)
-            for cfg in (config, with_cfgrl(config))}
+    return {
+        cfg.cfgrl: fit(cfg, init_state(cfg, jax.random.PRNGKey(0)), dataset, 40, chunk_size=40, progress=False)
+        for cfg in (config, with_cfgrl(config))
+    }
 
 
 def test_enabling_cfgrl_leaves_policy_critic_and_value_training_unchanged(problem, paired_runs):
@@ -306,8 +345,10 @@ def test_enabling_cfgrl_leaves_policy_critic_and_value_training_unchanged(proble
     # The CFG-RL network did train.
     on_single = on_state
     assert int(on_single.cfgrl_opt_state[0].count) == 40
-    moved = [not np.allclose(a, b) for (_, a), (_, b) in zip(leaves_with_paths(on_single.cfgrl_params),
-                                                             leaves_with_paths(on_init.cfgrl_params))]
+    moved = [
+        not np.allclose(a, b)
+        for (_, a), (_, b) in zip(leaves_with_paths(on_single.cfgrl_params), leaves_with_paths(on_init.cfgrl_params))
+    ]
     assert all(moved)
 
 
@@ -316,8 +357,9 @@ def multi_seed_run(problem):
     """Seeds 0 and 1 with CFG-RL, trained together (vmap) for 40 scanned steps."""
     config, dataset = problem
     on = with_cfgrl(config)
-    return fit(on, jax.jit(init_train_states, static_argnums=(0, 1))(on, (0, 1)), dataset, 40, chunk_size=40,
-               progress=False)
+    return fit(
+        on, jax.jit(init_train_states, static_argnums=(0, 1))(on, (0, 1)), dataset, 40, chunk_size=40, progress=False
+    )
 
 
 def test_multi_seed_cfgrl_equals_separate_runs(problem, paired_runs, multi_seed_run):
@@ -327,8 +369,7 @@ def test_multi_seed_cfgrl_equals_separate_runs(problem, paired_runs, multi_seed_
     assert len(multi_hist[0]["cfgrl_loss"]) == 2  # one value per seed
     single1, _ = fit(on, init_state(on, jax.random.PRNGKey(1)), dataset, 40, chunk_size=40, progress=False)
     for seed, single in ((0, paired_runs[True][0]), (1, single1)):
-        assert_trees_close(jax.tree_util.tree_map(lambda leaf: leaf[seed], multi_state), single, rtol=1e-5,
-                           atol=1e-6)
+        assert_trees_close(jax.tree_util.tree_map(lambda leaf: leaf[seed], multi_state), single, rtol=1e-5, atol=1e-6)
     assert abs(multi_hist[0]["cfgrl_loss"][0] - multi_hist[0]["cfgrl_loss"][1]) > 1e-4  # really two runs
 
 
@@ -354,13 +395,25 @@ def test_train_step_labels_with_the_chosen_critic_and_takes_one_adam_step(proble
 
     key = jax.random.fold_in(jax.random.split(state.rng)[1], CFGRL_KEY_TAG)
     network = build_cfgrl_network(cfg)
-    loss, grads = jax.value_and_grad(lambda p: cfgrl_loss(functools.partial(network.apply, p), obs, actions, key,
-                                                          positive, uncond_weight=0.5, valid=ok,
-                                                          time_grid=cfg.time_grid))(state.cfgrl_params)
+    loss, grads = jax.value_and_grad(
+        lambda p: cfgrl_loss(
+            functools.partial(network.apply, p),
+            obs,
+            actions,
+            key,
+            positive,
+            uncond_weight=0.5,
+            valid=ok,
+            time_grid=cfg.time_grid,
+        )
+    )(state.cfgrl_params)
     updates, _ = optax.adam(cfg.learning_rate).update(grads, state.cfgrl_opt_state, state.cfgrl_params)
     np.testing.assert_allclose(float(metrics["cfgrl_loss"]), float(loss), rtol=1e-5)
-    np.testing.assert_allclose(float(metrics["cfgrl_loss"]), float(metrics["cfgrl_positive_loss"])
-                               + 0.5 * float(metrics["cfgrl_unconditional_loss"]), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(metrics["cfgrl_loss"]),
+        float(metrics["cfgrl_positive_loss"]) + 0.5 * float(metrics["cfgrl_unconditional_loss"]),
+        rtol=1e-5,
+    )
     assert_trees_close(new.cfgrl_params, optax.apply_updates(state.cfgrl_params, updates), rtol=1e-5, atol=1e-6)
 
 
@@ -382,7 +435,8 @@ def test_checkpoint_round_trip_with_cfgrl(tmp_path, problem, paired_runs, multi_
     obs = jnp.ones((8, on.obs_dim))
     np.testing.assert_array_equal(
         np.asarray(cfgrl_sample(cfgrl_velocity_fn(on, loaded.cfgrl_params), obs, noise, weight=1.5)),
-        np.asarray(cfgrl_sample(cfgrl_velocity_fn(on, single.cfgrl_params), obs, noise, weight=1.5)))
+        np.asarray(cfgrl_sample(cfgrl_velocity_fn(on, single.cfgrl_params), obs, noise, weight=1.5)),
+    )
     # With and without the network are different architectures, and the error says so.
     with pytest.raises(ValueError, match=r"cfgrl: checkpoint True vs requested False"):
         load_checkpoint(tmp_path / "single.msgpack", config)
@@ -400,11 +454,17 @@ def test_checkpoints_written_before_cfgrl_still_load(tmp_path, problem, paired_r
     config, _ = problem
     state = paired_runs[False][0]
     # The format without the new fields: no cfgrl* config entries, no cfgrl_* state entries.
-    payload = {"format": "qgf_lite.checkpoint", "version": 1,
-               "config": {k: v for k, v in plain_config(config).items() if not k.startswith("cfgrl")},
-               "state": {k: v for k, v in jax.tree_util.tree_map(np.asarray, flax.serialization.to_state_dict(
-                   state)).items() if not k.startswith("cfgrl")},
-               "extra": {}}
+    payload = {
+        "format": "qgf_lite.checkpoint",
+        "version": 1,
+        "config": {k: v for k, v in plain_config(config).items() if not k.startswith("cfgrl")},
+        "state": {
+            k: v
+            for k, v in jax.tree_util.tree_map(np.asarray, flax.serialization.to_state_dict(state)).items()
+            if not k.startswith("cfgrl")
+        },
+        "extra": {},
+    }
     path = tmp_path / "old.msgpack"
     path.write_bytes(flax.serialization.msgpack_serialize(payload))
     loaded_config, loaded, _ = load_checkpoint(path)
@@ -429,20 +489,24 @@ def test_the_shipped_pretrained_checkpoint_still_loads():
     assert config.cfgrl is False and state.cfgrl_params == {} and state.cfgrl_opt_state == {}
     np.testing.assert_array_equal(np.asarray(state.step), np.asarray(raw["state"]["step"]))
     kernel = state.policy_params["params"]["MLP_0"]["Dense_0"]["kernel"]
-    np.testing.assert_array_equal(np.asarray(kernel),
-                                  np.asarray(raw["state"]["policy_params"]["params"]["MLP_0"]["Dense_0"]["kernel"]))
+    np.testing.assert_array_equal(
+        np.asarray(kernel), np.asarray(raw["state"]["policy_params"]["params"]["MLP_0"]["Dense_0"]["kernel"])
+    )
 
 
 # ----------------------------------------------------------------- (f) bad input
-@pytest.mark.parametrize("overrides, error, message", [
-    (dict(cfgrl_threshold=math.nan), ValueError, r"`cfgrl_threshold` must be a finite number, got nan"),
-    (dict(cfgrl_threshold=math.inf), ValueError, r"`cfgrl_threshold` must be a finite number, got inf"),
-    (dict(cfgrl_threshold="0.1"), TypeError, r"`cfgrl_threshold` must be a number, got '0.1'"),
-    (dict(cfgrl_uncond_weight=-0.5), ValueError, r"`cfgrl_uncond_weight` must be >= 0 .*got -0.5"),
-    (dict(cfgrl_uncond_weight=math.nan), ValueError, r"`cfgrl_uncond_weight` must be a finite number"),
-    (dict(cfgrl_critic="best"), ValueError, r"`cfgrl_critic` must be one of 'target', 'online', got 'best'"),
-    (dict(cfgrl="yes"), TypeError, r"`cfgrl` must be True or False, got 'yes'"),
-])
+@pytest.mark.parametrize(
+    "overrides, error, message",
+    [
+        (dict(cfgrl_threshold=math.nan), ValueError, r"`cfgrl_threshold` must be a finite number, got nan"),
+        (dict(cfgrl_threshold=math.inf), ValueError, r"`cfgrl_threshold` must be a finite number, got inf"),
+        (dict(cfgrl_threshold="0.1"), TypeError, r"`cfgrl_threshold` must be a number, got '0.1'"),
+        (dict(cfgrl_uncond_weight=-0.5), ValueError, r"`cfgrl_uncond_weight` must be >= 0 .*got -0.5"),
+        (dict(cfgrl_uncond_weight=math.nan), ValueError, r"`cfgrl_uncond_weight` must be a finite number"),
+        (dict(cfgrl_critic="best"), ValueError, r"`cfgrl_critic` must be one of 'target', 'online', got 'best'"),
+        (dict(cfgrl="yes"), TypeError, r"`cfgrl` must be True or False, got 'yes'"),
+    ],
+)
 def test_bad_config_values_are_named(overrides, error, message):
     with pytest.raises(error, match=message):
         QGFConfig(obs_dim=2, action_dim=2, **overrides)
@@ -478,8 +542,9 @@ def test_bad_kernel_input_is_named(conditioned):
     with pytest.raises(ValueError, match=r"`clip` must satisfy low < high"):
         cfgrl_sample(velocity_cond, obs, noise, weight=1.0, clip=(1.0, -1.0))
     with pytest.raises(ValueError, match=r"must return an array of the actions' shape \(64, 4\).*positive"):
-        cfgrl_sample(lambda o, a, t, label: velocity_cond(o, a, t, 0) if label == 0 else a[:, :1], obs, noise,
-                     weight=1.0)
+        cfgrl_sample(
+            lambda o, a, t, label: velocity_cond(o, a, t, 0) if label == 0 else a[:, :1], obs, noise, weight=1.0
+        )
     with pytest.raises(ValueError, match=r"`label` must be an integer in \[0, 2\), got 2"):
         velocity_cond(obs, noise, 0.0, 2)
 
@@ -502,11 +567,31 @@ def test_cfgrl_options_are_train_flags():
 
     parser = argparse.ArgumentParser()
     cli.add_train_arguments(parser)
-    args = parser.parse_args(["cube-single-play-singletask-task2-v0", "--out", "run", "--cfgrl", "--cfgrl-threshold",
-                              "0.1", "--cfgrl-uncond-weight", "0.5", "--cfgrl-critic", "online"])
+    args = parser.parse_args(
+        [
+            "cube-single-play-singletask-task2-v0",
+            "--out",
+            "run",
+            "--cfgrl",
+            "--cfgrl-threshold",
+            "0.1",
+            "--cfgrl-uncond-weight",
+            "0.5",
+            "--cfgrl-critic",
+            "online",
+        ]
+    )
     config = make_config(28, 5, **cli.config_overrides(args))
     assert (config.cfgrl, config.cfgrl_threshold, config.cfgrl_uncond_weight, config.cfgrl_critic) == (
-        True, 0.1, 0.5, "online")
+        True,
+        0.1,
+        0.5,
+        "online",
+    )
     defaults = make_config(28, 5)
     assert (defaults.cfgrl, defaults.cfgrl_threshold, defaults.cfgrl_uncond_weight, defaults.cfgrl_critic) == (
-        False, 0.0, 1.0, "target")
+        False,
+        0.0,
+        1.0,
+        "target",
+    )

@@ -12,8 +12,16 @@ from qgf_lite import fileio as atomic_io  # where save_checkpoint writes the fil
 from qgf_lite.checkpoint import load_checkpoint, save_checkpoint
 from qgf_lite.training import QGFConfig, init_train_state, init_train_states
 
-CONFIG = QGFConfig(obs_dim=3, action_dim=2, horizon=2, actor_hidden=(8,), critic_hidden=(8, 4), value_hidden=(8,),
-                   time_emb_dim=4, batch_size=8)
+CONFIG = QGFConfig(
+    obs_dim=3,
+    action_dim=2,
+    horizon=2,
+    actor_hidden=(8,),
+    critic_hidden=(8, 4),
+    value_hidden=(8,),
+    time_emb_dim=4,
+    batch_size=8,
+)
 init_state = jax.jit(init_train_state, static_argnums=0)
 
 

@@ -35,6 +35,7 @@ def gpu_check():
 
 def strict_json(path) -> dict:
     """The file as strict JSON: NaN or Infinity anywhere is an error."""
+
     def reject(constant):
         raise ValueError(f"non-standard JSON constant {constant}")
 
@@ -57,12 +58,22 @@ def numbers(tree, path=""):
 def quick_run(tmp_path_factory):
     """One --quick run through the wrapper, into a folder that does not exist yet."""
     out = tmp_path_factory.mktemp("gpu") / "not" / "yet" / "gpu_check.json"
-    env = dict(os.environ, GPU_CHECK_INSTALL="0", PYTHON=sys.executable,
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        GPU_CHECK_INSTALL="0",
+        PYTHON=sys.executable,
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    )
     env.pop("XLA_FLAGS", None)  # let --quick pick its cheap compile settings
     t0 = time.perf_counter()
-    done = subprocess.run(["bash", str(WRAPPER), "--quick", "--out", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        ["bash", str(WRAPPER), "--quick", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     wall = time.perf_counter() - t0
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out, strict_json(out), done.stdout, wall
@@ -95,12 +106,18 @@ def test_quick_run_reports_the_requested_figures(quick_run):
     assert env["xla_flags"]  # --quick as a script chose the cheap compile settings
 
     kernels = report["sections"]["bench_kernels"]
-    for key in ("scan_vs_step_ratio_official_defaults", "scan_vs_step_ratio_toy",
-                "train_steps_per_s_official_defaults", "step_pattern_steps_per_s_official_defaults",
-                "guided_ms_batch1", "guided_ms_batch1000"):
+    for key in (
+        "scan_vs_step_ratio_official_defaults",
+        "scan_vs_step_ratio_toy",
+        "train_steps_per_s_official_defaults",
+        "step_pattern_steps_per_s_official_defaults",
+        "guided_ms_batch1",
+        "guided_ms_batch1000",
+    ):
         assert kernels[key] > 0, key
     assert kernels["scan_vs_step_ratio_official_defaults"] == pytest.approx(
-        kernels["train_steps_per_s_official_defaults"] / kernels["step_pattern_steps_per_s_official_defaults"])
+        kernels["train_steps_per_s_official_defaults"] / kernels["step_pattern_steps_per_s_official_defaults"]
+    )
 
     seeds = report["sections"]["seed_throughput"]["per_num_seeds"]
     assert list(seeds) == ["1", "4", "16"]
@@ -171,15 +188,18 @@ def test_budget_shares_the_time_and_skips_what_no_longer_fits(gpu_check):
             deadlines[name] = deadline
             clock.now += seconds
             return {"spent": seconds}
+
         return run
 
     def broken(deadline):
         raise RuntimeError("no device")
 
-    sections = [gpu_check.Section("a", 0.25, 3.0, spend("a", 14.0)),
-                gpu_check.Section("b", 0.2, 2.0, spend("b", 1.0)),
-                gpu_check.Section("c", 0.1, 1.0, broken),
-                gpu_check.Section("d", 0.45, 6.0, spend("d", 1.0))]
+    sections = [
+        gpu_check.Section("a", 0.25, 3.0, spend("a", 14.0)),
+        gpu_check.Section("b", 0.2, 2.0, spend("b", 1.0)),
+        gpu_check.Section("c", 0.1, 1.0, broken),
+        gpu_check.Section("d", 0.45, 6.0, spend("d", 1.0)),
+    ]
     results = gpu_check.run_sections(sections, budget, log=lambda line: None)
     # a: a quarter of 20 s. b: 6 s left, its share (1.6 s) is below its minimum, so it gets the minimum.
     assert results["a"]["allotted_s"] == pytest.approx(5.0) and deadlines["a"] == pytest.approx(105.0)
@@ -188,8 +208,14 @@ def test_budget_shares_the_time_and_skips_what_no_longer_fits(gpu_check):
     assert results["c"]["status"] == "error: RuntimeError: no device" and results["c"]["ran"] is False
     assert "RuntimeError" in results["c"]["traceback"]
     # d needs 6 s and only 5 s are left: skipped.
-    assert results["d"] == {"status": "skipped: budget", "ran": False, "allotted_s": None, "min_s": 6.0,
-                            "started_at_s": pytest.approx(15.0), "seconds": 0.0}
+    assert results["d"] == {
+        "status": "skipped: budget",
+        "ran": False,
+        "allotted_s": None,
+        "min_s": 6.0,
+        "started_at_s": pytest.approx(15.0),
+        "seconds": 0.0,
+    }
     assert "d" not in deadlines
 
 
@@ -214,6 +240,7 @@ def test_a_section_past_its_deadline_skips_its_later_items(gpu_check, monkeypatc
         def run(state, dataset):
             calls.append(state["w"].shape[0])
             return state, {"policy_loss": jnp.ones((state["w"].shape[0], steps))}
+
         return run
 
     monkeypatch.setattr(gpu_check.qgf_lite, "init_train_states", fake_init)

@@ -132,18 +132,25 @@ def inputs():
     return obs, noise
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def jitted_sampler(mode="qgf", clip=CLIP, steps=STEPS, return_path=False):
     """One compiled sampler per setting, the weight traced, shared by the tests (compiling dominates their cost)."""
     return jax.jit(
         lambda obs, noise, weight: guided_sample(
-            velocity_jax, critic_jax, obs, noise,
-            steps=steps, weight=weight, mode=mode, clip=clip, return_path=return_path,
+            velocity_jax,
+            critic_jax,
+            obs,
+            noise,
+            steps=steps,
+            weight=weight,
+            mode=mode,
+            clip=clip,
+            return_path=return_path,
         )
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def jitted_best_of_n(return_all):
     return jax.jit(
         lambda obs, noise, weight: best_of_n(
@@ -267,8 +274,9 @@ def test_vmap_over_noise_sets_equals_eager(inputs):
         return guided_sample(velocity_jax, critic_jax, obs, noise, steps=STEPS, weight=WEIGHT, mode="jacobian")
 
     batched = jax.vmap(sample)(noise_sets)
-    one_by_one = np.stack([guided_sample_np(np.asarray(obs, np.float64), np.asarray(n), WEIGHT, "jacobian", CLIP)[0]
-                           for n in noise_sets])
+    one_by_one = np.stack(
+        [guided_sample_np(np.asarray(obs, np.float64), np.asarray(n), WEIGHT, "jacobian", CLIP)[0] for n in noise_sets]
+    )
     _close(batched, one_by_one)
 
 

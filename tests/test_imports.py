@@ -163,11 +163,19 @@ def _sets_mujoco_gl(tree: ast.Module) -> bool:
     """os.environ.setdefault("MUJOCO_GL", ...) or os.environ["MUJOCO_GL"] = ... anywhere in the code (text that
     only mentions it, such as a generated notebook cell, does not count)."""
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "setdefault" \
-                and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value == "MUJOCO_GL":
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "setdefault"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and node.args[0].value == "MUJOCO_GL"
+        ):
             return True
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Subscript) and isinstance(t.slice, ast.Constant)
-                                                and t.slice.value == "MUJOCO_GL" for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Subscript) and isinstance(t.slice, ast.Constant) and t.slice.value == "MUJOCO_GL"
+            for t in node.targets
+        ):
             return True
     return False
 
@@ -184,7 +192,10 @@ def test_every_public_module_declares_its_all():
         if module.rpartition(".")[2].startswith("_") or module.endswith("__main__") or module.endswith(".child"):
             continue
         tree = ast.parse(path.read_text())
-        declared = [n for n in tree.body if isinstance(n, ast.Assign)
-                    and any(isinstance(t, ast.Name) and t.id == "__all__" for t in n.targets)]
+        declared = [
+            n
+            for n in tree.body
+            if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in n.targets)
+        ]
         assert declared, f"{module} has no __all__"
         assert isinstance(declared[-1].value, (ast.List, ast.Tuple)), f"{module}'s __all__ is computed, not listed"

@@ -16,7 +16,6 @@ import tarfile
 import zipfile
 
 import pytest
-
 from install_envs import (
     ROOT,
     build_distributions,
@@ -28,10 +27,29 @@ from install_envs import (
     write_kernelspec,
 )
 
-CORE_MODULES = ["qgf_lite", "qgf_lite.networks", "qgf_lite.flow", "qgf_lite.guidance", "qgf_lite.samplers", "qgf_lite.cfgrl", "qgf_lite.fql",
-                "qgf_lite.iql", "qgf_lite.data", "qgf_lite.training", "qgf_lite.checkpoint", "qgf_lite.checks",
-                "qgf_lite.presentation.plots", "qgf_lite.presentation.widgets", "qgf_lite.presentation.explorer", "qgf_lite.presentation.notebook_tools", "qgf_lite.toy",
-                "qgf_lite.toy.metrics", "qgf_lite.toy.experiments", "qgf_lite.toy.comparison", "qgf_lite.progress"]
+CORE_MODULES = [
+    "qgf_lite",
+    "qgf_lite.networks",
+    "qgf_lite.flow",
+    "qgf_lite.guidance",
+    "qgf_lite.samplers",
+    "qgf_lite.cfgrl",
+    "qgf_lite.fql",
+    "qgf_lite.iql",
+    "qgf_lite.data",
+    "qgf_lite.training",
+    "qgf_lite.checkpoint",
+    "qgf_lite.checks",
+    "qgf_lite.presentation.plots",
+    "qgf_lite.presentation.widgets",
+    "qgf_lite.presentation.explorer",
+    "qgf_lite.presentation.notebook_tools",
+    "qgf_lite.toy",
+    "qgf_lite.toy.metrics",
+    "qgf_lite.toy.experiments",
+    "qgf_lite.toy.comparison",
+    "qgf_lite.progress",
+]
 OPTIONAL_MODULES = {"qgf_lite.ogbench.evaluation": "ogbench", "qgf_lite.courseware": "course"}
 ARTIFACTS = ROOT / "artifacts"
 
@@ -39,8 +57,13 @@ ARTIFACTS = ROOT / "artifacts"
 def _tracked_package_files() -> set[str]:
     out = subprocess.run(["git", "ls-files", "qgf_lite"], cwd=ROOT, capture_output=True, text=True, check=True)
     files = {line for line in out.stdout.splitlines() if line}
-    untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "qgf_lite"], cwd=ROOT,
-                               capture_output=True, text=True, check=True)
+    untracked = subprocess.run(
+        ["git", "ls-files", "--others", "--exclude-standard", "qgf_lite"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return files | {line for line in untracked.stdout.splitlines() if line}
 
 

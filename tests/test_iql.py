@@ -187,8 +187,14 @@ def indexed_dataset():
     terminals[[9, 10, 25, N - 1]] = 1.0  # episodes of length 10, 1, 15, 14
     masks = np.ones(N, np.float32)
     masks[[5, 30]] = 0.0
-    arrays = dict(observations=observations, next_observations=next_observations, actions=actions,
-                  rewards=rewards, terminals=terminals, masks=masks)
+    arrays = dict(
+        observations=observations,
+        next_observations=next_observations,
+        actions=actions,
+        rewards=rewards,
+        terminals=terminals,
+        masks=masks,
+    )
     return arrays, make_dataset(**arrays)
 
 

@@ -22,15 +22,38 @@ CHECKPOINT_02 = FIXTURES / "checkpoint_0.2_cfgrl_fql.msgpack"
 
 RUNS = {
     "defaults": dict(cfgrl=True, fql=True),
-    "options": dict(cfgrl=True, cfgrl_threshold=-0.1, cfgrl_uncond_weight=0.5, cfgrl_critic="online", fql=True,
-                    fql_alpha=3.0, fql_hidden=(16, 16), fql_critic="target", fql_q_aggregate="min",
-                    fql_normalize_q=False, time_grid=None),
+    "options": dict(
+        cfgrl=True,
+        cfgrl_threshold=-0.1,
+        cfgrl_uncond_weight=0.5,
+        cfgrl_critic="online",
+        fql=True,
+        fql_alpha=3.0,
+        fql_hidden=(16, 16),
+        fql_critic="target",
+        fql_q_aggregate="min",
+        fql_normalize_q=False,
+        time_grid=None,
+    ),
 }
 STEPS, CHUNK = 6, 3
 
 # The state's arrays under the names 0.2 gave them (TrainState fields), whatever the state's layout now.
-FIELDS = ("step", "rng", "policy_params", "critic_params", "target_critic_params", "value_params", "policy_opt_state",
-          "critic_opt_state", "value_opt_state", "cfgrl_params", "cfgrl_opt_state", "fql_params", "fql_opt_state")
+FIELDS = (
+    "step",
+    "rng",
+    "policy_params",
+    "critic_params",
+    "target_critic_params",
+    "value_params",
+    "policy_opt_state",
+    "critic_opt_state",
+    "value_opt_state",
+    "cfgrl_params",
+    "cfgrl_opt_state",
+    "fql_params",
+    "fql_opt_state",
+)
 
 
 def named_arrays(state) -> dict:

@@ -136,8 +136,9 @@ def test_value_net_matches_numpy_forward(data):
     params = net.init(jax.random.PRNGKey(4), obs)
     v = np.asarray(net.apply(params, obs))
     assert v.shape == (BATCH,)
-    np.testing.assert_allclose(v, mlp_np(params["params"]["MLP_0"], np.asarray(obs, np.float64), len(HIDDEN))[:, 0],
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        v, mlp_np(params["params"]["MLP_0"], np.asarray(obs, np.float64), len(HIDDEN))[:, 0], rtol=1e-4, atol=1e-4
+    )
 
 
 def test_value_net_without_state_is_one_learnable_constant():

@@ -35,7 +35,12 @@ def test_the_0_1_import_paths_are_gone_as_announced():
     # CHANGELOG 0.3: the aliases kept for notebooks handed out with 0.1 were removed.
     import importlib
 
-    for old in ("qgf_lite.metrics", "qgf_lite.toy_experiments", "qgf_lite.evaluation", "qgf_lite.ogbench_train",
-                "qgf_lite.ogbench_data"):
+    for old in (
+        "qgf_lite.metrics",
+        "qgf_lite.toy_experiments",
+        "qgf_lite.evaluation",
+        "qgf_lite.ogbench_train",
+        "qgf_lite.ogbench_data",
+    ):
         with pytest.raises(ModuleNotFoundError):
             importlib.import_module(old)

@@ -16,7 +16,7 @@ def _environment_pip_list():
     lines = (ROOT / "environment.yml").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip() == "- pip:")
     items = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         stripped = line.strip()
         if not stripped.startswith("- "):
             break
@@ -31,7 +31,11 @@ def _expand_extra(extras: dict, extra: str) -> list:
     out = []
     for requirement in extras[extra]:
         nested = re.fullmatch(r"qgf_lite\[(.*)\]", requirement)
-        out += [r for e in nested.group(1).split(",") for r in _expand_extra(extras, e.strip())] if nested else [requirement]
+        out += (
+            [r for e in nested.group(1).split(",") for r in _expand_extra(extras, e.strip())]
+            if nested
+            else [requirement]
+        )
     return out
 
 
@@ -39,9 +43,7 @@ def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = {_normalise(r) for r in project["dependencies"] + _expand_extra(project["optional-dependencies"], "dev")}
     have = {_normalise(r) for r in _environment_pip_list()}
-    assert have == wanted, (
-        f"environment.yml lacks {sorted(wanted - have)} and has extra {sorted(have - wanted)}"
-    )
+    assert have == wanted, f"environment.yml lacks {sorted(wanted - have)} and has extra {sorted(have - wanted)}"
 
 
 def test_environment_yml_installs_the_package_itself():

@@ -14,7 +14,12 @@ def test_paper_preset_is_the_papers_setting():
     for name in ("actor_hidden", "critic_hidden", "value_hidden"):
         assert getattr(config, name) == (1024, 1024, 1024, 1024)
     assert (config.batch_size, config.discount, config.horizon, config.expectile, config.flow_steps) == (
-        1024, 0.999, 5, 0.9, 10)
+        1024,
+        0.999,
+        5,
+        0.9,
+        10,
+    )
     assert (config.obs_dim, config.action_dim) == (46, 5)
     assert PRESET_STEPS["paper"] == 500_000
 
@@ -59,8 +64,9 @@ def test_cli_preset_with_overriding_flags(monkeypatch):
     assert config.batch_size == 64 and config.actor_hidden == (1024,) * 4 and config.discount == 0.999
 
     seen.clear()
-    args = parse_train(["scene-play-singletask-task2-v0", "--out", "run", "--preset", "official-defaults",
-                        "--steps", "7"])
+    args = parse_train(
+        ["scene-play-singletask-task2-v0", "--out", "run", "--preset", "official-defaults", "--steps", "7"]
+    )
     with pytest.raises(KeyboardInterrupt):
         cli.run_train(args)
     assert seen["steps"] == 7 and seen["preset"] == "official-defaults"

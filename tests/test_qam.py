@@ -36,7 +36,7 @@ def numpy_qam_loss(Wf, cf, Wb, cb, means, x0, noises, tau, clip):
     for k in range(steps):
         t = k * h
         r = 2 * (f(xs[k], t) - b(xs[k], t)) / sig(t) + sig(t) * adjs[k]
-        total = total + np.sum(r ** 2, axis=1)
+        total = total + np.sum(r**2, axis=1)
     return np.mean(total)
 
 
@@ -57,8 +57,11 @@ def test_loss_matches_numpy(steps, clip):
     np.testing.assert_allclose(float(got), want, rtol=2e-4)
     # The gradient reaches the trained velocity only through f(x_k, t_k) (trajectory and adjoints are constants):
     # d/dWf of L with everything else frozen is 2 * sum_k (2/sigma_k) x_k^T r_k / B.
-    grad = jax.grad(lambda W: qam_loss(lambda o, x, t: x @ W + t[:, None] * f32(cf), base, critic, None, f32(x0),
-                                       f32(noises), inv_temp=0.7))(f32(Wf))
+    grad = jax.grad(
+        lambda W: qam_loss(
+            lambda o, x, t: x @ W + t[:, None] * f32(cf), base, critic, None, f32(x0), f32(noises), inv_temp=0.7
+        )
+    )(f32(Wf))
     assert np.all(np.isfinite(np.asarray(grad)))
 
 
@@ -66,7 +69,7 @@ def test_zero_temperature_and_equal_flows_give_zero_loss():
     rng = np.random.default_rng(0)
     W = jnp.asarray(rng.normal(size=(2, 2)), jnp.float32)
     v = lambda o, x, t: x @ W  # noqa: E731
-    loss = qam_loss(v, v, lambda o, a: -jnp.sum(a ** 2, -1), None, jnp.ones((4, 2)), jnp.ones((2, 4, 2)), inv_temp=0.0)
+    loss = qam_loss(v, v, lambda o, a: -jnp.sum(a**2, -1), None, jnp.ones((4, 2)), jnp.ones((2, 4, 2)), inv_temp=0.0)
     assert float(loss) == 0.0
 
 
@@ -76,8 +79,10 @@ def test_sampler_and_config():
 
     velocity = lambda o, a, t: o - a  # noqa: E731
     obs, noise = jnp.linspace(-2, 2, 12).reshape(6, 2), jax.random.normal(jax.random.PRNGKey(0), (6, 2))
-    np.testing.assert_array_equal(np.asarray(specs_from_names(["qam"], steps=5)[0].sample(velocity, None, obs, noise)),
-                                  np.asarray(euler_sample(velocity, obs, noise, steps=5)))
+    np.testing.assert_array_equal(
+        np.asarray(specs_from_names(["qam"], steps=5)[0].sample(velocity, None, obs, noise)),
+        np.asarray(euler_sample(velocity, obs, noise, steps=5)),
+    )
     spec = specs_from_names(["qam"])[0]
     assert (spec.label, spec.cost, spec.network) == ("QAM", 10, "qam")
     config = QGFConfig(obs_dim=2, action_dim=1, qam=True, qam_inv_temp=2.0)
@@ -87,9 +92,13 @@ def test_sampler_and_config():
     with pytest.raises(ValueError, match=r"`qam_critic` must be one of 'target', 'online', got 'best'"):
         QAMConfig(critic="best")
     with pytest.raises(ValueError, match=r"needs a QAM policy.*--qam"):
-        sampler_velocity_params(init_train_state(QGFConfig(obs_dim=0, action_dim=1, actor_hidden=(4,),
-                                                           critic_hidden=(4,), value_hidden=(4,)),
-                                                 jax.random.PRNGKey(0)), "qam")
+        sampler_velocity_params(
+            init_train_state(
+                QGFConfig(obs_dim=0, action_dim=1, actor_hidden=(4,), critic_hidden=(4,), value_hidden=(4,)),
+                jax.random.PRNGKey(0),
+            ),
+            "qam",
+        )
 
 
 def test_bandit_samples_move_to_the_high_reward_mode():
@@ -100,16 +109,35 @@ def test_bandit_samples_move_to_the_high_reward_mode():
     n = 2048
     actions = (np.where(rng.random(n) < 0.5, -0.5, 0.5) + 0.05 * rng.normal(size=n)).astype(np.float32)[:, None]
     rewards = -np.square(actions[:, 0] - 0.5)
-    config = QGFConfig(obs_dim=0, action_dim=1, horizon=1, batch_size=128, learning_rate=3e-3, actor_hidden=(64, 64),
-                       critic_hidden=(64, 64), value_hidden=(32,), time_emb_dim=16, qam=True, qam_inv_temp=3.0)
-    state, history = fit(config, init_train_state(config, jax.random.PRNGKey(0)), make_dataset(actions, rewards), 1500,
-                         chunk_size=500, progress=False)
+    config = QGFConfig(
+        obs_dim=0,
+        action_dim=1,
+        horizon=1,
+        batch_size=128,
+        learning_rate=3e-3,
+        actor_hidden=(64, 64),
+        critic_hidden=(64, 64),
+        value_hidden=(32,),
+        time_emb_dim=16,
+        qam=True,
+        qam_inv_temp=3.0,
+    )
+    state, history = fit(
+        config,
+        init_train_state(config, jax.random.PRNGKey(0)),
+        make_dataset(actions, rewards),
+        1500,
+        chunk_size=500,
+        progress=False,
+    )
     noise = jax.random.normal(jax.random.PRNGKey(1), (1000, 1))
     bc = np.asarray(qam_sample(sampler_velocity_fn(config, state.policy_params), None, noise))  # Euler on the BC flow
     qam = np.asarray(qam_sample(sampler_velocity_fn(config, sampler_velocity_params(state, "qam"), "qam"), None, noise))
     bc_share, qam_share = float(np.mean(bc > 0)), float(np.mean(qam > 0))
-    print(f"share of samples in the rewarded mode: BC {bc_share:.3f}, QAM {qam_share:.3f}; "
-          f"final qam_loss {history[-1]['qam_loss']:.3f}")
+    print(
+        f"share of samples in the rewarded mode: BC {bc_share:.3f}, QAM {qam_share:.3f}; "
+        f"final qam_loss {history[-1]['qam_loss']:.3f}"
+    )
     assert 0.3 < bc_share < 0.7
     assert qam_share > 0.7 and qam_share > bc_share + 0.2
     assert np.mean(np.abs(qam[qam > 0] - 0.5)) < 0.2  # it stays on the data's mode, not past it

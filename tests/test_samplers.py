@@ -43,7 +43,8 @@ def test_method_names_and_mode_shorthands_give_the_same_specs():
     for mode in MODES:
         assert specs_from_names([mode], [0.1]) == [S("guided", mode=mode, weight=0.1)]
         assert specs_from_names([f"{mode}_best_of_n"], [0.1], n=3) == [
-            S("guided_best_of_n", mode=mode, weight=0.1, n=3)]
+            S("guided_best_of_n", mode=mode, weight=0.1, n=3)
+        ]
     # The method names themselves use mode "qgf".
     assert specs_from_names(["guided", "qgf"], [0.1]) == [S("guided", weight=0.1)]  # one spec: duplicates dropped
     assert specs_from_names(["guided_best_of_n"], [0.1]) == specs_from_names(["qgf_best_of_n"], [0.1])
@@ -55,10 +56,16 @@ def test_readme_command_expands_guided_methods_over_positive_weights_only():
     specs = specs_from_names(["bc", "qgf", "noisy", "best_of_n", "qgf_best_of_n"], [0.0, 0.01, 0.03, 0.1], n=4)
     assert [s.label for s in specs] == [
         "BC",
-        "QGF w=0.01", "QGF w=0.03", "QGF w=0.1",
-        "noisy-gradient w=0.01", "noisy-gradient w=0.03", "noisy-gradient w=0.1",
+        "QGF w=0.01",
+        "QGF w=0.03",
+        "QGF w=0.1",
+        "noisy-gradient w=0.01",
+        "noisy-gradient w=0.03",
+        "noisy-gradient w=0.1",
         "best-of-4",
-        "QGF w=0.01 + best-of-4", "QGF w=0.03 + best-of-4", "QGF w=0.1 + best-of-4",
+        "QGF w=0.01 + best-of-4",
+        "QGF w=0.03 + best-of-4",
+        "QGF w=0.1 + best-of-4",
     ]
     assert all(s.steps == 10 for s in specs)
     assert specs_from_names(["bc", "qgf"], [0.1], steps=4) == [S("bc", steps=4), S("guided", weight=0.1, steps=4)]
@@ -70,7 +77,9 @@ def test_gradient_step_takes_its_step_size_never_the_weight_slot():
     assert spec.weight == 0.0 and spec.label == "gradient-step a=0.05 x5"
     # n and the step size reach only the methods that read them.
     assert specs_from_names(["qgf", "best_of_n"], [0.1], n=8, step_size=0.5) == [
-        S("guided", weight=0.1), S("best_of_n", n=8)]
+        S("guided", weight=0.1),
+        S("best_of_n", n=8),
+    ]
 
 
 def test_parser_errors_name_the_valid_choices():
@@ -115,14 +124,20 @@ TABLE = [
 def test_labels_and_costs(spec, label, cost):
     assert spec.label == label
     assert spec.cost == cost
-    assert spec.cost_breakdown() == sampler_cost(spec.method, steps=spec.steps, n=spec.n,
-                                                 ascent_steps=spec.ascent_steps, mode=spec.mode)
+    assert spec.cost_breakdown() == sampler_cost(
+        spec.method, steps=spec.steps, n=spec.n, ascent_steps=spec.ascent_steps, mode=spec.mode
+    )
     assert spec.cost_breakdown()["total"] == cost
 
 
 def test_cost_breakdown_and_family():
     assert S("guided_best_of_n", weight=0.1, n=4).cost_breakdown() == {
-        "velocity_forward": 40, "velocity_backward": 0, "critic_forward": 44, "critic_backward": 40, "total": 124}
+        "velocity_forward": 40,
+        "velocity_backward": 0,
+        "critic_forward": 44,
+        "critic_backward": 40,
+        "total": 124,
+    }
     assert S("guided", weight=0.1, steps=4).cost == 12
     assert S("guided", weight=0.1).family == "QGF"
     assert S("guided_best_of_n", weight=0.1, n=4).family == "QGF + best-of-4"
@@ -137,21 +152,27 @@ def test_cost_breakdown_and_family():
 # ------------------------------------------------------------------------------------------- validation
 
 
-@pytest.mark.parametrize("kwargs, phrase", [
-    (dict(method="bc", weight=0.1), "takes no guidance weight"),
-    (dict(method="gradient_step", weight=0.1), "its ascent step is `step_size`"),
-    (dict(method="guided", weight=0.1, n=4), "`n` applies to best_of_n, guided_best_of_n only"),
-    (dict(method="guided", step_size=0.05), "takes no ascent step size"),
-    (dict(method="best_of_n", mode="noisy"), "takes no guidance mode"),
-    (dict(method="bc", ascent_steps=5), "`ascent_steps` applies to gradient_step only"),
-    (dict(method="guided", mode="fast"), "Unknown guidance `mode` 'fast'; choose one of qgf, jacobian, noisy, bptt"),
-    (dict(method="annealed"), "choose one of bc, guided, best_of_n, guided_best_of_n, gradient_step"),
-    (dict(method="qgf"), "SamplerSpec('guided', mode='qgf')"),
-    (dict(method="guided", weight=-0.1), "`weight` must be finite and >= 0"),
-    (dict(method="gradient_step", step_size=float("inf")), "`step_size` must be finite and >= 0"),
-    (dict(method="best_of_n", n=0), "`n` must be >= 1"),
-    (dict(method="bc", steps=0), "`steps` must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, phrase",
+    [
+        (dict(method="bc", weight=0.1), "takes no guidance weight"),
+        (dict(method="gradient_step", weight=0.1), "its ascent step is `step_size`"),
+        (dict(method="guided", weight=0.1, n=4), "`n` applies to best_of_n, guided_best_of_n only"),
+        (dict(method="guided", step_size=0.05), "takes no ascent step size"),
+        (dict(method="best_of_n", mode="noisy"), "takes no guidance mode"),
+        (dict(method="bc", ascent_steps=5), "`ascent_steps` applies to gradient_step only"),
+        (
+            dict(method="guided", mode="fast"),
+            "Unknown guidance `mode` 'fast'; choose one of qgf, jacobian, noisy, bptt",
+        ),
+        (dict(method="annealed"), "choose one of bc, guided, best_of_n, guided_best_of_n, gradient_step"),
+        (dict(method="qgf"), "SamplerSpec('guided', mode='qgf')"),
+        (dict(method="guided", weight=-0.1), "`weight` must be finite and >= 0"),
+        (dict(method="gradient_step", step_size=float("inf")), "`step_size` must be finite and >= 0"),
+        (dict(method="best_of_n", n=0), "`n` must be >= 1"),
+        (dict(method="bc", steps=0), "`steps` must be >= 1"),
+    ],
+)
 def test_contradictory_or_bad_specs_are_rejected(kwargs, phrase):
     with pytest.raises(ValueError) as info:
         S(**kwargs)
@@ -191,15 +212,24 @@ def direct_calls():
     cases = [(S("bc", steps=5), flat, guided_sample(velocity, None, OBS, flat, steps=5))]
     for mode in MODES:
         cases += [
-            (S("guided", mode=mode, weight=0.7, steps=5), flat,
-             guided_sample(velocity, critic, OBS, flat, steps=5, weight=0.7, mode=mode)),
-            (S("guided_best_of_n", mode=mode, weight=0.7, n=4, steps=5), grouped,
-             best_of_n(velocity, critic, OBS, grouped, steps=5, weight=0.7, mode=mode)),
+            (
+                S("guided", mode=mode, weight=0.7, steps=5),
+                flat,
+                guided_sample(velocity, critic, OBS, flat, steps=5, weight=0.7, mode=mode),
+            ),
+            (
+                S("guided_best_of_n", mode=mode, weight=0.7, n=4, steps=5),
+                grouped,
+                best_of_n(velocity, critic, OBS, grouped, steps=5, weight=0.7, mode=mode),
+            ),
         ]
     cases += [
         (S("best_of_n", n=4, steps=5), grouped, best_of_n(velocity, critic, OBS, grouped, steps=5)),
-        (S("gradient_step", step_size=0.05, ascent_steps=2, steps=5), flat,
-         gradient_step(velocity, critic, OBS, flat, steps=5, step_size=0.05, ascent_steps=2)),
+        (
+            S("gradient_step", step_size=0.05, ascent_steps=2, steps=5),
+            flat,
+            gradient_step(velocity, critic, OBS, flat, steps=5, step_size=0.05, ascent_steps=2),
+        ),
     ]
     return cases
 
@@ -214,8 +244,9 @@ def test_sample_equals_the_kernel_called_directly_for_every_method_and_mode():
         np.testing.assert_array_equal(np.asarray(got), np.asarray(expected), err_msg=spec.label)
     # BC is the plain Euler sampler, and the guided variants really use the weight.
     bc, qgf = cases[0][2], cases[1][2]
-    np.testing.assert_allclose(np.asarray(bc), np.asarray(qgf_lite.euler_sample(velocity, OBS, cases[0][1], steps=5)),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(bc), np.asarray(qgf_lite.euler_sample(velocity, OBS, cases[0][1], steps=5)), atol=1e-6
+    )
     assert not np.allclose(np.asarray(bc), np.asarray(qgf))
 
 
@@ -259,8 +290,9 @@ def test_noise_of_the_wrong_shape_is_named():
 def test_a_new_method_is_one_registry_entry(monkeypatch):
     """What adding e.g. classifier-free guidance takes: one SAMPLERS entry, and every consumer knows it."""
     entry = samplers.SamplerMethod(
-        run=lambda s, velocity, critic, obs, noise, w, clip: guided_sample(velocity, None, obs, noise, steps=s.steps,
-                                                                           clip=clip) * 0.0 + w,
+        run=lambda s, velocity, critic, obs, noise, w, clip: (
+            guided_sample(velocity, None, obs, noise, steps=s.steps, clip=clip) * 0.0 + w
+        ),
         noise_shape=lambda s, dim: (dim,),
         counts=lambda steps, n, ascent_steps, mode: (2 * steps, 0, 0, 0),
         label=lambda s, w: f"two-pass{w}",
@@ -337,8 +369,10 @@ def test_evaluation_report_rows_hold_the_spec_fields_label_and_cost():
     from qgf_lite.ogbench import evaluation
 
     specs = specs_from_names(["bc", "qgf", "qgf_best_of_n", "gradient_step"], [0.01, 0.1], n=4, step_size=0.05)
-    episodes = [{"episode": 0, "success": True, "return": -10.0, "length": 10},
-                {"episode": 1, "success": False, "return": -200.0, "length": 200}]
+    episodes = [
+        {"episode": 0, "success": True, "return": -10.0, "length": 10},
+        {"episode": 1, "success": False, "return": -200.0, "length": 200},
+    ]
     rows = [evaluation.summarise(spec, episodes, 1.0) for spec in specs]
     for spec, row in zip(specs, rows):
         assert {k: row[k] for k in spec.to_dict()} == spec.to_dict()
@@ -378,7 +412,8 @@ def test_toy_draw_samples_runs_cfgrl_from_a_cfgrl_trained_setup():
     noise = S("cfgrl").draw_noise(jax.random.PRNGKey(4), 64, 2)
     want = cfgrl_sample(cfgrl_velocity_fn(setup.config, setup.state.cfgrl_params), None, noise, steps=10, weight=1.0)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
-    plain = tx.train_toy_bandit("ring", num_steps=20, num_samples=256, config=tx.toy_config(actor_hidden=(16,)),
-                                cache_dir=None, progress=False)
+    plain = tx.train_toy_bandit(
+        "ring", num_steps=20, num_samples=256, config=tx.toy_config(actor_hidden=(16,)), cache_dir=None, progress=False
+    )
     with pytest.raises(ValueError, match="train with QGFConfig\\(cfgrl=True\\)"):
         tx.draw_samples(plain, S("cfgrl", weight=1.0), 0, 8)

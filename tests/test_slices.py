@@ -25,8 +25,9 @@ def tiny_slice(index: int, n: int = 40) -> qgf_lite.TransitionDataset:
     obs = rng.normal(size=(n + 1, 3)).astype(np.float32)
     terminals = np.zeros(n, np.float32)
     terminals[-1] = 1
-    return qgf_lite.make_dataset(rng.uniform(-1, 1, (n, 2)), np.full(n, -float(index)), obs[:-1],
-                                 terminals=terminals, next_observations=obs[1:])
+    return qgf_lite.make_dataset(
+        rng.uniform(-1, 1, (n, 2)), np.full(n, -float(index)), obs[:-1], terminals=terminals, next_observations=obs[1:]
+    )
 
 
 class Recorder:
@@ -48,11 +49,27 @@ class Recorder:
 
 
 def test_rotation_visits_every_slice_in_order_and_resumes_on_the_same_slice():
-    config = QGFConfig(obs_dim=3, action_dim=2, horizon=2, actor_hidden=(8,), critic_hidden=(8,), value_hidden=(8,),
-                       batch_size=8, flow_steps=2, time_grid=2)
+    config = QGFConfig(
+        obs_dim=3,
+        action_dim=2,
+        horizon=2,
+        actor_hidden=(8,),
+        critic_hidden=(8,),
+        value_hidden=(8,),
+        batch_size=8,
+        flow_steps=2,
+        time_grid=2,
+    )
     with SliceStream(3, Recorder()) as stream:
-        state, history = fit(config, init_train_state(config, jax.random.PRNGKey(0)), stream, 35, chunk_size=3,
-                             progress=False, rotate_every=5)
+        state, history = fit(
+            config,
+            init_train_state(config, jax.random.PRNGKey(0)),
+            stream,
+            35,
+            chunk_size=3,
+            progress=False,
+            rotate_every=5,
+        )
         # chunks are cut at every 5th step: 3 + 2 per slice, and the slices come 0, 1, 2, 0, ...
         assert [r["step"] for r in history][:4] == [3, 5, 8, 10]
         assert [r["slice"] for r in history] == [s for s in (0, 1, 2, 0, 1, 2, 0) for _ in range(2)]
@@ -62,8 +79,9 @@ def test_rotation_visits_every_slice_in_order_and_resumes_on_the_same_slice():
     # A run resumed at step 10 starts on slice 2, as the uninterrupted run did at that step.
     assert slice_for_step(10, 5, 3) == 2
     with SliceStream(3, Recorder()) as stream:
-        _, history = fit(config, state.replace(step=state.step * 0 + 10), stream, 5, chunk_size=3, progress=False,
-                         rotate_every=5)
+        _, history = fit(
+            config, state.replace(step=state.step * 0 + 10), stream, 5, chunk_size=3, progress=False, rotate_every=5
+        )
         assert [r["slice"] for r in history] == [2, 2] and stream.max_resident <= 2
 
 
@@ -115,15 +133,24 @@ def slice_root(tmp_path_factory):
     from qgf_lite.ogbench.generate import generate_slices
 
     root = tmp_path_factory.mktemp("ogdata")
-    generate_slices("cube-single", 3, num_episodes=1, out_dir=str(root / "cube-single-play-100m-v0"),
-                    episode_length=40, num_val_episodes=1, workers=1, progress=False)
+    generate_slices(
+        "cube-single",
+        3,
+        num_episodes=1,
+        out_dir=str(root / "cube-single-play-100m-v0"),
+        episode_length=40,
+        num_val_episodes=1,
+        workers=1,
+        progress=False,
+    )
     return root
 
 
 def test_generated_folder_has_ogbenchs_file_names(slice_root):
     folder = slice_root / "cube-single-play-100m-v0"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        f"cube-single-play-v0-{i:03d}{val}.npz" for i in range(3) for val in ("", "-val"))
+        f"cube-single-play-v0-{i:03d}{val}.npz" for i in range(3) for val in ("", "-val")
+    )
     # slices are different data (distinct seeds), not copies
     first, second = (np.load(folder / f"cube-single-play-v0-00{i}.npz")["actions"] for i in (0, 1))
     assert first.shape == second.shape and not np.allclose(first, second)
@@ -156,8 +183,9 @@ def test_bad_folder_errors_name_the_expected_files(slice_root, tmp_path, capsys)
         find_slice_files(str(empty), ENV)
     with pytest.raises(NotADirectoryError, match=r"cube-single-play-v0-000\.npz"):
         find_slice_files(str(tmp_path / "missing"), ENV)
-    status = cli.main(["train", ENV, "--dataset-dir", str(empty), "--out", str(tmp_path / "run"), "--steps", "2",
-                       "--no-progress"])
+    status = cli.main(
+        ["train", ENV, "--dataset-dir", str(empty), "--out", str(tmp_path / "run"), "--steps", "2", "--no-progress"]
+    )
     err = capsys.readouterr().err
     assert status == 2 and "cube-single-play-v0-000.npz" in err and "notes.txt" in err
     # a 100M folder of another task's dataset is not silently used
@@ -168,16 +196,34 @@ def test_bad_folder_errors_name_the_expected_files(slice_root, tmp_path, capsys)
 def test_train_streams_the_slices_and_logs_which_one(slice_root, tmp_path):
     from qgf_lite.ogbench.train import read_log, train
 
-    result = train(ENV, tmp_path / "run", steps=12, dataset_dir=str(slice_root), log_every=2, checkpoint_every=4,
-                   rotate_every=4, progress=False, **TINY)
+    result = train(
+        ENV,
+        tmp_path / "run",
+        steps=12,
+        dataset_dir=str(slice_root),
+        log_every=2,
+        checkpoint_every=4,
+        rotate_every=4,
+        progress=False,
+        **TINY,
+    )
     records = read_log(result.log_path)
     assert [r["slice"] for r in records] == [0, 0, 1, 1, 2, 2]
     assert result.final_step == 12
     extra = qgf_lite.load_checkpoint(result.checkpoint_path)[2]
     assert extra["num_slices"] == 3 and extra["dataset_path"].endswith("cube-single-play-100m-v0")
     # resumed to 16 steps: the next chunks train on slice 0 again, as step 12 // 4 % 3 says
-    train(ENV, tmp_path / "run", steps=16, dataset_dir=str(slice_root), log_every=2, checkpoint_every=4,
-          rotate_every=4, progress=False, **TINY)
+    train(
+        ENV,
+        tmp_path / "run",
+        steps=16,
+        dataset_dir=str(slice_root),
+        log_every=2,
+        checkpoint_every=4,
+        rotate_every=4,
+        progress=False,
+        **TINY,
+    )
     assert [r["slice"] for r in read_log(result.log_path)][6:] == [0, 0]
 
 
@@ -186,10 +232,31 @@ def test_generate_cli_writes_slices(tmp_path, capsys):
     from qgf_lite.ogbench import cli
 
     out = tmp_path / "puzzle-3x3-play-100m-v0"
-    assert cli.main(["generate", "puzzle-3x3", "--slices", "2", "--episodes", "1", "--episode-length", "20",
-                     "--workers", "1", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "generate",
+                "puzzle-3x3",
+                "--slices",
+                "2",
+                "--episodes",
+                "1",
+                "--episode-length",
+                "20",
+                "--workers",
+                "1",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == [
-        "puzzle-3x3-play-v0-000-val.npz", "puzzle-3x3-play-v0-000.npz", "puzzle-3x3-play-v0-001-val.npz",
-        "puzzle-3x3-play-v0-001.npz"]
+        "puzzle-3x3-play-v0-000-val.npz",
+        "puzzle-3x3-play-v0-000.npz",
+        "puzzle-3x3-play-v0-001-val.npz",
+        "puzzle-3x3-play-v0-001.npz",
+    ]
     assert "wrote 2 slices" in capsys.readouterr().out
     json.dumps(str(out))

@@ -27,13 +27,23 @@ def setup():
     other = init_train_state(config, jax.random.PRNGKey(1))
     state = state.replace(target_critic_params=other.critic_params)
     problem = toy.make_bandit("ring")
-    return tx.ToySetup(problem=problem, config=config, state=state, behaviour=problem.sample_actions(jax.random.PRNGKey(0), 256))
+    return tx.ToySetup(
+        problem=problem, config=config, state=state, behaviour=problem.sample_actions(jax.random.PRNGKey(0), 256)
+    )
 
 
 def direct_guided(setup, critic_params, noise, weight=WEIGHT, steps=10):
     """QGF samples from the sampler itself, handed the critic parameters explicitly."""
-    return np.asarray(guided_sample(velocity_fn(setup.config, setup.state.policy_params),
-                                    critic_fn(setup.config, critic_params), None, noise, steps=steps, weight=weight))
+    return np.asarray(
+        guided_sample(
+            velocity_fn(setup.config, setup.state.policy_params),
+            critic_fn(setup.config, critic_params),
+            None,
+            noise,
+            steps=steps,
+            weight=weight,
+        )
+    )
 
 
 def assert_matches_only(got, target_samples, online_samples, which):
@@ -83,8 +93,9 @@ def test_setup_critic_and_tilted_target_use_the_target_critic(setup):
     np.testing.assert_allclose(setup.guidance_critic("online")(None, points), q_online, rtol=1e-6)
     grid = toy.Grid2D(size=16)
     by_default = tx.tilted_target_samples(setup, WEIGHT, 0, 200, grid)
-    density = toy.tilted_density_grid(setup.log_ref, critic_fn(setup.config, setup.state.target_critic_params),
-                                      WEIGHT, grid)
+    density = toy.tilted_density_grid(
+        setup.log_ref, critic_fn(setup.config, setup.state.target_critic_params), WEIGHT, grid
+    )
     np.testing.assert_array_equal(by_default, toy.sample_grid_density(0, density, grid, 200))
     assert not np.array_equal(by_default, tx.tilted_target_samples(setup, WEIGHT, 0, 200, grid, critic="online"))
 
@@ -94,8 +105,7 @@ def test_explorer_figure_follows_the_critic_option(setup):
 
     noise = explorer.explorer_noise(0, 16)
     for which, params in [("target", setup.state.target_critic_params), ("online", setup.state.critic_params)]:
-        fig = explorer.guidance_explorer_figure(setup, [WEIGHT], num_samples=16, critic=which,
-                                                grid=toy.Grid2D(size=8))
+        fig = explorer.guidance_explorer_figure(setup, [WEIGHT], num_samples=16, critic=which, grid=toy.Grid2D(size=8))
         samples = next(t for t in fig.frames[0].data if t.name == explorer.SAMPLE_TRACE)
         want = direct_guided(setup, params, noise)
         np.testing.assert_allclose(np.stack([samples.x, samples.y], 1), want, atol=1e-5)

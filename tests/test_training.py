@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from training_problem import assert_trees_close, TINY, training_problem
+from training_problem import TINY, assert_trees_close, training_problem
 
 from qgf_lite.data import make_dataset, sample_chunk_batch
 from qgf_lite.flow import euler_sample
@@ -38,8 +38,10 @@ def problem():
 def single_runs(problem):
     """Three separately trained seeds, 40 steps each, in one compiled chunk."""
     config, dataset = problem
-    runs = [fit(config, init_state(config, jax.random.PRNGKey(s)), dataset, 40, chunk_size=40, progress=False)
-            for s in range(3)]
+    runs = [
+        fit(config, init_state(config, jax.random.PRNGKey(s)), dataset, 40, chunk_size=40, progress=False)
+        for s in range(3)
+    ]
     return runs
 
 
@@ -73,11 +75,15 @@ def test_policy_update_ignores_critic_and_critic_update_ignores_policy(problem):
         return jax.tree_util.tree_map(lambda x: x + 0.5 * rng.normal(size=x.shape).astype(np.float32), tree)
 
     base, _ = step(config, state, batch)
-    other_critic, _ = step(config, state.replace(
-        critic_params=perturb(state.critic_params, 3),
-        target_critic_params=perturb(state.target_critic_params, 4),
-        value_params=perturb(state.value_params, 5),
-    ), batch)
+    other_critic, _ = step(
+        config,
+        state.replace(
+            critic_params=perturb(state.critic_params, 3),
+            target_critic_params=perturb(state.target_critic_params, 4),
+            value_params=perturb(state.value_params, 5),
+        ),
+        batch,
+    )
     other_policy, _ = step(config, state.replace(policy_params=perturb(state.policy_params, 6)), batch)
 
     # The policy update is a function of the policy and the batch only...
@@ -86,12 +92,17 @@ def test_policy_update_ignores_critic_and_critic_update_ignores_policy(problem):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # ...and the critic/value updates never look at the policy.
     for field in ("critic_params", "value_params", "target_critic_params"):
-        for a, b in zip(jax.tree_util.tree_leaves(getattr(base, field)),
-                        jax.tree_util.tree_leaves(getattr(other_policy, field))):
+        for a, b in zip(
+            jax.tree_util.tree_leaves(getattr(base, field)), jax.tree_util.tree_leaves(getattr(other_policy, field))
+        ):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # The perturbation is visible where it should be (otherwise the test above proves nothing).
-    moved = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in
-             zip(jax.tree_util.tree_leaves(base.critic_params), jax.tree_util.tree_leaves(other_critic.critic_params))]
+    moved = [
+        np.abs(np.asarray(a) - np.asarray(b)).max()
+        for a, b in zip(
+            jax.tree_util.tree_leaves(base.critic_params), jax.tree_util.tree_leaves(other_critic.critic_params)
+        )
+    ]
     assert max(moved) > 0.1
 
 
@@ -132,8 +143,9 @@ def test_vmapped_multi_seed_fit_equals_separate_runs(problem, single_runs, multi
 
 def test_fit_in_chunks_equals_one_chunk(problem, single_runs):
     config, dataset = problem
-    chunked, history = fit(config, init_state(config, jax.random.PRNGKey(0)), dataset, 40, chunk_size=20,
-                           progress=False)
+    chunked, history = fit(
+        config, init_state(config, jax.random.PRNGKey(0)), dataset, 40, chunk_size=20, progress=False
+    )
     assert [h["step"] for h in history] == [20, 40]
     one_chunk, one_history = single_runs[0]
     # The PRNG key travels in the state, so splitting the scan changes nothing (bit-exact on CPU).
@@ -149,8 +161,15 @@ def test_fit_callback_can_stop_early(problem):
         seen.append(record["step"])
         return True
 
-    state, history = fit(config, init_state(config, jax.random.PRNGKey(0)), dataset, 60, chunk_size=20,
-                         progress=False, callback=stop_after_first)
+    state, history = fit(
+        config,
+        init_state(config, jax.random.PRNGKey(0)),
+        dataset,
+        60,
+        chunk_size=20,
+        progress=False,
+        callback=stop_after_first,
+    )
     assert seen == [20] and len(history) == 1 and int(state.step) == 20
 
 
@@ -171,19 +190,22 @@ def test_bandit_without_observations_trains(bandit):
     config, actions, rewards = bandit
     dataset = make_dataset(actions, rewards)
     assert dataset.obs_dim == 0
-    state, history = fit(config, init_state(config, jax.random.PRNGKey(0)), dataset, 300, chunk_size=150,
-                         progress=False)
+    state, history = fit(
+        config, init_state(config, jax.random.PRNGKey(0)), dataset, 300, chunk_size=150, progress=False
+    )
     assert history[-1]["critic_loss"] < 0.5 * history[0]["critic_loss"]
     critic = critic_fn(config, state.critic_params)
     q = np.asarray(critic(None, jnp.asarray([BANDIT_BEST, [-0.9, 0.9], [0.9, 0.9]])))
     assert q[0] > q[1] + 0.5 and q[0] > q[2] + 0.2  # the critic ranks actions like the reward does
-    samples = euler_sample(velocity_fn(config, state.policy_params), None,
-                           jax.random.normal(jax.random.PRNGKey(1), (256, 2)))
+    samples = euler_sample(
+        velocity_fn(config, state.policy_params), None, jax.random.normal(jax.random.PRNGKey(1), (256, 2))
+    )
     assert samples.shape == (256, 2) and np.all(np.isfinite(np.asarray(samples)))
 
     # Width-0 observations with the same episode flags are the same problem, step for step.
     empty = np.zeros((len(actions), 0), np.float32)
     width_zero = make_dataset(actions, rewards, empty, np.ones(len(actions)), np.zeros(len(actions)), empty)
-    state_zero, _ = fit(config, init_state(config, jax.random.PRNGKey(0)), width_zero, 300, chunk_size=150,
-                        progress=False)
+    state_zero, _ = fit(
+        config, init_state(config, jax.random.PRNGKey(0)), width_zero, 300, chunk_size=150, progress=False
+    )
     assert_trees_close(state_zero, state, rtol=1e-6, atol=1e-6)

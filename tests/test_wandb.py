@@ -10,14 +10,31 @@ import qgf_lite
 from qgf_lite.tracking import WandbTracker, scalars
 
 ENV = "cube-single-play-singletask-task2-v0"
-TINY = ["--hidden", "8", "--layers", "1", "--batch-size", "8", "--horizon", "2", "--flow-steps", "2",
-        "--time-grid", "2"]
+TINY = [
+    "--hidden",
+    "8",
+    "--layers",
+    "1",
+    "--batch-size",
+    "8",
+    "--horizon",
+    "2",
+    "--flow-steps",
+    "2",
+    "--time-grid",
+    "2",
+]
 
 
 def test_scalars_flattens_per_seed_lists():
     out = scalars({"step": 5, "policy_loss": 1.5, "critic_loss": [1.0, 3.0], "slice": 2, "note": "x"}, "train")
-    assert out == {"train/policy_loss": 1.5, "train/critic_loss": 2.0, "train/critic_loss_seed0": 1.0,
-                   "train/critic_loss_seed1": 3.0, "train/slice": 2.0}
+    assert out == {
+        "train/policy_loss": 1.5,
+        "train/critic_loss": 2.0,
+        "train/critic_loss_seed0": 1.0,
+        "train/critic_loss_seed1": 3.0,
+        "train/slice": 2.0,
+    }
 
 
 def test_wandb_flag_without_wandb_installed_is_a_clear_error(monkeypatch, tmp_path, capsys):
@@ -26,8 +43,20 @@ def test_wandb_flag_without_wandb_installed_is_a_clear_error(monkeypatch, tmp_pa
 
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` now raises ImportError
     out = tmp_path / "run"
-    status = cli.main(["train", ENV, "--dataset-path", str(tmp_path / "missing.npz"), "--out", str(out), "--wandb",
-                       "--steps", "2", "--no-progress"])
+    status = cli.main(
+        [
+            "train",
+            ENV,
+            "--dataset-path",
+            str(tmp_path / "missing.npz"),
+            "--out",
+            str(out),
+            "--wandb",
+            "--steps",
+            "2",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2
     assert "--wandb needs the wandb package" in err and "pip install 'qgf_lite[wandb]'" in err
@@ -67,11 +96,32 @@ def test_offline_run_gets_config_losses_and_eval_table(offline):
     result = train_on_dataset(config, dataset, offline / "run", steps=4, log_every=2, progress=False, tracker=tracker)
     run = tracker.run
     assert run.config["batch_size"] == 8 and run.config["num_transitions"] == 60
-    report = {"results": [
-        {"label": "BC", "method": "bc", "weight": 0.0, "episodes": 4, "successes": 1, "success_rate": 0.25,
-         "success_ci95": [0.05, 0.7], "return_mean": -3.0, "length_mean": 200.0},
-        {"label": "QGF w=0.1", "method": "guided", "weight": 0.1, "episodes": 4, "successes": 3,
-         "success_rate": 0.75, "success_ci95": [0.3, 0.95], "return_mean": -1.0, "length_mean": 120.0}]}
+    report = {
+        "results": [
+            {
+                "label": "BC",
+                "method": "bc",
+                "weight": 0.0,
+                "episodes": 4,
+                "successes": 1,
+                "success_rate": 0.25,
+                "success_ci95": [0.05, 0.7],
+                "return_mean": -3.0,
+                "length_mean": 200.0,
+            },
+            {
+                "label": "QGF w=0.1",
+                "method": "guided",
+                "weight": 0.1,
+                "episodes": 4,
+                "successes": 3,
+                "success_rate": 0.75,
+                "success_ci95": [0.3, 0.95],
+                "return_mean": -1.0,
+                "length_mean": 120.0,
+            },
+        ]
+    }
     tracker.log_eval(report)
     tracker.finish()
     tracker.finish()  # idempotent
@@ -79,13 +129,31 @@ def test_offline_run_gets_config_losses_and_eval_table(offline):
     records = run_records(folder)
     for record in result.history:  # every logged chunk's losses, under train/
         assert json.dumps(record["policy_loss"]).encode() in records
-    for key in (b"train/policy_loss", b"train/critic_loss", b"train/value_loss", b"eval/success/QGF w=0.1",
-                b"eval/best_label", b"batch_size", b"num_transitions", b"actor_hidden"):
+    for key in (
+        b"train/policy_loss",
+        b"train/critic_loss",
+        b"train/value_loss",
+        b"eval/success/QGF w=0.1",
+        b"eval/best_label",
+        b"batch_size",
+        b"num_transitions",
+        b"actor_hidden",
+    ):
         assert key in records, key
     (table_file,) = folder.rglob("results_*.table.json")
     table = json.loads(table_file.read_text())
-    assert table["columns"] == ["label", "method", "weight", "episodes", "successes", "success_rate",
-                                "success_ci95_low", "success_ci95_high", "return_mean", "length_mean"]
+    assert table["columns"] == [
+        "label",
+        "method",
+        "weight",
+        "episodes",
+        "successes",
+        "success_rate",
+        "success_ci95_low",
+        "success_ci95_high",
+        "return_mean",
+        "length_mean",
+    ]
     assert table["data"][1][:3] == ["QGF w=0.1", "guided", 0.1] and table["data"][1][6:8] == [0.3, 0.95]
 
 
@@ -95,10 +163,26 @@ def test_cli_train_with_wandb_offline(offline, capsys):
     from qgf_lite.ogbench.generate import generate_dataset
 
     data = offline / "cube-single-play-v0.npz"
-    generate_dataset("cube-single", num_episodes=1, out_path=str(data), episode_length=40, workers=1,
-                     progress=False)
-    status = cli.main(["train", ENV, "--dataset-path", str(data), "--out", str(offline / "run"), "--steps", "4",
-                       "--log-every", "2", "--no-progress", "--wandb", "--wandb-project", "qgf-test", *TINY])
+    generate_dataset("cube-single", num_episodes=1, out_path=str(data), episode_length=40, workers=1, progress=False)
+    status = cli.main(
+        [
+            "train",
+            ENV,
+            "--dataset-path",
+            str(data),
+            "--out",
+            str(offline / "run"),
+            "--steps",
+            "4",
+            "--log-every",
+            "2",
+            "--no-progress",
+            "--wandb",
+            "--wandb-project",
+            "qgf-test",
+            *TINY,
+        ]
+    )
     assert status == 0, capsys.readouterr().err
     records = run_records(offline_run_files(offline / "wandb_dir"))
     log = [json.loads(line) for line in (offline / "run" / "log.jsonl").read_text().splitlines()]

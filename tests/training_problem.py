@@ -31,8 +31,16 @@ def training_problem(**config_overrides):
     terminals[19::20] = 1.0
     terminals[-1] = 1.0
     dataset = make_dataset(actions, rewards, obs[:n], terminals, None, obs[1:])
-    config = QGFConfig(obs_dim=2, action_dim=2, horizon=2, batch_size=32, discount=0.9,
-                       target_update_rate=0.05, learning_rate=1e-3, **{**TINY, **config_overrides})
+    config = QGFConfig(
+        obs_dim=2,
+        action_dim=2,
+        horizon=2,
+        batch_size=32,
+        discount=0.9,
+        target_update_rate=0.05,
+        learning_rate=1e-3,
+        **{**TINY, **config_overrides},
+    )
     return config, dataset
 
 
@@ -66,10 +74,18 @@ def reference_train_step(config, state, batch):
     opt = optax.adam(config.learning_rate)
     rng, flow_key = jax.random.split(state.rng)
     obs, actions, ok = batch["observations"], batch["actions"], batch["valid"][:, -1]
-    policy_grads = jax.grad(lambda p: flow_matching_loss(functools.partial(actor.apply, p), obs, actions, flow_key,
-                                                         config.time_grid, weights=ok))(state.policy_params)
-    target = q_target(batch["returns"], batch["bootstrap_mask"], value.apply(state.value_params,
-                      batch["next_observations"]), config.discount, config.horizon)
+    policy_grads = jax.grad(
+        lambda p: flow_matching_loss(
+            functools.partial(actor.apply, p), obs, actions, flow_key, config.time_grid, weights=ok
+        )
+    )(state.policy_params)
+    target = q_target(
+        batch["returns"],
+        batch["bootstrap_mask"],
+        value.apply(state.value_params, batch["next_observations"]),
+        config.discount,
+        config.horizon,
+    )
     critic_grads = jax.grad(lambda p: critic_loss(critic.apply(p, obs, actions), target, ok))(state.critic_params)
     target_q = critic.apply(state.target_critic_params, obs, actions)
     value_grads = jax.grad(lambda p: value_loss(target_q, value.apply(p, obs), config.expectile))(state.value_params)
@@ -81,8 +97,14 @@ def reference_train_step(config, state, batch):
     policy_params, policy_opt = apply(policy_grads, state.policy_opt_state, state.policy_params)
     critic_params, critic_opt = apply(critic_grads, state.critic_opt_state, state.critic_params)
     value_params, value_opt = apply(value_grads, state.value_opt_state, state.value_params)
-    return state.replace(step=state.step + 1, rng=rng, policy_params=policy_params, critic_params=critic_params,
-                         target_critic_params=polyak_update(state.target_critic_params, critic_params,
-                                                            config.target_update_rate),
-                         value_params=value_params, policy_opt_state=policy_opt, critic_opt_state=critic_opt,
-                         value_opt_state=value_opt)
+    return state.replace(
+        step=state.step + 1,
+        rng=rng,
+        policy_params=policy_params,
+        critic_params=critic_params,
+        target_critic_params=polyak_update(state.target_critic_params, critic_params, config.target_update_rate),
+        value_params=value_params,
+        policy_opt_state=policy_opt,
+        critic_opt_state=critic_opt,
+        value_opt_state=value_opt,
+    )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Callable, Iterable, Optional, Sequence, Tuple
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -78,7 +78,7 @@ def passed(exercise: str, detail: str = "") -> None:
     emit(f"[ok] {exercise}: matches the reference{(' ' + detail) if detail else ''}.")
 
 
-def fail(exercise: str, problem: str, hint: Optional[str] = None):
+def fail(exercise: str, problem: str, hint: str | None = None):
     message = f"{exercise}: {problem}"
     if hint:
         message += f"\n  Hint: {hint}"
@@ -98,15 +98,21 @@ def call_student(exercise: str, fn: Callable, *args, **kwargs):
     except TypeError as err:
         # A wrong argument count: most often an argument list without the state obs (the exercises take it where
         # qgf_lite's functions do, and so do the velocity, critic and policy they are given).
-        hint = ("compare your def line with the exercise's and your calls with its docstring; where the state obs "
-                "is an argument it comes first: velocity(obs, a, t), critic(obs, a), policy(obs, noise)."
-                if "positional argument" in str(err) else None)
+        hint = (
+            "compare your def line with the exercise's and your calls with its docstring; where the state obs "
+            "is an argument it comes first: velocity(obs, a, t), critic(obs, a), policy(obs, noise)."
+            if "positional argument" in str(err)
+            else None
+        )
         fail(exercise, f"your function raised TypeError: {err}", hint)
     except Exception as err:  # the student's bug, reported as such
         fail(exercise, f"your function raised {type(err).__name__}: {err}")
     if result is None:
-        fail(exercise, "your function returned None.",
-             "is it finished? Every path through it must end in `return <the result>`.")
+        fail(
+            exercise,
+            "your function returned None.",
+            "is it finished? Every path through it must end in `return <the result>`.",
+        )
     return result
 
 
@@ -131,7 +137,7 @@ def student_vjp(exercise: str, fn: Callable, args: Sequence, argnum: int, cotang
     return pullback(jnp.asarray(cotangent))[0]
 
 
-def _describe_non_array(got) -> Optional[str]:
+def _describe_non_array(got) -> str | None:
     if got is None:
         return "returned None"
     if isinstance(got, (str, bytes, dict, set)) or callable(got) or got is Ellipsis:
@@ -147,7 +153,7 @@ def compare_arrays(
     what: str = "output",
     rtol: float = 1e-4,
     atol: float = 1e-5,
-    known_mistakes: Iterable[Tuple[str, object]] = (),
+    known_mistakes: Iterable[tuple[str, object]] = (),
 ) -> None:
     """Fail unless ``got`` matches ``want``; name the mistake when ``got`` matches one of ``known_mistakes``.
 
@@ -156,16 +162,22 @@ def compare_arrays(
     """
     odd = _describe_non_array(got)
     if odd is not None:
-        fail(exercise, f"your function {odd}.",
-             "is the function finished? Every path through it must end in `return <the result>`.")
+        fail(
+            exercise,
+            f"your function {odd}.",
+            "is the function finished? Every path through it must end in `return <the result>`.",
+        )
     try:
         got = np.asarray(got, dtype=np.float64)
     except (TypeError, ValueError):
         fail(exercise, f"your function returned a {type(got).__name__} that is not an array of numbers.")
     want = np.asarray(want, dtype=np.float64)
     if got.shape != want.shape:
-        fail(exercise, f"{what} has shape {got.shape}, expected {want.shape}.",
-             "check which axis you reduce over and whether you keep the batch axis.")
+        fail(
+            exercise,
+            f"{what} has shape {got.shape}, expected {want.shape}.",
+            "check which axis you reduce over and whether you keep the batch axis.",
+        )
     if not np.all(np.isfinite(got)):
         fail(exercise, f"{what} contains NaN or inf.")
     if np.allclose(got, want, rtol=rtol, atol=atol):
@@ -179,8 +191,11 @@ def compare_arrays(
     scale = float(np.max(np.abs(want))) if want.size else 0.0
     scale = scale or 1.0
     if np.allclose(got, 0.0, atol=atol):
-        fail(exercise, f"{what} is all zeros (reference scale {scale:.3g}).",
-             "is a placeholder such as `return 0` or `jnp.zeros(...)` still in place?")
+        fail(
+            exercise,
+            f"{what} is all zeros (reference scale {scale:.3g}).",
+            "is a placeholder such as `return 0` or `jnp.zeros(...)` still in place?",
+        )
     # A constant factor explains the mismatch only if one factor fits every element (at least two of them).
     nonzero = np.abs(want) > atol
     if np.count_nonzero(nonzero) >= 2:
@@ -188,13 +203,16 @@ def compare_arrays(
         factor = float(ratio.flat[0])
         fits = np.allclose(got, factor * want, rtol=1e-3, atol=atol)
         if fits and not np.isclose(factor, 1.0):
-            fail(exercise, f"{what} is the reference times {factor:.4g} for every input: a constant factor is "
-                           "wrong (a mean where a sum is needed, or a missing/extra scale?).")
+            fail(
+                exercise,
+                f"{what} is the reference times {factor:.4g} for every input: a constant factor is "
+                "wrong (a mean where a sum is needed, or a missing/extra scale?).",
+            )
     err = float(np.max(np.abs(got - want)))
     fail(exercise, f"{what} differs from the reference by up to {err:.3g} (reference scale {scale:.3g}).")
 
 
-def random_inputs(seed: int, shapes: Sequence[Tuple[int, ...]], scale: float = 1.0):
+def random_inputs(seed: int, shapes: Sequence[tuple[int, ...]], scale: float = 1.0):
     """Reproducible float32 test inputs for a check (the seed is replaced under :func:`grading_seed`)."""
     generator = rng(seed)
     return [(scale * generator.standard_normal(s)).astype(np.float32) for s in shapes]

@@ -18,12 +18,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from qgf_lite.checks._core import (
-    CheckFailed, call_student, compare_arrays, fail, passed, random_inputs, rng, student_vjp,
+    CheckFailed,
+    call_student,
+    compare_arrays,
+    fail,
+    passed,
+    random_inputs,
+    rng,
+    student_vjp,
 )
 from qgf_lite.iql import chunk_returns as _reference_chunk_returns
 from qgf_lite.iql import expectile_loss as _reference_expectile_loss
 from qgf_lite.iql import q_target as _reference_q_target
-
 
 # --------------------------------------------------------------------------- 2.1 expectile loss
 # What Python says when an `if` (or `and`/`or`, `max(...)`) meets an array of many elements: numpy's and jax's
@@ -40,9 +46,12 @@ def _elementwise_if_guard(name: str, fn):
         except Exception as err:
             said = f"{type(err).__name__}: {err}"
             if any(marker in said for marker in _ELEMENTWISE_IF):
-                fail(name, "a Python `if` (or `and`/`or`) met an array: it cannot decide per element, so numpy and "
-                           "jax refuse ('the truth value of an array ... is ambiguous').",
-                     "choose the weight elementwise with jnp.where(diff < 0, 1 - expectile, expectile).")
+                fail(
+                    name,
+                    "a Python `if` (or `and`/`or`) met an array: it cannot decide per element, so numpy and "
+                    "jax refuse ('the truth value of an array ... is ambiguous').",
+                    "choose the weight elementwise with jnp.where(diff < 0, 1 - expectile, expectile).",
+                )
             raise
 
     return guarded
@@ -55,22 +64,33 @@ def check_expectile_loss(fn) -> None:
     for tau in (0.9, 0.7):
         got = call_student(name, _elementwise_if_guard(name, fn), diff, tau)
         if np.ndim(got) == 0:
-            fail(name, "returned a single number; return the elementwise loss (same shape as `diff`).",
-                 "the caller (value_loss) takes the mean; keep one loss per element here.")
+            fail(
+                name,
+                "returned a single number; return the elementwise loss (same shape as `diff`).",
+                "the caller (value_loss) takes the mean; keep one loss per element here.",
+            )
         above = diff >= 0
         compare_arrays(
-            name, got, _reference_expectile_loss(diff, tau), what=f"loss with expectile={tau}",
+            name,
+            got,
+            _reference_expectile_loss(diff, tau),
+            what=f"loss with expectile={tau}",
             known_mistakes=[
-                ("tau and 1 - tau are swapped: positive errors (Q above V) must weigh tau, so V is pushed "
-                 "up towards the good actions", jnp.where(above, 1 - tau, tau) * diff**2),
-                ("the error is not squared (|tau - 1[d<0]| * |d| is the quantile loss, not the expectile)",
-                 jnp.where(above, tau, 1 - tau) * jnp.abs(diff)),
-                ("the error is not squared and the absolute value is missing",
-                 jnp.where(above, tau, 1 - tau) * diff),
-                ("the weight lacks its absolute value: (tau - 1[d<0]) is negative for d < 0, "
-                 "use |tau - 1[d<0]|", jnp.where(above, tau, tau - 1) * diff**2),
-                ("there is no asymmetric weight (plain squared error, the tau = 0.5 case up to a factor 2)",
-                 diff**2),
+                (
+                    "tau and 1 - tau are swapped: positive errors (Q above V) must weigh tau, so V is pushed "
+                    "up towards the good actions",
+                    jnp.where(above, 1 - tau, tau) * diff**2,
+                ),
+                (
+                    "the error is not squared (|tau - 1[d<0]| * |d| is the quantile loss, not the expectile)",
+                    jnp.where(above, tau, 1 - tau) * jnp.abs(diff),
+                ),
+                ("the error is not squared and the absolute value is missing", jnp.where(above, tau, 1 - tau) * diff),
+                (
+                    "the weight lacks its absolute value: (tau - 1[d<0]) is negative for d < 0, use |tau - 1[d<0]|",
+                    jnp.where(above, tau, tau - 1) * diff**2,
+                ),
+                ("there is no asymmetric weight (plain squared error, the tau = 0.5 case up to a factor 2)", diff**2),
                 ("both sides use the weight tau", tau * diff**2),
             ],
         )
@@ -80,8 +100,11 @@ def check_expectile_loss(fn) -> None:
     except CheckFailed:
         raise
     except Exception as err:
-        fail(name, f"the values are right, but jax.grad cannot differentiate your function ({type(err).__name__}).",
-             "write it with jax.numpy (jnp.where, jnp.square), not numpy: the value network is trained through it.")
+        fail(
+            name,
+            f"the values are right, but jax.grad cannot differentiate your function ({type(err).__name__}).",
+            "write it with jax.numpy (jnp.where, jnp.square), not numpy: the value network is trained through it.",
+        )
     want_grad = jnp.where(diff < 0, 0.1, 0.9) * 2.0 * diff
     compare_arrays(name, got_grad, want_grad, what="gradient of the loss with respect to diff")
     passed(name, "for expectiles 0.9 and 0.7")
@@ -114,19 +137,34 @@ def check_chunk_returns(fn) -> None:
     strictly_before = (jnp.cumsum(terminals, axis=1) == 0).astype(jnp.float32)
     got = call_student(name, fn, rewards, terminals, gamma)
     compare_arrays(
-        name, got, want, what="chunk returns",
+        name,
+        got,
+        want,
+        what="chunk returns",
         known_mistakes=[
-            ("the return does not stop at the first terminal: steps after an episode end belong to the next "
-             "episode and must be dropped", jnp.sum(powers * rewards, axis=1)),
-            ("the reward of the terminal step itself is dropped; keep steps up to and including the first "
-             "terminal", jnp.sum(powers * rewards * strictly_before, axis=1)),
-            ("only the terminal steps are dropped (r * (1 - terminal)); drop every step after the first "
-             "terminal and keep the terminal step", jnp.sum(powers * rewards * (1 - terminals), axis=1)),
+            (
+                "the return does not stop at the first terminal: steps after an episode end belong to the next "
+                "episode and must be dropped",
+                jnp.sum(powers * rewards, axis=1),
+            ),
+            (
+                "the reward of the terminal step itself is dropped; keep steps up to and including the first terminal",
+                jnp.sum(powers * rewards * strictly_before, axis=1),
+            ),
+            (
+                "only the terminal steps are dropped (r * (1 - terminal)); drop every step after the first "
+                "terminal and keep the terminal step",
+                jnp.sum(powers * rewards * (1 - terminals), axis=1),
+            ),
             ("the rewards are not discounted (gamma^i is missing)", jnp.sum(rewards * valid, axis=1)),
-            ("the discounts start at gamma^1; the first step of the chunk is not discounted (gamma^0 = 1)",
-             jnp.sum(gamma * powers * rewards * valid, axis=1)),
-            ("the discounts are reversed (gamma^(H-1-i)); step i gets gamma^i",
-             jnp.sum(powers[::-1] * rewards * valid, axis=1)),
+            (
+                "the discounts start at gamma^1; the first step of the chunk is not discounted (gamma^0 = 1)",
+                jnp.sum(gamma * powers * rewards * valid, axis=1),
+            ),
+            (
+                "the discounts are reversed (gamma^(H-1-i)); step i gets gamma^i",
+                jnp.sum(powers[::-1] * rewards * valid, axis=1),
+            ),
             ("the rewards are averaged over the chunk instead of summed", jnp.mean(powers * rewards * valid, axis=1)),
         ],
     )
@@ -142,18 +180,31 @@ def check_td_target(fn) -> None:
     gamma, horizon = 0.9, 5
     got = call_student(name, fn, returns, mask, next_value, gamma, horizon)
     compare_arrays(
-        name, got, _reference_q_target(returns, mask, next_value, gamma, horizon), what="TD target",
+        name,
+        got,
+        _reference_q_target(returns, mask, next_value, gamma, horizon),
+        what="TD target",
         known_mistakes=[
-            ("the bootstrap is discounted by gamma instead of gamma^H: V(s_{t+H}) is H steps away",
-             returns + gamma * mask * next_value),
-            ("the bootstrap is discounted by gamma^(H-1); the next state is H steps after s_t",
-             returns + gamma ** (horizon - 1) * mask * next_value),
-            ("the bootstrap mask is missing: after a terminal/success there is no future value",
-             returns + gamma**horizon * next_value),
-            ("the mask is inverted (1 - mask); mask = 1 means 'bootstrap'",
-             returns + gamma**horizon * (1 - mask) * next_value),
-            ("the mask also zeroes the chunk's own return; it multiplies only the bootstrap term",
-             mask * (returns + gamma**horizon * next_value)),
+            (
+                "the bootstrap is discounted by gamma instead of gamma^H: V(s_{t+H}) is H steps away",
+                returns + gamma * mask * next_value,
+            ),
+            (
+                "the bootstrap is discounted by gamma^(H-1); the next state is H steps after s_t",
+                returns + gamma ** (horizon - 1) * mask * next_value,
+            ),
+            (
+                "the bootstrap mask is missing: after a terminal/success there is no future value",
+                returns + gamma**horizon * next_value,
+            ),
+            (
+                "the mask is inverted (1 - mask); mask = 1 means 'bootstrap'",
+                returns + gamma**horizon * (1 - mask) * next_value,
+            ),
+            (
+                "the mask also zeroes the chunk's own return; it multiplies only the bootstrap term",
+                mask * (returns + gamma**horizon * next_value),
+            ),
             ("the bootstrap value has the wrong sign", returns - gamma**horizon * mask * next_value),
         ],
     )

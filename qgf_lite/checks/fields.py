@@ -24,22 +24,27 @@ def _state_term(call, obs, a, obs_matrix):
     if obs_matrix is None:
         return 0.0
     if obs is None:
-        raise ValueError(f"{call}: obs is None, but these inputs have a state; pass the obs you were given on "
-                         f"unchanged, {call}.")
+        raise ValueError(
+            f"{call}: obs is None, but these inputs have a state; pass the obs you were given on unchanged, {call}."
+        )
     obs = jnp.asarray(obs, jnp.float32)
     want = (a.shape[0], obs_matrix.shape[0])
     if obs.shape != want:
-        raise ValueError(f"{call}: obs has shape {tuple(obs.shape)}, expected {want} (one state per row of the "
-                         f"actions, whose shape is {tuple(a.shape)}); are two arguments swapped? The order is "
-                         f"{call}.")
+        raise ValueError(
+            f"{call}: obs has shape {tuple(obs.shape)}, expected {want} (one state per row of the "
+            f"actions, whose shape is {tuple(a.shape)}); are two arguments swapped? The order is "
+            f"{call}."
+        )
     return jnp.tanh(obs @ obs_matrix)
 
 
 def _actions(call, a, dim):
     a = jnp.asarray(a, jnp.float32)
     if a.ndim != 2 or a.shape[1] != dim:
-        raise ValueError(f"{call}: the actions must have shape (batch, {dim}), got {tuple(a.shape)}; are two "
-                         f"arguments swapped? The order is {call}.")
+        raise ValueError(
+            f"{call}: the actions must have shape (batch, {dim}), got {tuple(a.shape)}; are two "
+            f"arguments swapped? The order is {call}."
+        )
     return a
 
 
@@ -60,8 +65,10 @@ def velocity_field(matrix, drift, wiggle, obs_matrix=None):
         state = _state_term(call, obs, a, obs_matrix)
         return jnp.tanh(a @ matrix) + (1.0 + 2.0 * tc) * drift + jnp.sin(3.0 * tc + a) * wiggle + 0.5 * state
 
-    velocity.qgf_spec = ("velocity_field", {"matrix": matrix, "drift": drift, "wiggle": wiggle,
-                                            "obs_matrix": obs_matrix})
+    velocity.qgf_spec = (
+        "velocity_field",
+        {"matrix": matrix, "drift": drift, "wiggle": wiggle, "obs_matrix": obs_matrix},
+    )
     return velocity
 
 

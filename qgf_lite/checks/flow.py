@@ -21,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from qgf_lite.checks._core import CheckFailed, call_student, compare_arrays, fail, passed, random_inputs, rng
+from qgf_lite.checks.fields import velocity_field  # noqa: F401 - rebuilt in the sandbox
 from qgf_lite.flow import euler_sample as _reference_euler_sample
 from qgf_lite.flow import interpolate as _reference_interpolate
-from qgf_lite.checks.fields import velocity_field  # noqa: F401 - rebuilt in the sandbox
 
 # batch != dim, so a t of shape (batch,) that is not given a trailing axis fails to broadcast instead of
 # silently multiplying the wrong axis.
@@ -68,8 +68,10 @@ def _call_with_time_hint(name: str, fn, *args):
     except CheckFailed as err:
         text = str(err)
         if "broadcast" in text.lower() or "shapes" in text.lower():
-            raise CheckFailed(text + "\n  Hint: t has shape (batch,) and the actions (batch, dim); "
-                              "give t a trailing axis (t[:, None]) so each row gets its own time.") from None
+            raise CheckFailed(
+                text + "\n  Hint: t has shape (batch,) and the actions (batch, dim); "
+                "give t a trailing axis (t[:, None]) so each row gets its own time."
+            ) from None
         raise
 
 
@@ -82,7 +84,10 @@ def check_interpolation(fn) -> None:
     tc = t[:, None]
     got = _call_with_time_hint(name, fn, a0, a1, t)
     compare_arrays(
-        name, got, _reference_interpolate(a0, a1, t), what="a_t",
+        name,
+        got,
+        _reference_interpolate(a0, a1, t),
+        what="a_t",
         known_mistakes=[
             ("a0 and a1 are swapped: t = 0 must give the noise a0 and t = 1 the data a1", tc * a0 + (1 - tc) * a1),
             ("the (1 - t) factor on a0 is missing", a0 + tc * a1),
@@ -92,9 +97,15 @@ def check_interpolation(fn) -> None:
     )
     endpoints = _call_with_time_hint(name, fn, a0, a1, jnp.concatenate([jnp.zeros(3), jnp.ones(_BATCH - 3)]))
     endpoints = np.asarray(endpoints)
-    compare_arrays(name, endpoints, np.concatenate([a0[:3], a1[3:]]), what="a_t at t = 0 and t = 1",
-                   known_mistakes=[("t = 0 gives a1 and t = 1 gives a0: the endpoints are swapped",
-                                    np.concatenate([a1[:3], a0[3:]]))])
+    compare_arrays(
+        name,
+        endpoints,
+        np.concatenate([a0[:3], a1[3:]]),
+        what="a_t at t = 0 and t = 1",
+        known_mistakes=[
+            ("t = 0 gives a1 and t = 1 gives a0: the endpoints are swapped", np.concatenate([a1[:3], a0[3:]]))
+        ],
+    )
     passed(name)
 
 
@@ -128,31 +139,43 @@ def check_flow_matching_loss(fn) -> None:
 
         value = _call_with_time_hint(name, fn, velocity, obs, a0, a1, t)
         if np.ndim(value) != 0:
-            fail(name, f"the loss must be a single number, got an array of shape {np.shape(value)}.",
-                 "take the mean over the batch of the per-sample squared norms.")
+            fail(
+                name,
+                f"the loss must be a single number, got an array of shape {np.shape(value)}.",
+                "take the mean over the batch of the per-sample squared norms.",
+            )
         got.append(value)
         want.append(reference_flow_matching_loss(velocity, obs, a0, a1, t))
         for explanation, wrong in [
-            ("the target velocity has the wrong sign: it is a1 - a0 (noise -> data), not a0 - a1",
-             mean_sq(v, a0 - a1)),
+            ("the target velocity has the wrong sign: it is a1 - a0 (noise -> data), not a0 - a1", mean_sq(v, a0 - a1)),
             ("the target is the data a1 itself; the flow-matching target is the velocity a1 - a0", mean_sq(v, a1)),
-            ("the velocity is evaluated at the data a1 instead of the interpolated a_t",
-             mean_sq(velocity(obs, a1, t), target)),
-            ("the velocity is evaluated at the noise a0 instead of the interpolated a_t",
-             mean_sq(velocity(obs, a0, t), target)),
-            ("a_t uses swapped endpoints (t * a0 + (1 - t) * a1)",
-             mean_sq(velocity(obs, tc * a0 + (1 - tc) * a1, t), target)),
-            ("the squared error is averaged over the action dimensions too: sum over the last axis, "
-             "then take the mean over the batch", jnp.mean(jnp.square(v - target))),
-            ("the loss is summed over the batch; take the mean over the batch",
-             jnp.sum(jnp.square(v - target))),
+            (
+                "the velocity is evaluated at the data a1 instead of the interpolated a_t",
+                mean_sq(velocity(obs, a1, t), target),
+            ),
+            (
+                "the velocity is evaluated at the noise a0 instead of the interpolated a_t",
+                mean_sq(velocity(obs, a0, t), target),
+            ),
+            (
+                "a_t uses swapped endpoints (t * a0 + (1 - t) * a1)",
+                mean_sq(velocity(obs, tc * a0 + (1 - tc) * a1, t), target),
+            ),
+            (
+                "the squared error is averaged over the action dimensions too: sum over the last axis, "
+                "then take the mean over the batch",
+                jnp.mean(jnp.square(v - target)),
+            ),
+            ("the loss is summed over the batch; take the mean over the batch", jnp.sum(jnp.square(v - target))),
             ("the error is not squared (an L1 / absolute error)", jnp.mean(jnp.sum(jnp.abs(v - target), axis=-1))),
-            ("the norm is not squared (|| . || instead of || . ||^2)",
-             jnp.mean(jnp.linalg.norm(v - target, axis=-1))),
+            ("the norm is not squared (|| . || instead of || . ||^2)", jnp.mean(jnp.linalg.norm(v - target, axis=-1))),
         ]:
             mistakes.setdefault(explanation, []).append(wrong)
     compare_arrays(
-        name, np.stack([np.asarray(g) for g in got]), np.stack(want), what="loss",
+        name,
+        np.stack([np.asarray(g) for g in got]),
+        np.stack(want),
+        what="loss",
         known_mistakes=[(explanation, np.stack(values)) for explanation, values in mistakes.items()],
     )
     passed(name)
@@ -170,14 +193,19 @@ def check_euler_step(fn) -> None:
     v = velocity(obs, a, t)
     got = _call_with_time_hint(name, fn, velocity, obs, a, t, dt)
     compare_arrays(
-        name, got, a + v * dt, what="next particles",
+        name,
+        got,
+        a + v * dt,
+        what="next particles",
         known_mistakes=[
             ("the step forgets dt: a + v moves a whole time unit instead of dt", a + v),
             ("the step goes the wrong way (a - v dt); time runs from noise (t = 0) to data (t = 1)", a - v * dt),
             ("the velocity is divided by dt instead of multiplied", a + v / dt),
             ("the current position a is missing: return a + v * dt, not the increment v * dt", v * dt),
-            ("the velocity is evaluated at t + dt; Euler uses the velocity at the start of the step",
-             a + velocity(obs, a, t + dt) * dt),
+            (
+                "the velocity is evaluated at t + dt; Euler uses the velocity at the start of the step",
+                a + velocity(obs, a, t + dt) * dt,
+            ),
             ("the velocity is evaluated at t = 0 every time; pass the current t", a + velocity(obs, a, 0.0 * t) * dt),
         ],
     )
@@ -185,8 +213,9 @@ def check_euler_step(fn) -> None:
 
 
 # --------------------------------------------------------------------------- 1.4 Euler sampler
-def _euler_variant(velocity, obs, noise, steps, *, times=None, dt=None, num_steps=None, clip_each=False,
-                   clip_final=True):
+def _euler_variant(
+    velocity, obs, noise, steps, *, times=None, dt=None, num_steps=None, clip_each=False, clip_final=True
+):
     """The Euler sampler with one ingredient changed, to recognise a student's mistake."""
     dt = 1.0 / steps if dt is None else dt
     times = (lambda k: k / steps) if times is None else times
@@ -209,24 +238,40 @@ def check_euler_sample(fn) -> None:
         want = _reference_euler_sample(velocity, obs, noise, steps=steps)
         got = call_student(name, fn, velocity, obs, noise, steps)
         compare_arrays(
-            name, got, want, what=f"samples with steps={steps}",
+            name,
+            got,
+            want,
+            what=f"samples with steps={steps}",
             known_mistakes=[
-                ("the output is not clipped to [-1, 1] (clip once, after the last step)",
-                 _euler_variant(velocity, obs, noise, steps, clip_final=False)),
-                ("the particles are clipped after every step; clip only the final output",
-                 _euler_variant(velocity, obs, noise, steps, clip_each=True)),
-                ("time runs backwards (t = 1 - k/K); it starts at t = 0 (noise)",
-                 _euler_variant(velocity, obs, noise, steps, times=lambda k: 1.0 - k / steps)),
-                ("the time is off by one step (t = (k + 1)/K); the k-th step starts at t = k/K",
-                 _euler_variant(velocity, obs, noise, steps, times=lambda k: (k + 1) / steps)),
-                ("the velocity gets the step index k as its time; pass t = k / steps",
-                 _euler_variant(velocity, obs, noise, steps, times=lambda k: float(k))),
-                ("the step size is 1 instead of dt = 1/steps",
-                 _euler_variant(velocity, obs, noise, steps, dt=1.0)),
-                ("one step too many (steps + 1 Euler steps)",
-                 _euler_variant(velocity, obs, noise, steps, num_steps=steps + 1)),
-                ("one step too few (steps - 1 Euler steps)",
-                 _euler_variant(velocity, obs, noise, steps, num_steps=steps - 1)),
+                (
+                    "the output is not clipped to [-1, 1] (clip once, after the last step)",
+                    _euler_variant(velocity, obs, noise, steps, clip_final=False),
+                ),
+                (
+                    "the particles are clipped after every step; clip only the final output",
+                    _euler_variant(velocity, obs, noise, steps, clip_each=True),
+                ),
+                (
+                    "time runs backwards (t = 1 - k/K); it starts at t = 0 (noise)",
+                    _euler_variant(velocity, obs, noise, steps, times=lambda k: 1.0 - k / steps),
+                ),
+                (
+                    "the time is off by one step (t = (k + 1)/K); the k-th step starts at t = k/K",
+                    _euler_variant(velocity, obs, noise, steps, times=lambda k: (k + 1) / steps),
+                ),
+                (
+                    "the velocity gets the step index k as its time; pass t = k / steps",
+                    _euler_variant(velocity, obs, noise, steps, times=lambda k: float(k)),
+                ),
+                ("the step size is 1 instead of dt = 1/steps", _euler_variant(velocity, obs, noise, steps, dt=1.0)),
+                (
+                    "one step too many (steps + 1 Euler steps)",
+                    _euler_variant(velocity, obs, noise, steps, num_steps=steps + 1),
+                ),
+                (
+                    "one step too few (steps - 1 Euler steps)",
+                    _euler_variant(velocity, obs, noise, steps, num_steps=steps - 1),
+                ),
             ],
         )
     passed(name, "for 4 and 7 steps")

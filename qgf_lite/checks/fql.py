@@ -29,14 +29,16 @@ from qgf_lite.checks._core import (
     fail,
     passed,
     random_inputs,
-    rng as _seeded_rng,
     student_vjp,
 )
+from qgf_lite.checks._core import (
+    rng as _seeded_rng,
+)
+from qgf_lite.checks.fields import policy_field  # noqa: F401 - rebuilt in the sandbox
 from qgf_lite.checks.flow import toy_velocity
 from qgf_lite.fql import distillation_loss as _reference_distillation_loss
 from qgf_lite.fql import flow_targets as _reference_flow_targets
 from qgf_lite.toy.comparison import select_weight as _reference_select_weight
-from qgf_lite.checks.fields import policy_field  # noqa: F401 - rebuilt in the sandbox
 
 _BATCH, _DIM, _OBS_DIM = 9, 3, 2  # three different sizes: a swapped axis is a shape error
 
@@ -78,24 +80,44 @@ def check_fql_distillation_loss(fn) -> None:
 
     got = call_student(name, fn, policy, obs, noise, targets)
     if np.ndim(got) != 0:
-        fail(name, f"the loss must be a single number, got an array of shape {np.shape(got)}.",
-             "take the mean over the batch and the action coordinates.")
+        fail(
+            name,
+            f"the loss must be a single number, got an array of shape {np.shape(got)}.",
+            "take the mean over the batch and the action coordinates.",
+        )
     compare_arrays(
-        name, got, reference_fql_distillation_loss(policy, obs, noise, targets), what="loss",
+        name,
+        got,
+        reference_fql_distillation_loss(policy, obs, noise, targets),
+        what="loss",
         known_mistakes=[
-            ("the policy's actions are clipped; FQL clips only the flow's target (the policy's raw output is "
-             "regressed, so its gradient does not vanish outside [-1, 1])", msq(jnp.clip(mu, -1, 1), targets)),
-            ("the policy is regressed onto the noise z itself; the target is the flow's sample from z (`targets`)",
-             msq(mu, noise)),
-            ("the policy is evaluated at the targets; it maps the noise to an action: policy(obs, noise)",
-             msq(policy(obs, targets), targets)),
-            ("the squared error is summed over the action coordinates; FQL takes the mean over batch *and* "
-             "coordinates", jnp.mean(jnp.sum(jnp.square(mu - targets), axis=-1))),
-            ("the squared error is summed over the batch; take the mean",
-             jnp.sum(jnp.mean(jnp.square(mu - targets), axis=-1))),
+            (
+                "the policy's actions are clipped; FQL clips only the flow's target (the policy's raw output is "
+                "regressed, so its gradient does not vanish outside [-1, 1])",
+                msq(jnp.clip(mu, -1, 1), targets),
+            ),
+            (
+                "the policy is regressed onto the noise z itself; the target is the flow's sample from z (`targets`)",
+                msq(mu, noise),
+            ),
+            (
+                "the policy is evaluated at the targets; it maps the noise to an action: policy(obs, noise)",
+                msq(policy(obs, targets), targets),
+            ),
+            (
+                "the squared error is summed over the action coordinates; FQL takes the mean over batch *and* "
+                "coordinates",
+                jnp.mean(jnp.sum(jnp.square(mu - targets), axis=-1)),
+            ),
+            (
+                "the squared error is summed over the batch; take the mean",
+                jnp.sum(jnp.mean(jnp.square(mu - targets), axis=-1)),
+            ),
             ("the error is not squared (an absolute error)", jnp.mean(jnp.abs(mu - targets))),
-            ("the norm is not squared (|| . || per sample instead of the squared error)",
-             jnp.mean(jnp.linalg.norm(mu - targets, axis=-1))),
+            (
+                "the norm is not squared (|| . || per sample instead of the squared error)",
+                jnp.mean(jnp.linalg.norm(mu - targets, axis=-1)),
+            ),
         ],
     )
 
@@ -107,14 +129,24 @@ def check_fql_distillation_loss(fn) -> None:
         except CheckFailed:
             raise
         except Exception as err:  # numpy calls on traced values, Python control flow on arrays, ...
-            fail(name, f"your loss cannot be differentiated with jax.grad ({type(err).__name__}: {err}).",
-                 "use jax.numpy (jnp) operations only, no numpy or float() on the arrays.")
+            fail(
+                name,
+                f"your loss cannot be differentiated with jax.grad ({type(err).__name__}: {err}).",
+                "use jax.numpy (jnp) operations only, no numpy or float() on the arrays.",
+            )
 
     compare_arrays(
-        name, vjp(3), jnp.zeros_like(targets), what="the loss's gradient with respect to the targets",
-        known_mistakes=[("gradients flow into the BC flow's targets: wrap them in jax.lax.stop_gradient, the flow "
-                         "is frozen and only the one-step policy learns",
-                         jax.grad(lambda x: msq(mu, x))(targets))],
+        name,
+        vjp(3),
+        jnp.zeros_like(targets),
+        what="the loss's gradient with respect to the targets",
+        known_mistakes=[
+            (
+                "gradients flow into the BC flow's targets: wrap them in jax.lax.stop_gradient, the flow "
+                "is frozen and only the one-step policy learns",
+                jax.grad(lambda x: msq(mu, x))(targets),
+            )
+        ],
     )
     want_grad = jax.grad(lambda z: reference_fql_distillation_loss(policy, obs, z, targets))(noise)
     compare_arrays(name, vjp(2), want_grad, what="the loss's gradient with respect to the noise z")
@@ -130,18 +162,21 @@ def check_select_weight(fn) -> None:
     # Held-out and test disagree on the best weight; the best single held-out repetition is a third weight, and
     # the held-out score at the chosen w differs from its test score, so every mistake below gives a distinct answer.
     heldout = 0.2 + 0.05 * rng.standard_normal((weights.size, 5))
-    heldout[2] += 0.6                       # best mean held-out score: w = 0.5 (index 2, not a weight's value)
-    heldout[5, 0] = 1.0                     # best single held-out score: w = 4
+    heldout[2] += 0.6  # best mean held-out score: w = 0.5 (index 2, not a weight's value)
+    heldout[5, 0] = 1.0  # best single held-out score: w = 4
     test = 0.2 + 0.05 * rng.standard_normal((weights.size, 5))
-    test[2] += 0.15                         # test at the chosen w
-    test[3] += 0.4                          # best mean test score: w = 1 (choosing on test would pick it)
+    test[2] += 0.15  # test at the chosen w
+    test[3] += 0.4  # best mean test score: w = 1 (choosing on test would pick it)
     want_w, want_score = _reference_select_weight(weights, heldout, test)
 
     def run(w, h, t):
         out = call_student(name, fn, w, h, t)
         if not isinstance(out, (tuple, list)) or len(out) != 2:
-            fail(name, f"return a pair (weight, score), got {type(out).__name__}"
-                       f"{'' if not isinstance(out, (tuple, list)) else f' of length {len(out)}'}.")
+            fail(
+                name,
+                f"return a pair (weight, score), got {type(out).__name__}"
+                f"{'' if not isinstance(out, (tuple, list)) else f' of length {len(out)}'}.",
+            )
         for part, value in zip(("weight", "score"), out):
             if np.ndim(value) != 0:
                 fail(name, f"the {part} must be a single number, got shape {np.shape(value)}.")
@@ -150,27 +185,46 @@ def check_select_weight(fn) -> None:
     got_w, got_score = run(weights, heldout, test)
     if not np.isclose(got_w, want_w):
         if np.isclose(got_w, 4.0):
-            fail(name, f"you chose w = {got_w:g}, the weight of the best *single* held-out repetition; choose on the "
-                       "mean over repetitions (one lucky seed is noise).")
+            fail(
+                name,
+                f"you chose w = {got_w:g}, the weight of the best *single* held-out repetition; choose on the "
+                "mean over repetitions (one lucky seed is noise).",
+            )
         if np.isclose(got_w, 1.0):
-            fail(name, f"you chose w = {got_w:g} on the *test* scores. Choose on the held-out scores only: a w picked "
-                       "on the test set makes its reported score the maximum of noisy estimates, biased upwards.")
+            fail(
+                name,
+                f"you chose w = {got_w:g} on the *test* scores. Choose on the held-out scores only: a w picked "
+                "on the test set makes its reported score the maximum of noisy estimates, biased upwards.",
+            )
         if np.isclose(got_w, float(np.argmax(heldout.mean(axis=1)))):
-            fail(name, f"you returned {got_w:g}, which looks like the index of the best weight; return the weight "
-                       "itself, weights[index].")
+            fail(
+                name,
+                f"you returned {got_w:g}, which looks like the index of the best weight; return the weight "
+                "itself, weights[index].",
+            )
         fail(name, f"you chose w = {got_w:g}, expected {want_w:g} (the highest mean held-out score).")
     if not np.isclose(got_score, want_score, rtol=1e-5, atol=1e-6):
         if np.isclose(got_score, heldout[2].mean()):
-            fail(name, "the reported score is the held-out score at the chosen w; report its *test* score (the "
-                       "held-out score was used to choose, so it is biased upwards).")
+            fail(
+                name,
+                "the reported score is the held-out score at the chosen w; report its *test* score (the "
+                "held-out score was used to choose, so it is biased upwards).",
+            )
         if np.isclose(got_score, test.mean(axis=1).max()):
-            fail(name, "the reported score is the best mean test score over all weights; report the test score of "
-                       "the weight chosen on held-out data.")
+            fail(
+                name,
+                "the reported score is the best mean test score over all weights; report the test score of "
+                "the weight chosen on held-out data.",
+            )
         if np.isclose(got_score, test[2].max()):
-            fail(name, "the reported score is the best test repetition at the chosen w; report the mean over "
-                       "repetitions.")
-        fail(name, f"the reported score is {got_score:.4g}, expected {want_score:.4g} (the mean test score at the "
-                   "chosen w).")
+            fail(
+                name,
+                "the reported score is the best test repetition at the chosen w; report the mean over repetitions.",
+            )
+        fail(
+            name,
+            f"the reported score is {got_score:.4g}, expected {want_score:.4g} (the mean test score at the chosen w).",
+        )
 
     # A tie between two weights: prefer the smaller w (less departure from the behaviour policy); weights unsorted.
     tie_weights = np.array([2.0, 0.5, 1.0])
@@ -179,9 +233,12 @@ def check_select_weight(fn) -> None:
     got_w, got_score = run(tie_weights, tie_heldout, tie_test)
     want_w, want_score = _reference_select_weight(tie_weights, tie_heldout, tie_test)
     if not np.isclose(got_w, want_w):
-        fail(name, f"on a tie of mean held-out scores (w = 2 and w = 0.5) you chose w = {got_w:g}; choose the "
-                   "smallest tied w, the one that moves the policy least from the behaviour data (the weights are "
-                   "not necessarily sorted).")
+        fail(
+            name,
+            f"on a tie of mean held-out scores (w = 2 and w = 0.5) you chose w = {got_w:g}; choose the "
+            "smallest tied w, the one that moves the policy least from the behaviour data (the weights are "
+            "not necessarily sorted).",
+        )
     if not np.isclose(got_score, want_score):
         fail(name, f"with the tie the reported score is {got_score:.4g}, expected {want_score:.4g}.")
     passed(name, "including a tie")

@@ -22,12 +22,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from qgf_lite.checks._core import (
-    CheckFailed, call_student, compare_arrays, fail, passed, random_inputs, rng, seeded, student_vjp,
+    CheckFailed,
+    call_student,
+    compare_arrays,
+    fail,
+    passed,
+    random_inputs,
+    rng,
+    seeded,
+    student_vjp,
 )
+from qgf_lite.checks.fields import critic_field  # noqa: F401 - rebuilt in the sandbox
 from qgf_lite.checks.flow import _call_with_time_hint, _times, toy_obs, toy_velocity
 from qgf_lite.guidance import critic_action_gradient, denoised_estimate, select_highest
 from qgf_lite.samplers import matched_best_of_n
-from qgf_lite.checks.fields import critic_field  # noqa: F401 - rebuilt in the sandbox
 
 _BATCH, _DIM, _OBS_DIM = 7, 3, 2
 
@@ -73,15 +81,21 @@ def check_denoised_estimate(fn) -> None:
         raise AssertionError("internal: the check's inputs never hit the clip")  # guards the check itself
     got = _call_with_time_hint(name, fn, velocity, obs, a, t)
     compare_arrays(
-        name, got, want, what="a_hat",
+        name,
+        got,
+        want,
+        what="a_hat",
         known_mistakes=[
-            ("the (1 - t) factor is missing: a + v jumps a full unit of time, not the time left to t = 1",
-             jnp.clip(a + v, -1, 1)),
+            (
+                "the (1 - t) factor is missing: a + v jumps a full unit of time, not the time left to t = 1",
+                jnp.clip(a + v, -1, 1),
+            ),
             ("t is used where the time left, 1 - t, belongs", jnp.clip(a + tc * v, -1, 1)),
-            ("the clip to [-1, 1] is missing: the critic was trained on actions inside the box",
-             a + (1 - tc) * v),
-            ("it is one small Euler step (dt) instead of one step over the remaining time (1 - t)",
-             jnp.clip(a + 0.1 * v, -1, 1)),
+            ("the clip to [-1, 1] is missing: the critic was trained on actions inside the box", a + (1 - tc) * v),
+            (
+                "it is one small Euler step (dt) instead of one step over the remaining time (1 - t)",
+                jnp.clip(a + 0.1 * v, -1, 1),
+            ),
             ("it returns a itself (the noisy action) instead of the one-step estimate", a),
         ],
     )
@@ -93,12 +107,18 @@ def check_denoised_estimate(fn) -> None:
     except CheckFailed:
         raise
     except Exception as err:
-        fail(name, f"jax.grad could not differentiate your function ({type(err).__name__}: {err}).",
-             "write it with jax.numpy (jnp) only, no numpy or float() conversions, so guidance can differentiate it.")
+        fail(
+            name,
+            f"jax.grad could not differentiate your function ({type(err).__name__}: {err}).",
+            "write it with jax.numpy (jnp) only, no numpy or float() conversions, so guidance can differentiate it.",
+        )
     want_grad = jax.grad(lambda x: jnp.sum(reference_denoised_estimate(velocity, obs, x, t) * weights))(a)
     if not np.allclose(got_grad, want_grad, rtol=1e-4, atol=1e-5):
-        fail(name, "the values are right but the gradient flows through the velocity network.",
-             "wrap v in jax.lax.stop_gradient: QGF treats d a_hat / d a as the identity (docs/algorithm.md §4).")
+        fail(
+            name,
+            "the values are right but the gradient flows through the velocity network.",
+            "wrap v in jax.lax.stop_gradient: QGF treats d a_hat / d a as the identity (docs/algorithm.md §4).",
+        )
     passed(name)
 
 
@@ -127,20 +147,27 @@ def check_qgf_velocity(fn) -> None:
     want = reference_qgf_velocity(velocity, critic, obs, a, t, weight)
     got = _call_with_time_hint(name, fn, velocity, critic, obs, a, t, weight)
     compare_arrays(
-        name, got, want, what="guided velocity",
+        name,
+        got,
+        want,
+        what="guided velocity",
         known_mistakes=[
-            ("the critic is differentiated at the noisy a_t (the noisy-gradient baseline), not at a_hat",
-             v + weight * grad_at(a)),
+            (
+                "the critic is differentiated at the noisy a_t (the noisy-gradient baseline), not at a_hat",
+                v + weight * grad_at(a),
+            ),
             ("a_hat misses the (1 - t) factor", v + weight * grad_at(jnp.clip(a + v, -1, 1))),
             ("a_hat uses t instead of 1 - t", v + weight * grad_at(jnp.clip(a + tc * v, -1, 1))),
             ("a_hat is not clipped to [-1, 1]", v + weight * grad_at(a + (1 - tc) * v)),
-            ("the gradient is taken with respect to a through the velocity (no stop_gradient): that is the "
-             "Jacobian variant, not QGF", v + weight * jax.grad(through_jacobian)(a)),
+            (
+                "the gradient is taken with respect to a through the velocity (no stop_gradient): that is the "
+                "Jacobian variant, not QGF",
+                v + weight * jax.grad(through_jacobian)(a),
+            ),
             ("the gradient is subtracted: guidance climbs Q", v - weight * g),
             ("the weight w is missing", v + g),
             ("the velocity v is missing: only the guidance term is returned", weight * g),
-            ("the gradient is of the batch mean of Q, which divides it by the batch size",
-             v + weight * g / _BATCH),
+            ("the gradient is of the batch mean of Q, which divides it by the batch size", v + weight * g / _BATCH),
         ],
     )
     zero = _call_with_time_hint(name, fn, velocity, critic, obs, a, t, 0.0)
@@ -179,22 +206,35 @@ def check_select_best(fn) -> None:
 
     # Scores read as (n, batch): the j-th proposal of row i gets score flat[j * batch + i] (with the states
     # repeated as they should be, or tiled to match that wrong order).
-    transposed = [pick(jnp.argmax(critic(states, flat).reshape(n, batch), axis=0))
-                  for states in (_flat_states(obs, n), jnp.tile(obs, (n, 1)))]
+    transposed = [
+        pick(jnp.argmax(critic(states, flat).reshape(n, batch), axis=0))
+        for states in (_flat_states(obs, n), jnp.tile(obs, (n, 1)))
+    ]
     tiled = pick(jnp.argmax(critic(jnp.tile(obs, (n, 1)), flat).reshape(batch, n), axis=1))
     compare_arrays(
-        name, got, want, what="selected actions",
+        name,
+        got,
+        want,
+        what="selected actions",
         known_mistakes=[
-            ("you reshaped the critic's scores to (n, batch). The proposals were flattened row by row "
-             "(batch * n, dim), so score k belongs to row k // n: reshape the critic's output to (batch, n) and take "
-             "the argmax over axis 1", transposed[0]),
-            ("you reshaped the critic's scores to (n, batch), and tiled the states to match. The proposals were "
-             "flattened row by row (batch * n, dim), so score k belongs to row k // n: repeat each state n times "
-             "(jnp.repeat(obs, n, axis=0)), reshape the scores to (batch, n) and take the argmax over axis 1",
-             transposed[1]),
-            ("the states are paired with the wrong proposals: jnp.tile(obs, (n, 1)) gives flattened proposal k the "
-             "state of row k % batch, but it belongs to row k // n; repeat each state n times instead, "
-             "jnp.repeat(obs, n, axis=0)", tiled),
+            (
+                "you reshaped the critic's scores to (n, batch). The proposals were flattened row by row "
+                "(batch * n, dim), so score k belongs to row k // n: reshape the critic's output to (batch, n) and take "
+                "the argmax over axis 1",
+                transposed[0],
+            ),
+            (
+                "you reshaped the critic's scores to (n, batch), and tiled the states to match. The proposals were "
+                "flattened row by row (batch * n, dim), so score k belongs to row k // n: repeat each state n times "
+                "(jnp.repeat(obs, n, axis=0)), reshape the scores to (batch, n) and take the argmax over axis 1",
+                transposed[1],
+            ),
+            (
+                "the states are paired with the wrong proposals: jnp.tile(obs, (n, 1)) gives flattened proposal k the "
+                "state of row k % batch, but it belongs to row k // n; repeat each state n times instead, "
+                "jnp.repeat(obs, n, axis=0)",
+                tiled,
+            ),
             ("it keeps the lowest-Q proposal (argmin instead of argmax)", pick(jnp.argmin(scores, axis=1))),
             ("it always keeps the first proposal", proposals[:, 0]),
             ("it averages the proposals instead of choosing one", jnp.mean(proposals, axis=1)),
@@ -232,29 +272,47 @@ def check_matched_best_of_n(fn) -> None:
     for budget, steps in cases:
         value = call_student(name, fn, budget, steps)
         if isinstance(value, (float, np.floating)):
-            fail(name, f"for budget={budget}, steps={steps} it returned the float {value!r}; N counts samples.",
-                 "use floor division, budget // (steps + 1), which gives an int.")
+            fail(
+                name,
+                f"for budget={budget}, steps={steps} it returned the float {value!r}; N counts samples.",
+                "use floor division, budget // (steps + 1), which gives an int.",
+            )
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-            fail(name, f"for budget={budget}, steps={steps} it returned {value!r}; return a Python int.",
-                 "N counts samples: use integer division (//), not /.")
+            fail(
+                name,
+                f"for budget={budget}, steps={steps} it returned {value!r}; return a Python int.",
+                "N counts samples: use integer division (//), not /.",
+            )
         got.append(int(value))
     want = [reference_matched_best_of_n(b, k) for b, k in cases]
     rounded = [round(b / (k + 1)) for b, k in cases]
     if got != want and got == rounded:
         # round() rounds up as often as down; only a case where it rounds up shows, and the message names it.
         budget, steps, n = next((b, k, r) for (b, k), r, w in zip(cases, rounded, want) if r != w)
-        fail(name, f"N is computed with round(): for budget={budget}, steps={steps} round() rounds "
-                   f"{budget / (steps + 1):.3g} up to {n}, and best-of-{n} costs {n * (steps + 1)} > {budget} "
-                   "evaluations.",
-             "N must not exceed the budget: use floor division, budget // (steps + 1).")
+        fail(
+            name,
+            f"N is computed with round(): for budget={budget}, steps={steps} round() rounds "
+            f"{budget / (steps + 1):.3g} up to {n}, and best-of-{n} costs {n * (steps + 1)} > {budget} "
+            "evaluations.",
+            "N must not exceed the budget: use floor division, budget // (steps + 1).",
+        )
     compare_arrays(
-        name, np.asarray(got), np.asarray(want), what="N",
+        name,
+        np.asarray(got),
+        np.asarray(want),
+        what="N",
         known_mistakes=[
-            ("the critic call that scores each proposal is not counted (N = budget // steps), so best-of-N "
-             "goes over the budget", [b // k for b, k in cases]),
+            (
+                "the critic call that scores each proposal is not counted (N = budget // steps), so best-of-N "
+                "goes over the budget",
+                [b // k for b, k in cases],
+            ),
             ("N is rounded up, so best-of-N goes over the budget", [-(-b // (k + 1)) for b, k in cases]),
-            ("it divides by the cost of one guided sample (3 evaluations per step) instead of one BC sample "
-             "plus its scoring", [b // (3 * k) for b, k in cases]),
+            (
+                "it divides by the cost of one guided sample (3 evaluations per step) instead of one BC sample "
+                "plus its scoring",
+                [b // (3 * k) for b, k in cases],
+            ),
         ],
     )
     passed(name)

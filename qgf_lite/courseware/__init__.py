@@ -37,18 +37,16 @@ Command line::
     python -m qgf_lite.courseware grade SUBMISSIONS... --autograder-dir dist/autograder --out grades.csv --jobs 2
 """
 
-
 from qgf_lite._optional import require_extra
 
 require_extra("qgf_lite.courseware", "course")
 
 from qgf_lite.courseware.assignments import *  # noqa: E402,F401,F403
+from qgf_lite.courseware.batch import grade_batch  # noqa: E402,F401
 from qgf_lite.courseware.build import build, find_reference, has_exercises, selftest, write_notebook  # noqa: E402,F401,E501
 from qgf_lite.courseware.cli import main  # noqa: E402,F401
-from qgf_lite.courseware.batch import grade_batch  # noqa: E402,F401
 from qgf_lite.courseware.grading import Limits, find_reference_uses, grade_notebook, grade_submission  # noqa: E402,F401,E501
 from qgf_lite.courseware.questions import QUESTIONS, Hidden, Question  # noqa: E402,F401
-
 
 __all__ = [
     "ASSIGNMENTS",

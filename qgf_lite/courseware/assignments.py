@@ -7,9 +7,10 @@ import ast
 import copy
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import nbformat
@@ -43,13 +44,38 @@ NBFORMAT_VERSION = 4
 # Anything else (training, data generation, plotting) makes a cell non-setup.
 _SETUP_CALLS = frozenset(
     {
-        "bool", "int", "float", "str", "tuple", "list", "dict", "set", "frozenset",
-        "range", "len", "min", "max", "abs", "round", "print",
-        "os.environ.get", "os.environ.setdefault", "os.getenv",
-        "Path", "pathlib.Path", "Path.cwd", "pathlib.Path.cwd",
-        "warnings.filterwarnings", "warnings.simplefilter",
-        "jax.config.update", "np.set_printoptions", "numpy.set_printoptions",
-        "dataclasses.field", "field", "functools.partial", "partial",
+        "bool",
+        "int",
+        "float",
+        "str",
+        "tuple",
+        "list",
+        "dict",
+        "set",
+        "frozenset",
+        "range",
+        "len",
+        "min",
+        "max",
+        "abs",
+        "round",
+        "print",
+        "os.environ.get",
+        "os.environ.setdefault",
+        "os.getenv",
+        "Path",
+        "pathlib.Path",
+        "Path.cwd",
+        "pathlib.Path.cwd",
+        "warnings.filterwarnings",
+        "warnings.simplefilter",
+        "jax.config.update",
+        "np.set_printoptions",
+        "numpy.set_printoptions",
+        "dataclasses.field",
+        "field",
+        "functools.partial",
+        "partial",
     }
 )
 # Line magics that only configure the session (`%load_ext autoreload`, ...).
@@ -130,7 +156,7 @@ def check_id(cell) -> str | None:
         return None
     for tag in cell_tags(cell):
         if tag.startswith(CHECK_TAG_PREFIX):
-            return tag[len(CHECK_TAG_PREFIX):].strip()
+            return tag[len(CHECK_TAG_PREFIX) :].strip()
     return None
 
 
@@ -253,9 +279,8 @@ def _is_setup_statement(stmt: ast.stmt) -> bool:
             _is_cheap_expression(d) for d in stmt.args.defaults + stmt.args.kw_defaults
         )
     if isinstance(stmt, ast.ClassDef):
-        return (
-            all(_is_cheap_expression(d) for d in stmt.decorator_list + stmt.bases)
-            and all(_is_setup_statement(s) for s in stmt.body)
+        return all(_is_cheap_expression(d) for d in stmt.decorator_list + stmt.bases) and all(
+            _is_setup_statement(s) for s in stmt.body
         )
     if isinstance(stmt, ast.Assign):
         return _is_cheap_expression(stmt.value)
@@ -264,9 +289,7 @@ def _is_setup_statement(stmt: ast.stmt) -> bool:
     if isinstance(stmt, ast.Expr):
         return _is_cheap_expression(stmt.value)
     if isinstance(stmt, ast.If):
-        return _is_cheap_expression(stmt.test) and all(
-            _is_setup_statement(s) for s in stmt.body + stmt.orelse
-        )
+        return _is_cheap_expression(stmt.test) and all(_is_setup_statement(s) for s in stmt.body + stmt.orelse)
     return False
 
 
@@ -332,9 +355,7 @@ def _escape(text: str) -> str:
 
 
 def strip_solution_markers(source: str) -> str:
-    return "\n".join(
-        line for line in source.splitlines() if line.strip() not in (BEGIN_SOLUTION, END_SOLUTION)
-    )
+    return "\n".join(line for line in source.splitlines() if line.strip() not in (BEGIN_SOLUTION, END_SOLUTION))
 
 
 def _has_solution_block(source: str) -> bool:

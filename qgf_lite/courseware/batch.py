@@ -26,13 +26,11 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from qgf_lite.courseware.assignments import ASSIGNMENTS, find_exercises, read_notebook
 from qgf_lite.courseware.gradebook import (
-    FIXED_COLUMNS,
-    TAIL_COLUMNS,
     Gradebook,
     _atomic_write,
     feedback_markdown,
@@ -77,9 +75,11 @@ def collect_named(paths: Iterable[str | os.PathLike]) -> list[tuple[str, Path]]:
             if name not in owner:
                 break
         else:
-            raise ValueError(f"two submissions would both be named {qualified!r} in the gradebook: "
-                             f"{str(owner[qualified])!r} and {str(path)!r}; grade them into separate gradebooks "
-                             "(--out) or rename one")
+            raise ValueError(
+                f"two submissions would both be named {qualified!r} in the gradebook: "
+                f"{str(owner[qualified])!r} and {str(path)!r}; grade them into separate gradebooks "
+                "(--out) or rename one"
+            )
         owner[name] = path
         named.append((name, path))
     return named
@@ -116,18 +116,23 @@ def choose_reference(name: str, stored: str | None, references: dict[str, Path])
     """
     by_name = _name_suggests(Path(name).stem, references)
     if stored is not None and by_name is not None and stored != by_name:
-        return None, (f"assignment mismatch: the notebook's metadata says {stored!r} but its file name says "
-                      f"{by_name!r}; not graded: check which assignment the student meant, rename the file to match "
-                      "and grade it again")
+        return None, (
+            f"assignment mismatch: the notebook's metadata says {stored!r} but its file name says "
+            f"{by_name!r}; not graded: check which assignment the student meant, rename the file to match "
+            "and grade it again"
+        )
     if stored is not None and stored not in references:
-        return None, (f"unmatched: the notebook's metadata names assignment {stored!r}, which is not one of "
-                      f"{sorted(references)}")
+        return None, (
+            f"unmatched: the notebook's metadata names assignment {stored!r}, which is not one of {sorted(references)}"
+        )
     if stored is not None:
         return references[stored], None
     if by_name is not None:
         return references[by_name], None
-    return None, (f"unmatched: cannot tell which assignment this is (expected one of {sorted(references)} in its "
-                  "metadata or file name)")
+    return None, (
+        f"unmatched: cannot tell which assignment this is (expected one of {sorted(references)} in its "
+        "metadata or file name)"
+    )
 
 
 def match_reference(submission: Path, references: dict[str, Path]) -> Path | None:
@@ -143,10 +148,27 @@ def match_reference(submission: Path, references: dict[str, Path]) -> Path | Non
 
 
 def _not_graded(name: str, assignment: str, status: str, points: dict) -> dict:
-    questions = {ex_id: {"title": title, "points": 0.0, "max_points": p, "passed": False, "message": status,
-                         "checks": [], "flags": []} for ex_id, (title, p) in points.items()}
-    return {"notebook": name, "reference": None, "assignment": assignment, "questions": questions, "total": 0.0,
-            "max_total": float(sum(p for _, p in points.values())), "status": status}
+    questions = {
+        ex_id: {
+            "title": title,
+            "points": 0.0,
+            "max_points": p,
+            "passed": False,
+            "message": status,
+            "checks": [],
+            "flags": [],
+        }
+        for ex_id, (title, p) in points.items()
+    }
+    return {
+        "notebook": name,
+        "reference": None,
+        "assignment": assignment,
+        "questions": questions,
+        "total": 0.0,
+        "max_total": float(sum(p for _, p in points.values())),
+        "status": status,
+    }
 
 
 class Progress:
@@ -234,12 +256,15 @@ def grade_batch(
                 columns.append(ex.id)
     seed, seed_source = read_seed(autograder_dir, seed)
     if seed_source == "default":
-        log("warning: no grading seed given (--seed, QGF_GRADING_SEED or the build's grading_seed.txt); hidden "
-            "inputs come from the default seed, which anyone can read in the source code")
+        log(
+            "warning: no grading seed given (--seed, QGF_GRADING_SEED or the build's grading_seed.txt); hidden "
+            "inputs come from the default seed, which anyone can read in the source code"
+        )
 
     named = collect_named(submissions)
-    book = Gradebook(out, columns, roster=roster_data, assignments=list(references) if reference is not None else (),
-                     log=log)
+    book = Gradebook(
+        out, columns, roster=roster_data, assignments=list(references) if reference is not None else (), log=log
+    )
     grader = grader_identity()
     autograder_sha = {name: file_sha256(path) for name, path in references.items()}
 
@@ -260,21 +285,38 @@ def grade_batch(
         else:
             ref, status = choose_reference(name, found.get("assignment"), references)
         assignment = next((a for a, p in references.items() if p == ref), "")
-        parts = {"sha256": hashes[name], "grader": grader, "autograder_sha256": autograder_sha.get(assignment, ""),
-                 "seed": seed, "assignment": assignment, "status": status}
-        key = submission_key(hashes[name], grader=grader, autograder_sha256=parts["autograder_sha256"], seed=seed,
-                             assignment=assignment + ("" if status is None else "\0" + status))
+        parts = {
+            "sha256": hashes[name],
+            "grader": grader,
+            "autograder_sha256": autograder_sha.get(assignment, ""),
+            "seed": seed,
+            "assignment": assignment,
+            "status": status,
+        }
+        key = submission_key(
+            hashes[name],
+            grader=grader,
+            autograder_sha256=parts["autograder_sha256"],
+            seed=seed,
+            assignment=assignment + ("" if status is None else "\0" + status),
+        )
         plans.append((name, path, ref if status is None else None, status, key, parts))
     todo = [plan for plan in plans if regrade or book.key_of(plan[0]) != plan[4]]
     if len(todo) < len(plans):
         log(f"resuming: {len(plans) - len(todo)} of {len(plans)} submissions already in {out}")
     changed = [plan[0] for plan in todo if not regrade and book.key_of(plan[0]) is not None]
     if changed:
-        log(f"regrading {len(changed)} submission(s) whose file, autograder, seed or grader changed: "
-            f"{safe_field(', '.join(changed[:5]), 300)}{' ...' if len(changed) > 5 else ''}")
+        log(
+            f"regrading {len(changed)} submission(s) whose file, autograder, seed or grader changed: "
+            f"{safe_field(', '.join(changed[:5]), 300)}{' ...' if len(changed) > 5 else ''}"
+        )
 
-    hide = sorted({str(p.resolve().parent) for _, p in named} | {str(Path(out).resolve().parent)}
-                  | {str(p.resolve().parent) for p in references.values()} | {str(Path.home())})
+    hide = sorted(
+        {str(p.resolve().parent) for _, p in named}
+        | {str(Path(out).resolve().parent)}
+        | {str(p.resolve().parent) for p in references.values()}
+        | {str(Path.home())}
+    )
     bar = Progress(len(todo), enabled=progress)
     rows = []
     cache_root = Path(tempfile.mkdtemp(prefix="qgf_jax_cache_"))
@@ -291,11 +333,22 @@ def grade_batch(
         if reference_path is None:
             return _not_graded(name, parts["assignment"], status, points.get(parts["assignment"], {}))
         try:
-            return grade_submission(path, reference_path, seed=seed, limits=limits, hide=hide,
-                                    jax_cache=caches.get(reference_path.stem), **(grade_options or {}))
+            return grade_submission(
+                path,
+                reference_path,
+                seed=seed,
+                limits=limits,
+                hide=hide,
+                jax_cache=caches.get(reference_path.stem),
+                **(grade_options or {}),
+            )
         except Exception as err:  # a bug of the grader itself: say so in the row, keep grading the rest
-            return _not_graded(name, parts["assignment"], f"grader error: {type(err).__name__}: {err}",
-                               points.get(parts["assignment"], {}))
+            return _not_graded(
+                name,
+                parts["assignment"],
+                f"grader error: {type(err).__name__}: {err}",
+                points.get(parts["assignment"], {}),
+            )
 
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -303,8 +356,11 @@ def grade_batch(
             for future in concurrent.futures.as_completed(futures):
                 plan = futures[future]
                 report = future.result()
-                rows.append(book.add(plan[0], report, key=plan[4], sha256=hashes[plan[0]], probe=probes[plan[0]],
-                                     key_parts=plan[5]))
+                rows.append(
+                    book.add(
+                        plan[0], report, key=plan[4], sha256=hashes[plan[0]], probe=probes[plan[0]], key_parts=plan[5]
+                    )
+                )
                 score = f"{number_field(report.get('total'))}/{number_field(report.get('max_total'))}"
                 bar.update(f"{safe_field(Path(plan[0]).name, 60)}: {score}")
     finally:
@@ -317,23 +373,29 @@ def grade_batch(
 
 def write_similarity(book: Gradebook, references: dict[str, Path], path: Path, *, log=print) -> list[dict]:
     """similarity.csv for every submission in the gradebook (see :mod:`qgf_lite.courseware.similarity`)."""
-    from qgf_lite.courseware.limited import LimitedFailed
-    from qgf_lite.courseware.similarity import inspect_notebooks, similar_pairs, similarity_csv
-
     import hashlib
     import json
 
     from qgf_lite.courseware import similarity as similarity_module
+    from qgf_lite.courseware.limited import LimitedFailed
+    from qgf_lite.courseware.similarity import inspect_notebooks, similar_pairs, similarity_csv
 
-    submissions = {name: (entry["row"].get("assignment", ""), entry.get("probe"))
-                   for name, entry in book.entries.items() if isinstance(entry.get("probe"), dict)}
+    submissions = {
+        name: (entry["row"].get("assignment", ""), entry.get("probe"))
+        for name, entry in book.entries.items()
+        if isinstance(entry.get("probe"), dict)
+    }
     names = sorted(references)
     # Unchanged inputs (every file, the references, this code): the report on disk is still right.
-    fingerprint = hashlib.sha256(json.dumps([
-        sorted((n, book.entries[n].get("sha256"), a) for n, (a, _) in submissions.items()),
-        [(n, file_sha256(references[n])) for n in names],
-        file_sha256(similarity_module.__file__),
-    ]).encode()).hexdigest()
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            [
+                sorted((n, book.entries[n].get("sha256"), a) for n, (a, _) in submissions.items()),
+                [(n, file_sha256(references[n])) for n in names],
+                file_sha256(similarity_module.__file__),
+            ]
+        ).encode()
+    ).hexdigest()
     stamp = book.state_dir / f".{path.name}.key"
     if path.is_file() and stamp.is_file() and stamp.read_text().strip() == fingerprint:
         return []
@@ -349,5 +411,14 @@ def write_similarity(book: Gradebook, references: dict[str, Path], path: Path, *
     return rows
 
 
-__all__ = ["Gradebook", "choose_reference", "collect_named", "collect_submissions", "feedback_markdown",
-           "grade_batch", "match_reference", "read_seed", "write_similarity"]
+__all__ = [
+    "Gradebook",
+    "choose_reference",
+    "collect_named",
+    "collect_submissions",
+    "feedback_markdown",
+    "grade_batch",
+    "match_reference",
+    "read_seed",
+    "write_similarity",
+]

@@ -8,8 +8,8 @@ Open it with ``python -m jupyter lab dist/course``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import nbformat
 
@@ -117,10 +117,10 @@ def _course_readme(course: list[tuple[str, object]]) -> str:
         lines.append(f"| {i} | [{name}]({name}): {title.split('·', 1)[-1].strip()} | {quote or 'see its header'} |")
     lines += [
         "",
-        "Each notebook runs top to bottom after \"Restart kernel and run all\" (Kernel menu). Each `# EXERCISE` cell",
+        'Each notebook runs top to bottom after "Restart kernel and run all" (Kernel menu). Each `# EXERCISE` cell',
         "is left for you: replace its `raise NotImplementedError` with your code. The check cell below it compares",
-        "your function with the reference and, when they differ, stops with one message saying what is wrong; \"Run",
-        "All\" stops there too. Once a check passes, the cells after it run *your* function: your sampler, loss or",
+        'your function with the reference and, when they differ, stops with one message saying what is wrong; "Run',
+        'All" stops there too. Once a check passes, the cells after it run *your* function: your sampler, loss or',
         "selection draws the figures that follow.",
         "",
         "Notebooks 01-04 and 06 run on a laptop CPU; 05 simulates a robot arm with MuJoCo (`pip install",
@@ -226,8 +226,9 @@ def build(
     return built
 
 
-def selftest(out: str | os.PathLike, built: dict[str, list[Exercise]], *, limits: Limits = Limits(),
-             seed: int | None = None) -> list[str]:
+def selftest(
+    out: str | os.PathLike, built: dict[str, list[Exercise]], *, limits: Limits = Limits(), seed: int | None = None
+) -> list[str]:
     """Grade each built solutions and student notebook against its autograder (public and hidden checks).
 
     Solutions must earn full marks and untouched student versions zero; returns

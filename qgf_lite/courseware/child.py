@@ -52,7 +52,9 @@ class _PackageGate:
         if name.split(".")[0] == "qgf_lite" and name not in self.allowed:
             raise ModuleNotFoundError(
                 f"{name} is not available while grading: exercises are graded with numpy, jax and your own "
-                "functions only, so write the exercise without calling the qgf_lite package", name=name)
+                "functions only, so write the exercise without calling the qgf_lite package",
+                name=name,
+            )
         return None
 
 
@@ -144,8 +146,9 @@ def main():  # pragma: no cover - runs in the sandbox
 
         def callback(*args):
             arrays = {}
-            send({"op": "callback", "id": callback_id, "args": wire.encode(tuple(args), arrays, callables=False)},
-                 arrays)
+            send(
+                {"op": "callback", "id": callback_id, "args": wire.encode(tuple(args), arrays, callables=False)}, arrays
+            )
             reply, out = wire.unpack(protocol_in)
             if reply.get("op") != "callback_result":
                 raise RuntimeError("the grader did not answer the callback")
@@ -173,8 +176,11 @@ def main():  # pragma: no cover - runs in the sandbox
                 except BaseException as err:  # noqa: B036 - a student's sys.exit() or bare raise is a cell error
                     error = _error_of(err)
                 send({"op": "cell_done", "index": cell["index"], "error": error})
-            names = {name: ("callable" if callable(namespace[name]) else "value")
-                     for name in header.get("names", []) if name in namespace}
+            names = {
+                name: ("callable" if callable(namespace[name]) else "value")
+                for name in header.get("names", [])
+                if name in namespace
+            }
             send({"op": "ready", "names": names})
         elif op in ("call", "vjp"):
             builders["__callback__"] = make_callback
@@ -185,8 +191,9 @@ def main():  # pragma: no cover - runs in the sandbox
                 if op == "call":
                     result = fn(*args)
                 else:
-                    result = _student_vjp(fn, args, int(header["argnum"]),
-                                          wire.decode(header["cotangent"], arrays, builders))
+                    result = _student_vjp(
+                        fn, args, int(header["argnum"]), wire.decode(header["cotangent"], arrays, builders)
+                    )
                 reply = {"op": "result", "value": wire.encode(result, out, callables=False)}
             except BaseException as err:  # noqa: B036
                 out = {}

@@ -36,8 +36,9 @@ def read_grades(path: str | os.PathLike) -> tuple[list[str], list[dict]]:
     """(columns, rows) of a grades.csv, keeping only the columns an export needs, every field re-checked."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"gradebook {str(path)!r} does not exist; run `python -m qgf_lite.courseware grade "
-                                "... --out` first")
+        raise FileNotFoundError(
+            f"gradebook {str(path)!r} does not exist; run `python -m qgf_lite.courseware grade ... --out` first"
+        )
     rows = []
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
@@ -45,18 +46,30 @@ def read_grades(path: str | os.PathLike) -> tuple[list[str], list[dict]]:
             columns = list(reader.fieldnames or [])
             missing = [c for c in ("submission", "assignment", "total") if c not in columns]
             if missing:
-                raise ValueError(f"{str(path)!r} is not a gradebook written by `grade` (no column "
-                                 f"{', '.join(missing)}); it has {columns[:10]!r}")
+                raise ValueError(
+                    f"{str(path)!r} is not a gradebook written by `grade` (no column "
+                    f"{', '.join(missing)}); it has {columns[:10]!r}"
+                )
             for row in reader:
                 rows.append({c: safe_field(row.get(c) or "") for c in _NEEDED if c in row})
         except csv.Error as err:  # e.g. a field over csv.field_size_limit() in an old, unprotected gradebook
-            raise ValueError(f"{str(path)!r} line {reader.line_num}: {err}; it was not written by this version of "
-                             "qgf_lite: grade again (`grade ... --regrade`) to rewrite it") from None
+            raise ValueError(
+                f"{str(path)!r} line {reader.line_num}: {err}; it was not written by this version of "
+                "qgf_lite: grade again (`grade ... --regrade`) to rewrite it"
+            ) from None
     return columns, rows
 
 
-def export(grades: str | os.PathLike, out: str | os.PathLike, fmt: str, *, assignment: str | None = None,
-           roster: str | os.PathLike | None = None, column: str | None = None, log=print) -> int:
+def export(
+    grades: str | os.PathLike,
+    out: str | os.PathLike,
+    fmt: str,
+    *,
+    assignment: str | None = None,
+    roster: str | os.PathLike | None = None,
+    column: str | None = None,
+    log=print,
+) -> int:
     """Write ``out`` in format ``fmt`` from the gradebook ``grades``; returns the number of rows written."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -74,8 +87,10 @@ def export(grades: str | os.PathLike, out: str | os.PathLike, fmt: str, *, assig
     elif "student_id" in columns:
         table = rows
     elif fmt != "csv":
-        raise ValueError(f"a {fmt} import needs to know each file's student: pass --roster roster.csv (or grade "
-                         "with --roster); see docs/TEACHING.md for its columns")
+        raise ValueError(
+            f"a {fmt} import needs to know each file's student: pass --roster roster.csv (or grade "
+            "with --roster); see docs/TEACHING.md for its columns"
+        )
     else:
         table = [{**r, "student_id": "", "name": ""} for r in rows]
     names = [a for a in dict.fromkeys(r.get("assignment", "") for r in table) if a]
@@ -88,8 +103,10 @@ def export(grades: str | os.PathLike, out: str | os.PathLike, fmt: str, *, assig
     table = [r for r in table if r.get("assignment") in names or (not r.get("assignment") and fmt == "csv")]
     flagged = [r for r in table if r.get("submission") and r.get("status") != "ok"]
     if flagged:
-        log(f"warning: {len(flagged)} row(s) have a status other than 'ok' (see the status column of {grades}); "
-            f"their total is exported as graded, e.g. {flagged[0].get('submission')}: {flagged[0].get('status')[:120]}")
+        log(
+            f"warning: {len(flagged)} row(s) have a status other than 'ok' (see the status column of {grades}); "
+            f"their total is exported as graded, e.g. {flagged[0].get('submission')}: {flagged[0].get('status')[:120]}"
+        )
     titles = {a: (column if column is not None else a) for a in names}
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -98,8 +115,12 @@ def export(grades: str | os.PathLike, out: str | os.PathLike, fmt: str, *, assig
         for r in table:
             who = students.get(r.get("student_id", ""))
             extra = {"email": who.email if who else "", "section": who.section if who else ""}
-            writer.writerow([safe_field({**r, **extra}.get(c, "")) if c not in ("total", "max_total")
-                             else number_field(r.get(c)) for c in CSV_COLUMNS])
+            writer.writerow(
+                [
+                    safe_field({**r, **extra}.get(c, "")) if c not in ("total", "max_total") else number_field(r.get(c))
+                    for c in CSV_COLUMNS
+                ]
+            )
         count = len(table)
     else:
         order, scores, ambiguous = [], {}, []
@@ -117,8 +138,13 @@ def export(grades: str | os.PathLike, out: str | os.PathLike, fmt: str, *, assig
         for sid, name in order:
             who = students.get(sid)
             if fmt == "canvas":
-                ident = [name, who.canvas_id if who else "", sid, who.login_id if who else "",
-                         who.section if who else ""]
+                ident = [
+                    name,
+                    who.canvas_id if who else "",
+                    sid,
+                    who.login_id if who else "",
+                    who.section if who else "",
+                ]
             else:
                 ident = [sid, who.email if who else "", name]
             cells = []

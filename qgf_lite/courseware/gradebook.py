@@ -28,8 +28,8 @@ import math
 import os
 import re
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 FIELD_LIMIT = 500  # characters per grades.csv field
 MESSAGE_LIMIT = 2000  # characters per message in feedback markdown
@@ -148,8 +148,10 @@ def grader_identity() -> str:
         from qgf_lite.version import __version__
 
         package = Path(__file__).resolve().parents[1]
-        files = [package / "courseware" / f"{name}.py" for name in
-                 ("grading", "sandbox", "questions", "assignments", "limited", "child", "wire")]
+        files = [
+            package / "courseware" / f"{name}.py"
+            for name in ("grading", "sandbox", "questions", "assignments", "limited", "child", "wire")
+        ]
         files += sorted((package / "checks").rglob("*.py"))
         digest = hashlib.sha256()
         for path in files:
@@ -183,8 +185,10 @@ def feedback_markdown(report: dict, name: str | None = None) -> str:
     if name is None:
         name = Path(str(report.get("notebook") or "submission")).name
     lines = [f"# Feedback: {md_text(name, 300, block=False)}", ""]
-    lines.append(f"Assignment {md_text(report.get('assignment') or '?', 200, block=False)}: "
-                 f"**{_score(report.get('total'))} / {_score(report.get('max_total'))} points**.")
+    lines.append(
+        f"Assignment {md_text(report.get('assignment') or '?', 200, block=False)}: "
+        f"**{_score(report.get('total'))} / {_score(report.get('max_total'))} points**."
+    )
     if report.get("status") != "ok":
         lines.append("")
         lines.append(f"Grading notes: {md_text(report.get('status'))}")
@@ -192,8 +196,10 @@ def feedback_markdown(report: dict, name: str | None = None) -> str:
     questions = report.get("questions") if isinstance(report.get("questions"), dict) else {}
     for ex_id, q in list(questions.items())[:100]:
         q = q if isinstance(q, dict) else {}
-        lines.append(f"## {md_text(ex_id, 50, block=False)} {md_text(q.get('title', ''), 200, block=False)}: "
-                     f"{_score(q.get('points'))} / {_score(q.get('max_points'))}")
+        lines.append(
+            f"## {md_text(ex_id, 50, block=False)} {md_text(q.get('title', ''), 200, block=False)}: "
+            f"{_score(q.get('points'))} / {_score(q.get('max_points'))}"
+        )
         lines.append("")
         checks = q.get("checks") if isinstance(q.get("checks"), list) else []
         if not checks:
@@ -203,7 +209,7 @@ def feedback_markdown(report: dict, name: str | None = None) -> str:
             mark = "passed" if check.get("passed") is True else "failed"
             score = f"{_score(check.get('points'))} / {_score(check.get('max_points'))}"
             if check.get("hidden"):
-                lines.append(f"- hidden check \"{md_text(check.get('name', ''), 200, block=False)}\" ({score}): {mark}")
+                lines.append(f'- hidden check "{md_text(check.get("name", ""), 200, block=False)}" ({score}): {mark}')
             else:
                 lines.append(f"- public check ({score}): {_indent(md_text(check.get('message', '')))}")
         if q.get("flags"):
@@ -256,8 +262,15 @@ class Gradebook:
     assignments: the assignments a student is expected to submit (for "missing" rows with a roster).
     """
 
-    def __init__(self, out: str | os.PathLike, question_columns: Sequence[str], *, roster=None,
-                 assignments: Sequence[str] = (), log=None):
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        question_columns: Sequence[str],
+        *,
+        roster=None,
+        assignments: Sequence[str] = (),
+        log=None,
+    ):
         self.path = Path(out)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.feedback_dir = self.path.parent / "feedback"
@@ -270,8 +283,12 @@ class Gradebook:
         self.entries: dict[str, dict] = {}
         self._lock = threading.Lock()
         self._load()
-        extra = [c for e in self.entries.values() for c in e["row"] if c not in self.question_columns
-                 and c not in FIXED_COLUMNS + TAIL_COLUMNS + ROSTER_COLUMNS]
+        extra = [
+            c
+            for e in self.entries.values()
+            for c in e["row"]
+            if c not in self.question_columns and c not in FIXED_COLUMNS + TAIL_COLUMNS + ROSTER_COLUMNS
+        ]
         for column in extra:
             if column not in self.question_columns:
                 self.question_columns.append(column)
@@ -280,8 +297,10 @@ class Gradebook:
             os.replace(self.path, backup)
             if self.reports_path.is_file():
                 os.replace(self.reports_path, self.reports_path.with_name(self.reports_path.name + ".bak"))
-            self.log(f"{self.path} has no gradebook state beside it (written by an older qgf_lite, or by hand); "
-                     f"moved it to {backup} and every submission is graded again")
+            self.log(
+                f"{self.path} has no gradebook state beside it (written by an older qgf_lite, or by hand); "
+                f"moved it to {backup} and every submission is graded again"
+            )
         self.rewrite()
 
     # -- state -----------------------------------------------------------------------------------------------
@@ -342,24 +361,45 @@ class Gradebook:
     # -- rows ------------------------------------------------------------------------------------------------
 
     def make_row(self, name: str, report: dict) -> dict:
-        row = {"submission": safe_field(name), "assignment": safe_field(report.get("assignment") or ""),
-               "total": number_field(report.get("total", 0.0)), "max_total": number_field(report.get("max_total", 0.0)),
-               "status": safe_field(report.get("status", ""))}
+        row = {
+            "submission": safe_field(name),
+            "assignment": safe_field(report.get("assignment") or ""),
+            "total": number_field(report.get("total", 0.0)),
+            "max_total": number_field(report.get("max_total", 0.0)),
+            "status": safe_field(report.get("status", "")),
+        }
         questions = report.get("questions") if isinstance(report.get("questions"), dict) else {}
         for ex_id, q in questions.items():
             if isinstance(q, dict) and safe_field(ex_id, 100) in self.question_columns:
                 row[safe_field(ex_id, 100)] = number_field(q.get("points"))
         return row
 
-    def add(self, name: str, report: dict, *, key: str | None = None, sha256: str | None = None,
-            probe: dict | None = None, key_parts: dict | None = None) -> dict:
+    def add(
+        self,
+        name: str,
+        report: dict,
+        *,
+        key: str | None = None,
+        sha256: str | None = None,
+        probe: dict | None = None,
+        key_parts: dict | None = None,
+    ) -> dict:
         """Record (or replace) a submission's row, report and feedback; returns its row (every column)."""
         row = self.make_row(name, report)
         with self._lock:
             feedback = self._feedback_name(name)
-            entry = {"state_version": STATE_VERSION, "gradebook": self.path.name, "submission": name, "key": key,
-                     "key_parts": key_parts or {}, "sha256": sha256, "probe": probe, "feedback": feedback,
-                     "row": row, "report": bounded(report)}
+            entry = {
+                "state_version": STATE_VERSION,
+                "gradebook": self.path.name,
+                "submission": name,
+                "key": key,
+                "key_parts": key_parts or {},
+                "sha256": sha256,
+                "probe": probe,
+                "feedback": feedback,
+                "row": row,
+                "report": bounded(report),
+            }
             self.feedback_dir.mkdir(parents=True, exist_ok=True)
             self.state_dir.mkdir(parents=True, exist_ok=True)
             _atomic_write(self.feedback_dir / feedback, feedback_markdown(report, name))
@@ -391,10 +431,23 @@ class Gradebook:
 
     def write_reports(self) -> None:
         """reports.jsonl: every current report (bounded), one line each, replaced as a whole."""
-        lines = [json.dumps({"submission": name, **entry.get("report", {})}, allow_nan=False)
-                 for name, entry in sorted(self.entries.items())]
+        lines = [
+            json.dumps({"submission": name, **entry.get("report", {})}, allow_nan=False)
+            for name, entry in sorted(self.entries.items())
+        ]
         _atomic_write(self.reports_path, "".join(line + "\n" for line in lines))
 
 
-__all__ = ["FIELD_LIMIT", "Gradebook", "bounded", "feedback_markdown", "file_sha256", "grader_identity", "md_text",
-           "number_field", "safe_field", "scrub_paths", "submission_key"]
+__all__ = [
+    "FIELD_LIMIT",
+    "Gradebook",
+    "bounded",
+    "feedback_markdown",
+    "file_sha256",
+    "grader_identity",
+    "md_text",
+    "number_field",
+    "safe_field",
+    "scrub_paths",
+    "submission_key",
+]

@@ -78,12 +78,13 @@ def course_requirement(release: str | None) -> str:
     if release[0].isdigit():
         return f"qgf_lite[course]=={release}"
     if release.startswith("qgf_lite @"):
-        return "qgf_lite[course] @" + release[len("qgf_lite @"):]
+        return "qgf_lite[course] @" + release[len("qgf_lite @") :]
     return release  # a wheel path or URL: the course extra's dependencies come from the line below
 
 
-def write_gradescope(out, built: dict, *, release: str | None = None, timeout: float = 300.0,
-                     question_timeout: float = 60.0) -> list[Path]:
+def write_gradescope(
+    out, built: dict, *, release: str | None = None, timeout: float = 300.0, question_timeout: float = 60.0
+) -> list[Path]:
     """Write ``<out>/gradescope/<assignment>/autograder.zip`` for every built assignment."""
     from qgf_lite.courseware.batch import SEED_FILE
 
@@ -106,8 +107,9 @@ def write_gradescope(out, built: dict, *, release: str | None = None, timeout: f
         with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
             for name, text in {
                 "setup.sh": _SETUP,
-                "run_autograder": _RUN_AUTOGRADER.format(notebook=notebook, timeout=timeout,
-                                                         question_timeout=question_timeout),
+                "run_autograder": _RUN_AUTOGRADER.format(
+                    notebook=notebook, timeout=timeout, question_timeout=question_timeout
+                ),
                 "requirements.txt": requirements,
                 SEED_FILE: seed_text,
             }.items():
@@ -134,27 +136,43 @@ def gradescope_results(report: dict, note: str = "") -> dict:
                 output = check["message"]
             if q.get("flags") and not check["passed"]:
                 output = f"{output}\n{q['message']}" if output != q["message"] else output
-            tests.append({
-                "name": f"{ex_id} {q['title']}: " + (f"hidden check: {check['name']}" if hidden else "public check"),
-                "score": round(check["points"], 6),
-                "max_score": round(check["max_points"], 6),
-                "output": output,
-                "visibility": "after_published" if hidden else "visible",
-            })
+            tests.append(
+                {
+                    "name": f"{ex_id} {q['title']}: "
+                    + (f"hidden check: {check['name']}" if hidden else "public check"),
+                    "score": round(check["points"], 6),
+                    "max_score": round(check["max_points"], 6),
+                    "output": output,
+                    "visibility": "after_published" if hidden else "visible",
+                }
+            )
         if not q.get("checks"):
-            tests.append({"name": f"{ex_id} {q['title']}", "score": 0.0, "max_score": q["max_points"],
-                          "output": q["message"], "visibility": "visible"})
+            tests.append(
+                {
+                    "name": f"{ex_id} {q['title']}",
+                    "score": 0.0,
+                    "max_score": q["max_points"],
+                    "output": q["message"],
+                    "visibility": "visible",
+                }
+            )
     output = f"{report.get('total', 0):g} / {report.get('max_total', 0):g} points."
     if report.get("status") not in (None, "ok"):
         output += f" Grading notes: {report['status']}"
     if note:
         output += f" {note}"
-    return {"score": round(float(report.get("total", 0.0)), 6), "output": output, "tests": tests,
-            "visibility": "visible", "stdout_visibility": "hidden"}
+    return {
+        "score": round(float(report.get("total", 0.0)), 6),
+        "output": output,
+        "tests": tests,
+        "visibility": "visible",
+        "stdout_visibility": "hidden",
+    }
 
 
-def run_gradescope(root=None, reference=None, *, seed: int | None = None, limits=None, backend: str | None = None,
-                   unsafe: bool = False) -> dict:
+def run_gradescope(
+    root=None, reference=None, *, seed: int | None = None, limits=None, backend: str | None = None, unsafe: bool = False
+) -> dict:
     """Grade ``<root>/submission/*.ipynb`` and write ``<root>/results/results.json``."""
     from qgf_lite.courseware.batch import read_seed
     from qgf_lite.courseware.grading import Limits, assignment_name, grade_submission
@@ -178,10 +196,18 @@ def run_gradescope(root=None, reference=None, *, seed: int | None = None, limits
             return False
 
     chosen = next((p for p in candidates if matches(p)), None) or next(
-        (p for p in candidates if wanted in p.stem), candidates[0])
+        (p for p in candidates if wanted in p.stem), candidates[0]
+    )
     note = "" if len(candidates) == 1 else f"(graded {chosen.name}, one of {len(candidates)} notebooks submitted)"
-    report = grade_submission(chosen, reference, seed=seed, limits=limits or Limits(), backend=backend,
-                              unsafe=unsafe, hide=[reference.parent, results_path.parent, root / "submission"])
+    report = grade_submission(
+        chosen,
+        reference,
+        seed=seed,
+        limits=limits or Limits(),
+        backend=backend,
+        unsafe=unsafe,
+        hide=[reference.parent, results_path.parent, root / "submission"],
+    )
     results = gradescope_results(report, note)
     results_path.write_text(json.dumps(results, indent=2))
     return results

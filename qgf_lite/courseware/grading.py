@@ -167,9 +167,20 @@ def _plan(reference_nb, reference_path, description: dict) -> _Plan:
             continue  # an earlier copy of a duplicated exercise, or an exercise this assignment lacks
         if entry.get("setup_code") and entry.get("python") not in known_setup:
             cells.append({"index": f"cell {index} (helper)", "source": entry["python"]})
-    return _Plan(assignment_name(reference_nb, reference_path), exercises, functions, check_sources,
-                 setup_sources, cells, exercise_cell, exercise_source, counts, too_large,
-                 dict(description.get("reference_uses", {})), description.get("assignment"))
+    return _Plan(
+        assignment_name(reference_nb, reference_path),
+        exercises,
+        functions,
+        check_sources,
+        setup_sources,
+        cells,
+        exercise_cell,
+        exercise_source,
+        counts,
+        too_large,
+        dict(description.get("reference_uses", {})),
+        description.get("assignment"),
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -188,8 +199,9 @@ def _seed(seed: int, *parts) -> int:
 
 
 class _Session:
-    def __init__(self, plan: _Plan, config: SandboxConfig, limits: Limits, deadline: float, jax_cache=None,
-                 keep_jax_cache=None):
+    def __init__(
+        self, plan: _Plan, config: SandboxConfig, limits: Limits, deadline: float, jax_cache=None, keep_jax_cache=None
+    ):
         self.plan, self.config, self.limits = plan, config, limits
         self.deadline = deadline
         self.jax_cache, self.keep_jax_cache = jax_cache, keep_jax_cache
@@ -221,8 +233,9 @@ class _Session:
             names = sorted({n for names in self.plan.functions.values() for n in names})
             current = None
             try:
-                self.sandbox.send({"op": "init", "handover": self.handover, "cells": cells, "names": names},
-                                  self.handover_arrays)
+                self.sandbox.send(
+                    {"op": "init", "handover": self.handover, "cells": cells, "names": names}, self.handover_arrays
+                )
                 while True:
                     limit = min(time.monotonic() + self.limits.question_timeout, self.deadline)
                     what = f"running {current}" if current else "starting Python and JAX"
@@ -236,12 +249,14 @@ class _Session:
                             error = error if isinstance(error, dict) else {}
                             self.cell_errors[str(header.get("index"))[:100]] = {
                                 "type": str(error.get("type", "Error"))[:60],
-                                "message": str(error.get("message", ""))[:500]}
+                                "message": str(error.get("message", ""))[:500],
+                            }
                         current = None
                     elif op == "ready":
                         names = header.get("names", {})
-                        self.names = {str(k)[:100]: str(v)[:10] for k, v in names.items()} \
-                            if isinstance(names, dict) else {}
+                        self.names = (
+                            {str(k)[:100]: str(v)[:10] for k, v in names.items()} if isinstance(names, dict) else {}
+                        )
                         break
             except SandboxLost as lost:
                 self.close()
@@ -275,7 +290,6 @@ class _Session:
             return decode(reply.get("value", {}), out, self.builders)
         except (WireError, RecursionError, TypeError, ValueError) as err:
             raise SandboxLost(f"the submission's answer could not be read ({str(err)[:200]})") from None
-
 
     def _answer_callback(self, request, arrays, callbacks):
         """The child calls one of the check's own functions (one without a ``qgf_spec`` recipe) back."""
@@ -394,20 +408,38 @@ def _message_of(err: BaseException) -> str:
 
 def _empty_report(path, reference, status, exercises=(), assignment=None):
     questions = {
-        ex.id: {"title": ex.title, "points": 0.0, "max_points": ex.points, "passed": False, "message": status,
-                "checks": [], "flags": []}
+        ex.id: {
+            "title": ex.title,
+            "points": 0.0,
+            "max_points": ex.points,
+            "passed": False,
+            "message": status,
+            "checks": [],
+            "flags": [],
+        }
         for ex in exercises
     }
-    return {"notebook": str(path), "reference": None if reference is None else str(reference),
-            "assignment": assignment, "questions": questions, "total": 0.0,
-            "max_total": float(sum(ex.points for ex in exercises)), "status": status}
+    return {
+        "notebook": str(path),
+        "reference": None if reference is None else str(reference),
+        "assignment": assignment,
+        "questions": questions,
+        "total": 0.0,
+        "max_total": float(sum(ex.points for ex in exercises)),
+        "status": status,
+    }
 
 
 def _sandbox_config(limits: Limits, plan: _Plan, backend, unsafe: bool, protect) -> SandboxConfig:
     # "trusted": the reference's own solutions (warm_jax_cache); no student code runs, so no sandbox is needed.
     chosen = "none" if backend == "trusted" else choose_backend(backend, unsafe=unsafe)
-    return SandboxConfig(backend=chosen, memory=int(limits.memory), disk=int(limits.disk),
-                         modules=tuple(sandbox_modules(plan.assignment)), protect=tuple(str(p) for p in protect))
+    return SandboxConfig(
+        backend=chosen,
+        memory=int(limits.memory),
+        disk=int(limits.disk),
+        modules=tuple(sandbox_modules(plan.assignment)),
+        protect=tuple(str(p) for p in protect),
+    )
 
 
 def grade_submission(path, reference, **options) -> dict:
@@ -462,8 +494,13 @@ def _grade_submission(
     config = _sandbox_config(limits, plan, backend, unsafe, hide)
     start = time.monotonic()
     session = _Session(plan, config, limits, start + limits.timeout, jax_cache, keep_jax_cache)
-    report = {"notebook": str(path), "reference": str(reference), "assignment": plan.assignment, "questions": {},
-              "backend": config.backend}
+    report = {
+        "notebook": str(path),
+        "reference": str(reference),
+        "assignment": plan.assignment,
+        "questions": {},
+        "backend": config.backend,
+    }
     problems = []
     stored = plan.stored_assignment
     if isinstance(stored, str) and stored and stored != plan.assignment:
@@ -472,7 +509,8 @@ def _grade_submission(
         for ex in plan.exercises:
             question = definitions.get(ex.id, Question())
             if (question.function and question.function not in plan.functions.get(ex.id, [])) or (
-                    question.check and question.check not in plan.check_sources.get(ex.id, "")):
+                question.check and question.check not in plan.check_sources.get(ex.id, "")
+            ):
                 question = Question()  # a definition written for another notebook's exercise
             result = _grade_question(ex, plan, question, session, seed, limits)
             report["questions"][ex.id] = result
@@ -567,12 +605,29 @@ def _grade_question(ex, plan: _Plan, question: Question, session: _Session, seed
     from qgf_lite.checks._core import collect_output, grading_seed
 
     public_points, hidden_points = question.split_points(ex.points)
-    checks = [{"name": "public check", "hidden": False, "points": 0.0, "max_points": public_points,
-               "passed": False, "message": ""}]
-    checks += [{"name": h.name, "hidden": True, "points": 0.0, "max_points": p, "passed": False, "message": ""}
-               for h, p in zip(question.hidden, hidden_points)]
-    result = {"title": ex.title, "points": 0.0, "max_points": ex.points, "passed": False, "message": "",
-              "checks": checks, "flags": []}
+    checks = [
+        {
+            "name": "public check",
+            "hidden": False,
+            "points": 0.0,
+            "max_points": public_points,
+            "passed": False,
+            "message": "",
+        }
+    ]
+    checks += [
+        {"name": h.name, "hidden": True, "points": 0.0, "max_points": p, "passed": False, "message": ""}
+        for h, p in zip(question.hidden, hidden_points)
+    ]
+    result = {
+        "title": ex.title,
+        "points": 0.0,
+        "max_points": ex.points,
+        "passed": False,
+        "message": "",
+        "checks": checks,
+        "flags": [],
+    }
 
     def fail_all(message, flag=None):
         for check in checks:
@@ -583,18 +638,23 @@ def _grade_question(ex, plan: _Plan, question: Question, session: _Session, seed
         return result
 
     if ex.id not in plan.exercise_cell:
-        return fail_all(f"no cell with the header '# EXERCISE {ex.id}: ...' in the submission; keep the exercise "
-                        "header line when you edit the cell", "exercise cell missing")
+        return fail_all(
+            f"no cell with the header '# EXERCISE {ex.id}: ...' in the submission; keep the exercise "
+            "header line when you edit the cell",
+            "exercise cell missing",
+        )
     notes = []
     if plan.duplicates.get(ex.id, 1) > 1:
         notes.append(f"{plan.duplicates[ex.id]} cells carry this exercise's header; the last one was graded")
     if ex.id in plan.too_large:
-        return fail_all("the exercise cell is too large to grade (more than 200,000 characters)",
-                        "exercise cell too large")
+        return fail_all(
+            "the exercise cell is too large to grade (more than 200,000 characters)", "exercise cell too large"
+        )
     used = [u for u in plan.reference_uses.get(ex.id, []) if u in question.forbidden()]
     if used:  # a report for the teacher: the sandbox has no qgf_lite, so such code fails there on its own
-        result["flags"].append("names the package's implementation ("
-                               + ", ".join(str(u).replace(":", ".") for u in used) + ")")
+        result["flags"].append(
+            "names the package's implementation (" + ", ".join(str(u).replace(":", ".") for u in used) + ")"
+        )
 
     names = plan.functions.get(ex.id, [])
     question_start = time.monotonic()
@@ -658,7 +718,7 @@ def _grade_question(ex, plan: _Plan, question: Question, session: _Session, seed
             check["message"] = err.reason
             session.close()  # a fresh child for the next question
             result["flags"].append(err.reason)
-            for rest in checks[checks.index(check) + 1:]:
+            for rest in checks[checks.index(check) + 1 :]:
                 rest["message"] = f"not run: {err.reason}"
             break
         except BaseException as err:  # noqa: B036 - the trusted check's own error is a failed check
@@ -684,8 +744,9 @@ def warm_jax_cache(reference, target, *, seed: int = DEFAULT_SEED, limits: Limit
     """
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
-    report = grade_submission(reference, reference, seed=seed, limits=limits, hide=hide, backend="trusted",
-                              keep_jax_cache=target)
+    report = grade_submission(
+        reference, reference, seed=seed, limits=limits, hide=hide, backend="trusted", keep_jax_cache=target
+    )
     return report["total"] == report["max_total"]
 
 

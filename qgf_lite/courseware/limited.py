@@ -25,7 +25,7 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 MAX_ANSWER_BYTES = 64 * 2**20
 
@@ -52,8 +52,14 @@ def run_limited(script: str, request: dict, *, timeout: float = 60.0, memory: in
     path = os.path.join(HERE, script)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no limited script {script!r} in {HERE}")
-    process = subprocess.Popen([sys.executable, "-I", path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=env, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-I", path],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
     try:
         out, err = process.communicate(json.dumps(request).encode(), timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -22,8 +22,8 @@ check alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -84,8 +84,12 @@ def _velocity(rng, dim, obs_dim):
     """A velocity v(s, a, t) that depends on the state s (obs of shape (batch, obs_dim))."""
     from qgf_lite.checks.flow import velocity_field
 
-    return velocity_field(rng.normal(scale=0.6, size=(dim, dim)), rng.normal(size=dim), rng.normal(size=dim),
-                          rng.normal(size=(obs_dim, dim)))
+    return velocity_field(
+        rng.normal(scale=0.6, size=(dim, dim)),
+        rng.normal(size=dim),
+        rng.normal(size=dim),
+        rng.normal(size=(obs_dim, dim)),
+    )
 
 
 def _critic(rng, dim, obs_dim):
@@ -139,8 +143,9 @@ def loss_other_sizes(fn, rng):
     obs, obs_dim = _obs(rng, batch)
     velocity = _velocity(rng, dim, obs_dim)
     a0, a1, t = _normal(rng, batch, dim), _normal(rng, batch, dim), _times(rng, batch)
-    _compare("flow_matching_loss", fn, (velocity, obs, a0, a1, t),
-             reference_flow_matching_loss(velocity, obs, a0, a1, t))
+    _compare(
+        "flow_matching_loss", fn, (velocity, obs, a0, a1, t), reference_flow_matching_loss(velocity, obs, a0, a1, t)
+    )
 
 
 def loss_end_times(fn, rng):
@@ -153,8 +158,9 @@ def loss_end_times(fn, rng):
     velocity = _velocity(rng, dim, obs_dim)
     a0, a1 = _normal(rng, batch, dim), _normal(rng, batch, dim)
     t = jnp.asarray(rng.permutation(np.arange(batch) % 2).astype(np.float32))  # only t = 0 and t = 1
-    _compare("flow_matching_loss", fn, (velocity, obs, a0, a1, t),
-             reference_flow_matching_loss(velocity, obs, a0, a1, t))
+    _compare(
+        "flow_matching_loss", fn, (velocity, obs, a0, a1, t), reference_flow_matching_loss(velocity, obs, a0, a1, t)
+    )
 
 
 def euler_step_other_sizes(fn, rng):
@@ -325,8 +331,13 @@ def select_best_other_sizes(fn, rng):
     obs, obs_dim = _obs(rng, batch)
     critic = _critic(rng, dim, obs_dim)
     proposals = _normal(rng, batch, n, dim, scale=0.6)
-    _compare("select_best", fn, (critic, obs, proposals), reference_select_best(critic, obs, proposals),
-             what="selected actions")
+    _compare(
+        "select_best",
+        fn,
+        (critic, obs, proposals),
+        reference_select_best(critic, obs, proposals),
+        what="selected actions",
+    )
 
 
 def select_best_single_proposal(fn, rng):
@@ -345,8 +356,11 @@ def matched_small_budgets(fn, rng):
         steps = int(rng.integers(1, 30))
         budget = int(rng.integers(0, 3 * (steps + 1)))
         got = call_student("matched_best_of_n", fn, budget, steps)
-        if isinstance(got, (bool, np.bool_)) or not isinstance(got, (int, np.integer)) or int(got) != \
-                reference_matched_best_of_n(budget, steps):
+        if (
+            isinstance(got, (bool, np.bool_))
+            or not isinstance(got, (int, np.integer))
+            or int(got) != reference_matched_best_of_n(budget, steps)
+        ):
             fail("matched_best_of_n", "wrong N for a small budget (possibly too small for a single sample).")
 
 
@@ -358,8 +372,11 @@ def matched_large_budgets(fn, rng):
         steps = int(rng.integers(1, 64))
         budget = int(rng.integers(10 * (steps + 1), 200 * (steps + 1)))
         got = call_student("matched_best_of_n", fn, budget, steps)
-        if isinstance(got, (bool, np.bool_)) or not isinstance(got, (int, np.integer)) or int(got) != \
-                reference_matched_best_of_n(budget, steps):
+        if (
+            isinstance(got, (bool, np.bool_))
+            or not isinstance(got, (int, np.integer))
+            or int(got) != reference_matched_best_of_n(budget, steps)
+        ):
             fail("matched_best_of_n", "wrong N for a large budget.")
 
 
@@ -374,8 +391,11 @@ def _fql_case(rng):
 
     batch, dim = _sizes(rng)
     obs, obs_dim = _obs(rng, batch)
-    policy = policy_field(rng.normal(scale=0.8, size=(dim, dim)), rng.normal(scale=0.5, size=dim),
-                          obs_matrix=rng.normal(size=(obs_dim, dim)))
+    policy = policy_field(
+        rng.normal(scale=0.8, size=(dim, dim)),
+        rng.normal(scale=0.5, size=dim),
+        obs_matrix=rng.normal(size=(obs_dim, dim)),
+    )
     noise = _normal(rng, batch, dim, scale=1.5)  # wide enough that the flow's target is clipped
     targets = flow_targets(_velocity(rng, dim, obs_dim), obs, noise, steps=int(rng.integers(1, 12)))
     return policy, obs, noise, targets
@@ -401,8 +421,12 @@ def fql_loss_gradient(fn, rng):
     got = student_vjp("fql_distillation_loss", fn, args, 2, jnp.float32(1.0))
     compare_arrays("fql_distillation_loss", got, want, what="the loss's gradient with respect to the noise")
     got = student_vjp("fql_distillation_loss", fn, args, 3, jnp.float32(1.0))
-    compare_arrays("fql_distillation_loss", got, jnp.zeros_like(targets),
-                   what="the loss's gradient with respect to the targets (held fixed)")
+    compare_arrays(
+        "fql_distillation_loss",
+        got,
+        jnp.zeros_like(targets),
+        what="the loss's gradient with respect to the targets (held fixed)",
+    )
 
 
 def _compare_choice(fn, weights, heldout, test):
@@ -414,8 +438,10 @@ def _compare_choice(fn, weights, heldout, test):
     if not isinstance(got, (tuple, list)) or len(got) != 2:
         fail("select_weight", f"return a pair (weight, score), got {type(got).__name__}.")
     if not (np.isclose(float(got[0]), want[0]) and np.isclose(float(got[1]), want[1], rtol=1e-5, atol=1e-6)):
-        fail("select_weight", f"returned ({float(got[0]):.4g}, {float(got[1]):.4g}), expected "
-                              f"({want[0]:.4g}, {want[1]:.4g}).")
+        fail(
+            "select_weight",
+            f"returned ({float(got[0]):.4g}, {float(got[1]):.4g}), expected ({want[0]:.4g}, {want[1]:.4g}).",
+        )
 
 
 def select_weight_other_sizes(fn, rng):
@@ -442,8 +468,11 @@ def _compare_interval(fn, successes, trials, z):
     if not isinstance(got, (tuple, list)) or len(got) != 2:
         fail("wilson_interval", f"return a pair (low, high), got {type(got).__name__}.")
     if not np.allclose([float(got[0]), float(got[1])], want, rtol=1e-4, atol=1e-6):
-        fail("wilson_interval", f"for {successes}/{trials} (z = {z:g}) returned ({float(got[0]):.4g}, "
-                                f"{float(got[1]):.4g}), expected ({want[0]:.4g}, {want[1]:.4g}).")
+        fail(
+            "wilson_interval",
+            f"for {successes}/{trials} (z = {z:g}) returned ({float(got[0]):.4g}, "
+            f"{float(got[1]):.4g}), expected ({want[0]:.4g}, {want[1]:.4g}).",
+        )
     if not 0.0 <= float(got[0]) <= float(got[1]) <= 1.0:
         fail("wilson_interval", f"for {successes}/{trials} the interval leaves [0, 1]; clip it.")
 
@@ -456,10 +485,10 @@ def wilson_other_counts(fn, rng):
 
 def wilson_edge_counts(fn, rng):
     trials = int(rng.integers(1, 200))
-    _compare_interval(fn, 0, trials, 1.96)        # 0/n: not the point 0
-    _compare_interval(fn, trials, trials, 1.96)   # n/n: not the point 1
-    _compare_interval(fn, 1, 1, 1.96)             # a single episode
-    _compare_interval(fn, 0, 0, 1.96)             # no episodes: (0, 1)
+    _compare_interval(fn, 0, trials, 1.96)  # 0/n: not the point 0
+    _compare_interval(fn, trials, trials, 1.96)  # n/n: not the point 1
+    _compare_interval(fn, 1, 1, 1.96)  # a single episode
+    _compare_interval(fn, 0, 0, 1.96)  # no episodes: (0, 1)
 
 
 QUESTIONS: dict = {
@@ -468,29 +497,37 @@ QUESTIONS: dict = {
             check="check_interpolation",
             function="interpolate",
             references=("qgf_lite.flow:interpolate",),
-            hidden=(Hidden("other batch sizes and action dimensions", interpolate_other_sizes),
-                    Hidden("a single row", interpolate_single_row)),
+            hidden=(
+                Hidden("other batch sizes and action dimensions", interpolate_other_sizes),
+                Hidden("a single row", interpolate_single_row),
+            ),
         ),
         "1.2": Question(
             check="check_flow_matching_loss",
             function="flow_matching_loss",
             references=("qgf_lite.flow:flow_matching_loss", "qgf_lite.checks.flow:reference_flow_matching_loss"),
-            hidden=(Hidden("other batch sizes, action dimensions and velocity fields", loss_other_sizes),
-                    Hidden("times exactly 0 and 1", loss_end_times)),
+            hidden=(
+                Hidden("other batch sizes, action dimensions and velocity fields", loss_other_sizes),
+                Hidden("times exactly 0 and 1", loss_end_times),
+            ),
         ),
         "1.3": Question(
             check="check_euler_step",
             function="euler_step",
             references=(),
-            hidden=(Hidden("other sizes, step sizes and velocity fields", euler_step_other_sizes),
-                    Hidden("the last step of a sampler", euler_step_last_step)),
+            hidden=(
+                Hidden("other sizes, step sizes and velocity fields", euler_step_other_sizes),
+                Hidden("the last step of a sampler", euler_step_last_step),
+            ),
         ),
         "1.4": Question(
             check="check_euler_sample",
             function="euler_sample",
             references=("qgf_lite.flow:euler_sample", "qgf_lite.guidance:guided_sample"),
-            hidden=(Hidden("other step counts, sizes and velocity fields", euler_sample_other_steps),
-                    Hidden("a single step", euler_sample_one_step)),
+            hidden=(
+                Hidden("other step counts, sizes and velocity fields", euler_sample_other_steps),
+                Hidden("a single step", euler_sample_one_step),
+            ),
         ),
     },
     "02_critic_learning": {
@@ -498,15 +535,19 @@ QUESTIONS: dict = {
             check="check_expectile_loss",
             function="expectile_loss",
             references=("qgf_lite.iql:expectile_loss",),
-            hidden=(Hidden("other shapes and expectiles", expectile_other_shapes),
-                    Hidden("expectile 0.5 and zero errors", expectile_half_and_zero)),
+            hidden=(
+                Hidden("other shapes and expectiles", expectile_other_shapes),
+                Hidden("expectile 0.5 and zero errors", expectile_half_and_zero),
+            ),
         ),
         "2.2": Question(
             check="check_chunk_returns",
             function="chunk_returns",
             references=("qgf_lite.iql:chunk_returns",),
-            hidden=(Hidden("other horizons, batches, discounts and terminal patterns", chunk_returns_other_sizes),
-                    Hidden("chunks of one step", chunk_returns_horizon_one)),
+            hidden=(
+                Hidden("other horizons, batches, discounts and terminal patterns", chunk_returns_other_sizes),
+                Hidden("chunks of one step", chunk_returns_horizon_one),
+            ),
         ),
         "2.3": Question(
             check="check_td_target",
@@ -519,62 +560,86 @@ QUESTIONS: dict = {
         "3.1": Question(
             check="check_qgf_velocity",
             function="qgf_velocity",
-            references=("qgf_lite.checks.guidance:reference_qgf_velocity",
-                        "qgf_lite.checks.guidance:reference_denoised_estimate", "qgf_lite.guidance:guided_sample",
-                        "qgf_lite.guidance:denoised_estimate"),
+            references=(
+                "qgf_lite.checks.guidance:reference_qgf_velocity",
+                "qgf_lite.checks.guidance:reference_denoised_estimate",
+                "qgf_lite.guidance:guided_sample",
+                "qgf_lite.guidance:denoised_estimate",
+            ),
             hidden=(Hidden("other sizes, weights, velocity fields and critics", qgf_velocity_other_sizes),),
         ),
         "3.2": Question(
             check="check_denoised_estimate",
             function="denoised_estimate",
             references=("qgf_lite.checks.guidance:reference_denoised_estimate", "qgf_lite.guidance:denoised_estimate"),
-            hidden=(Hidden("other sizes and velocity fields", denoised_other_sizes),
-                    Hidden("its gradient on other inputs", denoised_gradient)),
+            hidden=(
+                Hidden("other sizes and velocity fields", denoised_other_sizes),
+                Hidden("its gradient on other inputs", denoised_gradient),
+            ),
         ),
     },
     "04_test_time_compute": {
         "4.1": Question(
             check="check_select_best",
             function="select_best",
-            references=("qgf_lite.checks.guidance:reference_select_best", "qgf_lite.guidance:best_of_n",
-                        "qgf_lite.guidance:select_highest"),
-            hidden=(Hidden("other batch sizes, proposal counts and dimensions", select_best_other_sizes),
-                    Hidden("a single proposal per row", select_best_single_proposal)),
+            references=(
+                "qgf_lite.checks.guidance:reference_select_best",
+                "qgf_lite.guidance:best_of_n",
+                "qgf_lite.guidance:select_highest",
+            ),
+            hidden=(
+                Hidden("other batch sizes, proposal counts and dimensions", select_best_other_sizes),
+                Hidden("a single proposal per row", select_best_single_proposal),
+            ),
         ),
         "4.2": Question(
             check="check_matched_best_of_n",
             function="matched_best_of_n",
             # sampler_cost is allowed: notebook 04 introduces it, and counting with it is a fair way to the answer.
             references=("qgf_lite.checks.guidance:reference_matched_best_of_n",),
-            hidden=(Hidden("budgets too small for many samples", matched_small_budgets),
-                    Hidden("large budgets and many steps", matched_large_budgets)),
+            hidden=(
+                Hidden("budgets too small for many samples", matched_small_budgets),
+                Hidden("large budgets and many steps", matched_large_budgets),
+            ),
         ),
     },
     "05_ogbench_manipulation": {
         "5.1": Question(
             check="check_wilson_interval",
             function="wilson_interval",
-            references=("qgf_lite.intervals:wilson_interval", "qgf_lite.ogbench.evaluation:wilson_interval",
-                        "qgf_lite.checks.evaluation:reference_wilson_interval"),
-            hidden=(Hidden("other success counts, trials and z", wilson_other_counts),
-                    Hidden("0/n, n/n, 1/1 and no trials", wilson_edge_counts)),
+            references=(
+                "qgf_lite.intervals:wilson_interval",
+                "qgf_lite.ogbench.evaluation:wilson_interval",
+                "qgf_lite.checks.evaluation:reference_wilson_interval",
+            ),
+            hidden=(
+                Hidden("other success counts, trials and z", wilson_other_counts),
+                Hidden("0/n, n/n, 1/1 and no trials", wilson_edge_counts),
+            ),
         ),
     },
     "06_test_time_vs_training_time": {
         "6.1": Question(
             check="check_fql_distillation_loss",
             function="fql_distillation_loss",
-            references=("qgf_lite.fql:distillation_loss", "qgf_lite.fql:flow_targets",
-                        "qgf_lite.checks.fql:reference_fql_distillation_loss"),
-            hidden=(Hidden("other sizes, states, policies and flows", fql_loss_other_sizes),
-                    Hidden("its gradient on other inputs (the flow's targets held fixed)", fql_loss_gradient)),
+            references=(
+                "qgf_lite.fql:distillation_loss",
+                "qgf_lite.fql:flow_targets",
+                "qgf_lite.checks.fql:reference_fql_distillation_loss",
+            ),
+            hidden=(
+                Hidden("other sizes, states, policies and flows", fql_loss_other_sizes),
+                Hidden("its gradient on other inputs (the flow's targets held fixed)", fql_loss_gradient),
+            ),
         ),
         "6.2": Question(
             check="check_select_weight",
             function="select_weight",
             references=("qgf_lite.toy.comparison:select_weight",),
-            hidden=(Hidden("other numbers of weights and repetitions, unsorted weights", select_weight_other_sizes),
-                    Hidden("exact ties of the mean held-out score", select_weight_ties)),
+            hidden=(
+                Hidden("other numbers of weights and repetitions, unsorted weights", select_weight_other_sizes),
+                Hidden("exact ties of the mean held-out score", select_weight_ties),
+            ),
         ),
     },
 }

@@ -113,8 +113,10 @@ def describe(path: str, forbidden: dict | None = None) -> dict:
     except OSError as err:
         return {"error": f"unreadable: {err.strerror}"}
     if size > MAX_NOTEBOOK_BYTES:
-        return {"error": f"unreadable: the file is {size / 2**20:.1f} MiB, more than a notebook of "
-                         f"{MAX_NOTEBOOK_BYTES / 2**20:.0f} MiB the grader reads"}
+        return {
+            "error": f"unreadable: the file is {size / 2**20:.1f} MiB, more than a notebook of "
+            f"{MAX_NOTEBOOK_BYTES / 2**20:.0f} MiB the grader reads"
+        }
     try:
         with open(path, "rb") as handle:
             nb = json.loads(handle.read().decode("utf-8"))
@@ -131,8 +133,15 @@ def describe(path: str, forbidden: dict | None = None) -> dict:
         meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
         tags = [t for t in meta.get("tags", []) if isinstance(t, str)] if isinstance(meta.get("tags"), list) else []
         cell = _Cell(cell_type=raw.get("cell_type"), source=_text(raw.get("source")), metadata={"tags": tags})
-        entry = {"index": index, "type": cell.cell_type if isinstance(cell.cell_type, str) else "?",
-                 "check": None, "header": None, "python": "", "setup_code": False, "too_large": False}
+        entry = {
+            "index": index,
+            "type": cell.cell_type if isinstance(cell.cell_type, str) else "?",
+            "check": None,
+            "header": None,
+            "python": "",
+            "setup_code": False,
+            "too_large": False,
+        }
         if entry["type"] == "code":
             entry["check"] = a.check_id(cell)
             header = a.exercise_header(cell, anywhere=True)
@@ -152,10 +161,12 @@ def describe(path: str, forbidden: dict | None = None) -> dict:
         if entry["header"] and entry["check"] is None:
             last[entry["header"][0]] = entry
     helpers = [c["python"] for c in cells if c["setup_code"]]
-    uses = {ex_id: find_reference_uses(last[ex_id]["python"], paths, helpers)
-            for ex_id, paths in (forbidden or {}).items() if ex_id in last}
-    return {"assignment": assignment if isinstance(assignment, str) else None, "cells": cells,
-            "reference_uses": uses}
+    uses = {
+        ex_id: find_reference_uses(last[ex_id]["python"], paths, helpers)
+        for ex_id, paths in (forbidden or {}).items()
+        if ex_id in last
+    }
+    return {"assignment": assignment if isinstance(assignment, str) else None, "cells": cells, "reference_uses": uses}
 
 
 def handle(request: dict) -> dict:
@@ -167,8 +178,12 @@ def read_submission(path, forbidden: dict | None = None) -> dict:
     from qgf_lite.courseware.limited import LimitedFailed, run_limited
 
     try:
-        return run_limited("reading.py", {"path": os.path.abspath(path), "forbidden": forbidden or {}},
-                           timeout=READ_TIMEOUT, memory=READ_MEMORY)
+        return run_limited(
+            "reading.py",
+            {"path": os.path.abspath(path), "forbidden": forbidden or {}},
+            timeout=READ_TIMEOUT,
+            memory=READ_MEMORY,
+        )
     except LimitedFailed as err:
         return {"error": f"unreadable: reading the notebook failed ({err})"}
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
-from typing import Sequence
 
 REQUIRED = ("student_id", "name", "pattern")
 OPTIONAL = ("email", "section", "login_id", "canvas_id")
@@ -69,8 +69,10 @@ def read_roster(path: str | os.PathLike) -> Roster:
     """Read and check a roster; every problem is a ValueError naming the line and the fix."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"roster {str(path)!r} does not exist; pass a CSV file with the columns "
-                                f"{', '.join(REQUIRED)} (see docs/TEACHING.md)")
+        raise FileNotFoundError(
+            f"roster {str(path)!r} does not exist; pass a CSV file with the columns "
+            f"{', '.join(REQUIRED)} (see docs/TEACHING.md)"
+        )
     if path.stat().st_size > MAX_ROSTER_BYTES:
         raise ValueError(f"roster {str(path)!r} is larger than {MAX_ROSTER_BYTES // 2**20} MiB; is it the right file?")
     with open(path, newline="", encoding="utf-8-sig") as handle:
@@ -79,9 +81,11 @@ def read_roster(path: str | os.PathLike) -> Roster:
             header = [h.strip() for h in (reader.fieldnames or [])]
             missing = [c for c in REQUIRED if c not in header]
             if missing:
-                raise ValueError(f"roster {str(path)!r} lacks the column(s) {', '.join(missing)}; its first line must "
-                                 f"name the columns, e.g. 'student_id,name,pattern' (optional: {', '.join(OPTIONAL)}); "
-                                 f"it has {header!r}")
+                raise ValueError(
+                    f"roster {str(path)!r} lacks the column(s) {', '.join(missing)}; its first line must "
+                    f"name the columns, e.g. 'student_id,name,pattern' (optional: {', '.join(OPTIONAL)}); "
+                    f"it has {header!r}"
+                )
             reader.fieldnames = header
             students, seen = [], {}
             for line, row in enumerate(reader, start=2):
@@ -90,19 +94,23 @@ def read_roster(path: str | os.PathLike) -> Roster:
                     continue
                 for column in REQUIRED:
                     if not values.get(column):
-                        raise ValueError(f"roster {str(path)!r} line {line}: empty {column!r}; every student needs "
-                                         f"a student_id, a name and a file pattern")
+                        raise ValueError(
+                            f"roster {str(path)!r} line {line}: empty {column!r}; every student needs "
+                            f"a student_id, a name and a file pattern"
+                        )
                 sid = values["student_id"]
                 if sid in seen:
-                    raise ValueError(f"roster {str(path)!r} line {line}: student_id {sid!r} is also on line "
-                                     f"{seen[sid]}; student ids must be unique")
+                    raise ValueError(
+                        f"roster {str(path)!r} line {line}: student_id {sid!r} is also on line "
+                        f"{seen[sid]}; student ids must be unique"
+                    )
                 seen[sid] = line
                 patterns = tuple(p.strip().lower() for p in values["pattern"].split(";") if p.strip())
-                students.append(Student(sid, values["name"], patterns,
-                                        **{c: values.get(c, "") for c in OPTIONAL}))
+                students.append(Student(sid, values["name"], patterns, **{c: values.get(c, "") for c in OPTIONAL}))
         except csv.Error as err:
-            raise ValueError(f"roster {str(path)!r} is not a readable CSV file ({err}); save it as CSV, UTF-8") \
-                from None
+            raise ValueError(
+                f"roster {str(path)!r} is not a readable CSV file ({err}); save it as CSV, UTF-8"
+            ) from None
     if not students:
         raise ValueError(f"roster {str(path)!r} has no students")
     return Roster(tuple(students), str(path))
@@ -133,8 +141,16 @@ def roster_rows(rows: Sequence[dict], roster: Roster, assignments: Sequence[str]
         for assignment in scope + [""]:
             files = [row for row in mine if (row.get("assignment") or "") == assignment]
             if not files and assignment:
-                out.append({**person, "submission": "", "assignment": assignment, "total": "", "max_total": "",
-                            "status": f"missing: no submission matches {'; '.join(student.patterns)}"})
+                out.append(
+                    {
+                        **person,
+                        "submission": "",
+                        "assignment": assignment,
+                        "total": "",
+                        "max_total": "",
+                        "status": f"missing: no submission matches {'; '.join(student.patterns)}",
+                    }
+                )
             for row in files:
                 notes = []
                 if len(files) > 1 and assignment:
@@ -146,8 +162,14 @@ def roster_rows(rows: Sequence[dict], roster: Roster, assignments: Sequence[str]
                 out.append({**row, **person, "status": _flagged(notes, row.get("status", ""))})
     for row in rows:
         if not owners[id(row)]:
-            out.append({**row, "student_id": "", "name": "",
-                        "status": _flagged(["no student in the roster matches this file"], row.get("status", ""))})
+            out.append(
+                {
+                    **row,
+                    "student_id": "",
+                    "name": "",
+                    "status": _flagged(["no student in the roster matches this file"], row.get("status", "")),
+                }
+            )
     return out
 
 

@@ -50,9 +50,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from qgf_lite.courseware.wire import Opaque, WireError, decode, encode, pack, unpack
 
@@ -64,8 +64,19 @@ JAX_CACHE_FOLDER = "jax_cache"
 _HERE = Path(__file__).resolve().parent
 
 __all__ = [
-    "BACKENDS", "Opaque", "Sandbox", "SandboxConfig", "SandboxLost", "SandboxUnavailable", "StudentFunction",
-    "choose_backend", "decode", "encode", "function_builders", "isolation_available", "probe_backend",
+    "BACKENDS",
+    "Opaque",
+    "Sandbox",
+    "SandboxConfig",
+    "SandboxLost",
+    "SandboxUnavailable",
+    "StudentFunction",
+    "choose_backend",
+    "decode",
+    "encode",
+    "function_builders",
+    "isolation_available",
+    "probe_backend",
 ]
 
 
@@ -110,8 +121,22 @@ def probe_backend(backend: str) -> str | None:
         if shutil.which("bwrap") is None:
             reason = "bwrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
         else:
-            reason = _probe_run(["bwrap", "--unshare-user", "--unshare-pid", "--unshare-net", "--disable-userns",
-                                 "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc", "true"])
+            reason = _probe_run(
+                [
+                    "bwrap",
+                    "--unshare-user",
+                    "--unshare-pid",
+                    "--unshare-net",
+                    "--disable-userns",
+                    "--die-with-parent",
+                    "--ro-bind",
+                    "/",
+                    "/",
+                    "--proc",
+                    "/proc",
+                    "true",
+                ]
+            )
     elif backend == "unshare":
         missing = [t for t in ("unshare", "setpriv", "pivot_root", "mount") if shutil.which(t) is None]
         if missing:
@@ -146,8 +171,10 @@ def choose_backend(requested: str | None = None, *, unsafe: bool = False) -> str
     requested = (requested or os.environ.get("QGF_SANDBOX_BACKEND") or "auto").strip()
     if requested == "none":
         if not unsafe:
-            raise SandboxUnavailable("the 'none' backend runs student code with your rights; pass "
-                                     "--unsafe-no-sandbox (unsafe=True) to accept that")
+            raise SandboxUnavailable(
+                "the 'none' backend runs student code with your rights; pass "
+                "--unsafe-no-sandbox (unsafe=True) to accept that"
+            )
         return "none"
     if requested != "auto":
         reason = probe_backend(requested)
@@ -166,7 +193,8 @@ def choose_backend(requested: str | None = None, *, unsafe: bool = False) -> str
         "no sandbox can isolate student code here (" + "; ".join(reasons) + "). Fix: install bubblewrap "
         "(apt-get install bubblewrap) on a machine that allows unprivileged user namespaces, or grade as root "
         "inside a throw-away container (the uid backend), or pass --unsafe-no-sandbox to run student code "
-        "with your own rights.")
+        "with your own rights."
+    )
 
 
 def isolation_available() -> bool:
@@ -267,8 +295,10 @@ def _acquire_uid() -> int:
             except KeyError:
                 _UIDS_IN_USE.add(uid)
                 return uid
-        raise SandboxUnavailable(f"no free sandbox uid in {UID_BASE}..{UID_BASE + UID_SLOTS - 1} (each must belong "
-                                 "to no account); set QGF_SANDBOX_UID_BASE to a free range")
+        raise SandboxUnavailable(
+            f"no free sandbox uid in {UID_BASE}..{UID_BASE + UID_SLOTS - 1} (each must belong "
+            "to no account); set QGF_SANDBOX_UID_BASE to a free range"
+        )
 
 
 def _release_uid(uid: int) -> None:
@@ -321,17 +351,28 @@ def _readable_as(uid: int, paths: Sequence[str]) -> list[str]:
     """Which of ``paths`` the uid can still open or list (a probe run as that uid)."""
     if not paths:
         return []
-    code = ("import os,sys\nfor p in sys.argv[1:]:\n    try:\n        os.listdir(p) if os.path.isdir(p) else "
-            "open(p,'rb').close()\n        print(p)\n    except OSError: pass\n")
+    code = (
+        "import os,sys\nfor p in sys.argv[1:]:\n    try:\n        os.listdir(p) if os.path.isdir(p) else "
+        "open(p,'rb').close()\n        print(p)\n    except OSError: pass\n"
+    )
     interpreter = os.path.realpath(sys.executable)
     try:
-        done = subprocess.run([interpreter, "-I", "-S", "-c", code, *paths], capture_output=True, text=True,
-                              user=uid, group=uid, extra_groups=[], cwd="/", timeout=60)
+        done = subprocess.run(
+            [interpreter, "-I", "-S", "-c", code, *paths],
+            capture_output=True,
+            text=True,
+            user=uid,
+            group=uid,
+            extra_groups=[],
+            cwd="/",
+            timeout=60,
+        )
     except PermissionError:
         raise SandboxUnavailable(
             f"the sandbox uid cannot run {interpreter}: install Python and the libraries where every user can "
             "read them (e.g. /usr/local, /opt or a virtual environment outside any home folder), or make the "
-            "folders above it traversable (chmod o+x)") from None
+            "folders above it traversable (chmod o+x)"
+        ) from None
     return [line for line in done.stdout.splitlines() if line]
 
 
@@ -366,8 +407,13 @@ def _descendants(root: int, table) -> list[int]:
 
 def _kill_uid(uid: int, rounds: int = 50) -> bool:
     """SIGKILL every process of ``uid`` (``kill(-1)`` run as that uid, repeated); True when none is left."""
-    killer = [os.path.realpath(sys.executable), "-I", "-S", "-c",
-              "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept ProcessLookupError:\n    pass\n"]
+    killer = [
+        os.path.realpath(sys.executable),
+        "-I",
+        "-S",
+        "-c",
+        "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept ProcessLookupError:\n    pass\n",
+    ]
     for _ in range(rounds):
         if not any(u == uid for _, u, _ in _processes().values()):
             return True
@@ -511,16 +557,25 @@ class Sandbox:
         if self.backend in ("bwrap", "unshare"):
             home = SANDBOX_ROOT
             self.workdir = None
-            env.update(HOME=home, TMPDIR=f"{home}/tmp", JAX_COMPILATION_CACHE_DIR=f"{home}/{JAX_CACHE_FOLDER}",
-                       QGF_SANDBOX_JAX_CACHE_SEED=f"{home}/jax_seed")
+            env.update(
+                HOME=home,
+                TMPDIR=f"{home}/tmp",
+                JAX_COMPILATION_CACHE_DIR=f"{home}/{JAX_CACHE_FOLDER}",
+                QGF_SANDBOX_JAX_CACHE_SEED=f"{home}/jax_seed",
+            )
             if self.backend == "bwrap":
                 command = self._bwrap_command(interpreter, show, hide)
             else:
                 root = self.stage / "root"
                 root.mkdir()
-                env.update(QGF_ROOT=str(root), QGF_STAGE=str(self.stage), QGF_PYTHON=interpreter,
-                           QGF_DISK=str(int(config.disk)),
-                           QGF_SHOW="\n".join([p for p, _ in _system_paths()] + show), QGF_HIDE="\n".join(hide))
+                env.update(
+                    QGF_ROOT=str(root),
+                    QGF_STAGE=str(self.stage),
+                    QGF_PYTHON=interpreter,
+                    QGF_DISK=str(int(config.disk)),
+                    QGF_SHOW="\n".join([p for p, _ in _system_paths()] + show),
+                    QGF_HIDE="\n".join(hide),
+                )
                 command = ["unshare", "-r", "-m", "-n", "-p", "-f", "--kill-child", "sh", "-c", _UNSHARE_SCRIPT]
             cwd, popen_user = str(self.stage), {}
         else:
@@ -530,8 +585,11 @@ class Sandbox:
             shutil.move(str(self.stage / "lib"), str(self.workdir / "lib"))
             if (self.stage / "jax_seed").is_dir():
                 shutil.move(str(self.stage / "jax_seed"), str(self.workdir / JAX_CACHE_FOLDER))
-            env.update(HOME=str(self.workdir), TMPDIR=str(self.workdir / "tmp"),
-                       JAX_COMPILATION_CACHE_DIR=str(self.workdir / JAX_CACHE_FOLDER))
+            env.update(
+                HOME=str(self.workdir),
+                TMPDIR=str(self.workdir / "tmp"),
+                JAX_COMPILATION_CACHE_DIR=str(self.workdir / JAX_CACHE_FOLDER),
+            )
             command = [interpreter, "-I", "-S", str(self.workdir / "lib" / "qgf_child.py")]
             cwd, popen_user = str(self.workdir), {}
             if self.backend == "uid":
@@ -546,36 +604,86 @@ class Sandbox:
                 self._check_protection(interpreter, child_path, hide)
                 popen_user = {"user": self.uid, "group": self.uid, "extra_groups": [], "umask": 0o077}
         self.process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True, **popen_user,  # no preexec_fn: unsafe with JAX's threads in the grader
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            **popen_user,  # no preexec_fn: unsafe with JAX's threads in the grader
         )
         self.pgid = self.process.pid
         self._alive = True
         self._stopped = threading.Event()  # wakes the watcher at once on kill, so close() does not wait out a beat
-        self._threads = [threading.Thread(target=self._read_messages, daemon=True),
-                         threading.Thread(target=self._read_log, daemon=True),
-                         threading.Thread(target=self._watch, daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._read_messages, daemon=True),
+            threading.Thread(target=self._read_log, daemon=True),
+            threading.Thread(target=self._watch, daemon=True),
+        ]
         for thread in self._threads:
             thread.start()
 
     # -- starting
     def _bwrap_command(self, interpreter, show, hide) -> list[str]:
-        command = ["bwrap", "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
-                   "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--uid", "65534", "--gid", "65534"]
+        command = [
+            "bwrap",
+            "--unshare-user",
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--disable-userns",
+            "--die-with-parent",
+            "--uid",
+            "65534",
+            "--gid",
+            "65534",
+        ]
         for path, target in _system_paths():
             command += ["--symlink", target, path] if target is not None else ["--ro-bind", path, path]
         for path in show:
             command += ["--ro-bind", path, path]
         for path in hide:
             command += ["--tmpfs", path]
-        command += ["--proc", "/proc", "--dev", "/dev", "--size", str(2**20), "--tmpfs", "/dev/shm",
-                    "--remount-ro", "/dev", "--size", str(2**20), "--tmpfs", "/tmp",
-                    "--size", str(int(self.config.disk)), "--tmpfs", SANDBOX_ROOT,
-                    "--ro-bind", str(self.stage / "lib"), f"{SANDBOX_ROOT}/lib", "--dir", f"{SANDBOX_ROOT}/tmp"]
+        command += [
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--size",
+            str(2**20),
+            "--tmpfs",
+            "/dev/shm",
+            "--remount-ro",
+            "/dev",
+            "--size",
+            str(2**20),
+            "--tmpfs",
+            "/tmp",
+            "--size",
+            str(int(self.config.disk)),
+            "--tmpfs",
+            SANDBOX_ROOT,
+            "--ro-bind",
+            str(self.stage / "lib"),
+            f"{SANDBOX_ROOT}/lib",
+            "--dir",
+            f"{SANDBOX_ROOT}/tmp",
+        ]
         if (self.stage / "jax_seed").is_dir():
             command += ["--ro-bind", str(self.stage / "jax_seed"), f"{SANDBOX_ROOT}/jax_seed"]
-        command += ["--remount-ro", "/", "--chdir", SANDBOX_ROOT, interpreter, "-I", "-S",
-                    f"{SANDBOX_ROOT}/lib/qgf_child.py"]
+        command += [
+            "--remount-ro",
+            "/",
+            "--chdir",
+            SANDBOX_ROOT,
+            interpreter,
+            "-I",
+            "-S",
+            f"{SANDBOX_ROOT}/lib/qgf_child.py",
+        ]
         return command
 
     def _check_protection(self, interpreter, child_path, hide) -> None:
@@ -592,18 +700,23 @@ class Sandbox:
         if key in _CHECKED:
             return
         protect_paths(protected, keep=needed)
-        leaked = _readable_as(self.uid, sorted(p for p in set(os.path.realpath(q) for q in protected)
-                                               if not any(_within(k, p) for k in needed)))
+        leaked = _readable_as(
+            self.uid,
+            sorted(p for p in set(os.path.realpath(q) for q in protected) if not any(_within(k, p) for k in needed)),
+        )
         if leaked:
-            raise SandboxUnavailable(f"the sandbox uid can still read {leaked[0]} after chmod o= (ACLs or a "
-                                     "parent mount?); grade elsewhere or fix its permissions")
+            raise SandboxUnavailable(
+                f"the sandbox uid can still read {leaked[0]} after chmod o= (ACLs or a "
+                "parent mount?); grade elsewhere or fix its permissions"
+            )
         readable = set(_readable_as(self.uid, needed))
         missing = [p for p in needed if p not in readable]
         if missing:
             raise SandboxUnavailable(
                 f"the sandbox uid cannot read {missing[0]}, which the child needs: install Python and the "
                 "libraries where every user can read them (e.g. /usr/local, /opt or a virtual environment "
-                "outside any home folder), or make the folders above it traversable (chmod o+x)")
+                "outside any home folder), or make the folders above it traversable (chmod o+x)"
+            )
         _CHECKED.add(key)
 
     # -- background threads
@@ -642,8 +755,11 @@ class Sandbox:
                 self.kill()
                 return
             beat += 1
-            if self.workdir is not None and beat % 3 == 0 and \
-                    _folder_size(self.workdir, self.config.disk) > self.config.disk:
+            if (
+                self.workdir is not None
+                and beat % 3 == 0
+                and _folder_size(self.workdir, self.config.disk) > self.config.disk
+            ):
                 self.killed_for = f"disk limit exceeded ({self.config.disk / 2**20:.0f} MiB written)"
                 self.kill()
                 return
@@ -779,9 +895,9 @@ class StudentFunction:
         return self._session.call("call", self.__name__, {"args": args})
 
     def qgf_vjp(self, args, argnum, cotangent):
-        return self._session.call("vjp", self.__name__, {"args": tuple(args), "argnum": int(argnum),
-                                                         "cotangent": cotangent})
+        return self._session.call(
+            "vjp", self.__name__, {"args": tuple(args), "argnum": int(argnum), "cotangent": cotangent}
+        )
 
     def __repr__(self):
         return f"<student function {self.__name__}>"
-

@@ -28,8 +28,8 @@ import io
 import json
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 # This file is also the limited child's script (``python -I similarity.py``): it imports only the standard
 # library at module level; the trusted side imports qgf_lite inside its functions.
@@ -118,8 +118,12 @@ class _Renamer(ast.NodeTransformer):
 
     def _strip_docstring(self, node):
         body = node.body
-        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                and isinstance(body[0].value.value, str):
+        if (
+            body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             node.body = body[1:] or [ast.Pass()]
 
     def visit_Module(self, node):
@@ -197,8 +201,9 @@ def inspect_file(path: str, max_bytes: int = MAX_NOTEBOOK_BYTES) -> dict:
     try:
         size = Path(path).stat().st_size
         if size > max_bytes:
-            raise _Refused(f"the file is {size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:.0f} MiB a "
-                             "submission may have")
+            raise _Refused(
+                f"the file is {size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:.0f} MiB a submission may have"
+            )
         with open(path, "rb") as handle:
             data = handle.read(max_bytes + 1)
         nb = json.loads(data.decode("utf-8"))
@@ -245,8 +250,14 @@ def inspect_file(path: str, max_bytes: int = MAX_NOTEBOOK_BYTES) -> dict:
     return result
 
 
-def compare(items: list[dict], threshold: float = THRESHOLD, min_nodes: int = MIN_NODES, *,
-            budget: float = COMPARE_SECONDS, max_pairs: int = MAX_PAIRS) -> dict:
+def compare(
+    items: list[dict],
+    threshold: float = THRESHOLD,
+    min_nodes: int = MIN_NODES,
+    *,
+    budget: float = COMPARE_SECONDS,
+    max_pairs: int = MAX_PAIRS,
+) -> dict:
     """Pairs of items of the same group whose token sequences have a ratio >= threshold (child side).
 
     Returns {"pairs": [[i, j, ratio]], "notes": {group: note}}. Identical sequences are grouped first (their
@@ -318,9 +329,13 @@ def handle(request: dict) -> dict:  # pragma: no cover - runs in the limited chi
                 signal.setitimer(signal.ITIMER_REAL, 0)
         return {"results": results}
     if op == "compare":
-        return compare(request.get("items", []), float(request.get("threshold", THRESHOLD)),
-                       int(request.get("min_nodes", MIN_NODES)), budget=float(request.get("budget", COMPARE_SECONDS)),
-                       max_pairs=int(request.get("max_pairs", MAX_PAIRS)))
+        return compare(
+            request.get("items", []),
+            float(request.get("threshold", THRESHOLD)),
+            int(request.get("min_nodes", MIN_NODES)),
+            budget=float(request.get("budget", COMPARE_SECONDS)),
+            max_pairs=int(request.get("max_pairs", MAX_PAIRS)),
+        )
     raise ValueError(f"unknown op {op!r}")
 
 
@@ -344,19 +359,27 @@ def _clean(answer) -> dict:
         if isinstance(value.get("error"), str):
             exercises[ex_id[:50]] = {"error": value["error"][:200]}
         elif isinstance(value.get("tokens"), str) and isinstance(value.get("nodes"), int):
-            tokens = value["tokens"].split(" ")[:min(MAX_TOKENS, budget)]
+            tokens = value["tokens"].split(" ")[: min(MAX_TOKENS, budget)]
             budget -= len(tokens)
             if not tokens:
                 exercises[ex_id[:50]] = {"error": "not compared (the notebook's exercise cells are too long)"}
                 continue
-            exercises[ex_id[:50]] = {"tokens": " ".join(t[:MAX_TOKEN_CHARS] for t in tokens),
-                                     "nodes": value["nodes"]}
-    return {"assignment": assignment[:200] if isinstance(assignment, str) else None, "exercises": exercises,
-            "error": error[:300] if isinstance(error, str) else None}
+            exercises[ex_id[:50]] = {"tokens": " ".join(t[:MAX_TOKEN_CHARS] for t in tokens), "nodes": value["nodes"]}
+    return {
+        "assignment": assignment[:200] if isinstance(assignment, str) else None,
+        "exercises": exercises,
+        "error": error[:300] if isinstance(error, str) else None,
+    }
 
 
-def inspect_notebooks(paths: Sequence, *, batch: int = BATCH, seconds_per_file: float = SECONDS_PER_FILE,
-                      memory: int = CHILD_MEMORY, max_bytes: int = MAX_NOTEBOOK_BYTES) -> list[dict]:
+def inspect_notebooks(
+    paths: Sequence,
+    *,
+    batch: int = BATCH,
+    seconds_per_file: float = SECONDS_PER_FILE,
+    memory: int = CHILD_MEMORY,
+    max_bytes: int = MAX_NOTEBOOK_BYTES,
+) -> list[dict]:
     """For each path: {"assignment": metadata's name or None, "exercises": {...}, "error": None or why not}.
 
     Never parses anything in this process and never raises for a bad file.
@@ -367,8 +390,12 @@ def inspect_notebooks(paths: Sequence, *, batch: int = BATCH, seconds_per_file: 
     results: list = [None] * len(paths)
 
     def run(indices):
-        request = {"op": "inspect", "paths": [paths[i] for i in indices], "max_bytes": max_bytes,
-                   "seconds": seconds_per_file}
+        request = {
+            "op": "inspect",
+            "paths": [paths[i] for i in indices],
+            "max_bytes": max_bytes,
+            "seconds": seconds_per_file,
+        }
         try:
             answer = run_limited(SCRIPT, request, timeout=20.0 + seconds_per_file * len(indices), memory=memory)
             found = answer.get("results")
@@ -376,8 +403,11 @@ def inspect_notebooks(paths: Sequence, *, batch: int = BATCH, seconds_per_file: 
                 raise LimitedFailed("answered for the wrong number of files")
         except LimitedFailed as err:
             if len(indices) == 1:
-                results[indices[0]] = {"assignment": None, "exercises": {},
-                                       "error": f"the process reading it failed ({str(err)[:200]})"}
+                results[indices[0]] = {
+                    "assignment": None,
+                    "exercises": {},
+                    "error": f"the process reading it failed ({str(err)[:200]})",
+                }
                 return
             half = len(indices) // 2
             run(indices[:half])
@@ -391,8 +421,14 @@ def inspect_notebooks(paths: Sequence, *, batch: int = BATCH, seconds_per_file: 
     return results
 
 
-def similar_pairs(submissions: dict, references: dict, *, threshold: float = THRESHOLD,
-                  min_nodes: int = MIN_NODES, budget: float = COMPARE_SECONDS) -> list[dict]:
+def similar_pairs(
+    submissions: dict,
+    references: dict,
+    *,
+    threshold: float = THRESHOLD,
+    min_nodes: int = MIN_NODES,
+    budget: float = COMPARE_SECONDS,
+) -> list[dict]:
     """Near-identical exercise cells. submissions: {name: (assignment, inspection)}; references:
     {assignment: inspection of its autograder notebook}. Returns rows sorted by ratio (highest first)."""
     items, labels = [], []
@@ -410,15 +446,30 @@ def similar_pairs(submissions: dict, references: dict, *, threshold: float = THR
         return []
     from qgf_lite.courseware.limited import run_limited
 
-    request = {"op": "compare", "items": items, "threshold": threshold, "min_nodes": min_nodes, "budget": budget,
-               "max_pairs": MAX_PAIRS}
+    request = {
+        "op": "compare",
+        "items": items,
+        "threshold": threshold,
+        "min_nodes": min_nodes,
+        "budget": budget,
+        "max_pairs": MAX_PAIRS,
+    }
     answer = run_limited(SCRIPT, request, timeout=budget + 120.0, memory=CHILD_MEMORY)
     rows = []
     notes = answer.get("notes") if isinstance(answer.get("notes"), dict) else {}
     for group, note in notes.items():
         assignment, _, ex_id = str(group).partition("\0")
-        rows.append({"assignment": assignment, "exercise": ex_id, "submission": "", "other": "", "ratio": "",
-                     "nodes": "", "note": str(note)[:300]})
+        rows.append(
+            {
+                "assignment": assignment,
+                "exercise": ex_id,
+                "submission": "",
+                "other": "",
+                "ratio": "",
+                "nodes": "",
+                "note": str(note)[:300],
+            }
+        )
     for pair in answer.get("pairs", []):
         try:
             i, j, ratio = int(pair[0]), int(pair[1]), float(pair[2])
@@ -427,10 +478,26 @@ def similar_pairs(submissions: dict, references: dict, *, threshold: float = THR
             continue
         if a[3] and not b[3]:
             a, b = b, a
-        rows.append({"assignment": a[0], "exercise": a[1], "submission": a[2], "other": b[2],
-                     "ratio": round(ratio, 3), "nodes": items[i]["nodes"], "note": ""})
-    rows.sort(key=lambda r: (-(r["ratio"] if r["ratio"] != "" else 2.0), r["assignment"], r["exercise"],
-                             r["submission"], r["other"]))
+        rows.append(
+            {
+                "assignment": a[0],
+                "exercise": a[1],
+                "submission": a[2],
+                "other": b[2],
+                "ratio": round(ratio, 3),
+                "nodes": items[i]["nodes"],
+                "note": "",
+            }
+        )
+    rows.sort(
+        key=lambda r: (
+            -(r["ratio"] if r["ratio"] != "" else 2.0),
+            r["assignment"],
+            r["exercise"],
+            r["submission"],
+            r["other"],
+        )
+    )
     return rows
 
 

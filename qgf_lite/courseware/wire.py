@@ -78,14 +78,19 @@ def encode(value, arrays: dict, *, callables: bool = True, register=None, _depth
     if isinstance(value, np.generic):
         return {"t": "scalar", "a": put(np.asarray(value))}
     if isinstance(value, (list, tuple)):
-        return {"t": type(value).__name__ if type(value) in (list, tuple) else "tuple",
-                "items": [inner(v) for v in value]}
+        return {
+            "t": type(value).__name__ if type(value) in (list, tuple) else "tuple",
+            "items": [inner(v) for v in value],
+        }
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {"t": "dict", "items": {k[:MAX_STRING]: inner(v) for k, v in value.items()}}
     spec = getattr(value, "qgf_spec", None)
     if callables and callable(value) and isinstance(spec, tuple) and len(spec) == 2:
-        return {"t": "fn", "builder": str(spec[0]),
-                "args": encode(dict(spec[1]), arrays, callables=False, _depth=_depth + 1)}
+        return {
+            "t": "fn",
+            "builder": str(spec[0]),
+            "args": encode(dict(spec[1]), arrays, callables=False, _depth=_depth + 1),
+        }
     if callables and callable(value) and register is not None and not hasattr(value, "__array__"):
         return {"t": "callback", "id": int(register(value))}
     if hasattr(value, "__array__") or isinstance(value, np.ndarray):
@@ -197,10 +202,18 @@ def _array(spec, payload: bytes, allow_complex: bool):
         raise WireError("malformed array description")
     dtype_text, shape = spec.get("dtype"), spec.get("shape")
     offset, nbytes = spec.get("offset"), spec.get("nbytes")
-    if not (isinstance(dtype_text, str) and len(dtype_text) <= 8 and isinstance(shape, list)
-            and len(shape) <= MAX_NDIM and all(isinstance(n, int) and 0 <= n <= MAX_PAYLOAD_BYTES for n in shape)
-            and isinstance(offset, int) and isinstance(nbytes, int) and 0 <= offset and 0 <= nbytes
-            and offset + nbytes <= len(payload)):
+    if not (
+        isinstance(dtype_text, str)
+        and len(dtype_text) <= 8
+        and isinstance(shape, list)
+        and len(shape) <= MAX_NDIM
+        and all(isinstance(n, int) and 0 <= n <= MAX_PAYLOAD_BYTES for n in shape)
+        and isinstance(offset, int)
+        and isinstance(nbytes, int)
+        and 0 <= offset
+        and 0 <= nbytes
+        and offset + nbytes <= len(payload)
+    ):
         raise WireError("malformed array description")
     try:
         dtype = np.dtype(dtype_text)

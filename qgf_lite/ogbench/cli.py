@@ -24,8 +24,7 @@ import os
 import sys
 import types
 import typing
-from typing import Optional, Sequence
-
+from collections.abc import Sequence
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError)
 
@@ -48,14 +47,23 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     # --hidden/--layers are make_config's shorthands (train.SHORTHANDS), not fields: the README uses them.
     fields = [f for f in dataclasses.fields(QGFConfig) if f.name not in DATASET_FIELDS and f.name != "learners"]
     hints = typing.get_type_hints(QGFConfig)  # resolves the string annotations of `from __future__ import annotations`
-    group = parser.add_argument_group("network and hyper-parameters (QGFConfig fields; defaults: the reference "
-                                      "code's, or --preset's)")
+    group = parser.add_argument_group(
+        "network and hyper-parameters (QGFConfig fields; defaults: the reference code's, or --preset's)"
+    )
     widths = next(f.default for f in fields if f.name == HIDDEN_FIELDS[0])
-    group.add_argument("--hidden", type=int, default=argparse.SUPPRESS,
-                       help=f"width of every hidden layer of all three networks (default: {widths[0]})")
-    group.add_argument("--layers", type=int, default=argparse.SUPPRESS,
-                       help=f"hidden layers of each of the three networks (default: {len(widths)}); the *-hidden "
-                            "flags below override both for their network")
+    group.add_argument(
+        "--hidden",
+        type=int,
+        default=argparse.SUPPRESS,
+        help=f"width of every hidden layer of all three networks (default: {widths[0]})",
+    )
+    group.add_argument(
+        "--layers",
+        type=int,
+        default=argparse.SUPPRESS,
+        help=f"hidden layers of each of the three networks (default: {len(widths)}); the *-hidden "
+        "flags below override both for their network",
+    )
     for field in fields:
         _add_field_argument(group, field.name, field, hints[field.name], "QGFConfig")
     # Each learner (qgf_lite.learners): --<learner> enables it, --<learner>-<option> sets its options.
@@ -63,12 +71,18 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
     for name in learner_names():
         learner = get_learner(name)
-        group.add_argument(f"--{name}", dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                           help=f"{learner.summary} (default: off)")
+        group.add_argument(
+            f"--{name}",
+            dest=name,
+            action=argparse.BooleanOptionalAction,
+            default=argparse.SUPPRESS,
+            help=f"{learner.summary} (default: off)",
+        )
         options_hints = typing.get_type_hints(learner.options)
         for field in dataclasses.fields(learner.options):
-            _add_field_argument(group, f"{name}_{field.name}", field, options_hints[field.name],
-                                learner.options.__name__)
+            _add_field_argument(
+                group, f"{name}_{field.name}", field, options_hints[field.name], learner.options.__name__
+            )
 
 
 def _add_field_argument(group, dest: str, field, hint, owner: str, aliases=(), **extra) -> None:
@@ -93,8 +107,14 @@ def _add_field_argument(group, dest: str, field, hint, owner: str, aliases=(), *
     elif typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
         optional = group.add_mutually_exclusive_group()
         add(optional, type=next(a for a in args if a is not type(None)))
-        optional.add_argument(flag.replace("--", "--no-", 1), dest=dest, action="store_const", const=None,
-                              default=argparse.SUPPRESS, help=f"{dest} = None (see {flag})")
+        optional.add_argument(
+            flag.replace("--", "--no-", 1),
+            dest=dest,
+            action="store_const",
+            const=None,
+            default=argparse.SUPPRESS,
+            help=f"{dest} = None (see {flag})",
+        )
     else:  # fails at once (every `qgf-lite` call builds the parser) when a field of a new kind is added
         raise TypeError(f"{owner}.{field.name} has type {hint}; teach add_config_arguments to parse it.")
 
@@ -113,19 +133,34 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("env", help="single-task dataset name, e.g. cube-single-play-singletask-task2-v0")
     data = parser.add_mutually_exclusive_group()
     data.add_argument("--dataset-path", default=None, help="training .npz (its -val.npz must sit next to it)")
-    data.add_argument("--dataset-dir", default=None,
-                      help="folder with <env>-<type>-v0.npz (default ~/.ogbench/data), or with OGBench's 100M layout: "
-                           "<env>-<type>-100m-v0/ holding <env>-<type>-v0-000.npz, -001.npz, ... (streamed slice by "
-                           "slice; default $OGBENCH_DATA_DIR/<env>-<type>-100m-v0 when it exists)")
-    parser.add_argument("--rotate-every", type=int, default=1000,
-                        help="with a 100M folder: steps on one slice before moving to the next (default 1000)")
+    data.add_argument(
+        "--dataset-dir",
+        default=None,
+        help="folder with <env>-<type>-v0.npz (default ~/.ogbench/data), or with OGBench's 100M layout: "
+        "<env>-<type>-100m-v0/ holding <env>-<type>-v0-000.npz, -001.npz, ... (streamed slice by "
+        "slice; default $OGBENCH_DATA_DIR/<env>-<type>-100m-v0 when it exists)",
+    )
+    parser.add_argument(
+        "--rotate-every",
+        type=int,
+        default=1000,
+        help="with a 100M folder: steps on one slice before moving to the next (default 1000)",
+    )
     parser.add_argument("--out", required=True, help="run folder: checkpoint.msgpack and log.jsonl go here")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="total training steps of the run (default: the preset's, 1000000 without one)")
-    parser.add_argument("--preset", choices=("paper", "official-defaults"), default=None,
-                        help="start from a named setting (docs/algorithm.md \"Presets\"); the other flags override "
-                             "it. paper: 4 x 1024, batch 1024, discount 0.999, H 5, 500k steps; official-defaults: "
-                             "4 x 512, batch 256 (QGFConfig's defaults)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="total training steps of the run (default: the preset's, 1000000 without one)",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=("paper", "official-defaults"),
+        default=None,
+        help='start from a named setting (docs/algorithm.md "Presets"); the other flags override '
+        "it. paper: 4 x 1024, batch 1024, discount 0.999, H 5, 500k steps; official-defaults: "
+        "4 x 512, batch 256 (QGFConfig's defaults)",
+    )
     parser.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more seeds (several: vmapped)")
     parser.add_argument("--checkpoint-every", type=int, default=10_000)
     parser.add_argument("--log-every", type=int, default=1_000)
@@ -138,13 +173,20 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def add_wandb_arguments(parser: argparse.ArgumentParser) -> None:
     """--wandb and its options (qgf_lite.tracking; needs the `wandb` extra)."""
     group = parser.add_argument_group("Weights & Biases (optional; pip install 'qgf_lite[wandb]')")
-    group.add_argument("--wandb", action="store_true",
-                       help="also log to a W&B run: config, losses, evaluation tables and video (runs always log to "
-                            "their folder); WANDB_MODE=offline logs without network, for a later `wandb sync`")
+    group.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log to a W&B run: config, losses, evaluation tables and video (runs always log to "
+        "their folder); WANDB_MODE=offline logs without network, for a later `wandb sync`",
+    )
     group.add_argument("--wandb-project", default="qgf_lite", help="W&B project (default qgf_lite)")
     group.add_argument("--wandb-name", default=None, help="W&B run name (default: W&B's)")
-    group.add_argument("--wandb-mode", choices=("online", "offline", "disabled"), default=None,
-                       help="W&B mode (default: $WANDB_MODE, else W&B's own default)")
+    group.add_argument(
+        "--wandb-mode",
+        choices=("online", "offline", "disabled"),
+        default=None,
+        help="W&B mode (default: $WANDB_MODE, else W&B's own default)",
+    )
 
 
 def wandb_tracker(args, job_type: str, directory):
@@ -158,8 +200,13 @@ def wandb_tracker(args, job_type: str, directory):
     # (passed explicitly: W&B reads its environment once per process)
     directory = os.environ.get("WANDB_DIR") or directory
     try:
-        return WandbTracker(project=args.wandb_project, name=args.wandb_name, mode=args.wandb_mode,
-                            directory=directory, job_type=job_type)
+        return WandbTracker(
+            project=args.wandb_project,
+            name=args.wandb_name,
+            mode=args.wandb_mode,
+            directory=directory,
+            job_type=job_type,
+        )
     except ImportError as err:
         raise ValueError(str(err)) from err
 
@@ -177,8 +224,10 @@ class MethodNames(argparse.Action):
             parser.error(f"argument {option_string}: name at least one method, e.g. `bc qgf` or `bc,qgf`.")
         for name in names:
             if name not in SAMPLER_NAMES:
-                parser.error(f"argument {option_string}: invalid choice: {name!r} (choose from "
-                             f"{', '.join(SAMPLER_NAMES)}; separate several by spaces or commas)")
+                parser.error(
+                    f"argument {option_string}: invalid choice: {name!r} (choose from "
+                    f"{', '.join(SAMPLER_NAMES)}; separate several by spaces or commas)"
+                )
         setattr(namespace, self.dest, names)
 
 
@@ -212,18 +261,25 @@ def eval_flag_options() -> dict:
 
     methods = "; ".join(f"{name}: {entry.summary}" for name, entry in SAMPLERS.items())
     return {
-        "methods": dict(action=MethodNames, type=str, metavar="NAME",
-                        help=f"samplers to evaluate, separated by spaces or commas (`bc qgf fql` or `bc,qgf,fql`; "
-                             f"default: {' '.join(EvalConfig().methods)}). {methods}. A guidance mode "
-                             f"({', '.join(MODES)}) names guided in that mode, <mode>_best_of_n guided_best_of_n in "
-                             f"that mode. Choose from {', '.join(SAMPLER_NAMES)}"),
+        "methods": dict(
+            action=MethodNames,
+            type=str,
+            metavar="NAME",
+            help=f"samplers to evaluate, separated by spaces or commas (`bc qgf fql` or `bc,qgf,fql`; "
+            f"default: {' '.join(EvalConfig().methods)}). {methods}. A guidance mode "
+            f"({', '.join(MODES)}) names guided in that mode, <mode>_best_of_n guided_best_of_n in "
+            f"that mode. Choose from {', '.join(SAMPLER_NAMES)}",
+        ),
         "flow_steps": dict(aliases=("--steps",), metavar="K"),
         "critic": dict(choices=CRITIC_CHOICES),
         "video_method": dict(choices=SAMPLER_NAMES, metavar="NAME"),
-        "workers": dict(help="processes that step the environments while the sampler runs here "
-                             "(default: one per CPU core, at most --num-envs; 0: in this process)"),
-        "video_weight": dict(help="guidance weight of the video (default: the best weight > 0 of the video's "
-                                  "sampler in this evaluation)"),
+        "workers": dict(
+            help="processes that step the environments while the sampler runs here "
+            "(default: one per CPU core, at most --num-envs; 0: in this process)"
+        ),
+        "video_weight": dict(
+            help="guidance weight of the video (default: the best weight > 0 of the video's sampler in this evaluation)"
+        ),
     }
 
 
@@ -260,10 +316,20 @@ def run_train(args) -> int:
     tracker = wandb_tracker(args, "train", args.out)
     try:
         result = train(
-            args.env, args.out, steps=steps, dataset_path=args.dataset_path, dataset_dir=args.dataset_dir,
-            seeds=args.seed, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-            init_from=args.init_from, progress=not args.no_progress, rotate_every=args.rotate_every, tracker=tracker,
-            **preset, **config_overrides(args),
+            args.env,
+            args.out,
+            steps=steps,
+            dataset_path=args.dataset_path,
+            dataset_dir=args.dataset_dir,
+            seeds=args.seed,
+            checkpoint_every=args.checkpoint_every,
+            log_every=args.log_every,
+            init_from=args.init_from,
+            progress=not args.no_progress,
+            rotate_every=args.rotate_every,
+            tracker=tracker,
+            **preset,
+            **config_overrides(args),
         )
     finally:
         if tracker is not None:
@@ -282,7 +348,7 @@ def run_train(args) -> int:
     return 0
 
 
-def best_guided_weight(report: dict, spec) -> Optional[float]:
+def best_guided_weight(report: dict, spec) -> float | None:
     """The weight > 0 of the report's best row among the weight sweep of ``spec`` (a SamplerSpec; its own weight
     is ignored), or None when the report has none."""
     from qgf_lite.samplers import SamplerSpec
@@ -313,8 +379,13 @@ def _run_eval(args, settings, tracker) -> int:
 
     report = evaluate(args.checkpoint, args.env, settings, out=args.out, progress=not args.no_progress)
     if tracker is not None:
-        tracker.start({"checkpoint": str(args.checkpoint), "env_name": report.get("env_name", args.env),
-                       **dataclasses.asdict(settings)})
+        tracker.start(
+            {
+                "checkpoint": str(args.checkpoint),
+                "env_name": report.get("env_name", args.env),
+                **dataclasses.asdict(settings),
+            }
+        )
         tracker.log_eval(report)
     print(results_table(report))
     if args.out:
@@ -332,7 +403,7 @@ def _run_eval(args, settings, tracker) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "generate":
         from qgf_lite.ogbench.generate import main_generate

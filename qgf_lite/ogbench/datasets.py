@@ -14,7 +14,8 @@ import socket
 import urllib.error
 import zipfile
 import zlib
-from typing import NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -45,15 +46,14 @@ DATASET_HOST = "rail.eecs.berkeley.edu"
 DOWNLOAD_TIMEOUT_S = 60.0
 
 
-
 class DatasetUnavailableError(FileNotFoundError):
     """The dataset file is not on disk and cannot be downloaded (offline, or the download failed)."""
 
 
 class ParsedEnvName(NamedTuple):
     env_id: str  # e.g. "cube-double"
-    dataset_type: Optional[str]  # "play" / "noisy", or None for a bare environment name
-    task_id: Optional[int]  # 1..5 for single-task names (default task resolved), None for goal-conditioned
+    dataset_type: str | None  # "play" / "noisy", or None for a bare environment name
+    task_id: int | None  # 1..5 for single-task names (default task resolved), None for goal-conditioned
     version: str  # "v0"
 
 
@@ -97,9 +97,7 @@ def parse_env_name(name: str) -> ParsedEnvName:
         raise ValueError(f"`env_name` {name!r} has version {version!r}; ogbench registers only {VERSIONS}.")
 
     # Longest id first so 'cube-single' is never read as a prefix of something longer.
-    env_id = next(
-        (i for i in sorted(ENV_IDS, key=len, reverse=True) if body == i or body.startswith(i + "-")), None
-    )
+    env_id = next((i for i in sorted(ENV_IDS, key=len, reverse=True) if body == i or body.startswith(i + "-")), None)
     if env_id is None:
         raise ValueError(_unknown_env_message(name))
 
@@ -129,7 +127,7 @@ def dataset_file_name(env_name: str) -> str:
     return f"{parsed.env_id}-{parsed.dataset_type}-{parsed.version}.npz"
 
 
-def default_dataset_path(env_name: str, dataset_dir: Optional[str] = None) -> str:
+def default_dataset_path(env_name: str, dataset_dir: str | None = None) -> str:
     """Where OGBench (and generate_dataset) keep the training file for ``env_name``."""
     directory = os.path.expanduser(dataset_dir if dataset_dir is not None else DEFAULT_DATASET_DIR)
     return os.path.join(directory, dataset_file_name(env_name))
@@ -178,8 +176,10 @@ def find_slice_files(folder: str, env_name: str) -> list:
     folder = os.path.expanduser(str(folder))
     example = f"{slice_file_name(env_name, 0)}, {slice_file_name(env_name, 1)}, ... (each with its -val.npz)"
     if not os.path.isdir(folder):
-        raise NotADirectoryError(f"Dataset folder {folder!r} does not exist or is not a folder; a 100M-layout folder "
-                                 f"({sliced_folder_name(env_name)}/) holds {example}.")
+        raise NotADirectoryError(
+            f"Dataset folder {folder!r} does not exist or is not a folder; a 100M-layout folder "
+            f"({sliced_folder_name(env_name)}/) holds {example}."
+        )
     pattern = re.compile(re.escape(dataset_file_name(env_name)[: -len(".npz")]) + r"-(\d+)\.npz")
     slices = sorted((int(m.group(1)), name) for name in os.listdir(folder) if (m := pattern.fullmatch(name)))
     if not slices:
@@ -188,11 +188,12 @@ def find_slice_files(folder: str, env_name: str) -> list:
             f"Dataset folder {folder!r} holds no slice of {env_name!r}: expected {example} (OGBench's 100M layout, "
             f"folder {sliced_folder_name(env_name)}/), or the standard {dataset_file_name(env_name)}; found "
             f"{present if present else 'nothing'}. Generate small slices with `qgf-lite generate "
-            f"{parse_env_name(env_name).env_id} --slices 4 --episodes 10 --out {folder}`.")
+            f"{parse_env_name(env_name).env_id} --slices 4 --episodes 10 --out {folder}`."
+        )
     return [os.path.join(folder, name) for _, name in slices]
 
 
-def sliced_folder(env_name: str, dataset_dir: Optional[str] = None) -> Optional[str]:
+def sliced_folder(env_name: str, dataset_dir: str | None = None) -> str | None:
     """The 100M-layout folder to train ``env_name`` from, or None for the standard single-file layout.
 
     ``dataset_dir`` may be the 100M folder itself (it holds '<env>-<type>-v0-000.npz', ...) or a folder holding it
@@ -266,8 +267,11 @@ def make_eval_env(env_name: str, **env_kwargs):
             f"'{parsed.env_id}-{parsed.dataset_type or 'play'}-singletask-task2-{parsed.version}'."
         )
     ogbench = import_ogbench()
-    name = env_name if parsed.dataset_type is not None else (
-        f"{parsed.env_id}-play-singletask-task{parsed.task_id}-{parsed.version}")
+    name = (
+        env_name
+        if parsed.dataset_type is not None
+        else (f"{parsed.env_id}-play-singletask-task{parsed.task_id}-{parsed.version}")
+    )
     with quiet_spaces():
         return ogbench.make_env_and_datasets(name, env_only=True, **env_kwargs)
 
@@ -390,8 +394,8 @@ def check_dataset_file(path: str, required_keys: Sequence[str] = ("observations"
 
 def load_dataset(
     env_name: str,
-    dataset_dir: Optional[str] = None,
-    dataset_path: Optional[str] = None,
+    dataset_dir: str | None = None,
+    dataset_path: str | None = None,
     *,
     compact_dataset: bool = False,
     add_info: bool = False,

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
-import os
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -32,18 +31,22 @@ class _EnvSlice:
         self.envs = [make_eval_env(env_name, **env_kwargs) for _ in range(count)]
         self.busy_seconds = 0.0  # time spent resetting and stepping: what the same work costs with no sampler
 
-    def timed(self, command: str, args: tuple, frames: Optional[list] = None):
+    def timed(self, command: str, args: tuple, frames: list | None = None):
         start = time.perf_counter()
         with quiet_spaces():  # OGBench rebuilds its spaces on access; the float32 cast warning is noise here
             result = self.reset(*args) if command == "reset" else self.step_chunks(*args, frames)
         self.busy_seconds += time.perf_counter() - start
         return result
 
-    def reset(self, seeds: Sequence[Optional[int]]) -> np.ndarray:
-        return np.stack([env.reset(seed=seed)[0] if seed is not None else np.zeros(env.observation_space.shape)
-                         for env, seed in zip(self.envs, seeds)])
+    def reset(self, seeds: Sequence[int | None]) -> np.ndarray:
+        return np.stack(
+            [
+                env.reset(seed=seed)[0] if seed is not None else np.zeros(env.observation_space.shape)
+                for env, seed in zip(self.envs, seeds)
+            ]
+        )
 
-    def step_chunks(self, chunks: np.ndarray, active: np.ndarray, frames: Optional[list] = None) -> tuple:
+    def step_chunks(self, chunks: np.ndarray, active: np.ndarray, frames: list | None = None) -> tuple:
         count = len(self.envs)
         obs = [None] * count
         reward_sums = np.zeros(count)
@@ -125,8 +128,11 @@ class EnvPool:
         context = multiprocessing.get_context("spawn")  # fork would copy JAX's threads (and deadlock)
         for k in range(self.workers):
             parent, child = context.Pipe()
-            process = context.Process(target=_worker, daemon=True,
-                                      args=(child, env_name, int(self._bounds[k + 1] - self._bounds[k]), env_kwargs))
+            process = context.Process(
+                target=_worker,
+                daemon=True,
+                args=(child, env_name, int(self._bounds[k + 1] - self._bounds[k]), env_kwargs),
+            )
             process.start()
             self._conns.append(parent)
             self._processes.append(process)
@@ -137,8 +143,10 @@ class EnvPool:
                 status, message = "error", f"worker process exited with code {self._processes[k].exitcode}"
             if status == "error":
                 self.close()
-                raise RuntimeError(f"an evaluation worker could not make {env_name!r}: {message}; "
-                                   "workers=0 steps the environments in this process instead")
+                raise RuntimeError(
+                    f"an evaluation worker could not make {env_name!r}: {message}; "
+                    "workers=0 steps the environments in this process instead"
+                )
 
     # ------------------------------------------------------------------ groups: one per worker process
     @property
@@ -151,7 +159,7 @@ class EnvPool:
             return [np.arange(self.num_envs)]
         return [np.arange(self._bounds[k], self._bounds[k + 1]) for k in range(self.workers)]
 
-    def submit(self, group: int, command: str, args: tuple, frames: Optional[list] = None) -> None:
+    def submit(self, group: int, command: str, args: tuple, frames: list | None = None) -> None:
         """Start ``command`` ("reset" with (seeds,), or "step" with (chunks, active)) on one group's slots."""
         if self._local is not None:
             self._pending[group] = self._local.timed(command, args, frames)
@@ -190,7 +198,7 @@ class EnvPool:
         return [self.receive(g) for g in range(self.workers)]
 
     # ------------------------------------------------------------------ every slot at once
-    def reset(self, seeds: Sequence[Optional[int]]) -> np.ndarray:
+    def reset(self, seeds: Sequence[int | None]) -> np.ndarray:
         seeds = list(seeds)
         if len(seeds) != self.num_envs:
             raise ValueError(f"need one seed (or None) per environment: {self.num_envs}, got {len(seeds)}")
@@ -198,7 +206,7 @@ class EnvPool:
             self.submit(g, "reset", ([seeds[i] for i in slots],))
         return np.concatenate([self.receive(g) for g in range(len(self.groups))])
 
-    def step_chunks(self, chunks: np.ndarray, active: np.ndarray, frames: Optional[list] = None) -> tuple:
+    def step_chunks(self, chunks: np.ndarray, active: np.ndarray, frames: list | None = None) -> tuple:
         """``frames``: a list that gets environment 0's frame after every step (in-process pools only)."""
         chunks = np.asarray(chunks, np.float64)
         active = np.asarray(active, bool)

@@ -18,7 +18,6 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -27,10 +26,10 @@ import numpy as np
 from qgf_lite.checkpoint import load_checkpoint
 from qgf_lite.fileio import atomic_write_bytes
 from qgf_lite.intervals import Z_95, wilson_interval  # noqa: F401 (re-exported: evaluation.wilson_interval)
-from qgf_lite.samplers import SamplerSpec, spec_from_name, specs_from_names
 from qgf_lite.ogbench.datasets import make_eval_env  # noqa: F401 (re-exported: evaluation.make_eval_env)
-from qgf_lite.ogbench.envpool import EnvPool
 from qgf_lite.ogbench.environments import quiet_spaces
+from qgf_lite.ogbench.envpool import EnvPool
+from qgf_lite.samplers import SamplerSpec, spec_from_name, specs_from_names
 from qgf_lite.training import (
     QGFConfig,
     critic_fn,
@@ -39,7 +38,6 @@ from qgf_lite.training import (
     sampler_velocity_params,
 )
 from qgf_lite.validation import require_known, require_positive_int
-
 
 DEFAULT_WEIGHTS = (0.004, 0.008, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12)  # the OGBench sweep, docs/algorithm.md §6
 
@@ -61,26 +59,29 @@ class EvalConfig:
     Values are checked here, so a bad setting fails before a checkpoint or environment is loaded.
     """
 
-    methods: Tuple[Union[str, SamplerSpec], ...] = _setting(
-        ("bc", "qgf"), "samplers to evaluate: names of qgf_lite.specs_from_names, or SamplerSpec objects")
-    weights: Tuple[float, ...] = _setting(
-        DEFAULT_WEIGHTS, "guidance weights: each guided method runs at every weight > 0 (bc is weight 0)")
+    methods: tuple[str | SamplerSpec, ...] = _setting(
+        ("bc", "qgf"), "samplers to evaluate: names of qgf_lite.specs_from_names, or SamplerSpec objects"
+    )
+    weights: tuple[float, ...] = _setting(
+        DEFAULT_WEIGHTS, "guidance weights: each guided method runs at every weight > 0 (bc is weight 0)"
+    )
     n: int = _setting(4, "proposals of the best-of-N methods")
     step_size: float = _setting(0.01, "gradient_step's ascent step size")
     ascent_steps: int = _setting(3, "gradient_step's number of ascent steps")
-    flow_steps: Optional[int] = _setting(None, "Euler steps of every sampler; None: the checkpoint config's flow_steps")
+    flow_steps: int | None = _setting(None, "Euler steps of every sampler; None: the checkpoint config's flow_steps")
     episodes: int = _setting(20, "episodes per setting")
     seed: int = _setting(0, "start states and sampler noise: the same for every setting (common random numbers)")
     num_envs: int = _setting(10, "environments stepped side by side")
     workers: int = _setting(0, "processes that step the environments while the sampler runs (0: in this process)")
     seed_index: int = _setting(0, "which seed of a multi-seed checkpoint")
-    critic: str = _setting("target", "critic that guides the samplers: the Polyak target, as in the paper, or the "
-                                     "online one")
+    critic: str = _setting(
+        "target", "critic that guides the samplers: the Polyak target, as in the paper, or the online one"
+    )
     video_method: str = _setting("qgf", "sampler of the video, a name as in methods")
     video_weight: float = _setting(0.04, "guidance weight of the video")
     video_episode: int = _setting(0, "which evaluation episode the video replays (same start state and noise)")
     video_size: int = _setting(200, "width and height of the video in pixels")
-    video_max_steps: Optional[int] = _setting(None, "environment steps of the video; None: the whole episode")
+    video_max_steps: int | None = _setting(None, "environment steps of the video; None: the whole episode")
     video_fps: int = _setting(20, "frames per second of the video")
 
     def __post_init__(self):
@@ -116,19 +117,31 @@ class EvalConfig:
 
     def specs(self, flow_steps: int) -> list:
         """The settings to evaluate (``qgf_lite.specs_from_names``) with ``flow_steps`` unless the config sets it."""
-        return specs_from_names(self.methods, self.weights, n=self.n, step_size=self.step_size,
-                                ascent_steps=self.ascent_steps, steps=self.flow_steps or flow_steps)
+        return specs_from_names(
+            self.methods,
+            self.weights,
+            n=self.n,
+            step_size=self.step_size,
+            ascent_steps=self.ascent_steps,
+            steps=self.flow_steps or flow_steps,
+        )
 
     def video_spec(self, flow_steps: int) -> SamplerSpec:
         """The video's setting: ``video_method`` at ``video_weight`` with this config's sampler knobs."""
-        return spec_from_name(self.video_method, self.video_weight, n=self.n, step_size=self.step_size,
-                              ascent_steps=self.ascent_steps, steps=self.flow_steps or flow_steps)
+        return spec_from_name(
+            self.video_method,
+            self.video_weight,
+            n=self.n,
+            step_size=self.step_size,
+            ascent_steps=self.ascent_steps,
+            steps=self.flow_steps or flow_steps,
+        )
 
     @classmethod
-    def names(cls) -> Tuple[str, ...]:
+    def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
 
-    def replace(self, **changes) -> "EvalConfig":
+    def replace(self, **changes) -> EvalConfig:
         """A copy with ``changes`` (field names); an unknown name is a ValueError naming it and the fields."""
         require_known("EvalConfig setting(s)", changes, self.names())
         return dataclasses.replace(self, **changes)
@@ -142,17 +155,19 @@ class EvalConfig:
 
 
 # record_video's short spellings of the video settings (record_video(..., method="qgf", weight=0.1, fps=30)).
-VIDEO_KEYWORDS = {name[len("video_"):]: name for name in EvalConfig.names() if name.startswith("video_")}
+VIDEO_KEYWORDS = {name[len("video_") :]: name for name in EvalConfig.names() if name.startswith("video_")}
 
 
-def eval_config(config: Optional[EvalConfig] = None, **changes) -> EvalConfig:
+def eval_config(config: EvalConfig | None = None, **changes) -> EvalConfig:
     """``config`` (default ``EvalConfig()``) with ``changes``: how ``evaluate`` and ``record_video`` read their
     keywords, so ``evaluate(checkpoint, methods=["bc"], episodes=5)`` still reads as before."""
     if config is None:
         config = EvalConfig()
     elif not isinstance(config, EvalConfig):
-        raise TypeError(f"`config` must be a qgf_lite.ogbench.evaluation.EvalConfig, got {type(config).__name__}; "
-                        "pass settings as keywords (episodes=5) or as EvalConfig(episodes=5).")
+        raise TypeError(
+            f"`config` must be a qgf_lite.ogbench.evaluation.EvalConfig, got {type(config).__name__}; "
+            "pass settings as keywords (episodes=5) or as EvalConfig(episodes=5)."
+        )
     return config.replace(**changes) if changes else config
 
 
@@ -179,8 +194,9 @@ def _compiled_chunk_sampler(config: QGFConfig, spec: SamplerSpec):
     def sample(velocity_params, critic_params, obs, keys, weight):
         noise = jax.vmap(lambda k: jax.random.normal(k, noise_shape))(keys)
         velocity = sampler_velocity_fn(config, velocity_params, spec.network)
-        return spec.sample(velocity, critic_fn(config, critic_params), obs, noise,
-                           weight=weight if spec.takes_weight else None)
+        return spec.sample(
+            velocity, critic_fn(config, critic_params), obs, noise, weight=weight if spec.takes_weight else None
+        )
 
     return jax.jit(sample)
 
@@ -241,8 +257,17 @@ def sampler_params(state, critic: str = "target", network: str = "policy") -> tu
     return sampler_velocity_params(state, network), guidance_critic_params(state, critic)
 
 
-def run_episodes(pool: EnvPool, sampler, params, weight, config: QGFConfig, episode_indices, seed: int,
-                 frames: Optional[list] = None, on_episode=None) -> list:
+def run_episodes(
+    pool: EnvPool,
+    sampler,
+    params,
+    weight,
+    config: QGFConfig,
+    episode_indices,
+    seed: int,
+    frames: list | None = None,
+    on_episode=None,
+) -> list:
     """Run every episode of ``episode_indices`` to its end in ``pool``'s slots; returns per-episode dicts in order.
 
     The pool's worker groups run independently: as soon as one group has executed its action chunks, the sampler
@@ -310,8 +335,12 @@ def run_episodes(pool: EnvPool, sampler, params, weight, config: QGFConfig, epis
             slot_chunk[slots] += 1
             done_now = slots[was_active & ended]
             for i in done_now:
-                episode = {"episode": int(slot_episode[i]), "success": bool(success[i]),
-                           "return": float(returns[i]), "length": int(lengths[i])}
+                episode = {
+                    "episode": int(slot_episode[i]),
+                    "success": bool(success[i]),
+                    "return": float(returns[i]),
+                    "length": int(lengths[i]),
+                }
                 finished[episode["episode"]] = episode
                 if on_episode is not None:
                     on_episode(episode)
@@ -365,10 +394,10 @@ def summarise(spec: SamplerSpec, episodes: list, seconds: float) -> dict:
 
 def evaluate(
     checkpoint,
-    env_name: Optional[str] = None,
-    config: Optional[EvalConfig] = None,
+    env_name: str | None = None,
+    config: EvalConfig | None = None,
     *,
-    out: Optional[str] = None,
+    out: str | None = None,
     progress: bool = True,
     **settings,
 ) -> dict:
@@ -415,8 +444,16 @@ def evaluate(
             for spec in specs:
                 sampler = compiled_chunk_sampler(config, spec)
                 t0, busy0 = time.perf_counter(), sum(pool.busy_seconds())
-                done = run_episodes(pool, sampler, params[spec], spec.weight, config, range(episodes), seed,
-                                    on_episode=lambda _: bar.update(1))
+                done = run_episodes(
+                    pool,
+                    sampler,
+                    params[spec],
+                    spec.weight,
+                    config,
+                    range(episodes),
+                    seed,
+                    on_episode=lambda _: bar.update(1),
+                )
                 results.append(summarise(spec, done, time.perf_counter() - t0))
                 # Environment time alone (all workers together): rollouts' seconds x workers minus this is what
                 # sampling and messaging cost (benchmarks/bench_eval.py).
@@ -460,14 +497,16 @@ def write_report(report: dict, out) -> dict:
         try:
             paths["png"] = str(atomic_write_bytes(out / "success_vs_weight.png", fig.to_image(format="png")))
         except Exception as err:  # kaleido without a usable browser: the HTML plot is the deliverable
-            warnings.warn(f"PNG export failed ({type(err).__name__}: {err}); the HTML plot was written.")
+            warnings.warn(f"PNG export failed ({type(err).__name__}: {err}); the HTML plot was written.", stacklevel=2)
     return paths
 
 
 def results_table(report: dict) -> str:
     """A markdown table of the report: success and return with their 95% intervals, and each setting's compute."""
-    lines = ["| setting | episodes | success % [95% CI] | return [95% CI] | network evals / chunk |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| setting | episodes | success % [95% CI] | return [95% CI] | network evals / chunk |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for r in report["results"]:
         lo, hi = r["success_ci95"]
         rlo, rhi = r["return_ci95"]
@@ -497,7 +536,7 @@ def success_figure(report: dict):
     span = (min(weights), max(weights)) if weights else (0.0, 1.0)
     if not log_axis_wanted and weights:
         span = (0.0, span[1])
-    for i, ((family, weighted), rows) in enumerate(by_family.items()):
+    for _i, ((family, weighted), rows) in enumerate(by_family.items()):
         color = method_color(family)  # one colour per method in every figure
         rows = sorted(rows, key=lambda r: r["weight"])
         rate = [100 * r["success_rate"] for r in rows]
@@ -507,18 +546,32 @@ def success_figure(report: dict):
             lo, hi = (100 * c for c in rows[0]["success_ci95"])
             # The interval as a shaded band across the axis (a shape, so the legend keeps one entry per family).
             fig.add_hrect(y0=lo, y1=hi, fillcolor=color, opacity=0.15, line_width=0, layer="below")
-            fig.add_trace(go.Scatter(x=list(span), y=[rate[0]] * 2, mode="lines", name=family,
-                                     line=dict(dash="dash", color=color)))
+            fig.add_trace(
+                go.Scatter(
+                    x=list(span), y=[rate[0]] * 2, mode="lines", name=family, line=dict(dash="dash", color=color)
+                )
+            )
             continue
-        fig.add_trace(go.Scatter(
-            x=[r["weight"] for r in rows], y=rate, mode="lines+markers", name=family,
-            line=dict(color=color), error_y=dict(type="data", symmetric=False, array=upper, arrayminus=lower)))
+        fig.add_trace(
+            go.Scatter(
+                x=[r["weight"] for r in rows],
+                y=rate,
+                mode="lines+markers",
+                name=family,
+                line=dict(color=color),
+                error_y=dict(type="data", symmetric=False, array=upper, arrayminus=lower),
+            )
+        )
     fig.update_layout(
         title=f"{report['env_name']}:<br><sup>success rate against guidance weight "
-              f"({report['episodes_per_setting']} episodes per setting; bars and bands: 95% intervals)</sup>",
+        f"({report['episodes_per_setting']} episodes per setting; bars and bands: 95% intervals)</sup>",
         xaxis_title="guidance weight w" + (" (log scale)" if log_axis_wanted else ""),
-        yaxis_title="success rate (%)", yaxis_range=[0, 100], template="plotly_white",
-        width=min(FIT_WIDTH, 700), height=420, margin=dict(t=80),
+        yaxis_title="success rate (%)",
+        yaxis_range=[0, 100],
+        template="plotly_white",
+        width=min(FIT_WIDTH, 700),
+        height=420,
+        margin=dict(t=80),
     )
     if log_axis_wanted:
         log_axis(fig, weights, axis="x", exact=True)
@@ -532,8 +585,11 @@ def video_format_for(path) -> Path:
         raise ValueError(f"Video path must end in .mp4 or .gif, got {path}.")
     if path.suffix.lower() == ".mp4" and importlib.util.find_spec("imageio_ffmpeg") is None:
         # imageio writes mp4 through the imageio-ffmpeg package (which can also use a system ffmpeg).
-        warnings.warn(f"imageio-ffmpeg is not installed: writing {path.with_suffix('.gif')} instead of an mp4 "
-                      "(pip install imageio-ffmpeg for mp4).")
+        warnings.warn(
+            f"imageio-ffmpeg is not installed: writing {path.with_suffix('.gif')} instead of an mp4 "
+            "(pip install imageio-ffmpeg for mp4).",
+            stacklevel=2,
+        )
         return path.with_suffix(".gif")
     return path
 
@@ -541,8 +597,8 @@ def video_format_for(path) -> Path:
 def record_video(
     checkpoint,
     path,
-    env_name: Optional[str] = None,
-    config: Optional[EvalConfig] = None,
+    env_name: str | None = None,
+    config: EvalConfig | None = None,
     **settings,
 ) -> dict:
     """Render one episode of ``video_method`` at ``video_weight`` to ``path`` (.mp4, or .gif when ffmpeg is missing).
@@ -571,8 +627,9 @@ def record_video(
     with EnvPool(env_name, 1, workers=0, **kwargs) as pool:
         check_env_matches(config, pool.env(0), env_name, checkpoint)
         sampler = compiled_chunk_sampler(config, spec)
-        result = run_episodes(pool, sampler, params, spec.weight, config, [settings.video_episode], settings.seed,
-                              frames=frames)[0]
+        result = run_episodes(
+            pool, sampler, params, spec.weight, config, [settings.video_episode], settings.seed, frames=frames
+        )[0]
     path = video_format_for(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
@@ -591,9 +648,16 @@ def record_video(
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # a failed write leaves no partial video behind
-    return {"path": str(path), "success": result["success"], "return": result["return"],
-            "length": result["length"], "frames": len(frames), "setting": spec.label,
-            "spec": spec.to_dict(), "critic": critic}
+    return {
+        "path": str(path),
+        "success": result["success"],
+        "return": result["return"],
+        "length": result["length"],
+        "frames": len(frames),
+        "setting": spec.label,
+        "spec": spec.to_dict(),
+        "critic": critic,
+    }
 
 
 __all__ = [

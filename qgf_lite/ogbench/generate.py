@@ -19,21 +19,13 @@ import multiprocessing
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Optional, Sequence
 
 import numpy as np
-from qgf_lite.progress import progress_bar as tqdm
-
-from qgf_lite.ogbench.environments import headless_mujoco, import_ogbench, quiet_spaces
-from qgf_lite.validation import require_positive_int
-
-
 
 # --------------------------------------------------------------------------------------------- generation
-
-
 from qgf_lite.ogbench.datasets import (
     DATASET_TYPES,
     ENV_IDS,
@@ -42,6 +34,9 @@ from qgf_lite.ogbench.datasets import (
     parse_env_name,
     validation_path,
 )
+from qgf_lite.ogbench.environments import headless_mujoco, import_ogbench, quiet_spaces
+from qgf_lite.progress import progress_bar as tqdm
+from qgf_lite.validation import require_positive_int
 
 DEFAULT_EPISODE_LENGTH = 1001
 # Range of the per-episode probability that a new cube target is on top of another cube (OGBench's generator).
@@ -169,6 +164,7 @@ class _EpisodeCollector:
 
     def __init__(self, config: _CollectorConfig):
         import gymnasium
+
         import_ogbench()
         import ogbench.manipspace  # noqa: F401  (registers the environments)
 
@@ -194,9 +190,7 @@ class _EpisodeCollector:
                 episode = self._run_episode(env_seed)
             if self.config.env_id != "scene" or _scene_episode_is_healthy(episode["qpos"]):
                 return episode
-        raise RuntimeError(
-            f"episode {episode_index}: no healthy scene episode in {_SCENE_MAX_ATTEMPTS} attempts."
-        )
+        raise RuntimeError(f"episode {episode_index}: no healthy scene episode in {_SCENE_MAX_ATTEMPTS} attempts.")
 
     def _stack_probability(self) -> float:
         low, high = _CUBE_STACK_PROBABILITY_RANGE.get(self.config.env_id, (None, None))
@@ -252,7 +246,7 @@ def _stack_rows(rows: dict) -> dict:
     return {key: np.asarray(values, dtype=dtypes.get(key, np.float32)) for key, values in rows.items()}
 
 
-_WORKER_COLLECTOR: Optional[_EpisodeCollector] = None
+_WORKER_COLLECTOR: _EpisodeCollector | None = None
 
 
 def _init_worker(config: _CollectorConfig) -> None:
@@ -323,7 +317,7 @@ def write_npz_files_atomically(contents: dict) -> None:
                 os.remove(temporary)
 
 
-def _resolve_generation_name(env_name: str, dataset_type: Optional[str]) -> ParsedEnvName:
+def _resolve_generation_name(env_name: str, dataset_type: str | None) -> ParsedEnvName:
     parsed = parse_env_name(env_name)
     if dataset_type is None:
         dataset_type = parsed.dataset_type or "play"
@@ -338,18 +332,18 @@ def _resolve_generation_name(env_name: str, dataset_type: Optional[str]) -> Pars
 
 def generate_dataset(
     env_name: str,
-    dataset_type: Optional[str] = None,
-    num_episodes: Optional[int] = None,
-    out_path: Optional[str] = None,
+    dataset_type: str | None = None,
+    num_episodes: int | None = None,
+    out_path: str | None = None,
     *,
     seed: int = 0,
     workers: int = 1,
-    episode_length: Optional[int] = None,
+    episode_length: int | None = None,
     noise: float = 0.1,
     noise_smoothing: float = 0.5,
     min_norm: float = 0.4,
-    num_val_episodes: Optional[int] = None,
-    p_random_action: Optional[float] = None,
+    num_val_episodes: int | None = None,
+    p_random_action: float | None = None,
     progress: bool = True,
 ) -> GenerationStats:
     """Generate an OGBench-format dataset with OGBench's scripted oracles.
@@ -447,9 +441,9 @@ def slice_seed(seed: int, index: int) -> int:
 def generate_slices(
     env_name: str,
     num_slices: int,
-    dataset_type: Optional[str] = None,
-    num_episodes: Optional[int] = None,
-    out_dir: Optional[str] = None,
+    dataset_type: str | None = None,
+    num_episodes: int | None = None,
+    out_dir: str | None = None,
     *,
     seed: int = 0,
     progress: bool = True,
@@ -470,16 +464,27 @@ def generate_slices(
         raise ValueError(f"`num_slices` must be at most 1000 (slice files are numbered 000-999), got {num_slices}.")
     parsed = _resolve_generation_name(env_name, dataset_type)
     name = f"{parsed.env_id}-{parsed.dataset_type}-{parsed.version}"
-    folder = os.path.expanduser(str(out_dir) if out_dir is not None
-                                else os.path.join(DEFAULT_DATASET_DIR, sliced_folder_name(name)))
+    folder = os.path.expanduser(
+        str(out_dir) if out_dir is not None else os.path.join(DEFAULT_DATASET_DIR, sliced_folder_name(name))
+    )
     if os.path.isfile(folder):
-        raise ValueError(f"`out_dir` {folder!r} is a file; with slices, --out names the folder to fill, e.g. "
-                         f"data/{sliced_folder_name(name)}.")
+        raise ValueError(
+            f"`out_dir` {folder!r} is a file; with slices, --out names the folder to fill, e.g. "
+            f"data/{sliced_folder_name(name)}."
+        )
     stats = []
     for index in range(num_slices):
         path = os.path.join(folder, slice_file_name(name, index))
-        stats.append(generate_dataset(name, num_episodes=num_episodes, out_path=path, seed=slice_seed(seed, index),
-                                      progress=progress, **kwargs))
+        stats.append(
+            generate_dataset(
+                name,
+                num_episodes=num_episodes,
+                out_path=path,
+                seed=slice_seed(seed, index),
+                progress=progress,
+                **kwargs,
+            )
+        )
     return stats
 
 
@@ -491,39 +496,70 @@ def build_generate_parser(prog: str = "qgf-lite generate") -> argparse.ArgumentP
         prog=prog, description="Generate an OGBench manipulation dataset offline with OGBench's scripted oracles."
     )
     parser.add_argument("env", help=f"environment id or dataset name, one of: {', '.join(ENV_IDS)}")
-    parser.add_argument("--type", dest="dataset_type", choices=DATASET_TYPES, default=None,
-                        help="'play' (plan oracles) or 'noisy' (Markov oracles); default from the name, else play")
-    parser.add_argument("--episodes", type=int, default=None,
-                        help="training episodes (default: as many as OGBench's dataset; 1000 = 1M steps for most, "
-                             "3000 for cube-triple and puzzle-4x5, 5000 for cube-quadruple and puzzle-4x6)")
+    parser.add_argument(
+        "--type",
+        dest="dataset_type",
+        choices=DATASET_TYPES,
+        default=None,
+        help="'play' (plan oracles) or 'noisy' (Markov oracles); default from the name, else play",
+    )
+    parser.add_argument(
+        "--episodes",
+        type=int,
+        default=None,
+        help="training episodes (default: as many as OGBench's dataset; 1000 = 1M steps for most, "
+        "3000 for cube-triple and puzzle-4x5, 5000 for cube-quadruple and puzzle-4x6)",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="training .npz path (default ~/.ogbench/data/<name>.npz); with "
-                                                     "--slices, the folder (default ~/.ogbench/data/<env>-<type>-100m-v0)")
-    parser.add_argument("--slices", type=int, default=None,
-                        help="write OGBench's 100M layout instead: this many slices <env>-<type>-v0-000.npz, ... (each "
-                             "with its -val.npz) of --episodes episodes each, in the --out folder")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="training .npz path (default ~/.ogbench/data/<name>.npz); with "
+        "--slices, the folder (default ~/.ogbench/data/<env>-<type>-100m-v0)",
+    )
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=None,
+        help="write OGBench's 100M layout instead: this many slices <env>-<type>-v0-000.npz, ... (each "
+        "with its -val.npz) of --episodes episodes each, in the --out folder",
+    )
     parser.add_argument("--episode-length", type=int, default=None, help="steps per episode (default 1001)")
-    parser.add_argument("--p-random-action", type=float, default=None,
-                        help="per-step probability of a uniformly random action (default: OGBench's, 0 for play, "
-                             "0.1 for noisy cube/scene, 0.2 for noisy puzzle)")
+    parser.add_argument(
+        "--p-random-action",
+        type=float,
+        default=None,
+        help="per-step probability of a uniformly random action (default: OGBench's, 0 for play, "
+        "0.1 for noisy cube/scene, 0.2 for noisy puzzle)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
-def main_generate(argv: Optional[Sequence[str]] = None) -> int:
+def main_generate(argv: Sequence[str] | None = None) -> int:
     """``qgf-lite generate ...``: returns a process exit status."""
     parser = build_generate_parser()
     args = parser.parse_args(argv)
     try:
         if args.slices is not None:
             slices = generate_slices(
-                args.env, args.slices, dataset_type=args.dataset_type, num_episodes=args.episodes, out_dir=args.out,
-                seed=args.seed, workers=args.workers, episode_length=args.episode_length,
-                p_random_action=args.p_random_action, progress=not args.no_progress)
+                args.env,
+                args.slices,
+                dataset_type=args.dataset_type,
+                num_episodes=args.episodes,
+                out_dir=args.out,
+                seed=args.seed,
+                workers=args.workers,
+                episode_length=args.episode_length,
+                p_random_action=args.p_random_action,
+                progress=not args.no_progress,
+            )
             folder = os.path.dirname(slices[0].train_path)
-            print(f"wrote {len(slices)} slices to {folder} ({sum(s.num_train_transitions for s in slices)} training "
-                  f"transitions) in {sum(s.seconds for s in slices):.1f} s")
+            print(
+                f"wrote {len(slices)} slices to {folder} ({sum(s.num_train_transitions for s in slices)} training "
+                f"transitions) in {sum(s.seconds for s in slices):.1f} s"
+            )
             return 0
         stats = generate_dataset(
             args.env,

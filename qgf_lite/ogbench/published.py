@@ -8,8 +8,6 @@ order of magnitude at full scale, never a row of the same table.
 
 from __future__ import annotations
 
-from typing import Optional
-
 SOURCE = "QAM paper, released data"
 SCALE = "1M steps, 4 x 512 networks, H = 5, 12 seeds, mean of tasks 1-5"
 # Domains whose published runs used OGBench's sparse-reward variant (reward only on full success), where a sweep
@@ -25,7 +23,7 @@ SUCCESS = {
 }
 
 
-def published_reference(domain: str) -> Optional[dict]:
+def published_reference(domain: str) -> dict | None:
     """``{"domain", "scale", "source", "success": {method: mean success %}}`` for ``domain``, or None."""
     if domain not in SUCCESS:
         return None

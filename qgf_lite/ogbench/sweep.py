@@ -44,8 +44,6 @@ import re
 import tomllib
 import warnings
 from pathlib import Path
-from typing import Optional
-
 
 from qgf_lite.fileio import atomic_write_bytes
 from qgf_lite.ogbench.datasets import DATASET_TYPES, TASK_IDS, default_dataset_path, list_env_ids
@@ -58,8 +56,15 @@ DONE_NAME = "done.json"
 
 TRAIN_RUN_KEYS = ("steps", "checkpoint_every", "log_every", "init_from")  # train()'s keywords in [train]
 # 0.2 wrote the evaluation settings at the top level of a sweep config; they are [eval]'s fields now.
-LEGACY_EVAL_KEYS = {"methods": "methods", "weights": "weights", "n": "n", "episodes": "episodes",
-                    "num_envs": "num_envs", "eval_workers": "workers", "eval_seed": "seed"}
+LEGACY_EVAL_KEYS = {
+    "methods": "methods",
+    "weights": "weights",
+    "n": "n",
+    "episodes": "episodes",
+    "num_envs": "num_envs",
+    "eval_workers": "workers",
+    "eval_seed": "seed",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +77,7 @@ class TrainSettings:
     steps: int = 1_000_000
     checkpoint_every: int = 10_000
     log_every: int = 1_000
-    init_from: Optional[str] = None
+    init_from: str | None = None
     options: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -91,7 +96,7 @@ class TrainSettings:
         make_config(0, 1, **self.options)  # values QGFConfig rejects are named here; 0 and 1 stand for the dataset's
 
     @classmethod
-    def from_dict(cls, table) -> "TrainSettings":
+    def from_dict(cls, table) -> TrainSettings:
         """The flat ``[train]`` table: ``TRAIN_RUN_KEYS`` go to their fields, every other key to ``options``."""
         if isinstance(table, cls):
             return table
@@ -131,10 +136,10 @@ class SweepConfig:
     tasks: list = dataclasses.field(default_factory=lambda: [1, 2, 3, 4, 5])
     seeds: list = dataclasses.field(default_factory=lambda: [0])
     dataset_type: str = "play"
-    dataset_dir: Optional[str] = None  # folder of <env>-<type>-v0.npz (default ~/.ogbench/data)
+    dataset_dir: str | None = None  # folder of <env>-<type>-v0.npz (default ~/.ogbench/data)
     generate_episodes: int = 0  # > 0: generate a missing dataset with this many episodes
     generate_episode_length: int = 1001
-    generate_val_episodes: Optional[int] = None  # default: the generator's own share
+    generate_val_episodes: int | None = None  # default: the generator's own share
     train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
     eval: EvalConfig = dataclasses.field(default_factory=sweep_eval_defaults)
     # {method name: its own weights}, replacing eval.weights for that method: CFG-RL's weight multiplies
@@ -162,7 +167,7 @@ class SweepConfig:
             raise type(error)(f"sweep config [eval]: {error}") from None
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SweepConfig":
+    def from_dict(cls, data: dict) -> SweepConfig:
         """A SweepConfig from a config file's tables; 0.2's top-level evaluation keys (``methods``, ``weights``,
         ``n``, ``episodes``, ``num_envs``, ``eval_workers``, ``eval_seed``) still load, into ``[eval]``."""
         data = dict(data)
@@ -170,16 +175,21 @@ class SweepConfig:
         legacy = {LEGACY_EVAL_KEYS[k]: data.pop(k) for k in legacy_keys}
         require_known("sweep config field(s)", data, [f.name for f in dataclasses.fields(cls)])
         if "domains" not in data:
-            raise ValueError("sweep config: `domains` is required, e.g. domains = [\"cube-single\"]")
+            raise ValueError('sweep config: `domains` is required, e.g. domains = ["cube-single"]')
         if legacy:
-            warnings.warn(f"sweep config: {sorted(legacy_keys)} at the top level is "
-                          f"0.2's spelling; write them under [eval] as {sorted(legacy)} (they load as before).",
-                          FutureWarning, stacklevel=2)
+            warnings.warn(
+                f"sweep config: {sorted(legacy_keys)} at the top level is "
+                f"0.2's spelling; write them under [eval] as {sorted(legacy)} (they load as before).",
+                FutureWarning,
+                stacklevel=2,
+            )
             table = data.get("eval", {})
             twice = sorted(set(legacy) & set(table)) if isinstance(table, dict) else []
             if twice:
-                raise ValueError(f"sweep config: {twice} given both at the top level (0.2's spelling) and under "
-                                 "[eval]; keep the [eval] ones")
+                raise ValueError(
+                    f"sweep config: {twice} given both at the top level (0.2's spelling) and under "
+                    "[eval]; keep the [eval] ones"
+                )
             data["eval"] = {**legacy, **table} if isinstance(table, dict) else table
         return cls(**data)
 
@@ -195,8 +205,16 @@ class SweepConfig:
         e, specs = self.eval, []
         for name in e.methods:
             weights = self.method_weights.get(name, e.weights)
-            specs.extend(specs_from_names([name], weights, n=e.n, step_size=e.step_size, ascent_steps=e.ascent_steps,
-                                          steps=e.flow_steps or flow_steps))
+            specs.extend(
+                specs_from_names(
+                    [name],
+                    weights,
+                    n=e.n,
+                    step_size=e.step_size,
+                    ascent_steps=e.ascent_steps,
+                    steps=e.flow_steps or flow_steps,
+                )
+            )
         return list(dict.fromkeys(specs))
 
     def dataset_path(self, domain: str) -> str:
@@ -240,17 +258,23 @@ def validate(config: SweepConfig) -> SweepConfig:
         raise ValueError(f"sweep config: `seeds` must be distinct integers >= 0, got {config.seeds}")
     methods = config.eval.methods
     if not isinstance(config.method_weights, dict):
-        raise ValueError(f"sweep config: `method_weights` must map method names to weight lists, e.g. "
-                         f"{{cfgrl = [1.0, 2.0]}}, got {config.method_weights!r}")
+        raise ValueError(
+            f"sweep config: `method_weights` must map method names to weight lists, e.g. "
+            f"{{cfgrl = [1.0, 2.0]}}, got {config.method_weights!r}"
+        )
     for name, values in config.method_weights.items():
         if name not in methods:
-            raise ValueError(f"sweep config: `method_weights` names {name!r}, which is not in `methods` "
-                             f"{list(methods)}")
-        numbers = [float(w) if isinstance(w, (int, float)) and not isinstance(w, bool) else math.nan
-                   for w in (values if isinstance(values, (list, tuple)) else [math.nan])]
+            raise ValueError(
+                f"sweep config: `method_weights` names {name!r}, which is not in `methods` {list(methods)}"
+            )
+        numbers = [
+            float(w) if isinstance(w, (int, float)) and not isinstance(w, bool) else math.nan
+            for w in (values if isinstance(values, (list, tuple)) else [math.nan])
+        ]
         if not numbers or not all(math.isfinite(w) and w > 0 for w in numbers):
-            raise ValueError(f"sweep config: `method_weights.{name}` must be a non-empty list of numbers > 0, "
-                             f"got {values!r}")
+            raise ValueError(
+                f"sweep config: `method_weights.{name}` must be a non-empty list of numbers > 0, got {values!r}"
+            )
         if not specs_from_names([name], numbers, n=config.eval.n)[0].takes_weight:
             raise ValueError(f"sweep config: `method_weights.{name}`: method {name!r} takes no guidance weight")
     for name in ("selection_episodes", "selection_seed"):
@@ -258,13 +282,17 @@ def validate(config: SweepConfig) -> SweepConfig:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"sweep config: `{name}` must be an integer >= 0, got {value!r}")
     if config.selection_episodes and config.selection_seed == config.eval.seed:
-        raise ValueError(f"sweep config: `selection_seed` ({config.selection_seed}) equals `[eval] seed`: weights "
-                         "would be chosen on the very start states they are reported on; give them different values")
+        raise ValueError(
+            f"sweep config: `selection_seed` ({config.selection_seed}) equals `[eval] seed`: weights "
+            "would be chosen on the very start states they are reported on; give them different values"
+        )
     networks = {spec.network for spec in config.specs()} - {"policy"}
     for network in sorted(networks):  # "cfgrl" and "fql" samplers need their network trained in the same run
         if not config.train.trains(network):
-            raise ValueError(f"sweep config: method `{network}` samples from a network the run does not train; "
-                             f"add `{network} = true` under [train]")
+            raise ValueError(
+                f"sweep config: method `{network}` samples from a network the run does not train; "
+                f"add `{network} = true` under [train]"
+            )
     return config
 
 
@@ -296,9 +324,16 @@ def generate_job(config: SweepConfig, domain: str) -> dict:
     path = config.dataset_path(domain)
     if Path(path).is_file():
         return {"domain": domain, "dataset": path, "generated": False}
-    generate_dataset(domain, config.dataset_type, num_episodes=config.generate_episodes, out_path=path,
-                     episode_length=config.generate_episode_length, num_val_episodes=config.generate_val_episodes,
-                     seed=0, progress=False)
+    generate_dataset(
+        domain,
+        config.dataset_type,
+        num_episodes=config.generate_episodes,
+        out_path=path,
+        episode_length=config.generate_episode_length,
+        num_val_episodes=config.generate_val_episodes,
+        seed=0,
+        progress=False,
+    )
     return {"domain": domain, "dataset": path, "generated": True}
 
 
@@ -312,18 +347,36 @@ def task_job(config: SweepConfig, domain: str, task: int) -> dict:
     env_name = config.env_name(domain, task)
     job_dir = Path(config.out) / domain / f"task{task}"
     run = config.train
-    result = train(env_name, job_dir / "train", steps=run.steps, dataset_path=config.dataset_path(domain),
-                   seeds=list(config.seeds), checkpoint_every=run.checkpoint_every, log_every=run.log_every,
-                   init_from=run.init_from, progress=False, **run.options)
+    result = train(
+        env_name,
+        job_dir / "train",
+        steps=run.steps,
+        dataset_path=config.dataset_path(domain),
+        seeds=list(config.seeds),
+        checkpoint_every=run.checkpoint_every,
+        log_every=run.log_every,
+        init_from=run.init_from,
+        progress=False,
+        **run.options,
+    )
 
     def evaluate_seeds(methods, episodes: int, seed: int, stage: str) -> list:
         reports = []
         for index, train_seed in enumerate(config.seeds):
             settings = config.eval.replace(methods=tuple(methods), episodes=episodes, seed=seed, seed_index=index)
-            report = evaluate(result.checkpoint_path, env_name, settings,
-                              out=str(job_dir / f"{stage}-seed{train_seed}"), progress=False)
-            reports.append({"seed": train_seed, "results": [{k: v for k, v in row.items() if k != "per_episode"}
-                                                             for row in report["results"]]})
+            report = evaluate(
+                result.checkpoint_path,
+                env_name,
+                settings,
+                out=str(job_dir / f"{stage}-seed{train_seed}"),
+                progress=False,
+            )
+            reports.append(
+                {
+                    "seed": train_seed,
+                    "results": [{k: v for k, v in row.items() if k != "per_episode"} for row in report["results"]],
+                }
+            )
         return reports
 
     done = {"env_name": env_name, "fingerprint": config.fingerprint(), "train_steps": result.final_step}
@@ -332,8 +385,12 @@ def task_job(config: SweepConfig, domain: str, task: int) -> dict:
         selection = evaluate_seeds(methods, config.selection_episodes, config.selection_seed, "select")
         chosen = choose_weights(selection)
         methods = chosen_specs(selection, chosen)
-        done["selection"] = {"episodes": config.selection_episodes, "seed": config.selection_seed,
-                             "chosen_weights": chosen, "reports": selection}
+        done["selection"] = {
+            "episodes": config.selection_episodes,
+            "seed": config.selection_seed,
+            "chosen_weights": chosen,
+            "reports": selection,
+        }
     done["reports"] = evaluate_seeds(methods, config.eval.episodes, config.eval.seed, "eval")
     atomic_write_bytes(job_dir / DONE_NAME, json.dumps(done, indent=2).encode())
     return done
@@ -354,7 +411,9 @@ def choose_weights(reports: list) -> dict:
     def score(rows: list, weight: float) -> tuple:
         return sum(r["successes"] for r in rows), sum(r["return_mean"] for r in rows) / len(rows), -weight
 
-    return {family: max(by_weight, key=lambda w: score(by_weight[w], w)) for family, by_weight in rows_by_weight.items()}
+    return {
+        family: max(by_weight, key=lambda w: score(by_weight[w], w)) for family, by_weight in rows_by_weight.items()
+    }
 
 
 def chosen_specs(reports: list, chosen: dict) -> list:
@@ -365,7 +424,7 @@ def chosen_specs(reports: list, chosen: dict) -> list:
     return [s for s in specs if not s.takes_weight or s.weight == chosen[s.family]]
 
 
-def finished_job(config: SweepConfig, domain: str, task: int) -> Optional[dict]:
+def finished_job(config: SweepConfig, domain: str, task: int) -> dict | None:
     """The stored result of a job already done with this config, else None."""
     path = Path(config.out) / domain / f"task{task}" / DONE_NAME
     if not path.is_file():
@@ -429,8 +488,9 @@ def run_sweep(config: SweepConfig, *, progress: bool = True, log=print) -> dict:
     data_failures = {}
     if missing:
         if config.generate_episodes <= 0:
-            data_failures = {d: f"no dataset at {config.dataset_path(d)}; set generate_episodes > 0 or dataset_dir"
-                             for d in missing}
+            data_failures = {
+                d: f"no dataset at {config.dataset_path(d)}; set generate_episodes > 0 or dataset_dir" for d in missing
+            }
         else:
             jobs = {d: executor.submit(generate_job, config, d) for d in missing}
             for domain, (_, reason) in _wait(jobs, progress, "datasets").items():
@@ -477,8 +537,10 @@ def summarise_sweep(config: SweepConfig, outcomes: dict) -> dict:
         for report in done["reports"]:
             for row in report["results"]:
                 spec = SamplerSpec.from_dict(row)
-                entry = rows.setdefault(row["label"], {"family": spec.family, "cost": row["cost"], "successes": 0,
-                                                       "episodes": 0, "seed_rates": []})
+                entry = rows.setdefault(
+                    row["label"],
+                    {"family": spec.family, "cost": row["cost"], "successes": 0, "episodes": 0, "seed_rates": []},
+                )
                 entry["successes"] += row["successes"]
                 entry["episodes"] += row["episodes"]
                 entry["seed_rates"].append(row["success_rate"])
@@ -488,8 +550,7 @@ def summarise_sweep(config: SweepConfig, outcomes: dict) -> dict:
             entry.update(success_rate=rate, success_ci95=list(wilson_interval(entry["successes"], entry["episodes"])))
             key = entry["family"] if selected else label
             per_key_rates.setdefault((domain, key), []).append((rate, entry["cost"]))
-        task_summary = {"domain": domain, "task": task, "status": "done", "env_name": done["env_name"],
-                        "results": rows}
+        task_summary = {"domain": domain, "task": task, "status": "done", "env_name": done["env_name"], "results": rows}
         if selected:
             task_summary["chosen_weights"] = done["selection"]["chosen_weights"]
         tasks.append(task_summary)
@@ -497,11 +558,24 @@ def summarise_sweep(config: SweepConfig, outcomes: dict) -> dict:
     for (domain, label), pairs in per_key_rates.items():
         rates = [rate for rate, _ in pairs]
         mean, (lo, hi) = mean_interval(rates)
-        means.append({"domain": domain, "label": label, "tasks": len(rates), "success_rate": mean,
-                      "success_ci95": [max(0.0, lo), min(1.0, hi)], "cost": pairs[0][1]})
+        means.append(
+            {
+                "domain": domain,
+                "label": label,
+                "tasks": len(rates),
+                "success_rate": mean,
+                "success_ci95": [max(0.0, lo), min(1.0, hi)],
+                "cost": pairs[0][1],
+            }
+        )
     references = [published_reference(d) for d in config.domains if published_reference(d) is not None]
-    return {"config": config.to_dict(), "tasks": tasks, "failed": failures, "mean_over_tasks": means,
-            "published": references}
+    return {
+        "config": config.to_dict(),
+        "tasks": tasks,
+        "failed": failures,
+        "mean_over_tasks": means,
+        "published": references,
+    }
 
 
 def _percent(rate: float, ci) -> str:
@@ -512,28 +586,43 @@ def _percent(rate: float, ci) -> str:
 def results_markdown(summary: dict) -> str:
     """The sweep's table: one row per task and setting, then the mean over each domain's tasks, then failures;
     then, for domains that have them, published numbers (labelled with their own scale)."""
-    lines = ["| domain | task | setting | seeds | success % [95% CI] | network evals / action |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| domain | task | setting | seeds | success % [95% CI] | network evals / action |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for task in summary["tasks"]:
         for label, row in task["results"].items():
-            lines.append(f"| {task['domain']} | {task['task']} | {label} | {len(row['seed_rates'])} | "
-                         f"{_percent(row['success_rate'], row['success_ci95'])} | {row['cost']} |")
+            lines.append(
+                f"| {task['domain']} | {task['task']} | {label} | {len(row['seed_rates'])} | "
+                f"{_percent(row['success_rate'], row['success_ci95'])} | {row['cost']} |"
+            )
     for row in summary["mean_over_tasks"]:
         # One task has no spread over tasks to build an interval from: print the mean alone.
-        rate = (_percent(row["success_rate"], row["success_ci95"]) if row["tasks"] > 1
-                else f"{100 * row['success_rate']:.0f} (one task: no interval)")
+        rate = (
+            _percent(row["success_rate"], row["success_ci95"])
+            if row["tasks"] > 1
+            else f"{100 * row['success_rate']:.0f} (one task: no interval)"
+        )
         lines.append(f"| {row['domain']} | mean of {row['tasks']} | {row['label']} | | {rate} | {row['cost']} |")
     for failure in summary["failed"]:
         lines.append(f"| {failure['domain']} | {failure['task']} | FAILED | | {failure['reason']} | |")
     if any("chosen_weights" in task for task in summary["tasks"]):
         config = summary["config"]
-        lines += ["", f"Weights chosen per task on {config['selection_episodes']} episodes per seed from other start "
-                      f"states (seed {config['selection_seed']}); rates above are on fresh start states "
-                      f"(seed {config['eval']['seed']})."]
+        lines += [
+            "",
+            f"Weights chosen per task on {config['selection_episodes']} episodes per seed from other start "
+            f"states (seed {config['selection_seed']}); rates above are on fresh start states "
+            f"(seed {config['eval']['seed']}).",
+        ]
     for reference in summary.get("published", []):
-        lines += ["", f"Published reference for {reference['domain']} ({reference['scale']}; "
-                      f"source: {reference['source']}), not comparable in scale with the rows above:", "",
-                  "| method | mean success % over tasks 1-5 |", "| --- | --- |"]
+        lines += [
+            "",
+            f"Published reference for {reference['domain']} ({reference['scale']}; "
+            f"source: {reference['source']}), not comparable in scale with the rows above:",
+            "",
+            "| method | mean success % over tasks 1-5 |",
+            "| --- | --- |",
+        ]
         lines += [f"| {method} | {value:.1f} |" for method, value in reference["success"].items()]
     return "\n".join(lines)
 
@@ -543,8 +632,12 @@ def results_markdown(summary: dict) -> str:
 
 def add_sweep_arguments(parser) -> None:
     parser.add_argument("config", help="sweep config (.toml or .json): fields of qgf_lite.ogbench.sweep.SweepConfig")
-    parser.add_argument("--executor", choices=EXECUTORS, default=None,
-                        help="local processes (default), a SLURM cluster, or this process (debug)")
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default=None,
+        help="local processes (default), a SLURM cluster, or this process (debug)",
+    )
     parser.add_argument("--out", default=None, help="results folder (overrides the config's `out`)")
 
 
@@ -556,4 +649,13 @@ def run_sweep_command(args) -> int:
     return 1 if summary["failed"] else 0
 
 
-__all__ = ["EXECUTORS", "SweepConfig", "TrainSettings", "load_config", "results_markdown", "run_sweep", "summarise_sweep", "validate"]
+__all__ = [
+    "EXECUTORS",
+    "SweepConfig",
+    "TrainSettings",
+    "load_config",
+    "results_markdown",
+    "run_sweep",
+    "summarise_sweep",
+    "validate",
+]

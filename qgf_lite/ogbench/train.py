@@ -14,15 +14,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import jax
 import numpy as np
 
 from qgf_lite.checkpoint import load_checkpoint, save_checkpoint
-from qgf_lite.fileio import atomic_write_bytes
 from qgf_lite.data import TransitionDataset, dataset_from_dict
+from qgf_lite.fileio import atomic_write_bytes
 from qgf_lite.streaming import SliceStream
 from qgf_lite.training import (
     QGFConfig,
@@ -90,8 +90,16 @@ HIDDEN_FIELDS = ("actor_hidden", "critic_hidden", "value_hidden")
 SHORTHANDS = ("hidden", "layers")  # make_config keywords that set all of HIDDEN_FIELDS at once
 
 
-def make_config(obs_dim: int, action_dim: int, /, *, preset: Optional[str] = None, hidden: Optional[int] = None,
-                layers: Optional[int] = None, **overrides) -> QGFConfig:
+def make_config(
+    obs_dim: int,
+    action_dim: int,
+    /,
+    *,
+    preset: str | None = None,
+    hidden: int | None = None,
+    layers: int | None = None,
+    **overrides,
+) -> QGFConfig:
     """QGFConfig's defaults, or those of ``preset`` ("paper", "official-defaults": ``qgf_lite.training.PRESETS``),
     with ``overrides`` (any field but obs_dim/action_dim) for a dataset of these sizes.
 
@@ -102,8 +110,10 @@ def make_config(obs_dim: int, action_dim: int, /, *, preset: Optional[str] = Non
     settable = [name for name in QGFConfig.option_names() if name not in DATASET_FIELDS] + ["learners"]
     unknown = sorted(set(overrides) - set(settable))
     if unknown:
-        raise ValueError(f"Unknown config option(s) {unknown}: {', '.join(DATASET_FIELDS)} come from the dataset; "
-                         f"the options are {', '.join(settable)}, plus {' and '.join(SHORTHANDS)}.")
+        raise ValueError(
+            f"Unknown config option(s) {unknown}: {', '.join(DATASET_FIELDS)} come from the dataset; "
+            f"the options are {', '.join(settable)}, plus {' and '.join(SHORTHANDS)}."
+        )
     base = {} if preset is None else preset_fields(preset)
     if hidden is not None or layers is not None:
         default = base.get("actor_hidden", fields["actor_hidden"].default)  # the preset's widths, else 4 x 512
@@ -136,7 +146,7 @@ def state_step(state) -> int:
     return int(np.max(np.asarray(state.step)))
 
 
-def first_nonfinite_loss(record: dict) -> Optional[str]:
+def first_nonfinite_loss(record: dict) -> str | None:
     """The name of the first loss in a metrics record that is NaN/inf (for any seed), or None."""
     for key in LOSS_KEYS:
         if key in record and not np.all(np.isfinite(np.asarray(record[key], dtype=np.float64))):
@@ -193,7 +203,8 @@ def append_log(path, record: dict) -> None:
 def run_metadata(env_name: str, dataset_path, seeds, dataset, step: int) -> dict:
     """What a checkpoint's ``extra`` records; ``num_transitions`` is one slice's for a streamed 100M folder."""
     sliced = {} if not isinstance(dataset, SliceStream) else {"num_slices": dataset.num_slices}
-    return {**sliced,
+    return {
+        **sliced,
         "step": int(step),
         "env_name": env_name,
         "dataset_path": None if dataset_path is None else str(dataset_path),
@@ -242,7 +253,7 @@ def train_on_dataset(
     log_every: int = 1_000,
     init_from=None,
     progress: bool = True,
-    callback: Optional[Callable] = None,
+    callback: Callable | None = None,
     data_sharding="auto",
     rotate_every: int = 1000,
     tracker=None,
@@ -285,8 +296,14 @@ def train_on_dataset(
     if source != str(checkpoint_path):
         save(state)  # the run folder always has a resumable starting point
     if tracker is not None:
-        tracker.start({**config.to_dict(), **run_metadata(env_name, dataset_path, seeds, dataset, start_step),
-                       "rotate_every": rotate_every, "run_dir": str(run_dir)})
+        tracker.start(
+            {
+                **config.to_dict(),
+                **run_metadata(env_name, dataset_path, seeds, dataset, start_step),
+                "rotate_every": rotate_every,
+                "run_dir": str(run_dir),
+            }
+        )
     chunk = min(log_every, checkpoint_every)
     external_tracker = tracker
     tracker = {"good": state, "saved_step": start_step, "time": time.perf_counter(), "history": []}
@@ -321,13 +338,27 @@ def train_on_dataset(
         return False
 
     state, _ = fit(
-        config, state, dataset, steps - start_step, chunk_size=chunk, progress=progress, callback=on_chunk,
-        data_sharding=data_sharding, desc=f"train {env_name}", rotate_every=rotate_every,
+        config,
+        state,
+        dataset,
+        steps - start_step,
+        chunk_size=chunk,
+        progress=progress,
+        callback=on_chunk,
+        data_sharding=data_sharding,
+        desc=f"train {env_name}",
+        rotate_every=rotate_every,
     )
     seconds = time.perf_counter() - t0
     final = state_step(state)
     return TrainResult(
-        str(run_dir), str(checkpoint_path), str(log_path), start_step, final, tracker["history"], seconds,
+        str(run_dir),
+        str(checkpoint_path),
+        str(log_path),
+        start_step,
+        final,
+        tracker["history"],
+        seconds,
         (final - start_step) / max(seconds, 1e-9),
     )
 
@@ -344,7 +375,7 @@ def train(
     log_every: int = 1_000,
     init_from=None,
     progress: bool = True,
-    callback: Optional[Callable] = None,
+    callback: Callable | None = None,
     rotate_every: int = 1000,
     tracker=None,
     **config_overrides,
@@ -383,23 +414,36 @@ def train(
         config = dataclasses.replace(config, obs_dim=int(dataset.obs_dim), action_dim=int(dataset.action_dim))
         if dataset.size < config.horizon:
             raise ValueError(
-                f"The dataset has only {dataset.size} transitions, fewer than one chunk of {config.horizon}.")
+                f"The dataset has only {dataset.size} transitions, fewer than one chunk of {config.horizon}."
+            )
         if dataset_path is None:
             from qgf_lite.ogbench.datasets import default_dataset_path
 
             dataset_path = default_dataset_path(env_name, None if dataset_dir is None else str(dataset_dir))
         return train_on_dataset(
-            config, dataset, out, steps=steps, seeds=seeds, env_name=env_name, dataset_path=dataset_path,
-            checkpoint_every=checkpoint_every, log_every=log_every, init_from=init_from, progress=progress,
-            callback=callback, rotate_every=rotate_every, tracker=tracker,
+            config,
+            dataset,
+            out,
+            steps=steps,
+            seeds=seeds,
+            env_name=env_name,
+            dataset_path=dataset_path,
+            checkpoint_every=checkpoint_every,
+            log_every=log_every,
+            init_from=init_from,
+            progress=progress,
+            callback=callback,
+            rotate_every=rotate_every,
+            tracker=tracker,
         )
     finally:
         if isinstance(dataset, SliceStream):
             dataset.close()
 
 
-def slice_stream(env_name: str, folder, *, prefetch: bool = True, start: int = 0, validate: bool = True,
-                 device=None) -> SliceStream:
+def slice_stream(
+    env_name: str, folder, *, prefetch: bool = True, start: int = 0, validate: bool = True, device=None
+) -> SliceStream:
     """A ``SliceStream`` over the slices of a 100M-layout ``folder`` for single-task ``env_name``: each slice is
     read and relabelled as OGBench's loader does (``load_slice``) and put on the device, in the background when
     ``prefetch`` (else at each swap, the official code's pattern)."""

@@ -19,18 +19,18 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from qgf_lite import toy
-from qgf_lite.presentation import widgets
-from qgf_lite.toy import experiments as tx
 from qgf_lite.fileio import atomic_write_bytes
+from qgf_lite.presentation import widgets
 from qgf_lite.samplers import SamplerSpec
+from qgf_lite.toy import experiments as tx
 from qgf_lite.training import CRITIC_CHOICES, check_critic
 from qgf_lite.validation import require_positive_int
 
@@ -45,16 +45,19 @@ EULER_STEPS = 10  # QGF's default, as in notebook 03
 def _check_weights(weights) -> np.ndarray:
     arr = np.asarray(weights, dtype=np.float64).reshape(-1)
     if arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr < 0) or np.any(np.diff(arr) <= 0):
-        raise ValueError(f"`weights` must be a non-empty, strictly increasing list of finite numbers >= 0, "
-                         f"got {weights!r}.")
+        raise ValueError(
+            f"`weights` must be a non-empty, strictly increasing list of finite numbers >= 0, got {weights!r}."
+        )
     return arr
 
 
 def _check_plotlyjs(include_plotlyjs):
     if include_plotlyjs is True or include_plotlyjs == "cdn":
         return include_plotlyjs
-    raise ValueError(f"`include_plotlyjs` must be 'cdn' (load plotly.js from cdn.plot.ly, a small file) or True "
-                     f"(embed it, works offline), got {include_plotlyjs!r}.")
+    raise ValueError(
+        f"`include_plotlyjs` must be 'cdn' (load plotly.js from cdn.plot.ly, a small file) or True "
+        f"(embed it, works offline), got {include_plotlyjs!r}."
+    )
 
 
 def _check_out(out) -> Path:
@@ -113,9 +116,16 @@ def explorer_noise(seed: int, num_samples: int) -> jnp.ndarray:
     return jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(seed), NOISE_STREAM), (num_samples, 2))
 
 
-def guidance_explorer_figure(setup: tx.ToySetup, weights=DEFAULT_WEIGHTS, *, num_samples: int = 1000, seed: int = 0,
-                             euler_steps: int = EULER_STEPS, grid: toy.Grid2D = toy.Grid2D(size=64),
-                             critic: str = "target"):
+def guidance_explorer_figure(
+    setup: tx.ToySetup,
+    weights=DEFAULT_WEIGHTS,
+    *,
+    num_samples: int = 1000,
+    seed: int = 0,
+    euler_steps: int = EULER_STEPS,
+    grid: toy.Grid2D = toy.Grid2D(size=64),
+    critic: str = "target",
+):
     """The frames figure of notebook 03, section 4: one frame of QGF samples over pi_ref exp(w Q) per weight.
 
     ``critic``: guide with (and tilt the background by) the "target" critic, as the paper does, or the "online" one.
@@ -132,11 +142,18 @@ def guidance_explorer_figure(setup: tx.ToySetup, weights=DEFAULT_WEIGHTS, *, num
         return {SAMPLE_TRACE: qgf.sample(velocity, q, None, noise, weight=weight)}
 
     fig = widgets.build_frames_view(
-        sample, weights, description="guidance weight w",
-        background_fn=tx.tilted_density_fn(setup.log_ref, q, grid), grid=grid,
-        title_fn=_frame_title(setup.problem), extra_traces=[_region_trace(setup.problem)],
+        sample,
+        weights,
+        description="guidance weight w",
+        background_fn=tx.tilted_density_fn(setup.log_ref, q, grid),
+        grid=grid,
+        title_fn=_frame_title(setup.problem),
+        extra_traces=[_region_trace(setup.problem)],
         # As in notebook 03: the samples' own mass under translucent points, so a pile on the peak reads as mass.
-        mass_of=SAMPLE_TRACE, marker_size=3, opacity=0.3, background_style="contour",
+        mass_of=SAMPLE_TRACE,
+        marker_size=3,
+        opacity=0.3,
+        background_style="contour",
     )
     return fig
 
@@ -187,8 +204,10 @@ JavaScript to draw the plot: allow scripts for this file and reload it.</div></n
   });
 })();
 </script>"""
-_CDN_HINT = ("This copy loads plotly.js from cdn.plot.ly, which needs the network; for a copy that works offline run "
-             "python -m qgf_lite.presentation.explorer (plotly.js embedded).")
+_CDN_HINT = (
+    "This copy loads plotly.js from cdn.plot.ly, which needs the network; for a copy that works offline run "
+    "python -m qgf_lite.presentation.explorer (plotly.js embedded)."
+)
 _INLINE_HINT = "Open the page in a current browser with JavaScript enabled, or regenerate it: python -m qgf_lite.presentation.explorer."
 
 
@@ -197,16 +216,23 @@ def explorer_page_html(fig, intro_html: str, *, include_plotlyjs=True) -> str:
     the figure (its frames play only when the slider moves). ``include_plotlyjs``: True (embedded, the default:
     works offline) or "cdn"."""
     import json
+
     import plotly.io as pio
 
     include_plotlyjs = _check_plotlyjs(include_plotlyjs)
     # auto_play=False: plotly would otherwise run through every frame on load and stop at the last weight.
-    figure_html = pio.to_html(_float32_arrays(fig), validate=False, full_html=False, auto_play=False,
-                              include_plotlyjs=include_plotlyjs, div_id="guidance-explorer",
-                              config={"displaylogo": False})
+    figure_html = pio.to_html(
+        _float32_arrays(fig),
+        validate=False,
+        full_html=False,
+        auto_play=False,
+        include_plotlyjs=include_plotlyjs,
+        div_id="guidance-explorer",
+        config={"displaylogo": False},
+    )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         "<title>QGF guidance explorer</title>\n"
         "<style>body{font-family:system-ui,sans-serif;max-width:820px;margin:2em auto;padding:0 1em;"
         "line-height:1.45;color:#222}</style>\n</head>\n<body>\n"
@@ -248,29 +274,48 @@ def export_guidance_explorer(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m qgf_lite.presentation.explorer", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m qgf_lite.presentation.explorer", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"HTML file to write (default {DEFAULT_OUT})")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--inline", action="store_true",
-                       help="embed plotly.js so the page works offline (the default; kept for old scripts)")
-    where.add_argument("--cdn", action="store_true",
-                       help="load plotly.js from cdn.plot.ly instead (about 4.8 MB smaller, needs the network)")
+    where.add_argument(
+        "--inline",
+        action="store_true",
+        help="embed plotly.js so the page works offline (the default; kept for old scripts)",
+    )
+    where.add_argument(
+        "--cdn",
+        action="store_true",
+        help="load plotly.js from cdn.plot.ly instead (about 4.8 MB smaller, needs the network)",
+    )
     parser.add_argument("--bandit", default="ring", help="stateless toy bandit: ring, moons, checkerboard or spiral")
     parser.add_argument("--steps", type=int, default=3000, help="training steps for the flow and critic (default 3000)")
     parser.add_argument("--samples", type=int, default=1000, help="particles per frame (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, the training and the noise (default 0)")
-    parser.add_argument("--critic", choices=CRITIC_CHOICES, default="target",
-                        help="critic that guides the samples: the Polyak target (default, as in the paper) or online")
+    parser.add_argument(
+        "--critic",
+        choices=CRITIC_CHOICES,
+        default="target",
+        help="critic that guides the samples: the Polyak target (default, as in the paper) or online",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        path = export_guidance_explorer(args.out, bandit=args.bandit, train_steps=args.steps,
-                                        num_samples=args.samples, seed=args.seed, critic=args.critic,
-                                        include_plotlyjs="cdn" if args.cdn else True, progress=not args.quiet)
+        path = export_guidance_explorer(
+            args.out,
+            bandit=args.bandit,
+            train_steps=args.steps,
+            num_samples=args.samples,
+            seed=args.seed,
+            critic=args.critic,
+            include_plotlyjs="cdn" if args.cdn else True,
+            progress=not args.quiet,
+        )
     except (ValueError, TypeError) as err:
         build_parser().error(str(err))
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")

@@ -28,9 +28,9 @@ import re
 import sys
 import tomllib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from qgf_lite._optional import EXTRA_MODULES
 from qgf_lite.fileio import atomic_write_bytes
@@ -66,8 +66,10 @@ class ProjectSource:
     def colab_url(self, notebook_name: str) -> str:
         match = re.fullmatch(r"https://github\.com/([^/]+)/([^/]+?)(?:\.git)?/?", self.repository)
         if match is None:
-            raise ValueError(f"[project.urls] Repository must be https://github.com/<owner>/<name> for Colab links, "
-                             f"got {self.repository!r}")
+            raise ValueError(
+                f"[project.urls] Repository must be https://github.com/<owner>/<name> for Colab links, "
+                f"got {self.repository!r}"
+            )
         owner, name = match.groups()
         return f"https://colab.research.google.com/github/{owner}/{name}/blob/{self.tag}/notebooks/{notebook_name}"
 
@@ -86,7 +88,9 @@ def read_project_source(root: str | os.PathLike = ".") -> ProjectSource:
 
 def header_line(source: ProjectSource, notebook_name: str) -> str:
     """The badge-and-citation line of a notebook's first markdown cell."""
-    badge = f"{BADGE_PREFIX}(https://colab.research.google.com/assets/colab-badge.svg)]({source.colab_url(notebook_name)})"
+    badge = (
+        f"{BADGE_PREFIX}(https://colab.research.google.com/assets/colab-badge.svg)]({source.colab_url(notebook_name)})"
+    )
     return f"{badge} · Paper: {PAPER_CITATION} ([arXiv 2606.11087]({PAPER_URL}))"
 
 
@@ -110,7 +114,7 @@ def install_cell_source(release: str, extras: Sequence[str] = ()) -> str:
         '    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", requirement], capture_output=True, text=True)',
         "    if done.returncode:",
         '        said = [line for line in done.stderr.splitlines() if line.startswith("ERROR")] or done.stderr.splitlines()[-1:]',
-        '        raise SystemExit(f"Could not install {requirement!r}: {said[0] if said else \'pip failed\'}\\n"',
+        "        raise SystemExit(f\"Could not install {requirement!r}: {said[0] if said else 'pip failed'}\\n\"",
         '                         "Check the internet connection, or set the environment variable '
         f'{SOURCE_ENV_VAR} to a wheel "',
         "                         \"path, 'git+https://...@<tag>' or a version, then run this cell again.\")",
@@ -125,7 +129,7 @@ def install_cell_source(release: str, extras: Sequence[str] = ()) -> str:
             f"if any(importlib.util.find_spec(m) is None for m in {modules!r}):",
             "    from importlib.metadata import version",
             "    importlib.invalidate_caches()",
-            f'    pip_install(f"qgf_lite[{",".join(extras)}]=={{version(\'qgf_lite\')}}")',
+            f"    pip_install(f\"qgf_lite[{','.join(extras)}]=={{version('qgf_lite')}}\")",
         ]
     return "\n".join(lines)
 
@@ -172,8 +176,14 @@ def set_install_cell(nb: dict, notebook_name: str, release: str, *, after: dict 
     wanted_code = install_cell_source(release, NOTEBOOK_EXTRAS.get(notebook_name, ()))
     install = next((c for c in cells if INSTALL_TAG in c.get("metadata", {}).get("tags", [])), None)
     if install is None:
-        install = {"cell_type": "code", "execution_count": None, "id": uuid.uuid4().hex[:8],
-                   "metadata": {"tags": [INSTALL_TAG]}, "outputs": [], "source": []}
+        install = {
+            "cell_type": "code",
+            "execution_count": None,
+            "id": uuid.uuid4().hex[:8],
+            "metadata": {"tags": [INSTALL_TAG]},
+            "outputs": [],
+            "source": [],
+        }
         cells.insert(cells.index(after) + 1 if after is not None else 0, install)
         changes.append("install cell added")
     if _source_text(install) != wanted_code:
@@ -210,7 +220,9 @@ def sync(root: str | os.PathLike = ".", *, check_only: bool = False, log=print) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qgf_lite.presentation.notebook_tools", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m qgf_lite.presentation.notebook_tools", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("command", choices=("sync", "check"))
     parser.add_argument("--root", default=".", help="repository root holding pyproject.toml and notebooks/")
     args = parser.parse_args(argv)

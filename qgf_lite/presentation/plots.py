@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Iterable, Mapping, Optional, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -93,8 +93,15 @@ def _points_2d(name: str, points) -> np.ndarray:
     return arr
 
 
-def action_layout(fig: go.Figure, title: Optional[str] = None, *, axis_range=ACTION_RANGE,
-                  size: int = FIGURE_SIZE, x_title: str = "a[0]", y_title: str = "a[1]") -> go.Figure:
+def action_layout(
+    fig: go.Figure,
+    title: str | None = None,
+    *,
+    axis_range=ACTION_RANGE,
+    size: int = FIGURE_SIZE,
+    x_title: str = "a[0]",
+    y_title: str = "a[1]",
+) -> go.Figure:
     """Square, equal-aspect axes over ``axis_range`` for 2D actions; returns ``fig``.
 
     ``title=None`` keeps the figure's current title (so drawing more traces onto a figure does not erase it).
@@ -123,18 +130,36 @@ def action_layout(fig: go.Figure, title: Optional[str] = None, *, axis_range=ACT
     return fig
 
 
-def scatter_trace(points, *, name: Optional[str] = None, color: Optional[str] = None, size: float = 4,
-                  opacity: float = 0.6, symbol: str = "circle") -> go.Scatter:
+def scatter_trace(
+    points,
+    *,
+    name: str | None = None,
+    color: str | None = None,
+    size: float = 4,
+    opacity: float = 0.6,
+    symbol: str = "circle",
+) -> go.Scatter:
     """One marker trace for (n, 2) points (SVG: fine up to a few thousand points, and safe in slider frames)."""
     pts = _points_2d("points", points)
     return go.Scatter(
-        x=pts[:, 0], y=pts[:, 1], mode="markers", name=name, showlegend=name is not None,
+        x=pts[:, 0],
+        y=pts[:, 1],
+        mode="markers",
+        name=name,
+        showlegend=name is not None,
         marker=dict(size=size, color=color, opacity=opacity, symbol=symbol),
     )
 
 
-def scatter_samples(samples, title: Optional[str] = None, *, size: float = 4, opacity: float = 0.6,
-                    fig: Optional[go.Figure] = None, axis_range=ACTION_RANGE) -> go.Figure:
+def scatter_samples(
+    samples,
+    title: str | None = None,
+    *,
+    size: float = 4,
+    opacity: float = 0.6,
+    fig: go.Figure | None = None,
+    axis_range=ACTION_RANGE,
+) -> go.Figure:
     """Scatter plot of 2D samples.
 
     ``samples`` is an (n, 2) array or a mapping {label: (n_i, 2) array} to overlay several sets
@@ -168,8 +193,16 @@ def _polyline_xy(paths: np.ndarray):
     return xs, ys
 
 
-def trajectories(path, title: Optional[str] = None, *, max_particles: int = 200, line_color: str = "rgba(80,80,80,0.35)",
-                 show_ends: bool = True, fig: Optional[go.Figure] = None, axis_range=ACTION_RANGE) -> go.Figure:
+def trajectories(
+    path,
+    title: str | None = None,
+    *,
+    max_particles: int = 200,
+    line_color: str = "rgba(80,80,80,0.35)",
+    show_ends: bool = True,
+    fig: go.Figure | None = None,
+    axis_range=ACTION_RANGE,
+) -> go.Figure:
     """Particle paths from a sampler: ``path`` (steps + 1, batch, 2), e.g. ``euler_sample(..., return_path=True)[1]``.
 
     Draws the first ``max_particles`` paths as grey polylines, their starts (noise, blue) and ends (samples, orange).
@@ -180,16 +213,25 @@ def trajectories(path, title: Optional[str] = None, *, max_particles: int = 200,
     arr = arr[:, :max_particles]
     fig = go.Figure() if fig is None else fig
     xs, ys = _polyline_xy(arr)
-    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=line_color, width=1),
-                             name="paths", hoverinfo="skip"))
+    fig.add_trace(
+        go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=line_color, width=1), name="paths", hoverinfo="skip")
+    )
     if show_ends:
         fig.add_trace(scatter_trace(arr[0], name="start (noise)", color=COLORS[0], size=4))
         fig.add_trace(scatter_trace(arr[-1], name="end (sample)", color=COLORS[1], size=4))
     return action_layout(fig, title, axis_range=axis_range)
 
 
-def interpolation_lines(a0, a1, t=None, title: Optional[str] = None, *, max_lines: int = 100,
-                        fig: Optional[go.Figure] = None, axis_range=(-3.0, 3.0)) -> go.Figure:
+def interpolation_lines(
+    a0,
+    a1,
+    t=None,
+    title: str | None = None,
+    *,
+    max_lines: int = 100,
+    fig: go.Figure | None = None,
+    axis_range=(-3.0, 3.0),
+) -> go.Figure:
     """Straight segments from noise ``a0`` to data ``a1`` (both (n, 2)); with ``t`` also the points a_t on them.
 
     ``t`` is a scalar or an (n,) array of times; the points are a_t = (1 - t) a0 + t a1.
@@ -210,9 +252,20 @@ def interpolation_lines(a0, a1, t=None, title: Optional[str] = None, *, max_line
     return fig
 
 
-def density_heatmap(grid_x, grid_y, density, title: Optional[str] = None, *, colorscale: str = "Viridis",
-                    log: bool = False, colorbar_title: Optional[str] = None, zmin: Optional[float] = None,
-                    zmax: Optional[float] = None, fig: Optional[go.Figure] = None, axis_range=None) -> go.Figure:
+def density_heatmap(
+    grid_x,
+    grid_y,
+    density,
+    title: str | None = None,
+    *,
+    colorscale: str = "Viridis",
+    log: bool = False,
+    colorbar_title: str | None = None,
+    zmin: float | None = None,
+    zmax: float | None = None,
+    fig: go.Figure | None = None,
+    axis_range=None,
+) -> go.Figure:
     """Heatmap of ``density`` (len(grid_y), len(grid_x)): rows are y, columns are x (``toy.Grid2D`` layout).
 
     ``grid_x``/``grid_y`` are the cell-centre coordinates (e.g. ``grid.centers`` for both). With ``log`` the
@@ -228,8 +281,9 @@ def density_heatmap(grid_x, grid_y, density, title: Optional[str] = None, *, col
     if log:
         z = np.log10(np.maximum(z, 1e-6 * max(float(np.max(z)), 1e-30)))
     fig = go.Figure() if fig is None else fig
-    fig.add_trace(go.Heatmap(x=gx, y=gy, z=z, colorscale=colorscale, zmin=zmin, zmax=zmax,
-                             colorbar=dict(title=colorbar_title)))
+    fig.add_trace(
+        go.Heatmap(x=gx, y=gy, z=z, colorscale=colorscale, zmin=zmin, zmax=zmax, colorbar=dict(title=colorbar_title))
+    )
     if axis_range is None:
         half = 0.5 * (gx[1] - gx[0]) if gx.size > 1 else 0.0
         axis_range = (min(gx[0], gy[0]) - half, max(gx[-1], gy[-1]) + half)
@@ -246,15 +300,24 @@ def _arrow_segments(points: np.ndarray, vectors: np.ndarray, head: float):
     left = tips - head_len * (unit - 0.5 * normal)
     right = tips - head_len * (unit + 0.5 * normal)
     # Each arrow: tail -> tip, gap, left -> tip -> right, gap.
-    polylines = np.stack([points, tips, np.full_like(points, np.nan), left, tips, right,
-                          np.full_like(points, np.nan)], axis=1).reshape(-1, 2)
+    polylines = np.stack(
+        [points, tips, np.full_like(points, np.nan), left, tips, right, np.full_like(points, np.nan)], axis=1
+    ).reshape(-1, 2)
     xs = [None if np.isnan(v) else float(v) for v in polylines[:, 0]]
     ys = [None if np.isnan(v) else float(v) for v in polylines[:, 1]]
     return xs, ys
 
 
-def arrow_trace(points, vectors, *, scale: float = 1.0, max_length: Optional[float] = None, color: str = "black",
-                head: float = 0.3, name: str = "field") -> go.Scatter:
+def arrow_trace(
+    points,
+    vectors,
+    *,
+    scale: float = 1.0,
+    max_length: float | None = None,
+    color: str = "black",
+    head: float = 0.3,
+    name: str = "field",
+) -> go.Scatter:
     """One line trace drawing an arrow ``scale * vectors[i]`` from each ``points[i]`` (both (n, 2)).
 
     Arrows longer than ``max_length`` (after scaling) are shortened to it, keeping their direction, so a few huge
@@ -279,8 +342,7 @@ def lattice_spacing(num_points: int, axis_range=ACTION_RANGE) -> float:
     return (axis_range[1] - axis_range[0]) / max(np.sqrt(num_points), 1.0)
 
 
-def auto_arrow_scale(vectors, num_points: Optional[int] = None, axis_range=ACTION_RANGE,
-                     quantile: float = 0.9) -> float:
+def auto_arrow_scale(vectors, num_points: int | None = None, axis_range=ACTION_RANGE, quantile: float = 0.9) -> float:
     """A scale making a typical long arrow (the ``quantile`` of lengths) about one lattice spacing long.
 
     A quantile rather than the maximum, so one spike in a learned field does not shrink every other arrow.
@@ -292,9 +354,18 @@ def auto_arrow_scale(vectors, num_points: Optional[int] = None, axis_range=ACTIO
     return 0.9 * spacing / typical if typical > 0 else 1.0
 
 
-def gradient_field(points, vectors, title: Optional[str] = None, *, scale: Optional[float] = None,
-                   color: str = "black", head: float = 0.3, name: str = "field", fig: Optional[go.Figure] = None,
-                   axis_range=ACTION_RANGE) -> go.Figure:
+def gradient_field(
+    points,
+    vectors,
+    title: str | None = None,
+    *,
+    scale: float | None = None,
+    color: str = "black",
+    head: float = 0.3,
+    name: str = "field",
+    fig: go.Figure | None = None,
+    axis_range=ACTION_RANGE,
+) -> go.Figure:
     """Quiver plot: an arrow ``scale * vectors[i]`` starting at ``points[i]`` (both (n, 2)).
 
     ``scale=None`` picks a scale so typical long arrows are about one lattice spacing long (``grid_points``
@@ -306,8 +377,7 @@ def gradient_field(points, vectors, title: Optional[str] = None, *, scale: Optio
         scale = auto_arrow_scale(vectors, axis_range=axis_range)
         max_length = 1.5 * lattice_spacing(len(np.asarray(vectors)), axis_range)
     fig = go.Figure() if fig is None else fig
-    fig.add_trace(arrow_trace(points, vectors, scale=scale, max_length=max_length, color=color, head=head,
-                              name=name))
+    fig.add_trace(arrow_trace(points, vectors, scale=scale, max_length=max_length, color=color, head=head, name=name))
     return action_layout(fig, title, axis_range=axis_range)
 
 
@@ -360,8 +430,15 @@ def log_axis(fig: go.Figure, values, *, axis: str = "x", exact: bool = False, **
     return fig
 
 
-def loss_curve(history: Sequence[Mapping], keys: Optional[Iterable[str]] = None, title: Optional[str] = None, *,
-               x: str = "step", log_y: bool = False, y_title: Optional[str] = None) -> go.Figure:
+def loss_curve(
+    history: Sequence[Mapping],
+    keys: Iterable[str] | None = None,
+    title: str | None = None,
+    *,
+    x: str = "step",
+    log_y: bool = False,
+    y_title: str | None = None,
+) -> go.Figure:
     """Line plot of metrics over training from a list of dicts (``qgf_lite.fit``'s history).
 
     ``keys`` defaults to every key ending in "loss". Multi-seed entries (lists) are averaged over seeds. Curves
@@ -379,13 +456,26 @@ def loss_curve(history: Sequence[Mapping], keys: Optional[Iterable[str]] = None,
     for i, key in enumerate(keys):
         ys = [float(np.mean(rec[key])) for rec in history]
         all_ys += ys
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=METRIC_NAMES.get(key, key.replace("_", " ")),
-                                 marker=dict(size=4), line=dict(color=COLORS[i % len(COLORS)])))
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="lines+markers",
+                name=METRIC_NAMES.get(key, key.replace("_", " ")),
+                marker=dict(size=4),
+                line=dict(color=COLORS[i % len(COLORS)]),
+            )
+        )
     several = len(keys) > 1
-    fig.update_layout(title=title, template="plotly_white", width=640, height=400 if several else 360,
-                      margin=dict(l=60, r=20, t=50 if title else 20, b=90 if several else 40),
-                      legend=dict(orientation="h", yanchor="top", y=-0.25, x=0.0) if several else None,
-                      showlegend=several)
+    fig.update_layout(
+        title=title,
+        template="plotly_white",
+        width=640,
+        height=400 if several else 360,
+        margin=dict(l=60, r=20, t=50 if title else 20, b=90 if several else 40),
+        legend=dict(orientation="h", yanchor="top", y=-0.25, x=0.0) if several else None,
+        showlegend=several,
+    )
     fig.update_xaxes(title="training step" if x == "step" else x.replace("_", " "), tickformat=",d")
     if y_title is None:
         y_title = METRIC_NAMES.get(keys[0], keys[0].replace("_", " ")) if len(keys) == 1 else "loss"
@@ -396,18 +486,33 @@ def loss_curve(history: Sequence[Mapping], keys: Optional[Iterable[str]] = None,
     return fig
 
 
-def marker_trace(points, *, name: str = "best", color: str = "red", size: float = 14,
-                 symbol: str = "star-open", **scatter_kwargs) -> go.Scatter:
+def marker_trace(
+    points, *, name: str = "best", color: str = "red", size: float = 14, symbol: str = "star-open", **scatter_kwargs
+) -> go.Scatter:
     """A few marked points (reward peaks, goals) as one trace. Hollow symbols (the default, "star-open") only draw
     an outline, so samples under the marker stay visible; pass a filled symbol for markers on empty ground."""
     pts = _points_2d("points", points)
     line = dict(width=2, color=color) if symbol.endswith("-open") else dict(width=1, color="white")
-    return go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", name=name,
-                      marker=dict(size=size, color=color, symbol=symbol, line=line), **scatter_kwargs)
+    return go.Scatter(
+        x=pts[:, 0],
+        y=pts[:, 1],
+        mode="markers",
+        name=name,
+        marker=dict(size=size, color=color, symbol=symbol, line=line),
+        **scatter_kwargs,
+    )
 
 
-def add_points(fig: go.Figure, points, *, name: str = "best", color: str = "red", size: float = 14,
-               symbol: str = "star-open", **trace_kwargs) -> go.Figure:
+def add_points(
+    fig: go.Figure,
+    points,
+    *,
+    name: str = "best",
+    color: str = "red",
+    size: float = 14,
+    symbol: str = "star-open",
+    **trace_kwargs,
+) -> go.Figure:
     """Mark a few points (reward peaks, goals) on an existing figure; returns ``fig``.
 
     The default hollow star does not hide the samples under it (``marker_trace``).
@@ -426,8 +531,16 @@ def mass_counts(points, *, axis_range=ACTION_RANGE, bins: int = 24) -> np.ndarra
     return 100.0 * counts / len(pts)
 
 
-def mass_trace(points, *, axis_range=ACTION_RANGE, bins: int = 24, zmax: Optional[float] = None,
-               name: str = "sample mass", showscale: bool = True, colorbar_len: float = 0.55) -> go.Heatmap:
+def mass_trace(
+    points,
+    *,
+    axis_range=ACTION_RANGE,
+    bins: int = 24,
+    zmax: float | None = None,
+    name: str = "sample mass",
+    showscale: bool = True,
+    colorbar_len: float = 0.55,
+) -> go.Heatmap:
     """Where the samples pile up: a heatmap of the share of ``points`` per cell (%), drawn under the points.
 
     A scatter plot shows a thousand samples on one spot as one dot; this trace shows them as the darkest cell.
@@ -444,15 +557,39 @@ def mass_trace(points, *, axis_range=ACTION_RANGE, bins: int = 24, zmax: Optiona
     # Empty cells are None (JSON null, drawn transparent), not NaN: widget messages must be valid JSON.
     z = [[float(np.sqrt(v)) if v > 0 else None for v in row] for row in share]
     ticks = [v for v in (0, 1, 5, 10, 25, 50, 100) if v <= high]
-    colorbar = dict(title=dict(text="% of samples per cell", side="right"), thickness=12, len=colorbar_len,
-                    y=1.0, yanchor="top", tickvals=[float(np.sqrt(v)) for v in ticks], ticktext=[f"{v:g}" for v in ticks])
-    return go.Heatmap(x=centers, y=centers, z=z, customdata=share, colorscale=MASS_COLORSCALE, zmin=0.0,
-                      zmax=float(np.sqrt(high)), name=name, showscale=showscale, colorbar=colorbar,
-                      hovertemplate="a = (%{x:.2f}, %{y:.2f})<br>%{customdata:.1f}% of samples<extra></extra>")
+    colorbar = dict(
+        title=dict(text="% of samples per cell", side="right"),
+        thickness=12,
+        len=colorbar_len,
+        y=1.0,
+        yanchor="top",
+        tickvals=[float(np.sqrt(v)) for v in ticks],
+        ticktext=[f"{v:g}" for v in ticks],
+    )
+    return go.Heatmap(
+        x=centers,
+        y=centers,
+        z=z,
+        customdata=share,
+        colorscale=MASS_COLORSCALE,
+        zmin=0.0,
+        zmax=float(np.sqrt(high)),
+        name=name,
+        showscale=showscale,
+        colorbar=colorbar,
+        hovertemplate="a = (%{x:.2f}, %{y:.2f})<br>%{customdata:.1f}% of samples<extra></extra>",
+    )
 
 
-def region_outline(region_fn, *, obs=None, axis_range=ACTION_RANGE, resolution: int = 111,
-                   name: str = "best region", color: str = "#d62728") -> go.Contour:
+def region_outline(
+    region_fn,
+    *,
+    obs=None,
+    axis_range=ACTION_RANGE,
+    resolution: int = 111,
+    name: str = "best region",
+    color: str = "#d62728",
+) -> go.Contour:
     """The boundary of a region as a dashed line: ``region_fn(obs, actions) -> (batch,) bool``, e.g. a bandit's
     ``in_best_region``. Works for any shape (discs, boxes, sectors): it contours the indicator on a fine grid."""
     axis = np.linspace(axis_range[0], axis_range[1], resolution)
@@ -460,9 +597,18 @@ def region_outline(region_fn, *, obs=None, axis_range=ACTION_RANGE, resolution: 
     grid = np.stack([x.ravel(), y.ravel()], axis=1).astype(np.float32)
     # uint8: a figure (and every slider frame that repeats this trace) carries one byte per grid point.
     inside = np.asarray(region_fn(obs, grid), dtype=np.uint8).reshape(resolution, resolution)
-    return go.Contour(x=axis, y=axis, z=inside, name=name, showlegend=True, showscale=False, hoverinfo="skip",
-                      contours=dict(start=0.5, end=0.5, size=1.0, coloring="lines"),
-                      line=dict(color=color, width=1.5, dash="dash"), colorscale=[[0, color], [1, color]])
+    return go.Contour(
+        x=axis,
+        y=axis,
+        z=inside,
+        name=name,
+        showlegend=True,
+        showscale=False,
+        hoverinfo="skip",
+        contours=dict(start=0.5, end=0.5, size=1.0, coloring="lines"),
+        line=dict(color=color, width=1.5, dash="dash"),
+        colorscale=[[0, color], [1, color]],
+    )
 
 
 def share_in_region(points, region_fn, obs=None) -> float:
@@ -471,9 +617,18 @@ def share_in_region(points, region_fn, obs=None) -> float:
     return float(np.mean(np.asarray(region_fn(obs, pts.astype(np.float32)), dtype=np.float64)))
 
 
-def mass_panels(samples: Mapping[str, np.ndarray], region_fn=None, *, targets=None, obs=None,
-                axis_range=ACTION_RANGE, bins: int = 24, title: Optional[str] = None,
-                target_name: str = "reward peak", region_name: str = "best region") -> go.Figure:
+def mass_panels(
+    samples: Mapping[str, np.ndarray],
+    region_fn=None,
+    *,
+    targets=None,
+    obs=None,
+    axis_range=ACTION_RANGE,
+    bins: int = 24,
+    title: str | None = None,
+    target_name: str = "reward peak",
+    region_name: str = "best region",
+) -> go.Figure:
     """Sample sets side by side ({panel title: (n, 2) points}), drawn so that mass is visible.
 
     Each panel shows the share of samples per cell (``mass_trace``, one colour scale for all panels) under the
@@ -488,17 +643,24 @@ def mass_panels(samples: Mapping[str, np.ndarray], region_fn=None, *, targets=No
     sets = {name: _points_2d(f"samples[{name!r}]", pts) for name, pts in samples.items()}
     titles = []
     for name, pts in sets.items():
-        titles.append(name if region_fn is None else
-                      f"{name}<br><sup>{share_in_region(pts, region_fn, obs):.1%} in the {region_name}</sup>")
+        titles.append(
+            name
+            if region_fn is None
+            else f"{name}<br><sup>{share_in_region(pts, region_fn, obs):.1%} in the {region_name}</sup>"
+        )
     rows = -(-len(sets) // 4)  # at most 4 panels per row, rows as even as possible
     cols = -(-len(sets) // rows)
     panel = min(210, (FIT_WIDTH - 150) // cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.06,
-                        vertical_spacing=0.3 / rows if rows > 1 else 0.0)
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=titles,
+        horizontal_spacing=0.06,
+        vertical_spacing=0.3 / rows if rows > 1 else 0.0,
+    )
     zmax = max(float(np.max(mass_counts(p, axis_range=axis_range, bins=bins))) for p in sets.values())
-    outline = None if region_fn is None else region_outline(region_fn, obs=obs, axis_range=axis_range,
-                                                            name=region_name)
-    for i, (name, pts) in enumerate(sets.items()):
+    outline = None if region_fn is None else region_outline(region_fn, obs=obs, axis_range=axis_range, name=region_name)
+    for i, pts in enumerate(sets.values()):
         row, col = i // cols + 1, i % cols + 1
         first = i == 0
         fig.add_trace(mass_trace(pts, axis_range=axis_range, bins=bins, zmax=zmax, showscale=first), row=row, col=col)
@@ -511,21 +673,40 @@ def mass_panels(samples: Mapping[str, np.ndarray], region_fn=None, *, targets=No
             fig.add_trace(trace, row=row, col=col)
         if targets is not None:
             fig.add_trace(marker_trace(targets, name=target_name, size=12, showlegend=first), row=row, col=col)
-        fig.update_xaxes(range=list(axis_range), constrain="domain", title="a[0]", row=row, col=col,
-                         title_standoff=2)
-        fig.update_yaxes(range=list(axis_range), scaleanchor=f"x{'' if i == 0 else i + 1}", scaleratio=1,
-                         constrain="domain", title="a[1]" if col == 1 else None, row=row, col=col, title_standoff=2)
-    fig.update_layout(template="plotly_white", title=title, width=min(FIT_WIDTH, panel * cols + 170),
-                      height=rows * (panel + 95) + (100 if title else 60),
-                      margin=dict(l=45, r=10, t=(100 if title else 60), b=20),
-                      legend=dict(x=1.02, y=0.0, yanchor="bottom", xanchor="left", itemsizing="constant"))
+        fig.update_xaxes(range=list(axis_range), constrain="domain", title="a[0]", row=row, col=col, title_standoff=2)
+        fig.update_yaxes(
+            range=list(axis_range),
+            scaleanchor=f"x{'' if i == 0 else i + 1}",
+            scaleratio=1,
+            constrain="domain",
+            title="a[1]" if col == 1 else None,
+            row=row,
+            col=col,
+            title_standoff=2,
+        )
+    fig.update_layout(
+        template="plotly_white",
+        title=title,
+        width=min(FIT_WIDTH, panel * cols + 170),
+        height=rows * (panel + 95) + (100 if title else 60),
+        margin=dict(l=45, r=10, t=(100 if title else 60), b=20),
+        legend=dict(x=1.02, y=0.0, yanchor="bottom", xanchor="left", itemsizing="constant"),
+    )
     return fig
 
 
-
-def panels(figures: Sequence[go.Figure], titles: Optional[Sequence[str]] = None, *, axis_range=ACTION_RANGE,
-           panel_size: Optional[int] = None, colorbars: bool = False, colorbar_titles: Optional[Sequence] = None,
-           x_title: str = "a[0]", y_title: str = "a[1]", axis_ranges: Optional[Sequence] = None) -> go.Figure:
+def panels(
+    figures: Sequence[go.Figure],
+    titles: Sequence[str] | None = None,
+    *,
+    axis_range=ACTION_RANGE,
+    panel_size: int | None = None,
+    colorbars: bool = False,
+    colorbar_titles: Sequence | None = None,
+    x_title: str = "a[0]",
+    y_title: str = "a[1]",
+    axis_ranges: Sequence | None = None,
+) -> go.Figure:
     """Put the traces of several single-plot figures side by side (one row), each panel square over ``axis_range``.
 
     Legends are kept for the first panel only, so repeated trace names ("paths", "data") appear once, below the
@@ -558,48 +739,80 @@ def panels(figures: Sequence[go.Figure], titles: Optional[Sequence[str]] = None,
                 if colorbars:  # horizontal, under its own panel, so no bar or title crowds the next panel
                     domain = fig.layout[f"xaxis{'' if col == 1 else col}"].domain
                     title = None if colorbar_titles is None else colorbar_titles[col - 1]
-                    trace.colorbar = dict(orientation="h", x=0.5 * (domain[0] + domain[1]), xanchor="center",
-                                          y=-0.32, yanchor="top", len=0.8 * (domain[1] - domain[0]), thickness=10,
-                                          title=dict(text=title, side="bottom"))
+                    trace.colorbar = dict(
+                        orientation="h",
+                        x=0.5 * (domain[0] + domain[1]),
+                        xanchor="center",
+                        y=-0.32,
+                        yanchor="top",
+                        len=0.8 * (domain[1] - domain[0]),
+                        thickness=10,
+                        title=dict(text=title, side="bottom"),
+                    )
             fig.add_trace(trace, row=1, col=col)
         suffix = "" if col == 1 else str(col)
         panel_range = list(axis_range if axis_ranges is None else axis_ranges[col - 1])
         fig.update_xaxes(range=panel_range, constrain="domain", title=x_title, title_standoff=2, row=1, col=col)
-        fig.update_yaxes(range=panel_range, scaleanchor=f"x{suffix}", scaleratio=1, constrain="domain",
-                         title=y_title if col == 1 or axis_ranges is not None else None, title_standoff=2,
-                         row=1, col=col)
+        fig.update_yaxes(
+            range=panel_range,
+            scaleanchor=f"x{suffix}",
+            scaleratio=1,
+            constrain="domain",
+            title=y_title if col == 1 or axis_ranges is not None else None,
+            title_standoff=2,
+            row=1,
+            col=col,
+        )
     has_legend = any(t.showlegend is not False and t.name for t in fig.data)
-    fig.update_layout(template="plotly_white", width=min(FIT_WIDTH, panel_size * n + 70 + (30 * n if colorbars else 0)),
-                      height=panel_size + (130 if has_legend else 100) + (90 if colorbars else 0),
-                      margin=dict(l=45, r=20, t=50, b=(40 if not has_legend else 70) + (90 if colorbars else 0)),
-                      legend=dict(itemsizing="constant", orientation="h", yanchor="top", y=-0.16, x=0.0))
+    fig.update_layout(
+        template="plotly_white",
+        width=min(FIT_WIDTH, panel_size * n + 70 + (30 * n if colorbars else 0)),
+        height=panel_size + (130 if has_legend else 100) + (90 if colorbars else 0),
+        margin=dict(l=45, r=20, t=50, b=(40 if not has_legend else 70) + (90 if colorbars else 0)),
+        legend=dict(itemsizing="constant", orientation="h", yanchor="top", y=-0.16, x=0.0),
+    )
     return fig
 
 
-def frames_figure(frames: Sequence[Sequence[go.BaseTraceType]], labels: Sequence, title: Optional[str] = None, *,
-                  slider_prefix: str = "", axis_range=ACTION_RANGE, active: int = 0) -> go.Figure:
+def frames_figure(
+    frames: Sequence[Sequence[go.BaseTraceType]],
+    labels: Sequence,
+    title: str | None = None,
+    *,
+    slider_prefix: str = "",
+    axis_range=ACTION_RANGE,
+    active: int = 0,
+) -> go.Figure:
     """One figure with a slider that swaps between precomputed trace lists (works without a live kernel).
 
     ``frames[i]`` is the list of traces shown at slider position ``labels[i]``; every frame must have the same
     number of traces (so plotly can update them in place).
     """
     if len(frames) == 0 or len(frames) != len(labels):
-        raise ValueError(f"`frames` and `labels` must be non-empty and equally long, got {len(frames)} and {len(labels)}.")
+        raise ValueError(
+            f"`frames` and `labels` must be non-empty and equally long, got {len(frames)} and {len(labels)}."
+        )
     counts = {len(f) for f in frames}
     if len(counts) != 1:
         raise ValueError(f"every frame must have the same number of traces, got counts {sorted(counts)}.")
     if not 0 <= active < len(frames):
         raise ValueError(f"`active` must index a frame (0..{len(frames) - 1}), got {active}.")
-    fig = go.Figure(data=list(frames[active]),
-                    frames=[go.Frame(data=list(f), name=str(lab)) for f, lab in zip(frames, labels)])
-    steps = [dict(method="animate", label=str(lab),
-                  args=[[str(lab)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
-                                         transition=dict(duration=0))])
-             for lab in labels]
+    fig = go.Figure(
+        data=list(frames[active]), frames=[go.Frame(data=list(f), name=str(lab)) for f, lab in zip(frames, labels)]
+    )
+    steps = [
+        dict(
+            method="animate",
+            label=str(lab),
+            args=[[str(lab)], dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))],
+        )
+        for lab in labels
+    ]
     action_layout(fig, title, axis_range=axis_range)
-    fig.update_layout(sliders=[dict(active=active, steps=steps, currentvalue=dict(prefix=slider_prefix),
-                                    pad=dict(t=40))],
-                      height=FIGURE_SIZE + 80)
+    fig.update_layout(
+        sliders=[dict(active=active, steps=steps, currentvalue=dict(prefix=slider_prefix), pad=dict(t=40))],
+        height=FIGURE_SIZE + 80,
+    )
     return fig
 
 
@@ -618,14 +831,26 @@ def method_color(name: str) -> str:
             if method is None:
                 method = "best-of-N" if re.search(r"best[ _-]of|bfn", text) else "BC"
             return METHOD_COLORS[method]
-    raise ValueError(f"no colour for method {name!r}: known methods are {', '.join(METHOD_COLORS)} (add a new one to "
-                     "qgf_lite.presentation.plots.METHOD_COLORS).")
+    raise ValueError(
+        f"no colour for method {name!r}: known methods are {', '.join(METHOD_COLORS)} (add a new one to "
+        "qgf_lite.presentation.plots.METHOD_COLORS)."
+    )
+
 
 # --------------------------------------------------------------------------- point labels that never collide
 _LABEL_SPOTS = (  # (x shift px, y shift px, xanchor, yanchor): above, below, right, left, then the diagonals
-    (0, 7, "center", "bottom"), (0, -7, "center", "top"), (7, 0, "left", "middle"), (-7, 0, "right", "middle"),
-    (5, 5, "left", "bottom"), (-5, 5, "right", "bottom"), (5, -5, "left", "top"), (-5, -5, "right", "top"),
-    (0, 20, "center", "bottom"), (0, -20, "center", "top"), (16, 12, "left", "bottom"), (-16, -12, "right", "top"),
+    (0, 7, "center", "bottom"),
+    (0, -7, "center", "top"),
+    (7, 0, "left", "middle"),
+    (-7, 0, "right", "middle"),
+    (5, 5, "left", "bottom"),
+    (-5, 5, "right", "bottom"),
+    (5, -5, "left", "top"),
+    (-5, -5, "right", "top"),
+    (0, 20, "center", "bottom"),
+    (0, -20, "center", "top"),
+    (16, 12, "left", "bottom"),
+    (-16, -12, "right", "top"),
 )
 
 
@@ -664,6 +889,7 @@ def place_labels(fig: go.Figure, labels: Sequence[Mapping], *, font_size: int = 
     elif layout.showlegend is not False and (legend.x is None or legend.x > 1):
         right += 150  # a legend at the right
     plot_w, plot_h = max(width - left - right, 50), max(height - top - bottom, 50)
+
     def values(trace, axis):
         data = getattr(trace, axis, None)
         if data is None:
@@ -678,8 +904,8 @@ def place_labels(fig: go.Figure, labels: Sequence[Mapping], *, font_size: int = 
     ys = [v for trace in fig.data for v in values(trace, "y")]
     xs += [float(item["x"]) for item in labels]
     ys += [float(item["y"]) for item in labels]
-    x_lo, x_hi = (list(layout.xaxis.range) if layout.xaxis.range else [min(xs), max(xs)])
-    y_lo, y_hi = (list(layout.yaxis.range) if layout.yaxis.range else [min(ys), max(ys)])
+    x_lo, x_hi = list(layout.xaxis.range) if layout.xaxis.range else [min(xs), max(xs)]
+    y_lo, y_hi = list(layout.yaxis.range) if layout.yaxis.range else [min(ys), max(ys)]
     x_span, y_span = (x_hi - x_lo) or 1.0, (y_hi - y_lo) or 1.0
     x_lo, x_hi, y_lo, y_hi = x_lo - pad * x_span, x_hi + pad * x_span, y_lo - pad * y_span, y_hi + pad * y_span
 
@@ -713,15 +939,28 @@ def place_labels(fig: go.Figure, labels: Sequence[Mapping], *, font_size: int = 
         for order, spot in enumerate(_LABEL_SPOTS):
             box = _label_box(px, py, spot, box_w, box_h)
             outside = max(0.0, -box[0]) + max(0.0, box[2] - plot_w) + max(0.0, -box[1]) + max(0.0, box[3] - plot_h)
-            cost = (sum(_overlap(box, other) for other in taken) * 100 + outside * 5 + order
-                    + sum(_overlap(box, other) for other in lines) * 3)
+            cost = (
+                sum(_overlap(box, other) for other in taken) * 100
+                + outside * 5
+                + order
+                + sum(_overlap(box, other) for other in lines) * 3
+            )
             if best_cost is None or cost < best_cost:
                 best, best_cost = (spot, box), cost
         spot, box = best
         taken.append(box)
         boxes.append(box)
-        fig.add_annotation(x=item["x"], y=item["y"], text=text, showarrow=False, xshift=spot[0], yshift=spot[1],
-                           xanchor=spot[2], yanchor=spot[3], font=dict(size=font_size, color=item.get("color")))
+        fig.add_annotation(
+            x=item["x"],
+            y=item["y"],
+            text=text,
+            showarrow=False,
+            xshift=spot[0],
+            yshift=spot[1],
+            xanchor=spot[2],
+            yanchor=spot[3],
+            font=dict(size=font_size, color=item.get("color")),
+        )
     # Widen the axes so every label box lies inside the plot area (a label is never clipped).
     bx0, by0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     bx1, by1 = max(b[2] for b in boxes), max(b[3] for b in boxes)

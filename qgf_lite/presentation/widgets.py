@@ -32,7 +32,7 @@ import importlib
 import itertools
 import os
 import sys
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -62,7 +62,7 @@ def _in_kernel() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-def choose_view_mode(mode: str = "auto") -> Tuple[str, str]:
+def choose_view_mode(mode: str = "auto") -> tuple[str, str]:
     """("live" | "frames", reason) following the rules in the module docstring."""
     if mode not in VIEW_MODES:
         raise ValueError(f"`mode` must be one of {VIEW_MODES}, got {mode!r}.")
@@ -86,14 +86,16 @@ def choose_view_mode(mode: str = "auto") -> Tuple[str, str]:
 # --------------------------------------------------------------------------- #
 # Shared pieces
 # --------------------------------------------------------------------------- #
-def _as_point_sets(output) -> Dict[str, np.ndarray]:
+def _as_point_sets(output) -> dict[str, np.ndarray]:
     """A sampler's output as {trace name: (n, 2) numpy array}."""
     sets = dict(output) if isinstance(output, Mapping) else {"samples": output}
     result = {}
     for name, points in sets.items():
         arr = np.asarray(points, dtype=np.float64)
         if arr.ndim != 2 or arr.shape[1] != 2:
-            raise ValueError(f"`sample_fn` must return (n, 2) points (or a dict of them); `{name}` has shape {arr.shape}.")
+            raise ValueError(
+                f"`sample_fn` must return (n, 2) points (or a dict of them); `{name}` has shape {arr.shape}."
+            )
         result[name] = arr
     return result
 
@@ -109,7 +111,7 @@ def _check_values(name: str, values) -> np.ndarray:
     return arr
 
 
-def _check_static(static_sliders) -> Dict[str, dict]:
+def _check_static(static_sliders) -> dict[str, dict]:
     """{name: {"values": [...], "description": str, "value": initial}} from a {name: values or dict} mapping."""
     result = {}
     for name, spec in dict(static_sliders or {}).items():
@@ -136,32 +138,51 @@ def _background_z(density) -> np.ndarray:
 def _contour_levels(z: np.ndarray) -> dict:
     peak = max(float(np.max(z)), 1e-30)
     low, high = CONTOUR_FRACTIONS[0], CONTOUR_FRACTIONS[-1]
-    return dict(coloring="lines", start=low * peak, end=high * peak,
-                size=(high - low) * peak / (len(CONTOUR_FRACTIONS) - 1))
+    return dict(
+        coloring="lines", start=low * peak, end=high * peak, size=(high - low) * peak / (len(CONTOUR_FRACTIONS) - 1)
+    )
 
 
-def _background_trace(grid, density, colorscale: str, background_style: str = "heatmap",
-                      background_name: str = "target density"):
+def _background_trace(
+    grid, density, colorscale: str, background_style: str = "heatmap", background_name: str = "target density"
+):
     import plotly.graph_objects as go
 
     centers = np.asarray(grid.centers, dtype=np.float64)
     z = _background_z(density)
     if background_style == "contour":
         # Lines, not a fill: the fill under the samples is their own mass (``mass_of``).
-        return go.Contour(x=centers, y=centers, z=z, contours=_contour_levels(z),
-                          colorscale=[[0, "#9ecae1"], [1, "#08306b"]], line=dict(width=1.5), showscale=False,
-                          hoverinfo="skip", name=background_name, showlegend=True)
-    return go.Heatmap(x=centers, y=centers, z=z, colorscale=colorscale, showscale=False, hoverinfo="skip",
-                      name=background_name)
+        return go.Contour(
+            x=centers,
+            y=centers,
+            z=z,
+            contours=_contour_levels(z),
+            colorscale=[[0, "#9ecae1"], [1, "#08306b"]],
+            line=dict(width=1.5),
+            showscale=False,
+            hoverinfo="skip",
+            name=background_name,
+            showlegend=True,
+        )
+    return go.Heatmap(
+        x=centers, y=centers, z=z, colorscale=colorscale, showscale=False, hoverinfo="skip", name=background_name
+    )
 
 
-def _scatter_traces(point_sets: Dict[str, np.ndarray], marker_size: float, opacity: float, mass_of=None):
+def _scatter_traces(point_sets: dict[str, np.ndarray], marker_size: float, opacity: float, mass_of=None):
     from qgf_lite.presentation.plots import COLORS, scatter_trace
 
     # Over a mass heatmap the points are dark and translucent: where they pile up the colour accumulates.
-    traces = [scatter_trace(points, name=name, color="#3a3a3a" if name == mass_of else COLORS[i % len(COLORS)],
-                            size=marker_size, opacity=opacity)
-              for i, (name, points) in enumerate(point_sets.items())]
+    traces = [
+        scatter_trace(
+            points,
+            name=name,
+            color="#3a3a3a" if name == mass_of else COLORS[i % len(COLORS)],
+            size=marker_size,
+            opacity=opacity,
+        )
+        for i, (name, points) in enumerate(point_sets.items())
+    ]
     for trace in traces:
         trace.meta = "samples"  # lets a test (or a reader of the figure JSON) find the sample traces
     return traces
@@ -172,14 +193,20 @@ def _mass_trace(point_sets, style):
 
     name = style["mass_of"]
     if name not in point_sets:
-        raise ValueError(f"`mass_of` names a point set the sampler does not return: {name!r}; "
-                         f"it returns {sorted(point_sets)}.")
+        raise ValueError(
+            f"`mass_of` names a point set the sampler does not return: {name!r}; it returns {sorted(point_sets)}."
+        )
     return mass_trace(point_sets[name], zmax=style["mass_zmax"], name=f"{name}: mass")
 
 
 def _traces(point_sets, density, grid, extra_traces, style):
-    traces = [] if density is None else [_background_trace(grid, density, style["colorscale"],
-                                                           style["background_style"], style["background_name"])]
+    traces = (
+        []
+        if density is None
+        else [
+            _background_trace(grid, density, style["colorscale"], style["background_style"], style["background_name"])
+        ]
+    )
     if style["mass_of"] is not None:
         traces.append(_mass_trace(point_sets, style))
     traces += _scatter_traces(point_sets, style["marker_size"], style["opacity"], style["mass_of"])
@@ -189,8 +216,15 @@ def _traces(point_sets, density, grid, extra_traces, style):
 def _style(marker_size, opacity, colorscale, background_style, background_name, mass_of, mass_zmax):
     if background_style not in BACKGROUND_STYLES:
         raise ValueError(f"`background_style` must be one of {BACKGROUND_STYLES}, got {background_style!r}.")
-    return dict(marker_size=marker_size, opacity=opacity, colorscale=colorscale, background_style=background_style,
-                background_name=background_name, mass_of=mass_of, mass_zmax=mass_zmax)
+    return dict(
+        marker_size=marker_size,
+        opacity=opacity,
+        colorscale=colorscale,
+        background_style=background_style,
+        background_name=background_name,
+        mass_of=mass_of,
+        mass_zmax=mass_zmax,
+    )
 
 
 def _format_value(value) -> str:
@@ -210,10 +244,10 @@ class LiveView:
     """
 
     figure: object
-    sliders: Dict[str, object]
+    sliders: dict[str, object]
     widget: object
-    sample_trace_indices: Tuple[int, ...]
-    trace_names: Tuple[str, ...]
+    sample_trace_indices: tuple[int, ...]
+    trace_names: tuple[str, ...]
     update: Callable[[], None]
 
     def _ipython_display_(self):
@@ -240,8 +274,12 @@ def _main_slider(values: np.ndarray, value: float, description: str):
     """
     import ipywidgets as widgets
 
-    common = dict(description=description, continuous_update=True, style={"description_width": "initial"},
-                  layout=widgets.Layout(width="460px"))
+    common = dict(
+        description=description,
+        continuous_update=True,
+        style={"description_width": "initial"},
+        layout=widgets.Layout(width="460px"),
+    )
     if value not in values:
         value = float(values[int(np.argmin(np.abs(values - value)))])
     spacing = np.diff(values)
@@ -249,8 +287,14 @@ def _main_slider(values: np.ndarray, value: float, description: str):
         options = [(_format_value(v), float(v)) for v in values]
         return widgets.SelectionSlider(options=options, value=float(value), **common)
     step = float(spacing[0]) if values.size > 1 else 1.0
-    return widgets.FloatSlider(value=float(value), min=float(values[0]), max=float(values[-1]), step=step,
-                               readout_format=f".{_decimals(values)}f", **common)
+    return widgets.FloatSlider(
+        value=float(value),
+        min=float(values[0]),
+        max=float(values[-1]),
+        step=step,
+        readout_format=f".{_decimals(values)}f",
+        **common,
+    )
 
 
 def build_live_view(
@@ -261,19 +305,19 @@ def build_live_view(
     description: str = "guidance weight w",
     initial=None,
     static_sliders=None,
-    background_fn: Optional[Callable] = None,
+    background_fn: Callable | None = None,
     grid=None,
-    title_fn: Optional[Callable] = None,
+    title_fn: Callable | None = None,
     extra_traces: Sequence = (),
     precompile: bool = True,
     marker_size: float = 4,
     opacity: float = 0.6,
     colorscale: str = "Blues",
-    title: Optional[str] = None,
+    title: str | None = None,
     background_style: str = "heatmap",
     background_name: str = "target density",
-    mass_of: Optional[str] = None,
-    mass_zmax: Optional[float] = 100.0,
+    mass_of: str | None = None,
+    mass_zmax: float | None = 100.0,
 ) -> LiveView:
     """The live view (see module docstring). Arguments as for ``interactive_view``."""
     import ipywidgets as widgets
@@ -312,9 +356,14 @@ def build_live_view(
     main_slider = _main_slider(values, value0, description)
     sliders = {name: main_slider}
     for name, s in static.items():
-        sliders[name] = widgets.SelectionSlider(options=s["values"], value=s["value"], description=s["description"],
-                                                continuous_update=True, style={"description_width": "initial"},
-                                                layout=widgets.Layout(width="460px"))
+        sliders[name] = widgets.SelectionSlider(
+            options=s["values"],
+            value=s["value"],
+            description=s["description"],
+            continuous_update=True,
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="460px"),
+        )
 
     def update(*_):
         current = {name: sliders[name].value for name in static}
@@ -353,8 +402,14 @@ def build_live_view(
     for slider in sliders.values():
         slider.observe(update_and_keep, names="value")
     box = widgets.VBox([*sliders.values(), fig])
-    return LiveView(figure=fig, sliders=sliders, widget=box, sample_trace_indices=sample_idx,
-                    trace_names=tuple(points), update=update)
+    return LiveView(
+        figure=fig,
+        sliders=sliders,
+        widget=box,
+        sample_trace_indices=sample_idx,
+        trace_names=tuple(points),
+        update=update,
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -367,18 +422,18 @@ def build_frames_view(
     description: str = "guidance weight w",
     initial=None,
     static_sliders=None,
-    background_fn: Optional[Callable] = None,
+    background_fn: Callable | None = None,
     grid=None,
-    title_fn: Optional[Callable] = None,
+    title_fn: Callable | None = None,
     extra_traces: Sequence = (),
     marker_size: float = 4,
     opacity: float = 0.6,
     colorscale: str = "Blues",
-    title: Optional[str] = None,
+    title: str | None = None,
     background_style: str = "heatmap",
     background_name: str = "target density",
-    mass_of: Optional[str] = None,
-    mass_zmax: Optional[float] = 100.0,
+    mass_of: str | None = None,
+    mass_zmax: float | None = 100.0,
     **_ignored,
 ):
     """A ``go.Figure`` with one frame and one slider step per slider value, all sampled by one ``jax.vmap`` call."""
@@ -409,8 +464,16 @@ def build_frames_view(
             frame.layout = {"title": {"text": frame_title}}
     if static:
         fixed = ", ".join(f"{s['description']} = {s['value']}" for s in static.values())
-        fig.add_annotation(text=f"fixed: {fixed}", xref="paper", yref="paper", x=0, y=1.0, yanchor="bottom",
-                           showarrow=False, font=dict(size=11, color="gray"))
+        fig.add_annotation(
+            text=f"fixed: {fixed}",
+            xref="paper",
+            yref="paper",
+            x=0,
+            y=1.0,
+            yanchor="bottom",
+            showarrow=False,
+            font=dict(size=11, color="gray"),
+        )
     return fig
 
 
@@ -447,9 +510,11 @@ def interactive_view(sample_fn: Callable, slider_values, *, mode: str = "auto", 
     if chosen == "live":
         missing = [m for m in ("ipywidgets", "anywidget") if not _importable(m)]
         if missing:
-            raise ValueError(f"The live view needs {' and '.join(missing)}: install the 'lab' extra "
-                             f"(python -m pip install 'qgf_lite[lab]'), or use mode='frames' (or unset ${ENV_VAR}) "
-                             "for the precomputed view.")
+            raise ValueError(
+                f"The live view needs {' and '.join(missing)}: install the 'lab' extra "
+                f"(python -m pip install 'qgf_lite[lab]'), or use mode='frames' (or unset ${ENV_VAR}) "
+                "for the precomputed view."
+            )
     if not quiet:
         other = "frames" if chosen == "live" else "live"
         print(f"interactive view: {chosen} ({reason}); set {ENV_VAR}={other} to switch.")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -65,9 +65,8 @@ __all__ = [
 ]
 
 
-
 Array = jax.Array
-RewardFn = Callable[[Optional[Array], Array], Array]
+RewardFn = Callable[[Array | None, Array], Array]
 LogDensityFn = Callable[[Array], Array]
 
 BANDIT_NAMES = ("ring", "moons", "checkerboard", "spiral", "contextual_ring")
@@ -189,12 +188,7 @@ def checkerboard_cells(cells: int = 4, extent: float = 0.9) -> Array:
     Returns: (cells * cells // 2, 2) for even ``cells``.
     """
     side = 2.0 * extent / cells
-    corners = [
-        (-extent + i * side, -extent + j * side)
-        for j in range(cells)
-        for i in range(cells)
-        if (i + j) % 2 == 0
-    ]
+    corners = [(-extent + i * side, -extent + j * side) for j in range(cells) for i in range(cells) if (i + j) % 2 == 0]
     return jnp.asarray(corners, dtype=jnp.float32)
 
 
@@ -326,9 +320,7 @@ def in_context_sector(obs, actions, *, num_modes: int = 8, radius: float = 0.7, 
         raise ValueError("obs: contextual_ring needs contexts of shape (batch, 2), got None")
     actions = _check_actions(actions)
     targets = _context_targets(obs, radius)
-    angle_gap = jnp.angle(
-        (actions[:, 0] + 1j * actions[:, 1]) * jnp.conj(targets[:, 0] + 1j * targets[:, 1])
-    )
+    angle_gap = jnp.angle((actions[:, 0] + 1j * actions[:, 1]) * jnp.conj(targets[:, 0] + 1j * targets[:, 1]))
     near_ring = jnp.abs(jnp.linalg.norm(actions, axis=-1) - radius) < band
     return (jnp.abs(angle_gap) < jnp.pi / num_modes) & near_ring
 
@@ -362,10 +354,10 @@ class BanditProblem:
     name: str
     sample_actions: Callable[..., Array]
     reward: RewardFn
-    in_best_region: Callable[[Optional[Array], Array], Array]
-    log_density: Optional[LogDensityFn]
+    in_best_region: Callable[[Array | None, Array], Array]
+    log_density: LogDensityFn | None
     best_points: tuple = ()
-    sample_contexts: Optional[Callable[..., Array]] = None
+    sample_contexts: Callable[..., Array] | None = None
     obs_dim: int = 0
 
     @property
@@ -496,5 +488,3 @@ def make_bandit(name: str, **kwargs) -> BanditProblem:
 def _cached_bandit(name: str, frozen_kwargs: tuple) -> BanditProblem:
     # Reusing one problem object reuses its compiled reward/density functions.
     return _BANDIT_BUILDERS[name](**dict(frozen_kwargs))
-
-

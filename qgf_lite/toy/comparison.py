@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -92,8 +92,9 @@ def _compiled_actions(spec: SamplerSpec, config: QGFConfig, num: int, multi: boo
     def run(velocity_params, critic_params, obs, key, weight):
         velocity = sampler_velocity_fn(config, velocity_params, spec.network)
         noise = spec.draw_noise(key, num, config.chunk_dim)
-        return spec.sample(velocity, critic_fn(config, critic_params), obs, noise,
-                           weight=weight if spec.takes_weight else None)
+        return spec.sample(
+            velocity, critic_fn(config, critic_params), obs, noise, weight=weight if spec.takes_weight else None
+        )
 
     if multi:
         run = jax.vmap(run, in_axes=(0, 0, 0 if per_seed_obs else None, 0, None))
@@ -118,8 +119,17 @@ def seed_state(state, index: int):
     return jax.tree_util.tree_map(lambda x: x[index], state)
 
 
-def draw_actions(config: QGFConfig, state, spec: SamplerSpec, key, *, obs=None, num: Optional[int] = None,
-                 critic: str = "target", critic_params=None) -> jnp.ndarray:
+def draw_actions(
+    config: QGFConfig,
+    state,
+    spec: SamplerSpec,
+    key,
+    *,
+    obs=None,
+    num: int | None = None,
+    critic: str = "target",
+    critic_params=None,
+) -> jnp.ndarray:
     """Actions (num, chunk_dim) from ``spec``, or (seeds, num, chunk_dim) for a multi-seed ``state``.
 
     obs: None (a bandit; then pass ``num``), (num, obs_dim) shared by every seed, or (seeds, num, obs_dim) one set
@@ -138,11 +148,14 @@ def draw_actions(config: QGFConfig, state, spec: SamplerSpec, key, *, obs=None, 
         seeds = int(np.shape(state.step)[0]) if multi else None
         per_seed_obs = multi and obs.ndim == 3
         if per_seed_obs and obs.shape[0] != seeds:
-            raise ValueError(f"`obs` with a seed axis must have shape ({seeds}, num, {config.obs_dim}), got "
-                             f"{tuple(obs.shape)}.")
+            raise ValueError(
+                f"`obs` with a seed axis must have shape ({seeds}, num, {config.obs_dim}), got {tuple(obs.shape)}."
+            )
         if obs.ndim != (3 if per_seed_obs else 2) or obs.shape[-1] != config.obs_dim:
-            raise ValueError(f"`obs` must have shape (num, {config.obs_dim})"
-                             f"{f' or ({seeds}, num, {config.obs_dim})' if multi else ''}, got {tuple(obs.shape)}.")
+            raise ValueError(
+                f"`obs` must have shape (num, {config.obs_dim})"
+                f"{f' or ({seeds}, num, {config.obs_dim})' if multi else ''}, got {tuple(obs.shape)}."
+            )
         if num is not None and num != obs.shape[-2]:
             raise ValueError(f"`num` ({num}) differs from the number of observations ({obs.shape[-2]}).")
         num = int(obs.shape[-2])
@@ -155,19 +168,22 @@ def draw_actions(config: QGFConfig, state, spec: SamplerSpec, key, *, obs=None, 
     return compiled(velocity_params, critic_params, obs, keys, jnp.asarray(spec.weight, jnp.float32))
 
 
-def method_specs(weight: float, steps: int = 10, *, qam: bool = False) -> Dict[str, SamplerSpec]:
+def method_specs(weight: float, steps: int = 10, *, qam: bool = False) -> dict[str, SamplerSpec]:
     """The methods compared: "BC" (the flow alone), "QGF" at ``weight``, "FQL" (one-step policy) and, with ``qam``,
     "QAM" (the flow fine-tuned by adjoint matching; needs a config trained with ``qam=True``)."""
-    specs = {"BC": SamplerSpec("bc", steps=steps),
-             "QGF": SamplerSpec("guided", steps=steps, weight=weight),
-             "FQL": SamplerSpec("fql", steps=steps)}
+    specs = {
+        "BC": SamplerSpec("bc", steps=steps),
+        "QGF": SamplerSpec("guided", steps=steps, weight=weight),
+        "FQL": SamplerSpec("fql", steps=steps),
+    }
     if qam:
         specs["QAM"] = SamplerSpec("qam", steps=steps)
     return specs
 
 
-def seconds_per_action(config: QGFConfig, state, spec: SamplerSpec, *, obs=None, num: int = 1000,
-                       repeats: int = 5) -> float:
+def seconds_per_action(
+    config: QGFConfig, state, spec: SamplerSpec, *, obs=None, num: int = 1000, repeats: int = 5
+) -> float:
     """Median wall-clock seconds per action of ``spec`` (after one warm-up call), over ``repeats`` calls.
 
     A multi-seed state draws for every seed in one call and the time is divided by seeds x actions too, so the
@@ -197,10 +213,10 @@ class TrainingRun:
     config: QGFConfig
     state: object  # the final multi-seed TrainState
     seeds: tuple
-    specs: Dict[str, SamplerSpec]
-    steps: List[int]
-    curves: Dict[str, Dict[str, np.ndarray]]
-    critic_steps: List[int]
+    specs: dict[str, SamplerSpec]
+    steps: list[int]
+    curves: dict[str, dict[str, np.ndarray]]
+    critic_steps: list[int]
     critics: list
     history: list
     extra: dict = dataclasses.field(default_factory=dict)
@@ -227,8 +243,10 @@ def _train_with_checkpoints(config, dataset, seeds, num_steps, eval_every, evalu
     num_steps = require_positive_int("num_steps", num_steps)
     eval_every = require_positive_int("eval_every", eval_every)
     if num_steps % eval_every:
-        raise ValueError(f"`num_steps` ({num_steps}) must be a multiple of `eval_every` ({eval_every}), so every "
-                         "training chunk reuses one compiled loop.")
+        raise ValueError(
+            f"`num_steps` ({num_steps}) must be a multiple of `eval_every` ({eval_every}), so every "
+            "training chunk reuses one compiled loop."
+        )
     state = initial_states(config, seeds)
     steps, records, critic_steps, critics = [], [], [0], [state.target_critic_params]
 
@@ -239,9 +257,10 @@ def _train_with_checkpoints(config, dataset, seeds, num_steps, eval_every, evalu
         critic_steps.append(record["step"])
         critics.append(state.target_critic_params)
 
-    state, history = fit(config, state, dataset, num_steps, chunk_size=eval_every, progress=progress,
-                         callback=callback, desc=desc)
-    table: Dict[str, Dict[str, np.ndarray]] = {}
+    state, history = fit(
+        config, state, dataset, num_steps, chunk_size=eval_every, progress=progress, callback=callback, desc=desc
+    )
+    table: dict[str, dict[str, np.ndarray]] = {}
     for metric in records[0]:
         table[metric] = {m: np.stack([np.asarray(r[metric][m]) for r in records]) for m in records[0][metric]}
     return state, seeds, steps, table, critic_steps, critics, history
@@ -276,10 +295,21 @@ def decoy_reward(problem: toy.BanditProblem, centre, *, height: float = 1.5, wid
     return reward
 
 
-def run_bandit(name: str = "ring", *, seeds: Sequence[int] = (0, 1, 2), num_steps: int = 2000,
-               eval_every: int = 250, weight: float = 1.0, config: Optional[QGFConfig] = None,
-               num_samples: int = 20000, num_eval: int = 1000, data_seed: int = 0,
-               recorded_reward: Optional[Callable] = None, curves: bool = True, progress: bool = True) -> TrainingRun:
+def run_bandit(
+    name: str = "ring",
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    num_steps: int = 2000,
+    eval_every: int = 250,
+    weight: float = 1.0,
+    config: QGFConfig | None = None,
+    num_samples: int = 20000,
+    num_eval: int = 1000,
+    data_seed: int = 0,
+    recorded_reward: Callable | None = None,
+    curves: bool = True,
+    progress: bool = True,
+) -> TrainingRun:
     """BC flow, IQL critic and FQL's one-step policy (and QAM's flow when ``config.qam``) on a toy bandit, for
     several seeds at once.
 
@@ -306,24 +336,46 @@ def run_bandit(name: str = "ring", *, seeds: Sequence[int] = (0, 1, 2), num_step
 
     def evaluate(state, index):
         sample_key = jax.random.fold_in(key, index)
-        out: Dict[str, dict] = {}
+        out: dict[str, dict] = {}
         for label, spec in specs.items():
             a = draw_actions(config, state, evaluation_spec(spec), sample_key, num=num_eval)
-            scores = _bandit_scores(problem, a, behaviour, jax.random.fold_in(key, 99),
-                                    critic=lambda acts: q(state.target_critic_params, acts))
+            scores = _bandit_scores(
+                problem,
+                a,
+                behaviour,
+                jax.random.fold_in(key, 99),
+                critic=lambda acts: q(state.target_critic_params, acts),
+            )
             for metric, values in scores.items():
                 out.setdefault(metric, {})[label] = values
         return out
 
     state, seeds, steps, curves, critic_steps, critics, history = _train_with_checkpoints(
-        config, dataset, seeds, num_steps, eval_every, evaluate, progress,
-        f"BC flow + critic + FQL{' + QAM' if config.qam else ''} on {name}", curves)
-    return TrainingRun(config, state, seeds, specs, steps, curves, critic_steps, critics, history,
-                       extra={"problem": problem, "behaviour": behaviour, "dataset": dataset})
+        config,
+        dataset,
+        seeds,
+        num_steps,
+        eval_every,
+        evaluate,
+        progress,
+        f"BC flow + critic + FQL{' + QAM' if config.qam else ''} on {name}",
+        curves,
+    )
+    return TrainingRun(
+        config,
+        state,
+        seeds,
+        specs,
+        steps,
+        curves,
+        critic_steps,
+        critics,
+        history,
+        extra={"problem": problem, "behaviour": behaviour, "dataset": dataset},
+    )
 
 
-def weight_sweep(run: TrainingRun, weights: Sequence[float], key, *, num: int = 1000,
-                 critic_params=None) -> List[dict]:
+def weight_sweep(run: TrainingRun, weights: Sequence[float], key, *, num: int = 1000, critic_params=None) -> list[dict]:
     """QGF of a bandit ``run``'s final flow at each guidance weight: one row per weight with the means over seeds of
     the true reward (``mean_reward``, its spread over seeds ``reward_std``), the share in the best region, the guiding
     critic's mean value of the actions (``critic_value``: what the critic believes they are worth) and the distance
@@ -343,16 +395,24 @@ def weight_sweep(run: TrainingRun, weights: Sequence[float], key, *, num: int = 
     for i, w in enumerate(weights):
         spec = SamplerSpec("guided", steps=run.config.flow_steps, weight=w)
         actions = draw_actions(run.config, run.state, spec, jax.random.fold_in(key, i), num=num, critic_params=params)
-        scores = _bandit_scores(run.extra["problem"], actions, run.extra["behaviour"], jax.random.fold_in(key, 99),
-                                critic=lambda a: q(params, a))
-        row = {"weight": w, **{k: float(v.mean()) for k, v in scores.items()},
-               "reward_std": float(scores["mean_reward"].std())}
+        scores = _bandit_scores(
+            run.extra["problem"],
+            actions,
+            run.extra["behaviour"],
+            jax.random.fold_in(key, 99),
+            critic=lambda a: q(params, a),
+        )
+        row = {
+            "weight": w,
+            **{k: float(v.mean()) for k, v in scores.items()},
+            "reward_std": float(scores["mean_reward"].std()),
+        }
         row.update({f"{k}_seeds": v for k, v in scores.items()})
         rows.append(row)
     return rows
 
 
-def bandit_scores(run: TrainingRun, actions, key) -> Dict[str, np.ndarray]:
+def bandit_scores(run: TrainingRun, actions, key) -> dict[str, np.ndarray]:
     """Per seed, for actions (seeds, num, 2) drawn on a bandit ``run`` (e.g. by ``draw_actions`` or your own
     policy): the true reward, the share in the best region, the run's final target critic's mean value of the
     actions and the distance to the behaviour data. One value per seed in each entry."""
@@ -368,22 +428,44 @@ def bandit_scores(run: TrainingRun, actions, key) -> Dict[str, np.ndarray]:
     if seeds != int(np.shape(run.state.step)[0]):
         params = jax.tree_util.tree_map(lambda x: x[:seeds], params)
     q = jax.vmap(lambda p, a: jnp.mean(critic_fn(run.config, p)(None, a)))
-    return _bandit_scores(run.extra["problem"], actions, run.extra["behaviour"], toy.as_key(key),
-                          critic=lambda a: q(params, a))
+    return _bandit_scores(
+        run.extra["problem"], actions, run.extra["behaviour"], toy.as_key(key), critic=lambda a: q(params, a)
+    )
 
 
 def point_goal_config(**overrides) -> QGFConfig:
     """A QGFConfig for the chunked point-goal task (H = 5 steps of 2D actions), sized for a laptop CPU."""
-    defaults = dict(obs_dim=2, action_dim=2, horizon=5, actor_hidden=(64, 64, 64), critic_hidden=(64, 64),
-                    value_hidden=(64, 64), fql=True, fql_alpha=10.0, fql_hidden=(64, 64, 64),
-                    learning_rate=1e-3, target_update_rate=0.01, batch_size=256, time_grid=None)
+    defaults = dict(
+        obs_dim=2,
+        action_dim=2,
+        horizon=5,
+        actor_hidden=(64, 64, 64),
+        critic_hidden=(64, 64),
+        value_hidden=(64, 64),
+        fql=True,
+        fql_alpha=10.0,
+        fql_hidden=(64, 64, 64),
+        learning_rate=1e-3,
+        target_update_rate=0.01,
+        batch_size=256,
+        time_grid=None,
+    )
     defaults.update(overrides)
     return QGFConfig(**defaults)
 
 
-def run_point_goal(*, seeds: Sequence[int] = (0, 1, 2), num_steps: int = 3000, eval_every: int = 500,
-                   weight: float = 0.1, config: Optional[QGFConfig] = None, num_episodes: int = 400,
-                   eval_episodes: int = 64, data_seed: int = 0, progress: bool = True) -> TrainingRun:
+def run_point_goal(
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    num_steps: int = 3000,
+    eval_every: int = 500,
+    weight: float = 0.1,
+    config: QGFConfig | None = None,
+    num_episodes: int = 400,
+    eval_episodes: int = 64,
+    data_seed: int = 0,
+    progress: bool = True,
+) -> TrainingRun:
     """BC flow, IQL critic and FQL (and QAM when ``config.qam``) on the chunked point-goal task
     (``toy.make_point_goal_dataset``), several seeds.
 
@@ -407,27 +489,59 @@ def run_point_goal(*, seeds: Sequence[int] = (0, 1, 2), num_steps: int = 3000, e
     key = jax.random.PRNGKey(2000 + data_seed)
 
     def evaluate(state, index):
-        out: Dict[str, dict] = {m: {} for m in ("success_rate", "mean_return", "sw_to_behaviour")}
+        out: dict[str, dict] = {m: {} for m in ("success_rate", "mean_return", "sw_to_behaviour")}
         for label, spec in specs.items():
             chunks = draw_actions(config, state, evaluation_spec(spec), jax.random.fold_in(key, index), obs=data_obs)
-            out["sw_to_behaviour"][label] = np.asarray([
-                float(metrics.sliced_wasserstein(jnp.concatenate([data_obs, c], axis=-1), reference,
-                                                 jax.random.fold_in(key, 99))) for c in chunks])
-            rollouts = rollout_scores(config, state, spec, jax.random.fold_in(key, 10_000 + index),
-                                      num_episodes=eval_episodes, task=task)
+            out["sw_to_behaviour"][label] = np.asarray(
+                [
+                    float(
+                        metrics.sliced_wasserstein(
+                            jnp.concatenate([data_obs, c], axis=-1), reference, jax.random.fold_in(key, 99)
+                        )
+                    )
+                    for c in chunks
+                ]
+            )
+            rollouts = rollout_scores(
+                config, state, spec, jax.random.fold_in(key, 10_000 + index), num_episodes=eval_episodes, task=task
+            )
             out["success_rate"][label] = rollouts["success_rate"]
             out["mean_return"][label] = rollouts["mean_return"]
         return out
 
     state, seeds, steps, curves, critic_steps, critics, history = _train_with_checkpoints(
-        config, dataset, seeds, num_steps, eval_every, evaluate, progress,
-        f"BC flow + critic + FQL{' + QAM' if config.qam else ''} on point-goal")
-    return TrainingRun(config, state, seeds, specs, steps, curves, critic_steps, critics, history,
-                       extra={"task": task, "dataset": dataset, "data_obs": data_obs})
+        config,
+        dataset,
+        seeds,
+        num_steps,
+        eval_every,
+        evaluate,
+        progress,
+        f"BC flow + critic + FQL{' + QAM' if config.qam else ''} on point-goal",
+    )
+    return TrainingRun(
+        config,
+        state,
+        seeds,
+        specs,
+        steps,
+        curves,
+        critic_steps,
+        critics,
+        history,
+        extra={"task": task, "dataset": dataset, "data_obs": data_obs},
+    )
 
 
-def rollout_scores(config: QGFConfig, state, spec: SamplerSpec, key, *, num_episodes: int = 64,
-                   task: toy.PointGoalConfig = toy.PointGoalConfig()) -> Dict[str, np.ndarray]:
+def rollout_scores(
+    config: QGFConfig,
+    state,
+    spec: SamplerSpec,
+    key,
+    *,
+    num_episodes: int = 64,
+    task: toy.PointGoalConfig = toy.PointGoalConfig(),
+) -> dict[str, np.ndarray]:
     """Point-goal rollouts of ``spec`` for every seed of ``state``: {"success_rate": (seeds,), "mean_return":
     (seeds,)}.
 
@@ -445,11 +559,14 @@ def rollout_scores(config: QGFConfig, state, spec: SamplerSpec, key, *, num_epis
         per_seed = draw_actions(config, state, draw, k, obs=obs.reshape(seeds, num_episodes, -1))
         return per_seed.reshape(seeds * num_episodes, -1)
 
-    result = toy.evaluate_point_goal(policy, key, num_episodes=seeds * num_episodes, chunk_len=config.horizon,
-                                     config=task)
+    result = toy.evaluate_point_goal(
+        policy, key, num_episodes=seeds * num_episodes, chunk_len=config.horizon, config=task
+    )
     success, returns = point_goal_outcomes(result["trajectories"], task)
-    return {"success_rate": success.reshape(seeds, num_episodes).mean(axis=1),
-            "mean_return": returns.reshape(seeds, num_episodes).mean(axis=1)}
+    return {
+        "success_rate": success.reshape(seeds, num_episodes).mean(axis=1),
+        "mean_return": returns.reshape(seeds, num_episodes).mean(axis=1),
+    }
 
 
 def point_goal_outcomes(trajectories, task: toy.PointGoalConfig = toy.PointGoalConfig()):
@@ -462,7 +579,7 @@ def point_goal_outcomes(trajectories, task: toy.PointGoalConfig = toy.PointGoalC
     return success, -(steps - success).astype(float)
 
 
-def summarise(run: TrainingRun, metric: str) -> Dict[str, tuple]:
+def summarise(run: TrainingRun, metric: str) -> dict[str, tuple]:
     """{method: (mean, std, min, max) over seeds} of ``metric`` at the last checkpoint."""
     out = {}
     for method, values in run.curves[metric].items():
@@ -481,8 +598,9 @@ def _critic_agreement(config, critic_params, actions, rewards):
     return np.asarray(corr), q.max(axis=1) - q.min(axis=1)
 
 
-def critic_quality(run: TrainingRun, critics: Dict[str, object], *, weight: float, key, num: int = 1000,
-                   heldout: int = 2000) -> List[dict]:
+def critic_quality(
+    run: TrainingRun, critics: dict[str, object], *, weight: float, key, num: int = 1000, heldout: int = 2000
+) -> list[dict]:
     """The final BC flow of ``run`` guided (QGF at ``weight``) by each critic in ``critics`` ({label: multi-seed
     critic parameters}); one row per critic with, averaged over seeds, the critic's correlation with the true
     reward on held-out behaviour actions and its range there (max Q - min Q, true range 1), QGF's true reward, its gain
@@ -492,8 +610,13 @@ def critic_quality(run: TrainingRun, critics: Dict[str, object], *, weight: floa
     key = toy.as_key(key)
     fresh = problem.sample_actions(jax.random.fold_in(key, 1), heldout)
     true_r = problem.reward(None, fresh)
-    bc = draw_actions(run.config, run.state, evaluation_spec(SamplerSpec("bc", steps=run.config.flow_steps)),
-                      jax.random.fold_in(key, 2), num=num)
+    bc = draw_actions(
+        run.config,
+        run.state,
+        evaluation_spec(SamplerSpec("bc", steps=run.config.flow_steps)),
+        jax.random.fold_in(key, 2),
+        num=num,
+    )
     bc_reward = np.asarray([float(jnp.mean(problem.reward(None, a))) for a in bc])
     spec = SamplerSpec("guided", steps=run.config.flow_steps, weight=weight)
     rows = []
@@ -502,11 +625,17 @@ def critic_quality(run: TrainingRun, critics: Dict[str, object], *, weight: floa
         scores = _bandit_scores(problem, actions, behaviour, jax.random.fold_in(key, 3))
         agreement, q_range = _critic_agreement(run.config, params, fresh, true_r)
         gain = scores["mean_reward"] - bc_reward
-        row = {"critic": label, "critic_corr": float(agreement.mean()), "q_range": float(q_range.mean()),
-               "qgf_reward": float(scores["mean_reward"].mean()),
-               "gain_over_bc": float(gain.mean()), "frac_best_region": float(scores["frac_best_region"].mean()),
-               "sw_to_behaviour": float(scores["sw_to_behaviour"].mean()),
-               "critic_corr_seeds": agreement, "gain_seeds": gain}
+        row = {
+            "critic": label,
+            "critic_corr": float(agreement.mean()),
+            "q_range": float(q_range.mean()),
+            "qgf_reward": float(scores["mean_reward"].mean()),
+            "gain_over_bc": float(gain.mean()),
+            "frac_best_region": float(scores["frac_best_region"].mean()),
+            "sw_to_behaviour": float(scores["sw_to_behaviour"].mean()),
+            "critic_corr_seeds": agreement,
+            "gain_seeds": gain,
+        }
         rows.append(row)
     return rows
 
@@ -514,6 +643,7 @@ def critic_quality(run: TrainingRun, critics: Dict[str, object], *, weight: floa
 def negated_critic(critic_params):
     """Critic parameters whose every ensemble member outputs -Q: the output layer (the last ``Dense_k`` of each
     MLP) negated. A deliberately wrong critic that ranks every action backwards."""
+
     def walk(tree):
         if not isinstance(tree, dict):
             return tree
@@ -559,16 +689,30 @@ def contextual_ring_dataset(num_samples: int, seed: int):
     obs, actions = problem.sample(jax.random.PRNGKey(seed), require_positive_int("num_samples", num_samples))
     rewards = problem.reward(obs, actions)
     n = actions.shape[0]
-    dataset = make_dataset(np.asarray(actions), np.asarray(rewards), observations=np.asarray(obs),
-                           terminals=np.ones(n, np.float32), masks=np.zeros(n, np.float32),
-                           next_observations=np.asarray(obs))
+    dataset = make_dataset(
+        np.asarray(actions),
+        np.asarray(rewards),
+        observations=np.asarray(obs),
+        terminals=np.ones(n, np.float32),
+        masks=np.zeros(n, np.float32),
+        next_observations=np.asarray(obs),
+    )
     return dataset, problem
 
 
-def width_study(widths: Sequence[int], *, seeds: Sequence[int] = (0, 1), num_steps: int = 2000,
-                weights: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0), num_samples: int = 20000,
-                num_contexts: int = 1000, batch_size: int = 256, data_seed: int = 0,
-                progress: bool = True, select: Optional[Callable] = None) -> List[dict]:
+def width_study(
+    widths: Sequence[int],
+    *,
+    seeds: Sequence[int] = (0, 1),
+    num_steps: int = 2000,
+    weights: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0),
+    num_samples: int = 20000,
+    num_contexts: int = 1000,
+    batch_size: int = 256,
+    data_seed: int = 0,
+    progress: bool = True,
+    select: Callable | None = None,
+) -> list[dict]:
     """Flow (3 hidden layers) and critic (2 hidden layers) of each width on the contextual ring.
 
     For each width: train over ``seeds``; score BC and QGF at every ``weights`` entry with the true reward on
@@ -589,12 +733,22 @@ def width_study(widths: Sequence[int], *, seeds: Sequence[int] = (0, 1), num_ste
     rows = []
     for width in widths:
         width = require_positive_int("widths", width)
-        config = QGFConfig(obs_dim=2, action_dim=2, horizon=1, actor_hidden=(width,) * 3,
-                           critic_hidden=(width,) * 2, value_hidden=(16,), layer_norm=False, learning_rate=1e-3,
-                           batch_size=batch_size, time_grid=None)
+        config = QGFConfig(
+            obs_dim=2,
+            action_dim=2,
+            horizon=1,
+            actor_hidden=(width,) * 3,
+            critic_hidden=(width,) * 2,
+            value_hidden=(16,),
+            layer_norm=False,
+            learning_rate=1e-3,
+            batch_size=batch_size,
+            time_grid=None,
+        )
         state = initial_states(config, seeds)
-        state, history = fit(config, state, dataset, num_steps, chunk_size=num_steps, progress=progress,
-                             desc=f"width {width}")
+        state, history = fit(
+            config, state, dataset, num_steps, chunk_size=num_steps, progress=progress, desc=f"width {width}"
+        )
         scores = {}
         for split, obs in (("heldout", val_obs), ("test", test_obs)):
             per_weight = []
@@ -605,29 +759,41 @@ def width_study(widths: Sequence[int], *, seeds: Sequence[int] = (0, 1), num_ste
             scores[split] = np.asarray(per_weight)  # (weights, seeds)
         chosen, test_reward = (select or select_weight)(weights, scores["heldout"], scores["test"])
         chosen, test_reward = float(chosen), float(test_reward)
-        q = np.asarray(jax.vmap(lambda p, c=config: critic_fn(c, p)(test_obs, test_actions))(state.target_critic_params))
+        q = np.asarray(
+            jax.vmap(lambda p, c=config: critic_fn(c, p)(test_obs, test_actions))(state.target_critic_params)
+        )
         corr = float(np.mean([np.corrcoef(row, np.asarray(test_rewards))[0, 1] for row in q]))
-        rows.append({
-            "width": width,
-            "flow_params": num_parameters(seed_state(state, 0).policy_params),
-            "critic_params": num_parameters(seed_state(state, 0).critic_params),
-            "flow_loss": float(np.mean(history[-1]["policy_loss"])),
-            "critic_corr": corr,
-            "bc_reward": float(scores["test"][0].mean()),
-            "chosen_weight": chosen,
-            "qgf_reward": test_reward,
-            "qgf_reward_std": float(scores["test"][weights.index(chosen)].std()),
-            "gain_over_bc": test_reward - float(scores["test"][0].mean()),
-            "weights": weights,
-            "heldout_scores": scores["heldout"],
-            "test_scores": scores["test"],
-        })
+        rows.append(
+            {
+                "width": width,
+                "flow_params": num_parameters(seed_state(state, 0).policy_params),
+                "critic_params": num_parameters(seed_state(state, 0).critic_params),
+                "flow_loss": float(np.mean(history[-1]["policy_loss"])),
+                "critic_corr": corr,
+                "bc_reward": float(scores["test"][0].mean()),
+                "chosen_weight": chosen,
+                "qgf_reward": test_reward,
+                "qgf_reward_std": float(scores["test"][weights.index(chosen)].std()),
+                "gain_over_bc": test_reward - float(scores["test"][0].mean()),
+                "weights": weights,
+                "heldout_scores": scores["heldout"],
+                "test_scores": scores["test"],
+            }
+        )
     return rows
 
 
 # --------------------------------------------------------------------------- figures
-def curves_figure(runs: Dict[str, "TrainingRun"], metric: str, *, title: str, y_title: str,
-                  methods: Optional[Dict[str, str]] = None, width: int = 860, height: int = 380):
+def curves_figure(
+    runs: dict[str, TrainingRun],
+    metric: str,
+    *,
+    title: str,
+    y_title: str,
+    methods: dict[str, str] | None = None,
+    width: int = 860,
+    height: int = 380,
+):
     """Training curves of ``metric``: for each (run label, method) the mean over seeds as a line and the
     seeds' range as a shaded band. ``runs`` {label: TrainingRun}; ``methods`` {method: colour} (default BC, QGF,
     FQL and QAM; a run without a method's curves skips it); a method shared by several runs with identical curves
@@ -651,19 +817,46 @@ def curves_figure(runs: Dict[str, "TrainingRun"], metric: str, *, title: str, y_
             drawn.append(values)
             name = method if method != "FQL" or len(runs) == 1 else f"FQL, {run_label}"
             dash = dashes[r % len(dashes)] if method == "FQL" else "solid"
-            fig.add_trace(go.Scatter(x=np.concatenate([steps, steps[::-1]]),
-                                     y=np.concatenate([values.max(axis=1), values.min(axis=1)[::-1]]),
-                                     mode="lines", fill="toself", line=dict(width=0), fillcolor=colour, opacity=0.15,
-                                     hoverinfo="skip", showlegend=False))
-            fig.add_trace(go.Scatter(x=steps, y=values.mean(axis=1), mode="lines+markers", name=name,
-                                     line=dict(color=colour, dash=dash)))
-    fig.update_layout(title=title, template="plotly_white", width=width, height=height,
-                      xaxis_title="training steps", yaxis_title=y_title, legend=dict(x=1.02, y=1))
+            fig.add_trace(
+                go.Scatter(
+                    x=np.concatenate([steps, steps[::-1]]),
+                    y=np.concatenate([values.max(axis=1), values.min(axis=1)[::-1]]),
+                    mode="lines",
+                    fill="toself",
+                    line=dict(width=0),
+                    fillcolor=colour,
+                    opacity=0.15,
+                    hoverinfo="skip",
+                    showlegend=False,
+                )
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=steps, y=values.mean(axis=1), mode="lines+markers", name=name, line=dict(color=colour, dash=dash)
+                )
+            )
+    fig.update_layout(
+        title=title,
+        template="plotly_white",
+        width=width,
+        height=height,
+        xaxis_title="training steps",
+        yaxis_title=y_title,
+        legend=dict(x=1.02, y=1),
+    )
     return fig
 
 
-def actions_figure(runs: Dict[str, "TrainingRun"], *, weight: float, key, num: int = 1000, seed: int = 0,
-                   extra: Optional[Dict[str, object]] = None, title: Optional[str] = None):
+def actions_figure(
+    runs: dict[str, TrainingRun],
+    *,
+    weight: float,
+    key,
+    num: int = 1000,
+    seed: int = 0,
+    extra: dict[str, object] | None = None,
+    title: str | None = None,
+):
     """Where each policy puts its actions on a bandit, one panel each (seed ``seed``): the behaviour data, BC and QGF
     at ``weight`` (from the first run: they do not depend on FQL's alpha), FQL of every run (``runs`` {label:
     TrainingRun from run_bandit}), QAM (from the first run that trained it: it does not depend on FQL's alpha either),
@@ -680,8 +873,10 @@ def actions_figure(runs: Dict[str, "TrainingRun"], *, weight: float, key, num: i
     key = toy.as_key(key)
     steps = main.config.flow_steps
     panels = {"behaviour data": np.asarray(main.extra["behaviour"][:num])}
-    for label, spec in (("BC", SamplerSpec("bc", steps=steps)),
-                        (f"QGF w={weight:g}", SamplerSpec("guided", steps=steps, weight=weight))):
+    for label, spec in (
+        ("BC", SamplerSpec("bc", steps=steps)),
+        (f"QGF w={weight:g}", SamplerSpec("guided", steps=steps, weight=weight)),
+    ):
         panels[label] = np.asarray(draw_actions(main.config, main.state, evaluation_spec(spec), key, num=num)[seed])
     for run_label, run in runs.items():
         name = "FQL" if len(runs) == 1 else f"FQL {run_label}"
@@ -689,19 +884,29 @@ def actions_figure(runs: Dict[str, "TrainingRun"], *, weight: float, key, num: i
         panels[name] = np.asarray(actions[seed])
     qam_run = next((run for run in runs.values() if run.config.qam), None)
     if qam_run is not None:
-        panels["QAM"] = np.asarray(draw_actions(qam_run.config, qam_run.state, SamplerSpec("qam", steps=steps), key,
-                                                num=num)[seed])
+        panels["QAM"] = np.asarray(
+            draw_actions(qam_run.config, qam_run.state, SamplerSpec("qam", steps=steps), key, num=num)[seed]
+        )
     panels.update({label: np.asarray(a) for label, a in (extra or {}).items()})
     fig = make_subplots(1, len(panels), subplot_titles=list(panels), horizontal_spacing=0.02)
     peak = np.asarray(main.extra["problem"].best_points)
     for col, (name, actions) in enumerate(panels.items(), start=1):
         fig.add_trace(scatter_trace(actions, color=method_color(name), size=3, opacity=0.35), row=1, col=col)
-        fig.add_trace(go.Scatter(x=peak[:, 0], y=peak[:, 1], mode="markers",
-                                 marker=dict(symbol="star", size=12, color="red")), row=1, col=col)
+        fig.add_trace(
+            go.Scatter(x=peak[:, 0], y=peak[:, 1], mode="markers", marker=dict(symbol="star", size=12, color="red")),
+            row=1,
+            col=col,
+        )
     fig.update_xaxes(range=[-1.05, 1.05], showticklabels=False)
     fig.update_yaxes(range=[-1.05, 1.05], showticklabels=False, scaleanchor="x", scaleratio=1)
     for annotation in fig.layout.annotations:  # the panel titles: small enough to fit side by side
         annotation.font = dict(size=12)
-    fig.update_layout(title=title or f"Actions of each policy (seed {seed}; star: reward peak)", height=300,
-                      width=860, showlegend=False, template="plotly_white", margin=dict(t=70, b=10, l=10, r=10))
+    fig.update_layout(
+        title=title or f"Actions of each policy (seed {seed}; star: reward peak)",
+        height=300,
+        width=860,
+        showlegend=False,
+        template="plotly_white",
+        margin=dict(t=70, b=10, l=10, r=10),
+    )
     return fig

@@ -25,28 +25,28 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from qgf_lite import samplers, toy
-from qgf_lite.samplers import matched_best_of_n  # noqa: F401 - the notebooks' name for it
-from qgf_lite.toy import metrics
 from qgf_lite.checkpoint import load_checkpoint, save_checkpoint
 from qgf_lite.data import make_dataset
 from qgf_lite.guidance import denoised_estimate
+from qgf_lite.samplers import matched_best_of_n  # noqa: F401 - the notebooks' name for it
+from qgf_lite.toy import metrics
 from qgf_lite.training import (
     QGFConfig,
     TrainState,
     critic_fn,
-    sampler_velocity_fn,
-    sampler_velocity_params,
     fit,
     guidance_critic_params,
     init_train_state,
+    sampler_velocity_fn,
+    sampler_velocity_params,
     velocity_fn,
 )
 from qgf_lite.validation import require_positive_int
@@ -110,13 +110,15 @@ class ToySetup:
 def bandit_data(problem: toy.BanditProblem, num_samples: int, seed: int):
     """Behaviour actions (n, 2) and their rewards (n,) for a stateless bandit."""
     if problem.contextual:
-        raise ValueError(f"`{problem.name}` is contextual; the toy experiments use stateless bandits "
-                         f"(choose one of ring, moons, checkerboard, spiral).")
+        raise ValueError(
+            f"`{problem.name}` is contextual; the toy experiments use stateless bandits "
+            f"(choose one of ring, moons, checkerboard, spiral)."
+        )
     actions = problem.sample_actions(jax.random.PRNGKey(seed), num_samples)
     return actions, problem.reward(None, actions)
 
 
-_MEMORY_CACHE: Dict[str, ToySetup] = {}
+_MEMORY_CACHE: dict[str, ToySetup] = {}
 
 
 def _cache_key(name: str, num_steps: int, num_samples: int, seed: int, config: QGFConfig) -> str:
@@ -124,7 +126,7 @@ def _cache_key(name: str, num_steps: int, num_samples: int, seed: int, config: Q
     return hashlib.sha1(spec.encode()).hexdigest()[:16]
 
 
-def default_cache_dir() -> Optional[Path]:
+def default_cache_dir() -> Path | None:
     """$QGF_CACHE_DIR if set, else None (no disk cache: training is cheap, and tests must not share state)."""
     value = os.environ.get("QGF_CACHE_DIR")
     return Path(value) if value else None
@@ -136,7 +138,7 @@ def train_toy_bandit(
     num_steps: int = 3000,
     num_samples: int = 20000,
     seed: int = 0,
-    config: Optional[QGFConfig] = None,
+    config: QGFConfig | None = None,
     cache_dir=None,
     progress: bool = True,
 ) -> ToySetup:
@@ -152,8 +154,10 @@ def train_toy_bandit(
     if not isinstance(config, QGFConfig):
         raise TypeError(f"`config` must be a QGFConfig (see toy_config()), got {type(config).__name__}.")
     if config.obs_dim != 0 or config.action_dim != ACTION_DIM or config.horizon != 1:
-        raise ValueError("`config` must describe a 2D stateless bandit: obs_dim=0, action_dim=2, horizon=1 "
-                         "(start from toy_config(**overrides)).")
+        raise ValueError(
+            "`config` must describe a 2D stateless bandit: obs_dim=0, action_dim=2, horizon=1 "
+            "(start from toy_config(**overrides))."
+        )
     problem = toy.make_bandit(name)
     key = _cache_key(name, num_steps, num_samples, seed, config)
     if key in _MEMORY_CACHE:
@@ -167,8 +171,15 @@ def train_toy_bandit(
     else:
         dataset = make_dataset(np.asarray(actions), np.asarray(rewards))
         state = init_train_state(config, jax.random.PRNGKey(seed))
-        state, history = fit(config, state, dataset, num_steps, chunk_size=min(num_steps, 1000),
-                             progress=progress, desc=f"training BC flow + critic on {name}")
+        state, history = fit(
+            config,
+            state,
+            dataset,
+            num_steps,
+            chunk_size=min(num_steps, 1000),
+            progress=progress,
+            desc=f"training BC flow + critic on {name}",
+        )
         history = tuple(history)
         if path is not None:
             save_checkpoint(path, config, state, extra={"history": list(history)})
@@ -198,8 +209,9 @@ def tilted_density_fn(log_ref: Callable, critic: Callable, grid: toy.Grid2D = to
     return density
 
 
-def tilted_target_samples(setup: ToySetup, weight: float, key, n: int, grid: toy.Grid2D = toy.Grid2D(), *,
-                          critic: str = "target") -> jnp.ndarray:
+def tilted_target_samples(
+    setup: ToySetup, weight: float, key, n: int, grid: toy.Grid2D = toy.Grid2D(), *, critic: str = "target"
+) -> jnp.ndarray:
     """n samples (n, 2) of pi_ref(a) exp(w Q(a)) with the learned ``critic``, drawn cell by cell from a fine grid."""
     density = toy.tilted_density_grid(setup.log_ref, setup.guidance_critic(critic), weight, grid)
     return toy.sample_grid_density(key, density, grid, n)
@@ -221,14 +233,18 @@ def _compiled_spec(spec: samplers.SamplerSpec, config: QGFConfig, num: int):
     # of a sweep, share one compiled function.
     def run(velocity_params, critic_params, key, weight):
         velocity = sampler_velocity_fn(config, velocity_params, spec.network)
-        return spec.sample(velocity, critic_fn(config, critic_params), None, spec.draw_noise(key, num, ACTION_DIM),
-                           weight=weight if spec.takes_weight else None)
+        return spec.sample(
+            velocity,
+            critic_fn(config, critic_params),
+            None,
+            spec.draw_noise(key, num, ACTION_DIM),
+            weight=weight if spec.takes_weight else None,
+        )
 
     return jax.jit(run)
 
 
-def draw_samples(setup: ToySetup, spec: samplers.SamplerSpec, key, num: int, *,
-                 critic: str = "target") -> jnp.ndarray:
+def draw_samples(setup: ToySetup, spec: samplers.SamplerSpec, key, num: int, *, critic: str = "target") -> jnp.ndarray:
     """``num`` actions (num, 2) from the sampler ``spec`` with the trained networks.
 
     Compiled once per spec up to its weight, which is a traced argument (a weight sweep compiles once).
@@ -255,8 +271,9 @@ def _compiled_weight_sweep(spec: samplers.SamplerSpec, config: QGFConfig, num: i
     return jax.jit(run)
 
 
-def guided_samples_for_weights(setup: ToySetup, weights, key, num: int, *, mode: str = "qgf", steps: int = 10,
-                               critic: str = "target") -> jnp.ndarray:
+def guided_samples_for_weights(
+    setup: ToySetup, weights, key, num: int, *, mode: str = "qgf", steps: int = 10, critic: str = "target"
+) -> jnp.ndarray:
     """Guided samples for every weight in one vectorised call: (len(weights), num, 2), shared noise."""
     weights = jnp.asarray(weights, jnp.float32)
     if weights.ndim != 1 or weights.size == 0:
@@ -266,7 +283,8 @@ def guided_samples_for_weights(setup: ToySetup, weights, key, num: int, *, mode:
     spec = samplers.SamplerSpec("guided", mode=mode, steps=steps)
     critic_params = guidance_critic_params(setup.state, critic)
     return _compiled_weight_sweep(spec, setup.config, require_positive_int("num", num))(
-        setup.state.policy_params, critic_params, toy.as_key(key), weights)
+        setup.state.policy_params, critic_params, toy.as_key(key), weights
+    )
 
 
 def one_step_estimates(velocity: Callable, path, clip=(-1.0, 1.0)) -> jnp.ndarray:
@@ -292,13 +310,27 @@ def one_step_estimates(velocity: Callable, path, clip=(-1.0, 1.0)) -> jnp.ndarra
 def score_samples(setup: ToySetup, actions, key, *, target=None) -> dict:
     """Mean reward (true reward), share in the best region, and SW/MMD to ``target`` and to the behaviour data."""
     problem = setup.problem
-    return metrics.compare_samples(actions, key, target=target, behaviour=setup.behaviour[:2000],
-                                   reward_fn=problem.reward, region_fn=problem.in_best_region)
+    return metrics.compare_samples(
+        actions,
+        key,
+        target=target,
+        behaviour=setup.behaviour[:2000],
+        reward_fn=problem.reward,
+        region_fn=problem.in_best_region,
+    )
 
 
-def evaluate_specs(setup: ToySetup, specs: Sequence[samplers.SamplerSpec], key, *, num: int = 1000,
-                   target_weight: Optional[float] = None, num_seeds: int = 1, progress: bool = True,
-                   critic: str = "target") -> List[dict]:
+def evaluate_specs(
+    setup: ToySetup,
+    specs: Sequence[samplers.SamplerSpec],
+    key,
+    *,
+    num: int = 1000,
+    target_weight: float | None = None,
+    num_seeds: int = 1,
+    progress: bool = True,
+    critic: str = "target",
+) -> list[dict]:
     """One row per spec: its ``label``, ``cost``, fields (``SamplerSpec.to_dict``), and the metrics of
     ``score_samples`` averaged over ``num_seeds``.
 
@@ -311,13 +343,14 @@ def evaluate_specs(setup: ToySetup, specs: Sequence[samplers.SamplerSpec], key, 
 
     num_seeds = require_positive_int("num_seeds", num_seeds)
     key = toy.as_key(key)
-    targets: Dict[float, jnp.ndarray] = {}
+    targets: dict[float, jnp.ndarray] = {}
     rows = []
     for i, spec in enumerate(tqdm(specs, desc="evaluating samplers", disable=not progress, leave=False)):
         w = float(target_weight if target_weight is not None else spec.weight)
         if w not in targets:
-            targets[w] = tilted_target_samples(setup, w, jax.random.fold_in(key, 10_000 + len(targets)), num,
-                                               critic=critic)
+            targets[w] = tilted_target_samples(
+                setup, w, jax.random.fold_in(key, 10_000 + len(targets)), num, critic=critic
+            )
         per_seed = []
         for s in range(num_seeds):
             sample_key, metric_key = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, i), s))
@@ -333,8 +366,16 @@ def evaluate_specs(setup: ToySetup, specs: Sequence[samplers.SamplerSpec], key, 
     return rows
 
 
-def weight_sweep(setup: ToySetup, weights: Sequence[float], key, *, num: int = 1000, mode: str = "qgf",
-                 steps: int = 10, critic: str = "target") -> List[dict]:
+def weight_sweep(
+    setup: ToySetup,
+    weights: Sequence[float],
+    key,
+    *,
+    num: int = 1000,
+    mode: str = "qgf",
+    steps: int = 10,
+    critic: str = "target",
+) -> list[dict]:
     """The trade-off as w grows: reward, best-region share, distance to the behaviour data and to pi_ref exp(wQ).
 
     ``critic`` ("target" or "online") guides the samples and tilts the target.
@@ -352,7 +393,7 @@ def weight_sweep(setup: ToySetup, weights: Sequence[float], key, *, num: int = 1
     return rows
 
 
-def equal_compute_specs(weight: float, *, steps: int = 10, bfn_n: int = 4) -> List[samplers.SamplerSpec]:
+def equal_compute_specs(weight: float, *, steps: int = 10, bfn_n: int = 4) -> list[samplers.SamplerSpec]:
     """BC, QGF, noisy-gradient and Jacobian QGF at ``weight``, best-of-N with the N that QGF's compute buys,
     a gradient-step baseline, and QGF + best-of-``bfn_n`` next to the plain best-of-N of the same cost."""
     qgf = samplers.SamplerSpec("guided", steps=steps, weight=weight, mode="qgf")
@@ -374,7 +415,9 @@ def format_table(rows: Iterable[dict], columns: Sequence[str], *, digits: int = 
     rows = list(rows)
     cells = [[c for c in columns]]
     for row in rows:
-        cells.append([f"{row[c]:.{digits}f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns])
+        cells.append(
+            [f"{row[c]:.{digits}f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
+        )
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -14,7 +14,7 @@ tracing under ``jax.jit``). Random projections come only from the key passed in.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -215,8 +215,8 @@ def compare_samples(
     *,
     target=None,
     behaviour=None,
-    reward_fn: Optional[Callable] = None,
-    region_fn: Optional[Callable] = None,
+    reward_fn: Callable | None = None,
+    region_fn: Callable | None = None,
     obs=None,
     num_projections: int = 256,
 ) -> dict:

@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qgf_lite.validation import require_positive_int
 from qgf_lite.toy.bandits import Array, _check_actions, _check_finite, as_key
+from qgf_lite.validation import require_positive_int
 
 __all__ = [
     "PointGoalConfig",
@@ -75,8 +75,9 @@ def point_goal_reset(config: PointGoalConfig, key, num_episodes: int) -> Array:
 _point_goal_step_compiled = jax.jit(point_goal_step, static_argnums=0)
 
 
-def _behaviour_directions(config: PointGoalConfig, positions: np.ndarray, side: np.ndarray,
-                          detouring: np.ndarray) -> np.ndarray:
+def _behaviour_directions(
+    config: PointGoalConfig, positions: np.ndarray, side: np.ndarray, detouring: np.ndarray
+) -> np.ndarray:
     """Unit directions of the scripted behaviour: via a waypoint above/below the obstacle, or to a decoy."""
     waypoint = np.stack([np.zeros_like(side), 0.55 * side], axis=-1)
     past_obstacle = positions[:, 0] > -0.05
@@ -114,7 +115,9 @@ def make_point_goal_dataset(seed: int, num_episodes: int = 200, config: PointGoa
     for t in range(steps):
         directions = _behaviour_directions(config, positions, side, t < detour_steps)
         actions = np.clip(directions + noise_std[:, None] * rng.normal(size=(num_episodes, 2)), -1.0, 1.0)
-        next_positions, rewards, reached = (np.asarray(x) for x in _point_goal_step_compiled(config, positions, actions))
+        next_positions, rewards, reached = (
+            np.asarray(x) for x in _point_goal_step_compiled(config, positions, actions)
+        )
         for name, value in zip(record, (positions, actions, rewards, next_positions, reached)):
             record[name].append(value)
         positions = next_positions
@@ -135,8 +138,9 @@ def make_point_goal_dataset(seed: int, num_episodes: int = 200, config: PointGoa
     return data
 
 
-def evaluate_point_goal(policy_fn, key, *, num_episodes: int = 64, chunk_len: int = 5,
-                        config: PointGoalConfig = PointGoalConfig()) -> dict:
+def evaluate_point_goal(
+    policy_fn, key, *, num_episodes: int = 64, chunk_len: int = 5, config: PointGoalConfig = PointGoalConfig()
+) -> dict:
     """Roll out a chunked policy open-loop within each chunk.
 
     policy_fn: (observations (E, 2), key) -> flattened action chunks (E, chunk_len * 2),

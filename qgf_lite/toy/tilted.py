@@ -9,14 +9,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qgf_lite.toy.bandits import Array, LogDensityFn, RewardFn, _check_actions, _check_finite, as_key
 from qgf_lite.validation import require_positive_int
-from qgf_lite.toy.bandits import Array, LogDensityFn, RewardFn, as_key, _check_actions, _check_finite
 
 __all__ = [
     "Grid2D",
@@ -76,7 +76,7 @@ def scott_bandwidth(samples) -> float:
     return float(samples.shape[0] ** (-1.0 / 6.0) * jnp.mean(jnp.std(samples, axis=0)))
 
 
-def loo_bandwidth(samples, candidates: Optional[Sequence[float]] = None, *, max_queries: int = 500) -> float:
+def loo_bandwidth(samples, candidates: Sequence[float] | None = None, *, max_queries: int = 500) -> float:
     """Pick the KDE bandwidth with the best leave-one-out log-likelihood.
 
     Scott's rule assumes one Gaussian blob and badly over-smooths multimodal
@@ -101,7 +101,7 @@ def loo_bandwidth(samples, candidates: Optional[Sequence[float]] = None, *, max_
     return float(candidates[int(np.argmax(scores))])
 
 
-def kde_log_density(samples, bandwidth: Optional[float] = None, *, chunk_size: int = 1024) -> LogDensityFn:
+def kde_log_density(samples, bandwidth: float | None = None, *, chunk_size: int = 1024) -> LogDensityFn:
     """Gaussian KDE of 2D samples, the fallback when no analytic pi_ref exists.
 
     samples: (n, 2). bandwidth: kernel std (default: ``loo_bandwidth``). Returns a
@@ -182,8 +182,9 @@ def tilted_log_density_grid(log_ref, reward_fn: RewardFn, weight: float, grid: G
     if not math.isfinite(weight) or weight < 0:
         raise ValueError(f"weight: expected a finite value >= 0, got {weight}")
     points = grid.points
-    log_p = _tilted_logits(_reference_log_density(log_ref), reward_fn, weight,
-                           points, _broadcast_context(obs, points.shape[0]))
+    log_p = _tilted_logits(
+        _reference_log_density(log_ref), reward_fn, weight, points, _broadcast_context(obs, points.shape[0])
+    )
     if not bool(jnp.any(jnp.isfinite(log_p))):
         raise ValueError("log_ref: the reference density is zero (or NaN) on the whole grid; check the grid range")
     if bool(jnp.any(jnp.isnan(log_p))):
@@ -233,5 +234,3 @@ def sample_grid_density(key, density, grid: Grid2D, n: int) -> Array:
     cells = jnp.minimum(cells, cdf.shape[0] - 1)
     corners = grid.points[cells] - 0.5 * grid.cell_width
     return corners + grid.cell_width * jax.random.uniform(jitter_key, (n, 2))
-
-

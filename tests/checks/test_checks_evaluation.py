@@ -46,16 +46,19 @@ def test_correct_wilson_passes(capsys):
     assert "[ok] wilson_interval" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("fn, phrase", [
-    (_wald, "normal approximation"),
-    (lambda s, n, z=1.96: _wilson(s, n, z, z2=False), "z^2 / (4 n^2) term"),
-    (lambda s, n, z=1.96: _wilson(s, n, z, clip=False), "leaves [0, 1]"),
-    (lambda s, n, z=1.96: _wilson(s, n, z, zero=False), "trials = 0"),
-    (lambda s, n, z=1.96: _wilson(s, n, z, fixed_z=True), "use the `z` argument"),
-    (lambda s, n, z=1.96: _wilson(s, n, z, centre_shift=False), "Wilson's centre is (p + z^2 / (2 n))"),
-    (lambda s, n, z=1.96: tuple(100 * v for v in _wilson(s, n, z)), "percentages"),
-    (lambda s, n, z=1.96: _wilson(s, n, z)[0], "return a pair"),
-])
+@pytest.mark.parametrize(
+    "fn, phrase",
+    [
+        (_wald, "normal approximation"),
+        (lambda s, n, z=1.96: _wilson(s, n, z, z2=False), "z^2 / (4 n^2) term"),
+        (lambda s, n, z=1.96: _wilson(s, n, z, clip=False), "leaves [0, 1]"),
+        (lambda s, n, z=1.96: _wilson(s, n, z, zero=False), "trials = 0"),
+        (lambda s, n, z=1.96: _wilson(s, n, z, fixed_z=True), "use the `z` argument"),
+        (lambda s, n, z=1.96: _wilson(s, n, z, centre_shift=False), "Wilson's centre is (p + z^2 / (2 n))"),
+        (lambda s, n, z=1.96: tuple(100 * v for v in _wilson(s, n, z)), "percentages"),
+        (lambda s, n, z=1.96: _wilson(s, n, z)[0], "return a pair"),
+    ],
+)
 def test_wilson_mistakes_are_named(fn, phrase):
     with pytest.raises(CheckFailed) as info:
         checks.check_wilson_interval(fn)

@@ -111,8 +111,7 @@ def test_a_crash_is_reported_not_raised():
 
 # ----------------------------------------------------------------------------- 1.1 interpolation
 def test_interpolation_mistakes():
-    _fails_with(checks.check_interpolation,
-                lambda a0, a1, t: t[:, None] * a0 + (1 - t[:, None]) * a1, "swapped")
+    _fails_with(checks.check_interpolation, lambda a0, a1, t: t[:, None] * a0 + (1 - t[:, None]) * a1, "swapped")
     _fails_with(checks.check_interpolation, lambda a0, a1, t: a0 + t[:, None] * a1, "(1 - t) factor")
     # t without a trailing axis cannot broadcast against (batch, dim): the hint says how to fix it.
     _fails_with(checks.check_interpolation, lambda a0, a1, t: (1 - t) * a0 + t * a1, "t[:, None]")
@@ -149,7 +148,12 @@ def test_euler_step_mistakes():
     # The state is part of the signature, as in qgf_lite.flow: dropping it or passing None is named.
     _fails_with(checks.check_euler_step, lambda v, s, a, t, dt: a + v(None, a, t) * dt, "obs is None")
     _fails_with(checks.check_euler_step, lambda v, s, a, t, dt: a + v(a, s, t) * dt, "swapped")
-    _fails_with(checks.check_euler_step, lambda v, a, t, dt: a + v(a, t) * dt, "takes 4 positional arguments", "velocity(obs, a, t)")
+    _fails_with(
+        checks.check_euler_step,
+        lambda v, a, t, dt: a + v(a, t) * dt,
+        "takes 4 positional arguments",
+        "velocity(obs, a, t)",
+    )
 
 
 def test_euler_sample_mistakes():
@@ -193,12 +197,13 @@ def test_toy_velocity_without_state_ignores_obs():
 
 # ----------------------------------------------------------------------------- 2.x critic
 def test_expectile_mistakes():
-    _fails_with(checks.check_expectile_loss,
-                lambda d, tau: np.abs(tau - (np.asarray(d) > 0)) * np.asarray(d) ** 2, "swapped")
-    _fails_with(checks.check_expectile_loss,
-                lambda d, tau: np.abs(tau - (np.asarray(d) < 0)) * np.abs(d), "not squared")
-    _fails_with(checks.check_expectile_loss,
-                lambda d, tau: np.mean(expectile_ok(d, tau)), "single number")
+    _fails_with(
+        checks.check_expectile_loss, lambda d, tau: np.abs(tau - (np.asarray(d) > 0)) * np.asarray(d) ** 2, "swapped"
+    )
+    _fails_with(
+        checks.check_expectile_loss, lambda d, tau: np.abs(tau - (np.asarray(d) < 0)) * np.abs(d), "not squared"
+    )
+    _fails_with(checks.check_expectile_loss, lambda d, tau: np.mean(expectile_ok(d, tau)), "single number")
 
 
 def test_expectile_in_numpy_is_told_it_must_be_differentiable():
@@ -206,8 +211,9 @@ def test_expectile_in_numpy_is_told_it_must_be_differentiable():
         diff = np.asarray(diff)
         return np.abs(expectile - (diff < 0)) * diff**2
 
-    _fails_with(checks.check_expectile_loss, in_numpy, "the values are right", "jax.grad cannot differentiate",
-                "jax.numpy")
+    _fails_with(
+        checks.check_expectile_loss, in_numpy, "the values are right", "jax.grad cannot differentiate", "jax.numpy"
+    )
 
 
 def test_expectile_with_a_python_if_is_told_to_use_jnp_where():
@@ -220,8 +226,9 @@ def test_expectile_with_a_python_if_is_told_to_use_jnp_where():
         return (1 - expectile) * diff**2 if np.asarray(diff) < 0 else expectile * diff**2
 
     for fn in (with_if, with_if_on_numpy, jax.jit(with_if)):
-        message = _fails_with(checks.check_expectile_loss, fn, "Python `if`", "cannot decide per element",
-                              "jnp.where(diff < 0")
+        message = _fails_with(
+            checks.check_expectile_loss, fn, "Python `if`", "cannot decide per element", "jnp.where(diff < 0"
+        )
         assert "Traceback" not in message
 
 
@@ -235,15 +242,14 @@ def test_chunk_returns_mistakes():
 
     _fails_with(checks.check_chunk_returns, no_stop, "does not stop at the first terminal")
     _fails_with(checks.check_chunk_returns, drops_terminal_reward, "terminal step itself is dropped")
-    _fails_with(checks.check_chunk_returns,
-                lambda r, term, g: chunk_returns_ok(r, term, 1.0), "not discounted")
+    _fails_with(checks.check_chunk_returns, lambda r, term, g: chunk_returns_ok(r, term, 1.0), "not discounted")
 
 
 def test_td_target_mistakes():
-    _fails_with(checks.check_td_target,
-                lambda r, m, v, g, h: np.asarray(r) + g * np.asarray(m) * np.asarray(v), "gamma^H")
-    _fails_with(checks.check_td_target,
-                lambda r, m, v, g, h: np.asarray(r) + g**h * np.asarray(v), "mask is missing")
+    _fails_with(
+        checks.check_td_target, lambda r, m, v, g, h: np.asarray(r) + g * np.asarray(m) * np.asarray(v), "gamma^H"
+    )
+    _fails_with(checks.check_td_target, lambda r, m, v, g, h: np.asarray(r) + g**h * np.asarray(v), "mask is missing")
 
 
 # ----------------------------------------------------------------------------- plots.py (shared figure builders)

@@ -103,10 +103,13 @@ def blank(*args):
     raise NotImplementedError
 
 
-@pytest.mark.parametrize("check, solution", [
-    (checks.check_fql_distillation_loss, distill),
-    (checks.check_select_weight, select),
-])
+@pytest.mark.parametrize(
+    "check, solution",
+    [
+        (checks.check_fql_distillation_loss, distill),
+        (checks.check_select_weight, select),
+    ],
+)
 def test_reference_solutions_pass(check, solution, capsys):
     check(solution)
     assert "[ok]" in capsys.readouterr().out
@@ -118,24 +121,27 @@ def test_a_blank_exercise_fails_with_not_implemented(check):
         check(blank)
 
 
-@pytest.mark.parametrize("check, wrong, phrase", [
-    (checks.check_fql_distillation_loss, distill_no_stop_gradient, "stop_gradient"),
-    (checks.check_fql_distillation_loss, distill_clipped_policy, "policy's actions are clipped"),
-    (checks.check_fql_distillation_loss, distill_onto_noise, "onto the noise"),
-    (checks.check_fql_distillation_loss, distill_policy_at_targets, "evaluated at the targets"),
-    (checks.check_fql_distillation_loss, distill_without_obs, "obs is None"),
-    (checks.check_fql_distillation_loss, distill_old_signature, "missing 1 required positional argument"),
-    (checks.check_fql_distillation_loss, distill_summed_coordinates, "summed over the action coordinates"),
-    (checks.check_fql_distillation_loss, distill_per_sample, "single number"),
-    (checks.check_fql_distillation_loss, distill_numpy, "jax.grad"),
-    (checks.check_select_weight, select_on_test, "on the \\*test\\* scores"),
-    (checks.check_select_weight, select_reports_heldout, "held-out score at the chosen w"),
-    (checks.check_select_weight, select_returns_index, "index"),
-    (checks.check_select_weight, select_best_single, "single\\* held-out repetition"),
-    (checks.check_select_weight, select_first_on_tie, "smallest tied w"),
-    (checks.check_select_weight, select_best_test_overall, "best mean test score over all weights"),
-    (checks.check_select_weight, select_single_value, "pair"),
-])
+@pytest.mark.parametrize(
+    "check, wrong, phrase",
+    [
+        (checks.check_fql_distillation_loss, distill_no_stop_gradient, "stop_gradient"),
+        (checks.check_fql_distillation_loss, distill_clipped_policy, "policy's actions are clipped"),
+        (checks.check_fql_distillation_loss, distill_onto_noise, "onto the noise"),
+        (checks.check_fql_distillation_loss, distill_policy_at_targets, "evaluated at the targets"),
+        (checks.check_fql_distillation_loss, distill_without_obs, "obs is None"),
+        (checks.check_fql_distillation_loss, distill_old_signature, "missing 1 required positional argument"),
+        (checks.check_fql_distillation_loss, distill_summed_coordinates, "summed over the action coordinates"),
+        (checks.check_fql_distillation_loss, distill_per_sample, "single number"),
+        (checks.check_fql_distillation_loss, distill_numpy, "jax.grad"),
+        (checks.check_select_weight, select_on_test, "on the \\*test\\* scores"),
+        (checks.check_select_weight, select_reports_heldout, "held-out score at the chosen w"),
+        (checks.check_select_weight, select_returns_index, "index"),
+        (checks.check_select_weight, select_best_single, "single\\* held-out repetition"),
+        (checks.check_select_weight, select_first_on_tie, "smallest tied w"),
+        (checks.check_select_weight, select_best_test_overall, "best mean test score over all weights"),
+        (checks.check_select_weight, select_single_value, "pair"),
+    ],
+)
 def test_mistakes_are_named(check, wrong, phrase):
     with pytest.raises(CheckFailed, match=phrase):
         check(wrong)

@@ -123,38 +123,44 @@ def not_written(*args):
 
 
 # ---------------------------------------------------------------- tests
-@pytest.mark.parametrize("check, solution", [
-    (checks.check_denoised_estimate, denoised),
-    (checks.check_qgf_velocity, qgf_velocity),
-    (checks.check_select_best, select_best),
-    (checks.check_select_best, select_best_by_columns),
-    (checks.check_matched_best_of_n, matched),
-])
+@pytest.mark.parametrize(
+    "check, solution",
+    [
+        (checks.check_denoised_estimate, denoised),
+        (checks.check_qgf_velocity, qgf_velocity),
+        (checks.check_select_best, select_best),
+        (checks.check_select_best, select_best_by_columns),
+        (checks.check_matched_best_of_n, matched),
+    ],
+)
 def test_reference_solutions_pass(check, solution, capsys):
     check(solution)
     assert "[ok]" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("check, wrong, phrase", [
-    (checks.check_denoised_estimate, denoised_no_factor, "(1 - t) factor is missing"),
-    (checks.check_denoised_estimate, denoised_no_clip, "clip"),
-    (checks.check_denoised_estimate, denoised_no_stop_gradient, "stop_gradient"),
-    (checks.check_denoised_estimate, denoised_no_trailing_axis, "t[:, None]"),
-    (checks.check_qgf_velocity, qgf_velocity_noisy, "noisy"),
-    (checks.check_qgf_velocity, qgf_velocity_jacobian, "Jacobian"),
-    (checks.check_qgf_velocity, qgf_velocity_mean, "batch mean"),
-    (checks.check_qgf_velocity, qgf_velocity_minus, "subtracted"),
-    (checks.check_select_best, select_worst, "argmin"),
-    (checks.check_select_best, select_first, "first proposal"),
-    (checks.check_select_best, select_tiled_states, "jnp.repeat(obs, n, axis=0)"),
-    (checks.check_select_best, select_without_obs, "obs is None"),
-    (checks.check_denoised_estimate, denoised_without_obs, "obs is None"),
-    (checks.check_qgf_velocity, qgf_velocity_critic_swapped, "swapped"),
-    (checks.check_matched_best_of_n, matched_no_scoring, "not counted"),
-    (checks.check_matched_best_of_n, matched_round_up, "rounded up"),
-    (checks.check_matched_best_of_n, matched_float, "int"),
-    (checks.check_qgf_velocity, not_written, "not implemented"),
-])
+@pytest.mark.parametrize(
+    "check, wrong, phrase",
+    [
+        (checks.check_denoised_estimate, denoised_no_factor, "(1 - t) factor is missing"),
+        (checks.check_denoised_estimate, denoised_no_clip, "clip"),
+        (checks.check_denoised_estimate, denoised_no_stop_gradient, "stop_gradient"),
+        (checks.check_denoised_estimate, denoised_no_trailing_axis, "t[:, None]"),
+        (checks.check_qgf_velocity, qgf_velocity_noisy, "noisy"),
+        (checks.check_qgf_velocity, qgf_velocity_jacobian, "Jacobian"),
+        (checks.check_qgf_velocity, qgf_velocity_mean, "batch mean"),
+        (checks.check_qgf_velocity, qgf_velocity_minus, "subtracted"),
+        (checks.check_select_best, select_worst, "argmin"),
+        (checks.check_select_best, select_first, "first proposal"),
+        (checks.check_select_best, select_tiled_states, "jnp.repeat(obs, n, axis=0)"),
+        (checks.check_select_best, select_without_obs, "obs is None"),
+        (checks.check_denoised_estimate, denoised_without_obs, "obs is None"),
+        (checks.check_qgf_velocity, qgf_velocity_critic_swapped, "swapped"),
+        (checks.check_matched_best_of_n, matched_no_scoring, "not counted"),
+        (checks.check_matched_best_of_n, matched_round_up, "rounded up"),
+        (checks.check_matched_best_of_n, matched_float, "int"),
+        (checks.check_qgf_velocity, not_written, "not implemented"),
+    ],
+)
 def test_mistakes_are_named(check, wrong, phrase):
     with pytest.raises(CheckFailed, match=None) as info:
         check(wrong)
@@ -175,8 +181,9 @@ def test_reference_select_best_agrees_with_best_of_n():
     """The 4.1 reference picks what qgf_lite.best_of_n picks from the same proposals (its return_all)."""
     velocity, critic = checks.toy_velocity(8), checks.toy_critic(8)
     obs = jax.random.normal(jax.random.PRNGKey(2), (4, 2))
-    best, proposals, _ = best_of_n(velocity, critic, obs, jax.random.normal(jax.random.PRNGKey(3), (4, 6, 3)),
-                                   steps=3, return_all=True)
+    best, proposals, _ = best_of_n(
+        velocity, critic, obs, jax.random.normal(jax.random.PRNGKey(3), (4, 6, 3)), steps=3, return_all=True
+    )
     assert jnp.allclose(checks.reference_select_best(critic, obs, proposals), best)
 
 

@@ -106,19 +106,49 @@ def grade_hostile(autograder: Path, root: Path, backend: str, env_extra=None) ->
     env = dict(os.environ, QGF_SANDBOX_BACKEND=backend, **(env_extra or {}))
     start = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "qgf_lite.courseware", "grade", str(subs), "--autograder-dir", str(autograder),
-         "--out", str(out), "--jobs", "2", "--seed", SEED, "--question-timeout", "25", "--memory", "1.5",
-         "--no-progress"],
-        capture_output=True, text=True, env=env, timeout=1200, cwd=root)
+        [
+            sys.executable,
+            "-m",
+            "qgf_lite.courseware",
+            "grade",
+            str(subs),
+            "--autograder-dir",
+            str(autograder),
+            "--out",
+            str(out),
+            "--jobs",
+            "2",
+            "--seed",
+            SEED,
+            "--question-timeout",
+            "25",
+            "--memory",
+            "1.5",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1200,
+        cwd=root,
+    )
     seconds = time.monotonic() - start
     assert done.returncode == 0, done.stderr[-3000:]
     first = out.read_bytes()
     time.sleep(10)  # the daemon would rewrite the gradebook within 8 s
     with open(out, newline="") as handle:
-        rows = {Path(row["submission"]).name.replace("_01_flow_matching.ipynb", ""): row
-                for row in csv.DictReader(handle)}
-    return {"rows": rows, "first": first, "out": out, "subs": subs, "root": root, "seconds": seconds,
-            "stderr": done.stderr}
+        rows = {
+            Path(row["submission"]).name.replace("_01_flow_matching.ipynb", ""): row for row in csv.DictReader(handle)
+        }
+    return {
+        "rows": rows,
+        "first": first,
+        "out": out,
+        "subs": subs,
+        "root": root,
+        "seconds": seconds,
+        "stderr": done.stderr,
+    }
 
 
 def check_nothing_escaped(graded: dict) -> None:
@@ -130,7 +160,8 @@ def check_nothing_escaped(graded: dict) -> None:
     roots = [site, str(REPO), "/tmp", "/var/tmp", "/dev/shm", os.path.expanduser("~"), str(graded["root"])]
     assert marked_files(roots) == []
     assert sorted(p.name for p in graded["subs"].iterdir()) == sorted(
-        [p.name for p in HOSTILE.glob("*.ipynb")] + [f"{HUGE}_01_flow_matching.ipynb"])
+        [p.name for p in HOSTILE.glob("*.ipynb")] + [f"{HUGE}_01_flow_matching.ipynb"]
+    )
 
 
 def check_expected_grades(graded: dict) -> None:

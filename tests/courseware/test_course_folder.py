@@ -14,8 +14,14 @@ pytest.importorskip("nbformat", reason="the courseware needs the course extra")
 from qgf_lite.courseware.build import build  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-SIX = ["01_flow_matching", "02_critic_learning", "03_guided_sampling", "04_test_time_compute",
-       "05_ogbench_manipulation", "06_test_time_vs_training_time"]
+SIX = [
+    "01_flow_matching",
+    "02_critic_learning",
+    "03_guided_sampling",
+    "04_test_time_compute",
+    "05_ogbench_manipulation",
+    "06_test_time_vs_training_time",
+]
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +54,6 @@ def test_course_notebooks_are_the_student_versions(dist):
 
 def test_readme_quick_start_opens_the_course_folder():
     readme = (REPO / "README.md").read_text()
-    quick = readme[readme.index("## Quick start"):readme.index("**Developers**")]
+    quick = readme[readme.index("## Quick start") : readme.index("**Developers**")]
     assert "python -m qgf_lite.courseware build --out dist" in quick
     assert "jupyter lab dist/course" in quick

@@ -139,8 +139,17 @@ def test_solutions_get_full_marks_against_the_source_notebook():
 def test_untouched_student_version_gets_zero_via_cli(dist, tmp_path):
     out, _, _ = dist
     book = tmp_path / "grades.csv"
-    code = cw.main(["grade", str(out / "student" / FIXTURE.name), "--autograder-dir", str(out / "autograder"),
-                    "--out", str(book), "--no-progress"])
+    code = cw.main(
+        [
+            "grade",
+            str(out / "student" / FIXTURE.name),
+            "--autograder-dir",
+            str(out / "autograder"),
+            "--out",
+            str(book),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     report = json.loads((tmp_path / "reports.jsonl").read_text().splitlines()[0])
     assert report["reference"].endswith(str(Path("autograder") / FIXTURE.name))
@@ -178,8 +187,17 @@ def test_build_writes_expected_tree_and_skips_notebooks_without_exercises(dist):
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     name = FIXTURE.name
     assert files == sorted(
-        [f"student/{name}", f"solutions/{name}", f"autograder/{name}", "autograder/README.md", "autograder/grade.py",
-         "autograder/grading_seed.txt", "course/README.md", f"course/{name}", f"course/{Path(NO_EXERCISES).name}"]
+        [
+            f"student/{name}",
+            f"solutions/{name}",
+            f"autograder/{name}",
+            "autograder/README.md",
+            "autograder/grade.py",
+            "autograder/grading_seed.txt",
+            "course/README.md",
+            f"course/{name}",
+            f"course/{Path(NO_EXERCISES).name}",
+        ]
     )
     # What students must not see is the teacher's alone (the uid sandbox backend relies on it).
     assert (out / "solutions").stat().st_mode & 0o077 == 0 and (out / "autograder").stat().st_mode & 0o077 == 0

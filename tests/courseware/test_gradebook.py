@@ -28,8 +28,11 @@ def _reference(path: Path, assignment: str, ids=("1.1", "1.2")) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.metadata["qgf_courseware"] = {"assignment": assignment}
     for i, ex_id in enumerate(ids):
-        nb.cells.append(nbformat.v4.new_code_cell(f"# EXERCISE {ex_id}: Part {i} [{i + 1} points]\n"
-                                                  f"def f{i}(x):\n    return x + {i}\n"))
+        nb.cells.append(
+            nbformat.v4.new_code_cell(
+                f"# EXERCISE {ex_id}: Part {i} [{i + 1} points]\ndef f{i}(x):\n    return x + {i}\n"
+            )
+        )
         check = nbformat.v4.new_code_cell(f"check(f{i})")
         check.metadata["tags"] = [f"check:{ex_id}"]
         nb.cells.append(check)
@@ -49,17 +52,51 @@ def _submission(path: Path, assignment: str | None, body: str = "return x") -> P
 
 def _report(path, reference, total=3.0, status="ok", message="passed"):
     questions = {
-        "1.1": {"title": "Part 0", "points": min(total, 1.0), "max_points": 1.0, "passed": total >= 1,
-                "message": message, "flags": [] if status == "ok" else [status],
-                "checks": [{"name": "public check", "hidden": False, "points": min(total, 1.0), "max_points": 1.0,
-                            "passed": total >= 1, "message": message},
-                           {"name": "other shapes", "hidden": True, "points": 0.0, "max_points": 0.0,
-                            "passed": False, "message": "hidden detail: inputs 1,2,3"}]},
-        "1.2": {"title": "Part 1", "points": max(total - 1.0, 0.0), "max_points": 2.0, "passed": total >= 3,
-                "message": "ok", "flags": [], "checks": []},
+        "1.1": {
+            "title": "Part 0",
+            "points": min(total, 1.0),
+            "max_points": 1.0,
+            "passed": total >= 1,
+            "message": message,
+            "flags": [] if status == "ok" else [status],
+            "checks": [
+                {
+                    "name": "public check",
+                    "hidden": False,
+                    "points": min(total, 1.0),
+                    "max_points": 1.0,
+                    "passed": total >= 1,
+                    "message": message,
+                },
+                {
+                    "name": "other shapes",
+                    "hidden": True,
+                    "points": 0.0,
+                    "max_points": 0.0,
+                    "passed": False,
+                    "message": "hidden detail: inputs 1,2,3",
+                },
+            ],
+        },
+        "1.2": {
+            "title": "Part 1",
+            "points": max(total - 1.0, 0.0),
+            "max_points": 2.0,
+            "passed": total >= 3,
+            "message": "ok",
+            "flags": [],
+            "checks": [],
+        },
     }
-    return {"notebook": str(Path(path).resolve()), "reference": str(reference), "assignment": Path(reference).stem,
-            "questions": questions, "total": float(total), "max_total": 3.0, "status": status}
+    return {
+        "notebook": str(Path(path).resolve()),
+        "reference": str(reference),
+        "assignment": Path(reference).stem,
+        "questions": questions,
+        "total": float(total),
+        "max_total": 3.0,
+        "status": status,
+    }
 
 
 class FakeGrader:
@@ -90,8 +127,9 @@ def course(tmp_path, monkeypatch):
     def grade(*paths, **kwargs):
         messages = []
         kwargs.setdefault("seed", 7)
-        rows = cw.grade_batch(list(paths) or [subs], out=out, autograder_dir=auto, progress=False,
-                              log=messages.append, **kwargs)
+        rows = cw.grade_batch(
+            list(paths) or [subs], out=out, autograder_dir=auto, progress=False, log=messages.append, **kwargs
+        )
         return rows, messages
 
     return {"grader": grader, "auto": auto, "subs": subs, "out": out, "grade": grade, "tmp": tmp_path}
@@ -120,7 +158,8 @@ def test_hostile_status_and_message_give_a_bounded_neutral_row_and_resume_still_
     _submission(course["subs"] / "=HYPERLINK(1)_01_flow_matching.ipynb", "01_flow_matching")
     _submission(course["subs"] / "honest_01_flow_matching.ipynb", "01_flow_matching")
     course["grader"].reports["evil_01_flow_matching.ipynb"] = lambda p, r: _report(
-        p, r, total=1.0, status=HOSTILE, message=HOSTILE)
+        p, r, total=1.0, status=HOSTILE, message=HOSTILE
+    )
     rows, _ = course["grade"]()
     assert len(rows) == 3
     table = _read_csv(course["out"])
@@ -164,11 +203,14 @@ def test_safe_field_neutralises_formulas_controls_and_length():
 
 
 def test_feedback_escapes_student_text_and_holds_no_instructor_path(course, tmp_path):
-    message = ("<script>alert(1)</script> [click](http://evil) ![img](x) `code` | a | b |\n# Heading\n"
-               f"> quote\nFile {tmp_path}/dist/autograder/01_flow_matching.ipynb, line 3 & /home/teacher/secret.py")
+    message = (
+        "<script>alert(1)</script> [click](http://evil) ![img](x) `code` | a | b |\n# Heading\n"
+        f"> quote\nFile {tmp_path}/dist/autograder/01_flow_matching.ipynb, line 3 & /home/teacher/secret.py"
+    )
     _submission(course["subs"] / "sub" / "bob_01_flow_matching.ipynb", "01_flow_matching")
     course["grader"].reports["bob_01_flow_matching.ipynb"] = lambda p, r: _report(
-        p, r, total=1.0, status="1.1: " + message, message=message)
+        p, r, total=1.0, status="1.1: " + message, message=message
+    )
     course["grade"]()
     files = list((course["out"].parent / "feedback").glob("*.md"))
     assert [f.name for f in files] == ["sub__bob_01_flow_matching.md"]
@@ -185,7 +227,8 @@ def test_feedback_escapes_student_text_and_holds_no_instructor_path(course, tmp_
 def test_md_text_is_bounded():
     assert len(md_text("a" * 10**6)) <= 2000
     assert feedback_markdown({"notebook": "/abs/x.ipynb", "total": 1, "max_total": 2, "status": "ok"}).startswith(
-        "# Feedback: x.ipynb")
+        "# Feedback: x.ipynb"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -238,14 +281,15 @@ def test_a_changed_autograder_regrades(course):
 
 def test_gradebook_class_replaces_a_row(tmp_path):
     book = Gradebook(tmp_path / "g.csv", ["1.1"])
-    report = {"assignment": "x", "questions": {"1.1": {"points": 1.0}}, "total": 1.0, "max_total": 1.0,
-              "status": "ok"}
+    report = {"assignment": "x", "questions": {"1.1": {"points": 1.0}}, "total": 1.0, "max_total": 1.0, "status": "ok"}
     book.add("a.ipynb", report, key="k1")
     book.add("a.ipynb", {**report, "total": 0.5}, key="k2")
     again = Gradebook(tmp_path / "g.csv", ["1.1"])
     assert again.key_of("a.ipynb") == "k2"
     assert (tmp_path / "g.csv").read_text().splitlines() == [
-        "submission,assignment,1.1,total,max_total,status", "a.ipynb,x,1,0.5,1,ok"]
+        "submission,assignment,1.1,total,max_total,status",
+        "a.ipynb,x,1,0.5,1,ok",
+    ]
 
 
 # ---------------------------------------------------------------------------
@@ -259,8 +303,11 @@ def test_metadata_that_names_another_assignment_than_the_file_name_is_flagged_no
     course["grade"]()
     rows = {r["submission"]: r for r in _read_csv(course["out"])}
     status = rows["alice_02_critic_learning.ipynb"]["status"]
-    assert status.startswith("assignment mismatch:") and "'01_flow_matching'" in status \
+    assert (
+        status.startswith("assignment mismatch:")
+        and "'01_flow_matching'" in status
         and "'02_critic_learning'" in status
+    )
     assert rows["alice_02_critic_learning.ipynb"]["total"] == "0"
     assert course["grader"].calls == ["renamed.ipynb"]
     assert rows["renamed.ipynb"]["assignment"] == "01_flow_matching"
@@ -292,10 +339,12 @@ def test_huge_and_deeply_nested_notebooks_cost_their_own_row_only(course):
 # Roster and export
 # ---------------------------------------------------------------------------
 
-ROSTER = ("student_id,name,pattern,email,section,login_id,canvas_id\n"
-          "s1,Alice Liddell,alice_*,alice@example.org,A,aliddell,101\n"
-          "s2,Bob Builder,bob_*,bob@example.org,B,bbuilder,102\n"
-          "s3,Carol Danvers,carol_*,carol@example.org,A,cdanvers,103\n")
+ROSTER = (
+    "student_id,name,pattern,email,section,login_id,canvas_id\n"
+    "s1,Alice Liddell,alice_*,alice@example.org,A,aliddell,101\n"
+    "s2,Bob Builder,bob_*,bob@example.org,B,bbuilder,102\n"
+    "s3,Carol Danvers,carol_*,carol@example.org,A,cdanvers,103\n"
+)
 
 
 @pytest.fixture
@@ -344,13 +393,21 @@ def test_export_canvas_moodle_and_csv_round_trip(graded_class, tmp_path):
     assert export(grades, tmp_path / "canvas.csv", "canvas", roster=roster, log=messages.append) == 3
     canvas = list(csv.reader(open(tmp_path / "canvas.csv", newline="")))
     assert canvas[0] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "01_flow_matching"]
-    assert canvas[1:] == [["Alice Liddell", "101", "s1", "aliddell", "A", "2.5"],
-                          ["Bob Builder", "102", "s2", "bbuilder", "B", ""],  # two files: left for the teacher
-                          ["Carol Danvers", "103", "s3", "cdanvers", "A", ""]]  # missing
+    assert canvas[1:] == [
+        ["Alice Liddell", "101", "s1", "aliddell", "A", "2.5"],
+        ["Bob Builder", "102", "s2", "bbuilder", "B", ""],  # two files: left for the teacher
+        ["Carol Danvers", "103", "s3", "cdanvers", "A", ""],
+    ]  # missing
     assert any("several files match the same student: s2" in m for m in messages)
 
-    export(grades, tmp_path / "moodle.csv", "moodle", assignment="01_flow_matching", column="Flow matching (HW1)",
-           log=lambda _: None)  # grades.csv was graded with --roster: no roster needed
+    export(
+        grades,
+        tmp_path / "moodle.csv",
+        "moodle",
+        assignment="01_flow_matching",
+        column="Flow matching (HW1)",
+        log=lambda _: None,
+    )  # grades.csv was graded with --roster: no roster needed
     moodle = list(csv.DictReader(open(tmp_path / "moodle.csv", newline="")))
     assert list(moodle[0]) == ["ID number", "Email address", "Full name", "Flow matching (HW1)"]
     assert [(r["ID number"], r["Flow matching (HW1)"]) for r in moodle] == [("s1", "2.5"), ("s2", ""), ("s3", "")]
@@ -379,13 +436,26 @@ def test_cli_grade_regrade_roster_and_export(course, tmp_path, capsys):
     _submission(course["subs"] / "alice_01_flow_matching.ipynb", "01_flow_matching")
     roster = tmp_path / "roster.csv"
     roster.write_text(ROSTER)
-    common = ["grade", str(course["subs"]), "--autograder-dir", str(course["auto"]), "--out", str(course["out"]),
-              "--seed", "7", "--no-progress", "--roster", str(roster)]
+    common = [
+        "grade",
+        str(course["subs"]),
+        "--autograder-dir",
+        str(course["auto"]),
+        "--out",
+        str(course["out"]),
+        "--seed",
+        "7",
+        "--no-progress",
+        "--roster",
+        str(roster),
+    ]
     assert cw.main(common) == 0
     assert cw.main(common + ["--regrade"]) == 0
     assert course["grader"].calls == ["alice_01_flow_matching.ipynb"] * 2
     out = tmp_path / "canvas.csv"
-    assert cw.main(["export", str(course["out"]), "--format", "canvas", "--out", str(out), "--roster", str(roster)]) == 0
+    assert (
+        cw.main(["export", str(course["out"]), "--format", "canvas", "--out", str(out), "--roster", str(roster)]) == 0
+    )
     assert list(csv.reader(open(out)))[1] == ["Alice Liddell", "101", "s1", "aliddell", "A", "3"]
     assert cw.main(["export", str(course["out"]), "--format", "moodle", "--out", str(out), "--column", "x"]) == 2
     assert "pass --assignment too" in capsys.readouterr().err

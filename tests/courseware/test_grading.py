@@ -15,13 +15,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from hostile_grading import interpreter_reachable_by_others, require_backend
 
 from qgf_lite import courseware as cw
-from qgf_lite.courseware.batch import Gradebook, match_reference
 from qgf_lite.courseware import grading
+from qgf_lite.courseware.batch import Gradebook, match_reference
 from qgf_lite.courseware.sandbox import probe_backend
-
-from hostile_grading import interpreter_reachable_by_others, require_backend
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "grading"
@@ -52,15 +51,37 @@ def graded(autograder, tmp_path_factory):
     out = root / "out" / "grades.csv"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     done = subprocess.run(
-        [sys.executable, "-m", "qgf_lite.courseware", "grade", str(subs), "--autograder-dir", str(autograder),
-         "--out", str(out), "--jobs", "2", "--seed", SEED, "--question-timeout", QUESTION_TIMEOUT, "--memory", "1.5"],
-        capture_output=True, text=True, env=env, timeout=900, cwd=root,
+        [
+            sys.executable,
+            "-m",
+            "qgf_lite.courseware",
+            "grade",
+            str(subs),
+            "--autograder-dir",
+            str(autograder),
+            "--out",
+            str(out),
+            "--jobs",
+            "2",
+            "--seed",
+            SEED,
+            "--question-timeout",
+            QUESTION_TIMEOUT,
+            "--memory",
+            "1.5",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        cwd=root,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     with open(out, newline="") as handle:
         rows = {Path(row["submission"]).stem: row for row in csv.DictReader(handle)}
-    reports = {Path(r["submission"]).stem: r for r in map(json.loads, (out.parent / "reports.jsonl").read_text()
-                                                          .splitlines())}
+    reports = {
+        Path(r["submission"]).stem: r for r in map(json.loads, (out.parent / "reports.jsonl").read_text().splitlines())
+    }
     return {"root": root, "subs": subs, "out": out, "rows": rows, "reports": reports, "stderr": done.stderr}
 
 
@@ -114,8 +135,10 @@ def test_feedback_shows_public_messages_and_names_failed_hidden_checks_without_i
 
 def test_a_submission_cannot_write_outside_its_folder(graded):
     if probe_backend("bwrap") and probe_backend("unshare"):
-        pytest.skip("no namespace sandbox here (bwrap or unshare); tests/courseware/test_grading_container.py covers the uid "
-                    "backend")
+        pytest.skip(
+            "no namespace sandbox here (bwrap or unshare); tests/courseware/test_grading_container.py covers the uid "
+            "backend"
+        )
     subs, root = graded["subs"], graded["root"]
     assert sorted(p.name for p in subs.iterdir() if not p.name.endswith(".ipynb")) == []
     assert not (root / "escaped_by_submission.txt").exists()
@@ -126,29 +149,57 @@ def test_a_submission_cannot_write_outside_its_folder(graded):
 
 def test_grades_are_deterministic_and_a_rerun_resumes(graded, autograder, tmp_path):
     subset = ["correct", "hard_coded_1_3"]
-    rows = cw.grade_batch([graded["subs"] / f"{n}.ipynb" for n in subset], out=tmp_path / "again.csv",
-                          autograder_dir=autograder, jobs=2, seed=int(SEED), progress=False, log=lambda _: None,
-                          limits=cw.Limits(question_timeout=float(QUESTION_TIMEOUT)), warm_cache=False)
+    rows = cw.grade_batch(
+        [graded["subs"] / f"{n}.ipynb" for n in subset],
+        out=tmp_path / "again.csv",
+        autograder_dir=autograder,
+        jobs=2,
+        seed=int(SEED),
+        progress=False,
+        log=lambda _: None,
+        limits=cw.Limits(question_timeout=float(QUESTION_TIMEOUT)),
+        warm_cache=False,
+    )
     again = {Path(r["submission"]).stem: r for r in rows}
     for name in subset:
         first = {k: v for k, v in graded["rows"][name].items() if k != "submission"}
         assert {k: v for k, v in again[name].items() if k != "submission"} == first
     # Same command again: everything is already in the gradebook, nothing is regraded.
     messages = []
-    assert cw.grade_batch([graded["subs"] / f"{n}.ipynb" for n in subset], out=tmp_path / "again.csv",
-                          autograder_dir=autograder, seed=int(SEED), progress=False, log=messages.append) == []
+    assert (
+        cw.grade_batch(
+            [graded["subs"] / f"{n}.ipynb" for n in subset],
+            out=tmp_path / "again.csv",
+            autograder_dir=autograder,
+            seed=int(SEED),
+            progress=False,
+            log=messages.append,
+        )
+        == []
+    )
     assert messages == ["resuming: 2 of 2 submissions already in " + str(tmp_path / "again.csv")]
 
 
 def test_gradebook_appends_rows_and_keeps_them_when_columns_change(tmp_path):
     book = Gradebook(tmp_path / "g.csv", ["1.1"])
-    book.add("a.ipynb", {"assignment": "x", "questions": {"1.1": {"points": 1.0, "title": "t", "max_points": 1,
-                                                                  "checks": [], "message": "m", "flags": []}},
-                         "total": 1.0, "max_total": 1.0, "status": "ok"})
+    book.add(
+        "a.ipynb",
+        {
+            "assignment": "x",
+            "questions": {
+                "1.1": {"points": 1.0, "title": "t", "max_points": 1, "checks": [], "message": "m", "flags": []}
+            },
+            "total": 1.0,
+            "max_total": 1.0,
+            "status": "ok",
+        },
+    )
     again = Gradebook(tmp_path / "g.csv", ["1.1", "2.1"])
     assert list(again.done) == ["a.ipynb"]
     assert (tmp_path / "g.csv").read_text().splitlines() == [
-        "submission,assignment,1.1,2.1,total,max_total,status", "a.ipynb,x,1,,1,1,ok"]
+        "submission,assignment,1.1,2.1,total,max_total,status",
+        "a.ipynb,x,1,,1,1,ok",
+    ]
 
 
 def test_reference_uses_are_read_from_the_code():
@@ -174,23 +225,44 @@ def test_match_reference_by_metadata_then_name(tmp_path):
 
 def test_gradescope_autograder_zip_grades_a_submission(autograder, tmp_path):
     out = autograder.parent
-    assert cw.main(["build", str(REPO / "notebooks" / "01_flow_matching.ipynb"), "--out", str(out),
-                    "--gradescope", "--release", "0.2.0"]) == 0
+    assert (
+        cw.main(
+            [
+                "build",
+                str(REPO / "notebooks" / "01_flow_matching.ipynb"),
+                "--out",
+                str(out),
+                "--gradescope",
+                "--release",
+                "0.2.0",
+            ]
+        )
+        == 0
+    )
     archive = out / "gradescope" / "01_flow_matching" / "autograder.zip"
     root = tmp_path / "autograder"
     with zipfile.ZipFile(archive) as handle:
-        assert sorted(handle.namelist()) == ["01_flow_matching.ipynb", "grading_seed.txt", "requirements.txt",
-                                             "run_autograder", "setup.sh"]
+        assert sorted(handle.namelist()) == [
+            "01_flow_matching.ipynb",
+            "grading_seed.txt",
+            "requirements.txt",
+            "run_autograder",
+            "setup.sh",
+        ]
         handle.extractall(root / "source")
     assert (root / "source" / "requirements.txt").read_text() == "qgf_lite[course]==0.2.0\n"
     shutil.copy(root / "source" / "run_autograder", root / "run_autograder")
     (root / "submission").mkdir()
     shutil.copy(FIXTURES / "bugs_1_1_and_1_3.ipynb", root / "submission" / "my_notebook.ipynb")
     # The uid backend (Gradescope's default) needs root: tests/courseware/test_grading_container.py runs it; here any works.
-    env = dict(os.environ, GRADESCOPE_ROOT=str(root), QGF_PYTHON=sys.executable, PYTHONPATH=str(REPO),
-               QGF_SANDBOX_BACKEND="auto")
-    done = subprocess.run(["bash", str(root / "run_autograder")], env=env, capture_output=True, text=True,
-                          timeout=600)
+    env = dict(
+        os.environ,
+        GRADESCOPE_ROOT=str(root),
+        QGF_PYTHON=sys.executable,
+        PYTHONPATH=str(REPO),
+        QGF_SANDBOX_BACKEND="auto",
+    )
+    done = subprocess.run(["bash", str(root / "run_autograder")], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((root / "results" / "results.json").read_text())
     assert results["score"] == 2.0
@@ -280,8 +352,9 @@ def test_the_warmed_jax_cache_serves_every_compilation_of_a_sandboxed_solution(a
     assert len(names) > 20
     assert sorted(p.name for p in again.iterdir()) == names  # two trusted runs in two folders: the same keys
     with interpreter_reachable_by_others():
-        report = grading.grade_submission(FIXTURES / "correct.ipynb", reference, backend="uid", jax_cache=warmed,
-                                          keep_jax_cache=graded)
+        report = grading.grade_submission(
+            FIXTURES / "correct.ipynb", reference, backend="uid", jax_cache=warmed, keep_jax_cache=graded
+        )
     assert report["total"] == report["max_total"]
     new = sorted(set(p.name for p in graded.iterdir()) - set(names))
     assert not new, f"the sandboxed child compiled {len(new)} programs the warmed cache should have held: {new[:5]}"

@@ -22,9 +22,12 @@ VARIANTS = {
     "solved": [],
     "flow_target_not_frozen": [("jax.lax.stop_gradient(targets)", "targets")],
     "ties_to_the_first_weight": [("best = tied[np.argmin(weights[tied])]", "best = int(np.argmax(means))")],
-    "imports_the_reference": [("def select_weight(weights, heldout_scores, test_scores):",
-                               "from qgf_lite.toy.comparison import select_weight\n\n\n"
-                               "def _unused(weights, heldout_scores, test_scores):")],
+    "imports_the_reference": [
+        (
+            "def select_weight(weights, heldout_scores, test_scores):",
+            "from qgf_lite.toy.comparison import select_weight\n\n\ndef _unused(weights, heldout_scores, test_scores):",
+        )
+    ],
 }
 EXPECTED = {  # (6.1, 6.2) out of (2, 2): the public check is half, each of the two hidden checks a quarter
     "solved": (2.0, 2.0),
@@ -54,14 +57,33 @@ def test_notebook_06_is_an_assignment_graded_with_hidden_checks(tmp_path):
         (subs / f"{name}.ipynb").write_text(json.dumps(nb))
     out = tmp_path / "out" / "grades.csv"
     done = subprocess.run(
-        [sys.executable, "-m", "qgf_lite.courseware", "grade", str(subs), "--autograder-dir",
-         str(tmp_path / "dist" / "autograder"), "--out", str(out), "--jobs", "2", "--seed", "606"],
-        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=600, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "qgf_lite.courseware",
+            "grade",
+            str(subs),
+            "--autograder-dir",
+            str(tmp_path / "dist" / "autograder"),
+            "--out",
+            str(out),
+            "--jobs",
+            "2",
+            "--seed",
+            "606",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=600,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     with open(out, newline="") as handle:
         rows = {Path(row["submission"]).stem: row for row in csv.DictReader(handle)}
     got = {name: (float(row["6.1"]), float(row["6.2"])) for name, row in rows.items()}
     assert got == EXPECTED, got
-    assert "names the package's implementation (qgf_lite.toy.comparison.select_weight)" in \
-        rows["imports_the_reference"]["status"]
+    assert (
+        "names the package's implementation (qgf_lite.toy.comparison.select_weight)"
+        in rows["imports_the_reference"]["status"]
+    )

@@ -12,7 +12,6 @@ import time
 import zipfile
 
 import pytest
-
 from hostile_grading import (
     HOSTILE,
     REPO,
@@ -24,15 +23,28 @@ from hostile_grading import (
     marked_processes,
     require_backend,
 )
+
 from qgf_lite import courseware as cw
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
-    done = subprocess.run([sys.executable, "-m", "qgf_lite.courseware", "build",
-                           str(REPO / "notebooks" / "01_flow_matching.ipynb"), "--out", str(out), "--gradescope"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qgf_lite.courseware",
+            "build",
+            str(REPO / "notebooks" / "01_flow_matching.ipynb"),
+            "--out",
+            str(out),
+            "--gradescope",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return out
 
@@ -71,8 +83,9 @@ def test_run_autograder_as_root_under_gradescopes_layout(built, tmp_path, name, 
     env = dict(os.environ, GRADESCOPE_ROOT=str(root), QGF_PYTHON=sys.executable)
     env.pop("QGF_SANDBOX_BACKEND", None)
     with interpreter_reachable_by_others():
-        done = subprocess.run(["bash", str(root / "source" / "run_autograder")], capture_output=True, text=True,
-                              env=env, timeout=600)
+        done = subprocess.run(
+            ["bash", str(root / "source" / "run_autograder")], capture_output=True, text=True, env=env, timeout=600
+        )
     assert done.returncode == 0, done.stderr[-3000:]
     results_path = root / "results" / "results.json"
     first = results_path.read_text()
@@ -88,8 +101,7 @@ def test_run_autograder_as_root_under_gradescopes_layout(built, tmp_path, name, 
 def test_without_a_sandbox_grading_refuses_with_the_fix(monkeypatch):
     from qgf_lite.courseware import sandbox
 
-    monkeypatch.setattr(sandbox, "_PROBES", {"bwrap": "not installed", "unshare": "no namespaces",
-                                             "uid": "not root"})
+    monkeypatch.setattr(sandbox, "_PROBES", {"bwrap": "not installed", "unshare": "no namespaces", "uid": "not root"})
     monkeypatch.delenv("QGF_SANDBOX_BACKEND", raising=False)
     with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install bubblewrap.*--unsafe-no-sandbox"):
         sandbox.choose_backend()
@@ -101,13 +113,21 @@ def test_without_a_sandbox_grading_refuses_with_the_fix(monkeypatch):
 def test_the_grade_command_refuses_in_one_message_where_no_sandbox_works(monkeypatch, tmp_path, capsys):
     from qgf_lite.courseware import sandbox
 
-    monkeypatch.setattr(sandbox, "_PROBES", {"bwrap": "not installed", "unshare": "no namespaces",
-                                             "uid": "not root"})
+    monkeypatch.setattr(sandbox, "_PROBES", {"bwrap": "not installed", "unshare": "no namespaces", "uid": "not root"})
     monkeypatch.delenv("QGF_SANDBOX_BACKEND", raising=False)
     submission = tmp_path / "alice_01_flow_matching.ipynb"
     shutil.copy(HOSTILE / "honest_01_flow_matching.ipynb", submission)
-    code = cw.main(["grade", str(submission), "--reference", str(REPO / "notebooks" / "01_flow_matching.ipynb"),
-                    "--out", str(tmp_path / "grades.csv"), "--no-progress"])
+    code = cw.main(
+        [
+            "grade",
+            str(submission),
+            "--reference",
+            str(REPO / "notebooks" / "01_flow_matching.ipynb"),
+            "--out",
+            str(tmp_path / "grades.csv"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("error:") == 1 and "apt-get install bubblewrap" in err and "Traceback" not in err

@@ -4,7 +4,6 @@ The container backend (uid) and Gradescope's layout are tested in tests/coursewa
 """
 
 import pytest
-
 from hostile_grading import (
     REPO,
     check_expected_grades,
@@ -13,8 +12,8 @@ from hostile_grading import (
     grade_hostile,
     require_backend,
 )
-from qgf_lite import courseware as cw
 
+from qgf_lite import courseware as cw
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +41,7 @@ def test_the_child_sees_an_allow_list(tmp_path):
     from qgf_lite.courseware.wire import decode
 
     sandbox = Sandbox(SandboxConfig(backend="bwrap", memory=2**31))
-    probe = r'''
+    probe = r"""
 import os
 def probe():
     out = {}
@@ -65,10 +64,9 @@ def probe():
             pass
     out["writable"] = writable
     return out
-'''.replace("REPO", repr(str(REPO))).replace("HOME", repr(str(__import__("pathlib").Path.home())))
+""".replace("REPO", repr(str(REPO))).replace("HOME", repr(str(__import__("pathlib").Path.home())))
     try:
-        sandbox.send({"op": "init", "handover": {}, "cells": [{"index": "probe", "source": probe}],
-                      "names": ["probe"]})
+        sandbox.send({"op": "init", "handover": {}, "cells": [{"index": "probe", "source": probe}], "names": ["probe"]})
         deadline = time.monotonic() + 60
         while sandbox.receive(deadline, "starting")[0].get("op") != "ready":
             pass

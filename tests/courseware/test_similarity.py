@@ -32,7 +32,7 @@ def euler_sample(v_field, x0, n):
         x = x + v_field(x, time) * h
     return jnp.clip(x, -1.0, 1.0)
 '''
-LIGHTLY_EDITED_COPY = '''# EXERCISE 1.4: The Euler sampler [2 points]
+LIGHTLY_EDITED_COPY = """# EXERCISE 1.4: The Euler sampler [2 points]
 def euler_sample(f, z, m):
     z2 = z
     step = 1 / m
@@ -40,8 +40,8 @@ def euler_sample(f, z, m):
         tt = jnp.ones((z2.shape[0],)) * (j * step)
         z2 = z2 + step * f(z2, tt)
     return jnp.clip(z2, -1, 1)
-'''
-HONEST = '''# EXERCISE 1.4: The Euler sampler [2 points]
+"""
+HONEST = """# EXERCISE 1.4: The Euler sampler [2 points]
 def euler_sample(velocity, noise, steps):
     batch = noise.shape[0]
     def body(i, state):
@@ -49,19 +49,19 @@ def euler_sample(velocity, noise, steps):
         return state + velocity(state, times) / steps
     out = jax.lax.fori_loop(0, steps, body, noise)
     return jnp.minimum(jnp.maximum(out, -1.0), 1.0)
-'''
-HONEST_TOO = '''# EXERCISE 1.4: The Euler sampler [2 points]
+"""
+HONEST_TOO = """# EXERCISE 1.4: The Euler sampler [2 points]
 def euler_sample(velocity, noise, steps):
     ts = jnp.linspace(0.0, 1.0, steps, endpoint=False)
     a = noise
     for t in ts:
         a = a + velocity(a, jnp.full(a.shape[:1], t)) / steps
     return jnp.clip(a, -1, 1)
-'''
-SHORT = '''# EXERCISE 1.1: Interpolate [1 point]
+"""
+SHORT = """# EXERCISE 1.1: Interpolate [1 point]
 def interpolate(a0, a1, t):
     return (1 - t[:, None]) * a0 + t[:, None] * a1
-'''
+"""
 
 
 def _notebook(path: Path, *sources, assignment="01_flow_matching", check=False):
@@ -89,8 +89,9 @@ def test_normalising_renames_bound_names_and_drops_docstrings_and_comments():
 
 
 def test_compare_reports_copies_and_not_honest_solutions():
-    items = [{"group": "g", **normalise(src)} for src in (REFERENCE, RENAMED_COPY, LIGHTLY_EDITED_COPY, HONEST,
-                                                           HONEST_TOO)]
+    items = [
+        {"group": "g", **normalise(src)} for src in (REFERENCE, RENAMED_COPY, LIGHTLY_EDITED_COPY, HONEST, HONEST_TOO)
+    ]
     pairs = {(i, j): r for i, j, r in compare(items)["pairs"]}
     assert set(pairs) == {(0, 1), (0, 2), (1, 2)}
     assert pairs[(0, 1)] == 1.0 and 0.9 <= pairs[(0, 2)] < 1.0
@@ -104,9 +105,24 @@ def graded(tmp_path, monkeypatch):
 
     def fake(path, reference, **kwargs):
         calls.append(Path(path).name)
-        return {"notebook": str(path), "assignment": "01_flow_matching", "total": 1.0, "max_total": 2.0,
-                "status": "ok", "questions": {"1.4": {"title": "t", "points": 1.0, "max_points": 2.0,
-                                                      "passed": False, "message": "m", "checks": [], "flags": []}}}
+        return {
+            "notebook": str(path),
+            "assignment": "01_flow_matching",
+            "total": 1.0,
+            "max_total": 2.0,
+            "status": "ok",
+            "questions": {
+                "1.4": {
+                    "title": "t",
+                    "points": 1.0,
+                    "max_points": 2.0,
+                    "passed": False,
+                    "message": "m",
+                    "checks": [],
+                    "flags": [],
+                }
+            },
+        }
 
     monkeypatch.setattr(batch, "grade_submission", fake)
     auto = tmp_path / "autograder"
@@ -127,9 +143,11 @@ def test_similarity_csv_lists_copies_of_each_other_and_of_the_reference(graded):
     with open(graded["out"].parent / "similarity.csv", newline="") as handle:
         table = list(csv.DictReader(handle))
     pairs = {(r["submission"], r["other"]): float(r["ratio"]) for r in table}
-    assert set(pairs) == {("ann_01_flow_matching.ipynb", "reference solution"),
-                          ("ann_01_flow_matching.ipynb", "ben_01_flow_matching.ipynb"),
-                          ("ben_01_flow_matching.ipynb", "reference solution")}
+    assert set(pairs) == {
+        ("ann_01_flow_matching.ipynb", "reference solution"),
+        ("ann_01_flow_matching.ipynb", "ben_01_flow_matching.ipynb"),
+        ("ben_01_flow_matching.ipynb", "reference solution"),
+    }
     assert pairs[("ann_01_flow_matching.ipynb", "reference solution")] == 1.0
     assert {r["exercise"] for r in table} == {"1.4"} and {r["assignment"] for r in table} == {"01_flow_matching"}
     # It changes no score: every submission (the deeply nested cell too) was graded and kept its grade.

@@ -50,6 +50,6 @@ def test_notebook_06_command_parses():
     notebook = Path(__file__).resolve().parents[2] / "notebooks" / "06_test_time_vs_training_time.ipynb"
     text = "".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"])
     start = text.index("`qgf-lite eval ")
-    command = text[start + 1:text.index("`", start + 1)].split()
+    command = text[start + 1 : text.index("`", start + 1)].split()
     args = cli.build_parser().parse_args(command[1:])
     assert "fql" in args.methods and args.checkpoint

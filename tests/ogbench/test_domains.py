@@ -85,16 +85,33 @@ def pipeline(request, tmp_path_factory):
     path = str(folder / f"{env_id}-play-v0.npz")
     name = f"{env_id}-play-singletask-v0"  # no task number: OGBench's default task
     clock = [(time.perf_counter(), time.process_time())]
-    stats = generate_dataset(env_id, "play", num_episodes=EPISODES, num_val_episodes=VAL_EPISODES, out_path=path,
-                             episode_length=LENGTH, seed=0, progress=False)
+    stats = generate_dataset(
+        env_id,
+        "play",
+        num_episodes=EPISODES,
+        num_val_episodes=VAL_EPISODES,
+        out_path=path,
+        episode_length=LENGTH,
+        seed=0,
+        progress=False,
+    )
     clock.append((time.perf_counter(), time.process_time()))
     env, train_data, _ = load_dataset(name, dataset_path=path, add_info=True)
     clock.append((time.perf_counter(), time.process_time()))
-    result = train(name, folder / "run", steps=STEPS, dataset_path=path, log_every=1, checkpoint_every=STEPS,
-                   progress=False, **TINY)
+    result = train(
+        name,
+        folder / "run",
+        steps=STEPS,
+        dataset_path=path,
+        log_every=1,
+        checkpoint_every=STEPS,
+        progress=False,
+        **TINY,
+    )
     clock.append((time.perf_counter(), time.process_time()))
-    report = evaluate(result.checkpoint_path, methods=["bc", "qgf"], weights=[WEIGHT], episodes=1, num_envs=1,
-                      progress=False)
+    report = evaluate(
+        result.checkpoint_path, methods=["bc", "qgf"], weights=[WEIGHT], episodes=1, num_envs=1, progress=False
+    )
     clock.append((time.perf_counter(), time.process_time()))
     stages = ("generate", "load", "train", "eval")
     TIMES[env_id] = {stage: (b[0] - a[0], b[1] - a[1]) for stage, a, b in zip(stages, clock, clock[1:])}
@@ -112,8 +129,12 @@ def pipeline(request, tmp_path_factory):
 def test_generated_file_has_the_domains_layout(pipeline):
     d, raw = pipeline.domain, pipeline.raw
     rows = EPISODES * LENGTH
-    expected = {"observations": (rows, d.obs_dim), "actions": (rows, ACTION_DIM), "terminals": (rows,),
-                "qpos": (rows, d.nq)}
+    expected = {
+        "observations": (rows, d.obs_dim),
+        "actions": (rows, ACTION_DIM),
+        "terminals": (rows,),
+        "qpos": (rows, d.nq),
+    }
     if d.buttons:
         expected["button_states"] = (rows, d.buttons)
     assert {k: raw[k].shape for k in expected} == expected
@@ -133,7 +154,7 @@ def test_generated_file_has_the_domains_layout(pipeline):
 
 def test_the_oracle_moves_the_domains_objects(pipeline):
     """Scripted data, not an idle arm: cubes move (cube, scene) or buttons get pressed (scene, puzzle)."""
-    raw, d = pipeline.raw, pipeline.domain
+    raw = pipeline.raw
     if pipeline.env_id.startswith("cube") or pipeline.env_id == "scene":
         assert np.ptp(raw["qpos"][:, 14:17], axis=0).max() > 0.01  # the first cube's position
     if pipeline.env_id.startswith("puzzle"):
@@ -261,9 +282,18 @@ def test_random_action_share_and_episode_counts_are_ogbench_s():
         assert og.random_action_probability(env_id, "noisy") == (0.2 if env_id.startswith("puzzle") else 0.1)
     # --num_episodes: 1000, except cube-triple/puzzle-4x5 (3000) and cube-quadruple/puzzle-4x6 (5000).
     counts = {env_id: og.default_num_episodes(env_id) for env_id in og.ENV_IDS}
-    assert counts == {"cube-single": 1000, "cube-double": 1000, "cube-triple": 3000, "cube-quadruple": 5000,
-                      "cube-octuple": 1000, "scene": 1000, "puzzle-3x3": 1000, "puzzle-4x4": 1000,
-                      "puzzle-4x5": 3000, "puzzle-4x6": 5000}
+    assert counts == {
+        "cube-single": 1000,
+        "cube-double": 1000,
+        "cube-triple": 3000,
+        "cube-quadruple": 5000,
+        "cube-octuple": 1000,
+        "scene": 1000,
+        "puzzle-3x3": 1000,
+        "puzzle-4x4": 1000,
+        "puzzle-4x5": 3000,
+        "puzzle-4x6": 5000,
+    }
     assert og.build_generate_parser().parse_args(["scene"]).episodes is None  # the CLI defers to these counts
     with pytest.raises(ValueError, match="Unknown environment id"):
         og.default_num_episodes("cube-sextuple")
@@ -286,16 +316,26 @@ class _AnyKey(dict):
         return _ZeroOracle()
 
 
-@pytest.mark.parametrize("env_id, dataset_type, share",
-                         [("puzzle-3x3", "noisy", 0.2), ("cube-single", "noisy", 0.1), ("cube-single", "play", 0.0)])
-def test_noisy_data_replaces_ogbench_s_share_of_oracle_actions_with_random_ones(env_id, dataset_type, share, tmp_path,
-                                                                                monkeypatch):
+@pytest.mark.parametrize(
+    "env_id, dataset_type, share",
+    [("puzzle-3x3", "noisy", 0.2), ("cube-single", "noisy", 0.1), ("cube-single", "play", 0.0)],
+)
+def test_noisy_data_replaces_ogbench_s_share_of_oracle_actions_with_random_ones(
+    env_id, dataset_type, share, tmp_path, monkeypatch
+):
     # With noise=0 the (stubbed) oracle's actions are exactly zero, so the nonzero rows are the random actions.
     monkeypatch.setattr(og, "_make_oracles", lambda *args: _AnyKey())
     length = 400
-    stats = og.generate_dataset(env_id, dataset_type, num_episodes=1, num_val_episodes=1, episode_length=length,
-                                noise=0.0, out_path=str(tmp_path / f"{env_id}-{dataset_type}-v0.npz"),
-                                progress=False)
+    stats = og.generate_dataset(
+        env_id,
+        dataset_type,
+        num_episodes=1,
+        num_val_episodes=1,
+        episode_length=length,
+        noise=0.0,
+        out_path=str(tmp_path / f"{env_id}-{dataset_type}-v0.npz"),
+        progress=False,
+    )
     with np.load(stats.train_path) as file:
         actions = file["actions"]
     random_rows = np.any(actions != 0, axis=1)
@@ -309,15 +349,23 @@ def test_p_random_action_is_checked_and_can_be_set(tmp_path, monkeypatch):
     for bad in (-0.1, 1.5, float("nan"), True):
         with pytest.raises(ValueError, match="p_random_action"):
             og.generate_dataset("cube-single", num_episodes=1, p_random_action=bad, out_path=str(tmp_path / "x.npz"))
+
     # Explicit p=1: every action random, so the oracle is never asked (as in OGBench's generator).
     class Refusing(_ZeroOracle):
         def select_action(self, ob, info):
             raise AssertionError("the oracle was consulted on a random-action step")
 
     monkeypatch.setattr(og, "_make_oracles", lambda *args: {"cube": Refusing()})
-    stats = og.generate_dataset("cube-single", "play", num_episodes=1, num_val_episodes=1, episode_length=20,
-                                p_random_action=1.0, out_path=str(tmp_path / "cube-single-play-v0.npz"),
-                                progress=False)
+    stats = og.generate_dataset(
+        "cube-single",
+        "play",
+        num_episodes=1,
+        num_val_episodes=1,
+        episode_length=20,
+        p_random_action=1.0,
+        out_path=str(tmp_path / "cube-single-play-v0.npz"),
+        progress=False,
+    )
     assert stats.num_train_transitions == 20
 
 
@@ -327,8 +375,11 @@ def test_default_episode_count_reaches_generate_dataset(tmp_path, monkeypatch):
     def fake_episodes(config, total, workers):
         seen.update(total=total, p_random_action=config.p_random_action)
         for _ in range(total):
-            yield {"observations": np.zeros((2, 3), np.float32), "actions": np.zeros((2, 5), np.float32),
-                   "terminals": np.array([False, True])}
+            yield {
+                "observations": np.zeros((2, 3), np.float32),
+                "actions": np.zeros((2, 5), np.float32),
+                "terminals": np.array([False, True]),
+            }
 
     monkeypatch.setattr(og, "_iter_episodes", fake_episodes)
     stats = og.generate_dataset("puzzle-4x5", "noisy", out_path=str(tmp_path / "p.npz"), progress=False)

@@ -60,8 +60,19 @@ def test_evaluation_results_do_not_depend_on_workers_or_slot_count():
     from qgf_lite.ogbench import pretrained_checkpoint
     from qgf_lite.ogbench.evaluation import evaluate
 
-    runs = [evaluate(pretrained_checkpoint(), ENV, methods=["qgf"], weights=[0.03], episodes=3, num_envs=num_envs,
-                     workers=workers, seed=5, progress=False)["results"][0]["per_episode"]
-            for num_envs, workers in ((1, 0), (2, 0), (2, 2))]
+    runs = [
+        evaluate(
+            pretrained_checkpoint(),
+            ENV,
+            methods=["qgf"],
+            weights=[0.03],
+            episodes=3,
+            num_envs=num_envs,
+            workers=workers,
+            seed=5,
+            progress=False,
+        )["results"][0]["per_episode"]
+        for num_envs, workers in ((1, 0), (2, 0), (2, 2))
+    ]
     assert runs[0] == runs[1] == runs[2]
     assert [e["episode"] for e in runs[0]] == [0, 1, 2]

@@ -26,7 +26,12 @@ LENGTH = 120  # long enough for the oracle to finish a pick-and-place and get a 
 def generated(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("gen") / "cube-single-play-v0.npz")
     stats = og.generate_dataset(
-        "cube-single", num_episodes=EPISODES, out_path=path, seed=0, workers=1, episode_length=LENGTH,
+        "cube-single",
+        num_episodes=EPISODES,
+        out_path=path,
+        seed=0,
+        workers=1,
+        episode_length=LENGTH,
         progress=False,
     )
     return path, stats
@@ -151,11 +156,19 @@ def test_same_seed_same_data_for_any_worker_count_and_new_seed_differs(generated
     path, _ = generated
     two_workers = str(tmp_path / "two.npz")
     og.generate_dataset(
-        "cube-single-play-v0", num_episodes=EPISODES, out_path=two_workers, seed=0, workers=2,
-        episode_length=LENGTH, progress=False,
+        "cube-single-play-v0",
+        num_episodes=EPISODES,
+        out_path=two_workers,
+        seed=0,
+        workers=2,
+        episode_length=LENGTH,
+        progress=False,
     )
     for suffix in ("", "-val"):
-        first, second = _read(path.replace(".npz", f"{suffix}.npz")), _read(two_workers.replace(".npz", f"{suffix}.npz"))
+        first, second = (
+            _read(path.replace(".npz", f"{suffix}.npz")),
+            _read(two_workers.replace(".npz", f"{suffix}.npz")),
+        )
         assert sorted(first) == sorted(second) == ["actions", "observations", "qpos", "qvel", "terminals"]
         for key in first:
             np.testing.assert_array_equal(first[key], second[key], err_msg=key)
@@ -170,8 +183,9 @@ def test_same_seed_same_data_for_any_worker_count_and_new_seed_differs(generated
 def test_generation_does_not_disturb_the_callers_numpy_random_state(tmp_path):
     np.random.seed(123)
     expected = np.random.RandomState(123).rand(3)
-    og.generate_dataset("cube-single", num_episodes=1, out_path=str(tmp_path / "x.npz"), episode_length=20,
-                        progress=False)
+    og.generate_dataset(
+        "cube-single", num_episodes=1, out_path=str(tmp_path / "x.npz"), episode_length=20, progress=False
+    )
     np.testing.assert_array_equal(np.random.rand(3), expected)
 
 
@@ -207,8 +221,9 @@ def test_failure_midway_through_episodes_writes_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(og, "collect_episode", crash_on_third)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        og.generate_dataset("cube-single", num_episodes=3, out_path=str(tmp_path / "d.npz"), episode_length=20,
-                            progress=False)
+        og.generate_dataset(
+            "cube-single", num_episodes=3, out_path=str(tmp_path / "d.npz"), episode_length=20, progress=False
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -237,8 +252,22 @@ def test_generate_rejects_type_that_contradicts_the_name():
 def test_cli_generates_a_loadable_dataset(tmp_path, capsys):
     out = str(tmp_path / "cli.npz")
     status = og.main_generate(
-        ["cube-single", "--type", "noisy", "--episodes", "1", "--workers", "1", "--seed", "3", "--out", out,
-         "--episode-length", "30", "--no-progress"]
+        [
+            "cube-single",
+            "--type",
+            "noisy",
+            "--episodes",
+            "1",
+            "--workers",
+            "1",
+            "--seed",
+            "3",
+            "--out",
+            out,
+            "--episode-length",
+            "30",
+            "--no-progress",
+        ]
     )
     assert status == 0 and "transitions/s" in capsys.readouterr().out
     _, train, val = od.load_dataset("cube-single-noisy-v0", dataset_path=out)
@@ -274,8 +303,7 @@ def test_single_task_rewards_are_relabelled_from_qpos(generated, tmp_path):
 
 def test_load_dataset_finds_files_in_dataset_dir(generated):
     path, _ = generated
-    env, train, _ = od.load_dataset("cube-single-play-singletask-v0", dataset_dir=os.path.dirname(path),
-                                    download=False)
+    env, train, _ = od.load_dataset("cube-single-play-singletask-v0", dataset_dir=os.path.dirname(path), download=False)
     assert env.unwrapped._reward_task_id == 2
     assert train["observations"].shape == (EPISODES * (LENGTH - 1), 28)
 
@@ -310,7 +338,9 @@ def test_failed_download_is_reported_and_leaves_no_partial_file(tmp_path, monkey
 def test_corrupted_or_empty_file_is_a_value_error(generated, tmp_path, damage):
     path, _ = generated
     good = open(path, "rb").read()
-    content = {"empty": b"", "garbage": np.random.default_rng(0).bytes(2000), "truncated": good[: len(good) // 2]}[damage]
+    content = {"empty": b"", "garbage": np.random.default_rng(0).bytes(2000), "truncated": good[: len(good) // 2]}[
+        damage
+    ]
     target = tmp_path / "bad.npz"
     target.write_bytes(content)
     (tmp_path / "bad-val.npz").write_bytes(open(path.replace(".npz", "-val.npz"), "rb").read())

@@ -14,14 +14,21 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from qgf_lite.ogbench import cli  # noqa: E402
-from qgf_lite.ogbench import evaluation, sweep  # noqa: E402
+from qgf_lite.ogbench import (  # noqa: E402
+    cli,  # noqa: E402
+    evaluation,
+    sweep,
+)
 
 # gymnasium warns each time OGBench builds a space from float64 bounds (jobs of the debug executor run here); harmless.
 pytestmark = pytest.mark.filterwarnings("ignore:.*precision lowered:UserWarning")
 
 TINY = dict(
-    domains=["cube-single"], tasks=[1, 2], seeds=[0, 1], generate_episodes=2, generate_episode_length=201,
+    domains=["cube-single"],
+    tasks=[1, 2],
+    seeds=[0, 1],
+    generate_episodes=2,
+    generate_episode_length=201,
     generate_val_episodes=1,
     train={"steps": 30, "hidden": 16, "layers": 1, "batch_size": 16, "log_every": 10, "checkpoint_every": 30},
     eval={"methods": ["bc", "qgf", "best_of_n"], "weights": [0.05], "n": 2, "episodes": 1, "num_envs": 1},
@@ -67,8 +74,11 @@ def test_local_sweep_trains_and_evaluates_every_task_seed_and_method(finished):
 def test_rerun_skips_finished_jobs_and_gives_the_same_table(finished):
     config, summary, _ = finished
     lines = []
-    again = sweep.run_sweep(sweep.SweepConfig(**{**TINY, "dataset_dir": config.dataset_dir, "out": config.out,
-                                                 "executor": "debug"}), progress=False, log=lines.append)
+    again = sweep.run_sweep(
+        sweep.SweepConfig(**{**TINY, "dataset_dir": config.dataset_dir, "out": config.out, "executor": "debug"}),
+        progress=False,
+        log=lines.append,
+    )
     assert lines == ["sweep: 0 jobs submitted (debug), 2 already finished"]
     assert again["tasks"] == summary["tasks"]
 
@@ -76,8 +86,16 @@ def test_rerun_skips_finished_jobs_and_gives_the_same_table(finished):
 def test_failed_jobs_are_marked_with_their_reason_and_the_others_finish(finished, tmp_path):
     config, _, _ = finished
     # cube-double has no dataset and generation is off; cube-single's tasks are finished already.
-    mixed = sweep.SweepConfig(**{**TINY, "domains": ["cube-single", "cube-double"], "generate_episodes": 0,
-                                 "dataset_dir": config.dataset_dir, "out": config.out, "executor": "debug"})
+    mixed = sweep.SweepConfig(
+        **{
+            **TINY,
+            "domains": ["cube-single", "cube-double"],
+            "generate_episodes": 0,
+            "dataset_dir": config.dataset_dir,
+            "out": config.out,
+            "executor": "debug",
+        }
+    )
     summary = sweep.run_sweep(mixed, progress=False, log=lambda _: None)
     assert len(summary["tasks"]) == 2
     assert [(f["domain"], f["task"]) for f in summary["failed"]] == [("cube-double", 1), ("cube-double", 2)]
@@ -88,38 +106,50 @@ def test_failed_jobs_are_marked_with_their_reason_and_the_others_finish(finished
 def test_a_checkpoint_of_another_architecture_fails_naming_the_field(finished):
     config, _, _ = finished
     # (local, not debug: submitit's debug executor opens pdb on a failing job)
-    wider = sweep.SweepConfig(**tiny(train={**TINY["train"], "hidden": 32}, tasks=[1],
-                                     dataset_dir=config.dataset_dir, out=config.out, executor="local"))
+    wider = sweep.SweepConfig(
+        **tiny(
+            train={**TINY["train"], "hidden": 32},
+            tasks=[1],
+            dataset_dir=config.dataset_dir,
+            out=config.out,
+            executor="local",
+        )
+    )
     summary = sweep.run_sweep(wider, progress=False, log=lambda _: None)
     assert summary["tasks"] == [] and len(summary["failed"]) == 1
     assert "hidden" in summary["failed"][0]["reason"], summary["failed"][0]["reason"]
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"domains": ["cube-singel"]}, r"unknown domains \['cube-singel'\]; valid: \['cube-single'"),
-    ({"tasks": [1, 7]}, r"unknown tasks \[7\]; valid: \[1, 2, 3, 4, 5\]"),
-    ({"eval_changes": {"methods": ["bc", "qfg"]}}, r"sweep config \[eval\]: Unknown method\(s\) \['qfg'\]"),
-    ({"eval_changes": {"methods": ["qgf"], "weights": []}}, r"guided methods need at least one weight > 0"),
-    ({"eval_changes": {"methods": ["bc"], "weights": []}}, r"`\[eval\] weights` must be a non-empty list"),
-    ({"eval_changes": {"weights": [0.1, float("nan")]}}, r"weights must be finite"),
-    ({"seeds": [0, 0]}, r"`seeds` must be distinct"),
-    ({"executor": "kubernetes"}, r"unknown executor \['kubernetes'\]; valid: \['local', 'slurm', 'debug'\]"),
-    ({"train": {"expectlie": 0.7}}, r"\[train\]: unknown key\(s\) \['expectlie'\] \(did you mean 'expectile'"),
-    ({"train": {"expectile": 1.5}}, r"\[train\]: `expectile` must be in \(0, 1\)"),
-    ({"train": {"steps": 0}}, r"\[train\]: `steps` must be >= 1"),
-    ({"eval_changes": {"episdoes": 3}}, r"\[eval\]: unknown key\(s\) \['episdoes'\] \(did you mean 'episodes'"),
-    ({"eval_changes": {"critic": "ema"}}, r"\[eval\]: `critic` must be one of 'target', 'online', got 'ema'"),
-    ({"selection_episodes": 5, "selection_seed": 0}, r"`selection_seed` \(0\) equals `\[eval\] seed`"),
-    ({"selection_episodes": -1}, r"`selection_episodes` must be an integer >= 0"),
-    ({"eval_changes": {"methods": ["bc", "cfgrl"]}},
-     r"method `cfgrl` samples from a network the run does not train; add `cfgrl = true`"),
-    ({"eval_changes": {"methods": ["fql"]}}, r"add `fql = true` under \[train\]"),
-    ({"method_weights": {"noisy": [0.1]}}, r"`method_weights` names 'noisy', which is not in `methods`"),
-    ({"method_weights": {"qgf": []}}, r"`method_weights.qgf` must be a non-empty list of numbers > 0"),
-    ({"method_weights": {"qgf": [0.0]}}, r"`method_weights.qgf` must be a non-empty list of numbers > 0"),
-    ({"method_weights": {"best_of_n": [2.0]}}, r"method 'best_of_n' takes no guidance weight"),
-    ({"method_weights": [1.0]}, r"`method_weights` must map method names to weight lists"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"domains": ["cube-singel"]}, r"unknown domains \['cube-singel'\]; valid: \['cube-single'"),
+        ({"tasks": [1, 7]}, r"unknown tasks \[7\]; valid: \[1, 2, 3, 4, 5\]"),
+        ({"eval_changes": {"methods": ["bc", "qfg"]}}, r"sweep config \[eval\]: Unknown method\(s\) \['qfg'\]"),
+        ({"eval_changes": {"methods": ["qgf"], "weights": []}}, r"guided methods need at least one weight > 0"),
+        ({"eval_changes": {"methods": ["bc"], "weights": []}}, r"`\[eval\] weights` must be a non-empty list"),
+        ({"eval_changes": {"weights": [0.1, float("nan")]}}, r"weights must be finite"),
+        ({"seeds": [0, 0]}, r"`seeds` must be distinct"),
+        ({"executor": "kubernetes"}, r"unknown executor \['kubernetes'\]; valid: \['local', 'slurm', 'debug'\]"),
+        ({"train": {"expectlie": 0.7}}, r"\[train\]: unknown key\(s\) \['expectlie'\] \(did you mean 'expectile'"),
+        ({"train": {"expectile": 1.5}}, r"\[train\]: `expectile` must be in \(0, 1\)"),
+        ({"train": {"steps": 0}}, r"\[train\]: `steps` must be >= 1"),
+        ({"eval_changes": {"episdoes": 3}}, r"\[eval\]: unknown key\(s\) \['episdoes'\] \(did you mean 'episodes'"),
+        ({"eval_changes": {"critic": "ema"}}, r"\[eval\]: `critic` must be one of 'target', 'online', got 'ema'"),
+        ({"selection_episodes": 5, "selection_seed": 0}, r"`selection_seed` \(0\) equals `\[eval\] seed`"),
+        ({"selection_episodes": -1}, r"`selection_episodes` must be an integer >= 0"),
+        (
+            {"eval_changes": {"methods": ["bc", "cfgrl"]}},
+            r"method `cfgrl` samples from a network the run does not train; add `cfgrl = true`",
+        ),
+        ({"eval_changes": {"methods": ["fql"]}}, r"add `fql = true` under \[train\]"),
+        ({"method_weights": {"noisy": [0.1]}}, r"`method_weights` names 'noisy', which is not in `methods`"),
+        ({"method_weights": {"qgf": []}}, r"`method_weights.qgf` must be a non-empty list of numbers > 0"),
+        ({"method_weights": {"qgf": [0.0]}}, r"`method_weights.qgf` must be a non-empty list of numbers > 0"),
+        ({"method_weights": {"best_of_n": [2.0]}}, r"method 'best_of_n' takes no guidance weight"),
+        ({"method_weights": [1.0]}, r"`method_weights` must map method names to weight lists"),
+    ],
+)
 def test_bad_configs_name_the_entry_before_any_job_starts(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
         config = sweep.SweepConfig(**tiny(**change, out=str(tmp_path / "out")))
@@ -137,17 +167,31 @@ def test_wrong_types_in_the_tables_are_named():
 
 
 def test_method_weights_replace_the_shared_weights_for_their_method_only():
-    config = sweep.validate(sweep.SweepConfig(**tiny(
-        eval_changes={"methods": ["bc", "qgf", "cfgrl", "best_of_n"], "weights": [0.01, 0.1]},
-        method_weights={"cfgrl": [1.0, 3.0]}, train={**TINY["train"], "cfgrl": True})))
-    assert [s.label for s in config.specs()] == ["BC", "QGF w=0.01", "QGF w=0.1", "CFG-RL w=1", "CFG-RL w=3",
-                                                 "best-of-2"]
+    config = sweep.validate(
+        sweep.SweepConfig(
+            **tiny(
+                eval_changes={"methods": ["bc", "qgf", "cfgrl", "best_of_n"], "weights": [0.01, 0.1]},
+                method_weights={"cfgrl": [1.0, 3.0]},
+                train={**TINY["train"], "cfgrl": True},
+            )
+        )
+    )
+    assert [s.label for s in config.specs()] == [
+        "BC",
+        "QGF w=0.01",
+        "QGF w=0.1",
+        "CFG-RL w=1",
+        "CFG-RL w=3",
+        "best-of-2",
+    ]
 
 
 def test_config_files_and_the_cli(tmp_path, capsys):
     path = tmp_path / "sweep.toml"
-    path.write_text('domains = ["cube-single"]\ntasks = [2]\n[train]\nsteps = 10\nhidden = 8\n'
-                    '[eval]\nmethods = ["bc"]\ncritic = "online"\n')
+    path.write_text(
+        'domains = ["cube-single"]\ntasks = [2]\n[train]\nsteps = 10\nhidden = 8\n'
+        '[eval]\nmethods = ["bc"]\ncritic = "online"\n'
+    )
     config = sweep.load_config(path, executor="debug", out=str(tmp_path / "o"))
     assert (config.tasks, config.eval.methods, config.eval.critic, config.executor) == ([2], ("bc",), "online", "debug")
     assert config.train == sweep.TrainSettings(steps=10, options={"hidden": 8})
@@ -176,15 +220,36 @@ def _row(method, weight, successes, return_mean, mode="qgf"):
     from qgf_lite.samplers import SamplerSpec
 
     spec = SamplerSpec(method, mode=mode, weight=weight) if weight else SamplerSpec(method)
-    return {"label": spec.label, **spec.to_dict(), "cost": spec.cost, "successes": successes, "episodes": 4,
-            "success_rate": successes / 4, "return_mean": return_mean}
+    return {
+        "label": spec.label,
+        **spec.to_dict(),
+        "cost": spec.cost,
+        "successes": successes,
+        "episodes": 4,
+        "success_rate": successes / 4,
+        "return_mean": return_mean,
+    }
 
 
 def test_choose_weights_pools_seeds_then_breaks_ties_by_return_then_by_the_smaller_weight():
-    seed0 = {"results": [_row("bc", 0, 1, -90), _row("guided", 0.1, 3, -50), _row("guided", 0.3, 1, -80),
-                         _row("guided", 0.1, 1, -70, mode="noisy"), _row("guided", 0.3, 1, -70, mode="noisy")]}
-    seed1 = {"results": [_row("bc", 0, 0, -95), _row("guided", 0.1, 0, -90), _row("guided", 0.3, 3, -40),
-                         _row("guided", 0.1, 2, -60, mode="noisy"), _row("guided", 0.3, 2, -60, mode="noisy")]}
+    seed0 = {
+        "results": [
+            _row("bc", 0, 1, -90),
+            _row("guided", 0.1, 3, -50),
+            _row("guided", 0.3, 1, -80),
+            _row("guided", 0.1, 1, -70, mode="noisy"),
+            _row("guided", 0.3, 1, -70, mode="noisy"),
+        ]
+    }
+    seed1 = {
+        "results": [
+            _row("bc", 0, 0, -95),
+            _row("guided", 0.1, 0, -90),
+            _row("guided", 0.3, 3, -40),
+            _row("guided", 0.1, 2, -60, mode="noisy"),
+            _row("guided", 0.3, 2, -60, mode="noisy"),
+        ]
+    }
     # QGF: 3 successes at either weight over both seeds; w=0.3 has the higher mean return (-60 vs -70).
     # noisy-gradient: 3 successes and the same return at both weights: the smaller weight.
     assert sweep.choose_weights([seed0, seed1]) == {"QGF": 0.3, "noisy-gradient": 0.1}
@@ -194,11 +259,18 @@ def test_choose_weights_pools_seeds_then_breaks_ties_by_return_then_by_the_small
 
 def test_weights_chosen_on_selection_start_states_are_reported_on_fresh_ones(finished, tmp_path):
     config, _, _ = finished
-    chosen_config = sweep.SweepConfig(**tiny(eval_changes={"methods": ["bc", "qgf"], "weights": [0.3]}, tasks=[1],
-                                             method_weights={"qgf": [0.05, 0.5]},  # replaces [0.3] for qgf
-                                             selection_episodes=1, selection_seed=3,
-                                             dataset_dir=config.dataset_dir, out=str(tmp_path / "out"),
-                                             executor="local"))
+    chosen_config = sweep.SweepConfig(
+        **tiny(
+            eval_changes={"methods": ["bc", "qgf"], "weights": [0.3]},
+            tasks=[1],
+            method_weights={"qgf": [0.05, 0.5]},  # replaces [0.3] for qgf
+            selection_episodes=1,
+            selection_seed=3,
+            dataset_dir=config.dataset_dir,
+            out=str(tmp_path / "out"),
+            executor="local",
+        )
+    )
     summary = sweep.run_sweep(chosen_config, progress=False, log=lambda _: None)
     assert summary["failed"] == []
     (task,) = summary["tasks"]
@@ -246,8 +318,11 @@ def test_the_committed_and_documented_sweep_configs_load(tmp_path):
             warnings.simplefilter("error")  # written in the [eval] layout, so no 0.2-spelling warning
             config = sweep.load_config(path)
         assert config.specs(), path
-    (example,) = re.findall(r"`qgf-lite sweep sweep.toml`, with a config such as\n\n```toml\n(.*?)```",
-                            (root / "README.md").read_text(), re.S)
+    (example,) = re.findall(
+        r"`qgf-lite sweep sweep.toml`, with a config such as\n\n```toml\n(.*?)```",
+        (root / "README.md").read_text(),
+        re.S,
+    )
     readme = tmp_path / "readme_sweep.toml"
     readme.write_text(example)
     config = sweep.load_config(readme)
@@ -257,11 +332,15 @@ def test_the_committed_and_documented_sweep_configs_load(tmp_path):
 def test_the_0_2_layout_loads_into_eval_with_a_warning(tmp_path):
     """0.2 wrote the evaluation settings at the top level; such a file loads into the same [eval] as the new one."""
     old = tmp_path / "old.toml"
-    old.write_text('domains = ["cube-single"]\nmethods = ["bc", "noisy"]\nweights = [0.2]\nn = 3\nepisodes = 7\n'
-                   'num_envs = 2\neval_workers = 1\neval_seed = 4\n[train]\nsteps = 10\n')
+    old.write_text(
+        'domains = ["cube-single"]\nmethods = ["bc", "noisy"]\nweights = [0.2]\nn = 3\nepisodes = 7\n'
+        "num_envs = 2\neval_workers = 1\neval_seed = 4\n[train]\nsteps = 10\n"
+    )
     new = tmp_path / "new.toml"
-    new.write_text('domains = ["cube-single"]\n[train]\nsteps = 10\n[eval]\nmethods = ["bc", "noisy"]\n'
-                   'weights = [0.2]\nn = 3\nepisodes = 7\nnum_envs = 2\nworkers = 1\nseed = 4\n')
+    new.write_text(
+        'domains = ["cube-single"]\n[train]\nsteps = 10\n[eval]\nmethods = ["bc", "noisy"]\n'
+        "weights = [0.2]\nn = 3\nepisodes = 7\nnum_envs = 2\nworkers = 1\nseed = 4\n"
+    )
     with pytest.warns(FutureWarning, match=r"\['episodes', 'eval_seed', 'eval_workers', .*under \[eval\]"):
         loaded = sweep.load_config(old)
     assert loaded == sweep.load_config(new) and loaded.eval.workers == 1 and loaded.eval.seed == 4
@@ -277,14 +356,23 @@ def test_eval_settings_reach_every_evaluation_of_the_sweep(monkeypatch, tmp_path
     from qgf_lite.ogbench import train as train_module
 
     calls = []
-    config = sweep.SweepConfig(**tiny(eval_changes={"critic": "online", "step_size": 0.2, "methods": ["bc", "qgf"]},
-                                      tasks=[1], out=str(tmp_path / "out")))
+    config = sweep.SweepConfig(
+        **tiny(
+            eval_changes={"critic": "online", "step_size": 0.2, "methods": ["bc", "qgf"]},
+            tasks=[1],
+            out=str(tmp_path / "out"),
+        )
+    )
     result = train_module.TrainResult("run", "ck", "log", 0, 30, [], 0.0, 0.0)
     monkeypatch.setattr(train_module, "train", lambda *a, **k: calls.append(("train", a, k)) or result)
-    monkeypatch.setattr("qgf_lite.checkpoint.load_checkpoint", lambda path: (type("C", (), {"flow_steps": 6})(),
-                                                                             None, {}))
-    monkeypatch.setattr(evaluation, "evaluate", lambda path, env, settings, **kw: calls.append(("eval", settings, kw))
-                        or {"results": []})
+    monkeypatch.setattr(
+        "qgf_lite.checkpoint.load_checkpoint", lambda path: (type("C", (), {"flow_steps": 6})(), None, {})
+    )
+    monkeypatch.setattr(
+        evaluation,
+        "evaluate",
+        lambda path, env, settings, **kw: calls.append(("eval", settings, kw)) or {"results": []},
+    )
     sweep.task_job(config, "cube-single", 1)
     (_, args, kwargs), *evals = calls
     assert kwargs["steps"] == 30 and kwargs["log_every"] == 10 and kwargs["hidden"] == 16 and "eval" not in kwargs
@@ -292,8 +380,10 @@ def test_eval_settings_reach_every_evaluation_of_the_sweep(monkeypatch, tmp_path
     for _, settings, kw in evals:
         assert (settings.critic, settings.step_size, settings.episodes, settings.seed) == ("online", 0.2, 1, 0)
         assert [s.label for s in settings.methods] == ["BC", "QGF w=0.05"] and settings.methods[1].steps == 6
-        assert kw == {"out": str(tmp_path / "out" / "cube-single" / "task1" / f"eval-seed{settings.seed_index}"),
-                      "progress": False}
+        assert kw == {
+            "out": str(tmp_path / "out" / "cube-single" / "task1" / f"eval-seed{settings.seed_index}"),
+            "progress": False,
+        }
 
 
 def test_the_train_table_enables_a_learner_by_flag_or_by_a_learners_table():

@@ -22,10 +22,46 @@ FAKE = ROOT / "tests" / "fixtures" / "fake_qgf_reference"
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*precision lowered:UserWarning")
 
-TOY = ["--seeds", "0", "1", "--steps", "4", "--chunk", "2", "--hidden", "8", "--layers", "1", "--batch-size", "8",
-       "--episodes", "2", "--num-envs", "2", "--workers", "0", "--max-episode-steps", "10", "--weights", "0.1",
-       "--noisy-weights", "0.1", "--latency-batches", "2", "--latency-repeats", "1", "--official-defaults-hidden", "8",
-       "--official-defaults-layers", "1", "--official-defaults-steps", "2", "--official-defaults-windows", "1", "--no-progress"]
+TOY = [
+    "--seeds",
+    "0",
+    "1",
+    "--steps",
+    "4",
+    "--chunk",
+    "2",
+    "--hidden",
+    "8",
+    "--layers",
+    "1",
+    "--batch-size",
+    "8",
+    "--episodes",
+    "2",
+    "--num-envs",
+    "2",
+    "--workers",
+    "0",
+    "--max-episode-steps",
+    "10",
+    "--weights",
+    "0.1",
+    "--noisy-weights",
+    "0.1",
+    "--latency-batches",
+    "2",
+    "--latency-repeats",
+    "1",
+    "--official-defaults-hidden",
+    "8",
+    "--official-defaults-layers",
+    "1",
+    "--official-defaults-steps",
+    "2",
+    "--official-defaults-windows",
+    "1",
+    "--no-progress",
+]
 
 
 def load_script():
@@ -38,21 +74,47 @@ def load_script():
 
 def run_script(*args, check=True):
     # XLA's cheap compile settings (as gpu_check --quick): the toy run's timings mean nothing, its compiles dominate.
-    env = {"XLA_FLAGS": "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true", **os.environ,
-           "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    proc = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, env=env,
-                          timeout=600, check=False)
+    env = {
+        "XLA_FLAGS": "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
+        **os.environ,
+        "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
+    }
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"vs_reference.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                             f"{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"vs_reference.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
 @pytest.fixture(scope="module")
 def dataset_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "cube-single-play-v0.npz"
-    assert cli.main(["generate", "cube-single", "--episodes", "2", "--workers", "1", "--episode-length", "51",
-                     "--out", str(path), "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "generate",
+                "cube-single",
+                "--episodes",
+                "2",
+                "--workers",
+                "1",
+                "--episode-length",
+                "51",
+                "--out",
+                str(path),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return path
 
 
@@ -80,16 +142,20 @@ def test_report_holds_both_implementations_side_by_side(toy_run):
     assert {(m, w) for _, m, w, _ in keys} == {("bc", 0.0), ("qgf", 0.1), ("noisy", 0.1)}
     assert all(e["episodes"] == 2 and len(e["per_episode_success"]) == 2 for e in evals)
     rows = report["rows"]
-    assert len(rows) == 6 and all(r["episodes"] == 4 and 0 <= r["success_ci95"][0] <= r["success_ci95"][1] <= 1
-                                  for r in rows)
+    assert len(rows) == 6 and all(
+        r["episodes"] == 4 and 0 <= r["success_ci95"][0] <= r["success_ci95"][1] <= 1 for r in rows
+    )
     assert len(report["agreement"]) == 3
     assert report["all_intervals_overlap"] == all(a["intervals_overlap"] for a in report["agreement"])
     for seed in ("0", "1"):
         t = report["training"][seed]
         assert t["steps"] == 4 and t["chunk_steps"] == [2, 2]
         assert t["official"]["steps_per_s"] > 0 and t["qgf_lite"]["steps_per_s"] > 0
-        assert set(t["official"]["final_losses"]) == set(t["qgf_lite"]["final_losses"]) == {
-            "flow_per_dim", "critic", "value", "q"}
+        assert (
+            set(t["official"]["final_losses"])
+            == set(t["qgf_lite"]["final_losses"])
+            == {"flow_per_dim", "critic", "value", "q"}
+        )
     for seed in ("0", "1"):
         g = report["critic_gradient"][seed]
         assert g["official"]["mean_norm"] > 0 and g["qgf_lite"]["mean_norm"] > 0
@@ -98,8 +164,11 @@ def test_report_holds_both_implementations_side_by_side(toy_run):
     speed = report["speed"]
     assert set(speed["trained_size"]["guided_ms"]) == {"2"}
     assert speed["official_defaults_size"]["train"]["steps"] == 4 and speed["official_defaults_size"]["hidden"] == 8
-    assert all(v[k] > 0 for v in speed["official_defaults_size"]["guided_ms"].values()
-               for k in ("official", "qgf_lite", "official_cpu", "qgf_lite_cpu"))
+    assert all(
+        v[k] > 0
+        for v in speed["official_defaults_size"]["guided_ms"].values()
+        for k in ("official", "qgf_lite", "official_cpu", "qgf_lite_cpu")
+    )
     assert "| setting | official" in stdout and "| qgf w=0.1 |" in stdout and "claim:" in stdout
 
 
@@ -120,15 +189,17 @@ def test_resume_keeps_results_and_redoes_only_the_missing(toy_run, dataset_path,
     copy = tmp_path / "vs.json"
     copy.write_text(json.dumps(partial))
     work = out.with_name(out.stem + "_work")
-    proc = run_script("--reference", FAKE, "--dataset", dataset_path, "--out", copy, "--workdir", work, "--resume",
-                      *TOY)
+    proc = run_script(
+        "--reference", FAKE, "--dataset", dataset_path, "--out", copy, "--workdir", work, "--resume", *TOY
+    )
     assert "trained networks loaded" in proc.stdout
     resumed = json.loads(copy.read_text())
     assert resumed["complete"] is True and len(resumed["evaluations"]) == 12
     assert resumed["evaluations"][:11] == report["evaluations"][:11]  # kept as they were, not re-run
     redone = resumed["evaluations"][11]
     assert {k: redone[k] for k in ("seed", "impl", "method", "weight")} == {
-        k: report["evaluations"][11][k] for k in ("seed", "impl", "method", "weight")}
+        k: report["evaluations"][11][k] for k in ("seed", "impl", "method", "weight")
+    }
     assert resumed["training"] == report["training"] and resumed["speed"] == report["speed"]
     table = run_script("--table-only", "--out", copy).stdout
     assert table.count("\n| ") >= 3 + 2 and "noisy w=0.1" in table
@@ -140,11 +211,13 @@ def test_input_errors_are_one_clear_message(dataset_path, tmp_path, capsys):
         vs.load_reference(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a folder"):
         vs.load_reference(tmp_path / "absent")
-    for argv, message in ((["--dataset", str(dataset_path)], "--reference PATH is required"),
-                          (["--reference", str(FAKE)], "--dataset is required"),
-                          (["--reference", str(FAKE), "--dataset", "x.npz", "--weights", "0"], "must be > 0"),
-                          (["--reference", str(FAKE), "--dataset", "x.npz", "--seeds", "1", "1"], "distinct"),
-                          (["--reference", str(FAKE), "--dataset", "x.npz", "--out", str(tmp_path)], "is a folder")):
+    for argv, message in (
+        (["--dataset", str(dataset_path)], "--reference PATH is required"),
+        (["--reference", str(FAKE)], "--dataset is required"),
+        (["--reference", str(FAKE), "--dataset", "x.npz", "--weights", "0"], "must be > 0"),
+        (["--reference", str(FAKE), "--dataset", "x.npz", "--seeds", "1", "1"], "distinct"),
+        (["--reference", str(FAKE), "--dataset", "x.npz", "--out", str(tmp_path)], "is a folder"),
+    ):
         with pytest.raises(SystemExit) as exc:
             vs.parse_args(argv)
         assert exc.value.code == 2 and message in capsys.readouterr().err
@@ -152,7 +225,20 @@ def test_input_errors_are_one_clear_message(dataset_path, tmp_path, capsys):
     earlier = tmp_path / "earlier.json"
     earlier.write_text(json.dumps({"args": {"steps": 4, "hidden": 8, "seeds": [0]}}))
     with pytest.raises(ValueError, match="--steps 4"):
-        vs.main(["--reference", str(FAKE), "--dataset", str(dataset_path), "--out", str(earlier), "--resume",
-                 "--steps", "5", "--hidden", "8"])
+        vs.main(
+            [
+                "--reference",
+                str(FAKE),
+                "--dataset",
+                str(dataset_path),
+                "--out",
+                str(earlier),
+                "--resume",
+                "--steps",
+                "5",
+                "--hidden",
+                "8",
+            ]
+        )
     with pytest.raises(SystemExit, match="no report"):
         vs.main(["--table-only", "--out", str(tmp_path / "none.json")])

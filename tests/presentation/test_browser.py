@@ -59,8 +59,13 @@ TARGETS = [
 ]
 # Course notebooks and the seconds allowed for "Run All Cells" in SMOKE mode on a loaded 2-core CI machine
 # (03's slider is dragged by test_notebook_figures).
-COURSE = ["01_flow_matching", "02_critic_learning", "03_guided_sampling", "04_test_time_compute",
-          "05_ogbench_manipulation"]
+COURSE = [
+    "01_flow_matching",
+    "02_critic_learning",
+    "03_guided_sampling",
+    "04_test_time_compute",
+    "05_ogbench_manipulation",
+]
 RUN_TIMEOUT = 300
 # The viewport that gives a notebook output area of about 900 px with JupyterLab's file browser open.
 VIEWPORT = {"width": 1332, "height": 1000}
@@ -456,16 +461,19 @@ def _check_mass_is_visible(figure: dict, what: str) -> list:
         axis = _axis_of(trace)
         same = [(j, t) for j, t in enumerate(data) if _axis_of(t) == axis]
         assert any(t.get("type") == "heatmap" and j < i for j, t in same), (
-            f"{what}: no heatmap of the sample mass under the samples in subplot {axis}")
+            f"{what}: no heatmap of the sample mass under the samples in subplot {axis}"
+        )
         assert (trace.get("marker") or {}).get("opacity", 1) < 1, (
-            f"{what}: sample markers are opaque in subplot {axis}, so piled-up samples do not accumulate")
+            f"{what}: sample markers are opaque in subplot {axis}, so piled-up samples do not accumulate"
+        )
         for j, other in same:
             if j <= i or "markers" not in (other.get("mode") or "") or other.get("meta") == "samples":
                 continue
             marker = other.get("marker") or {}
             hollow = str(marker.get("symbol", "")).endswith("-open")
             assert hollow or marker.get("opacity", 1) <= 0.5, (
-                f"{what}: the opaque marker trace {other.get('name')!r} is drawn above the samples in subplot {axis}")
+                f"{what}: the opaque marker trace {other.get('name')!r} is drawn above the samples in subplot {axis}"
+            )
         shares.append((axis, _share_in_best_region(trace)))
     assert shares, f"{what}: no sample traces (meta 'samples') found"
     return shares
@@ -477,7 +485,7 @@ def _printed_table(text: str) -> dict:
     start = next(i for i, line in enumerate(lines) if line.startswith("label"))
     header = re.split(r"\s{2,}", lines[start].strip())
     rows = {}
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         cells = re.split(r"\s{2,}", line.strip())
         if len(cells) == len(header):
             rows[cells[0]] = dict(zip(header, cells))
@@ -496,7 +504,7 @@ def check_guidance_figures(page, figures: list) -> None:
     outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
     table_text = next(t for t in outputs if "frac_best_region" in t and "label" in t)
     table = _printed_table(table_text)
-    for title, (axis, (plotted, n)) in zip(titles, shares.items()):
+    for title, (_axis, (plotted, n)) in zip(titles, shares.items()):
         label = title.split("<br>")[0]
         printed_title = float(re.search(r"([\d.]+)% in the best region", title).group(1)) / 100
         printed_table = float(table[label]["frac_best_region"])
@@ -514,7 +522,9 @@ def check_slider_view(page, what: str) -> None:
     gd_index = page.evaluate(
         """(cell) => { const all = Array.from(document.querySelectorAll(
               '.jp-Notebook .js-plotly-plot'));
-            return all.indexOf(cell.querySelector('.js-plotly-plot')); }""", cell.element_handle())
+            return all.indexOf(cell.querySelector('.js-plotly-plot')); }""",
+        cell.element_handle(),
+    )
     assert gd_index >= 0, "the slider's cell shows no plot"
     figure = page.evaluate(FIGURE_DATA_JS, gd_index)
     [(_, (plotted, n))] = _check_mass_is_visible(figure, what)
@@ -531,11 +541,17 @@ def drag_and_check_slider(page, stem: str) -> None:
     value_before = handle.get_attribute("aria-valuenow")
     before = page.evaluate(PLOT_DATA_JS, cell)
     drag_slider(page, slider)
-    page.wait_for_function("([el, old]) => el.getAttribute('aria-valuenow') !== old",
-                           arg=[handle.element_handle(), value_before], timeout=10_000)
+    page.wait_for_function(
+        "([el, old]) => el.getAttribute('aria-valuenow') !== old",
+        arg=[handle.element_handle(), value_before],
+        timeout=10_000,
+    )
     page.wait_for_function(
         f"([root, old]) => JSON.stringify(({PLOT_DATA_JS})(root)) !== JSON.stringify(old)",
-        arg=[cell, before], timeout=60_000, polling=250)
+        arg=[cell, before],
+        timeout=60_000,
+        polling=250,
+    )
     after = wait_for_settled_plots(page, cell, timeout_s=60)
     assert after != before
     snapshot(page, slider, FIGURES / f"{stem}-slider-after-drag.png")
@@ -576,19 +592,25 @@ def label_problems(labels: list, what: str, slack: float = 1.0) -> list:
     problems = []
     for label in labels:
         b, inside = label["box"], label["inside"]
-        if (b["left"] < inside["left"] - slack or b["right"] > inside["right"] + slack
-                or b["top"] < inside["top"] - slack or b["bottom"] > inside["bottom"] + slack):
+        if (
+            b["left"] < inside["left"] - slack
+            or b["right"] > inside["right"] + slack
+            or b["top"] < inside["top"] - slack
+            or b["bottom"] > inside["bottom"] + slack
+        ):
             where = "the figure" if label["kind"] == "annotation" else "its plot area"
-            problems.append(f"{what}: {label['kind']} {label['text']!r} is clipped by {where} "
-                            f"(label {b}, allowed {inside})")
+            problems.append(
+                f"{what}: {label['kind']} {label['text']!r} is clipped by {where} (label {b}, allowed {inside})"
+            )
     for i, first in enumerate(labels):
-        for second in labels[i + 1:]:
+        for second in labels[i + 1 :]:
             a, b = first["box"], second["box"]
             width = min(a["right"], b["right"]) - max(a["left"], b["left"])
             height = min(a["bottom"], b["bottom"]) - max(a["top"], b["top"])
             if width > slack and height > slack:
-                problems.append(f"{what}: labels {first['text']!r} and {second['text']!r} overlap "
-                                f"({width:.0f} x {height:.0f} px)")
+                problems.append(
+                    f"{what}: labels {first['text']!r} and {second['text']!r} overlap ({width:.0f} x {height:.0f} px)"
+                )
     return problems
 
 
@@ -610,7 +632,9 @@ def slider_figure(page, slider) -> dict:
     cell = output_of(slider)
     index = page.evaluate(
         """(cell) => Array.from(document.querySelectorAll('.jp-Notebook .js-plotly-plot'))
-              .indexOf(cell.querySelector('.js-plotly-plot'))""", cell.element_handle())
+              .indexOf(cell.querySelector('.js-plotly-plot'))""",
+        cell.element_handle(),
+    )
     assert index >= 0, "the slider's cell shows no plot"
     return page.evaluate(FIGURE_DATA_JS, index)
 
@@ -630,8 +654,11 @@ def drag_slider_to(page, slider, value: float, low: float, high: float) -> None:
 def settle_at(page, slider, value: float) -> dict:
     """Wait until the slider reads ``value`` and the kernel has redrawn; the settled figure."""
     handle = slider.locator(".noUi-handle").first
-    page.wait_for_function("([el, want]) => Math.abs(parseFloat(el.getAttribute('aria-valuenow')) - want) < 1e-6",
-                           arg=[handle.element_handle(), value], timeout=10_000)
+    page.wait_for_function(
+        "([el, want]) => Math.abs(parseFloat(el.getAttribute('aria-valuenow')) - want) < 1e-6",
+        arg=[handle.element_handle(), value],
+        timeout=10_000,
+    )
     wait_for_settled_plots(page, output_of(slider).element_handle(), timeout_s=60)
     return slider_figure(page, slider)
 
@@ -645,7 +672,8 @@ def check_contours_at(figure: dict, weight: float, what: str) -> dict:
     drawn = [c["start"], c["start"] + c["size"], c["start"] + 2 * c["size"]]
     want = [0.1 * peak, 0.4 * peak, 0.7 * peak]
     assert all(abs(d - w) <= 1e-6 * peak for d, w in zip(drawn, want)) and abs(c["end"] - want[-1]) <= 1e-6 * peak, (
-        f"{what}: contour levels {drawn} (end {c['end']}) are not 10/40/70% of the drawn target's peak {peak} ({want})")
+        f"{what}: contour levels {drawn} (end {c['end']}) are not 10/40/70% of the drawn target's peak {peak} ({want})"
+    )
     title = figure["layout"]["title"]
     title = title.get("text", "") if isinstance(title, dict) else title
     assert title.startswith(f"w = {weight:g}:"), f"{what}: the title {title!r} is not for w = {weight:g}"
@@ -671,7 +699,8 @@ def check_contours_from_both_sides(page) -> None:
     snapshot(page, slider, ARTIFACTS / "03-w1-from-above.png")
     assert len({round(p["peak"], 6) for p in (start, from_below, at_three)}) == 3, "the target did not change with w"
     assert from_above["levels"] == from_below["levels"], (
-        f"w = 1 drawn with levels {from_below['levels']} coming from w = 0 but {from_above['levels']} from w = 3")
+        f"w = 1 drawn with levels {from_below['levels']} coming from w = 0 but {from_above['levels']} from w = 3"
+    )
 
 
 # A live view (slider + FigureWidget) drawn with its traces: what a reopened notebook restores from saved state.
@@ -719,9 +748,14 @@ def test_notebook_figures(lab_server, browser_context, name):
         problems, shots = [], []
         for figure in figures:
             what = f"{name} figure {figure['index']} ({figure['text']!r})"
-            if figure["right"] > figure["areaRight"] + 1 or figure["overflow"] > 1 or figure["svgWidth"] > figure["areaWidth"] + 1:
-                problems.append(f"{what}: {figure['svgWidth']:.0f} px wide, does not fit its "
-                                f"{figure['areaWidth']} px output area")
+            if (
+                figure["right"] > figure["areaRight"] + 1
+                or figure["overflow"] > 1
+                or figure["svgWidth"] > figure["areaWidth"] + 1
+            ):
+                problems.append(
+                    f"{what}: {figure['svgWidth']:.0f} px wide, does not fit its {figure['areaWidth']} px output area"
+                )
             titled = {a["name"][0] for a in figure["axes"] if a["title"].strip()}
             untitled_x = [a["name"] for a in figure["axes"] if a["name"].startswith("x") and not a["title"].strip()]
             if figure["axes"] and (untitled_x or titled != {"x", "y"}):
@@ -761,4 +795,6 @@ def test_notebook_figures(lab_server, browser_context, name):
             assert all(v["title"] and v["width"] >= 400 for v in live), f"{name} reopened: live view {live}"
             slider = page.locator(".jp-Notebook .widget-slider").first
             slider.scroll_into_view_if_needed()
-            _ancestor(slider, "jp-OutputArea").first.screenshot(path=str(FIGURES / f"{name[:2]}-reopened-live-view.png"))
+            _ancestor(slider, "jp-OutputArea").first.screenshot(
+                path=str(FIGURES / f"{name[:2]}-reopened-live-view.png")
+            )

@@ -27,8 +27,15 @@ REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "artifacts" / "figures_course"
 NOTEBOOKS = ["04_test_time_compute", "05_ogbench_manipulation", "06_test_time_vs_training_time"]
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
@@ -58,8 +65,9 @@ def executed(tmp_path_factory):
         notebook = nbformat.read(REPO / "notebooks" / f"{stem}.ipynb", as_version=4)
         os.environ.setdefault("QGF_SMOKE", "1")
         workdir = tmp_path_factory.mktemp(stem)
-        nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
-                                resources={"metadata": {"path": str(workdir)}}).execute()
+        nbclient.NotebookClient(
+            notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+        ).execute()
         cache[stem] = json.loads(nbformat.writes(notebook))
         return cache[stem]
 
@@ -91,10 +99,12 @@ def text_tables(text: str):
         if not re.fullmatch(r"-+( {2}-+)*\s*", lines[i]) or not lines[i].strip():
             continue
         spans = [m.span() for m in re.finditer(r"-+", lines[i])]
-        cut = lambda line: [line[a:(b if k + 1 < len(spans) else None)].strip() if len(line) > a else ""
-                            for k, (a, b) in enumerate(spans)]
+        cut = lambda line: [
+            line[a : (b if k + 1 < len(spans) else None)].strip() if len(line) > a else ""
+            for k, (a, b) in enumerate(spans)
+        ]
         rows = []
-        for k, line in enumerate(lines[i + 1:], start=i + 1):
+        for k, line in enumerate(lines[i + 1 :], start=i + 1):
             # format_table pads every row to the full width (an empty last value too): a shorter line, a blank
             # one or the header of a next table (followed by its dash line) ends this table.
             following = lines[k + 1] if k + 1 < len(lines) else ""
@@ -110,7 +120,7 @@ def markdown_tables(text: str):
         if re.fullmatch(r"\|( *:?-+:? *\|)+", lines[i]):
             header = [c.strip() for c in lines[i - 1].strip("|").split("|")]
             rows = []
-            for line in lines[i + 1:]:
+            for line in lines[i + 1 :]:
                 if not line.startswith("|"):
                     break
                 rows.append([c.strip() for c in line.strip("|").split("|")])
@@ -119,15 +129,21 @@ def markdown_tables(text: str):
 
 def empty_cells(header, rows):
     """(row index, column name) of every empty value."""
-    return [(r, header[c] if c < len(header) else c) for r, row in enumerate(rows)
-            for c in range(len(header)) if c >= len(row) or row[c] in EMPTY]
+    return [
+        (r, header[c] if c < len(header) else c)
+        for r, row in enumerate(rows)
+        for c in range(len(header))
+        if c >= len(row) or row[c] in EMPTY
+    ]
 
 
 def test_table_parser_finds_an_empty_column():
     from qgf_lite.toy.experiments import format_table
 
-    text = format_table([{"weight": 0.5, "mean_reward": 0.25}, {"weight": 1.0, "mean_reward": 0.5}],
-                        ["weight", "mean_reward", "critic_value"])
+    text = format_table(
+        [{"weight": 0.5, "mean_reward": 0.25}, {"weight": 1.0, "mean_reward": 0.5}],
+        ["weight", "mean_reward", "critic_value"],
+    )
     [(header, rows)] = list(text_tables(text))
     assert header == ["weight", "mean_reward", "critic_value"] and len(rows) == 2
     assert empty_cells(header, rows) == [(0, "critic_value"), (1, "critic_value")]
@@ -171,13 +187,19 @@ MEASURE = """() => {
 
 
 def _overlap(a, b, tolerance=1.0):
-    return (min(a["x1"], b["x1"]) - max(a["x0"], b["x0"]) > tolerance
-            and min(a["y1"], b["y1"]) - max(a["y0"], b["y0"]) > tolerance)
+    return (
+        min(a["x1"], b["x1"]) - max(a["x0"], b["x0"]) > tolerance
+        and min(a["y1"], b["y1"]) - max(a["y0"], b["y0"]) > tolerance
+    )
 
 
 def _inside(inner, outer, tolerance=1.0):
-    return (inner["x0"] >= outer["x0"] - tolerance and inner["x1"] <= outer["x1"] + tolerance
-            and inner["y0"] >= outer["y0"] - tolerance and inner["y1"] <= outer["y1"] + tolerance)
+    return (
+        inner["x0"] >= outer["x0"] - tolerance
+        and inner["x1"] <= outer["x1"] + tolerance
+        and inner["y0"] >= outer["y0"] - tolerance
+        and inner["y1"] <= outer["y1"] + tolerance
+    )
 
 
 def label_problems(measured) -> list:
@@ -195,7 +217,7 @@ def label_problems(measured) -> list:
             if home and not _inside(item, home[0]):
                 problems.append(f"{item['kind']} {item['text']!r} is cut by the edge of its plot area")
     for i, a in enumerate(texts):
-        for b in texts[i + 1:]:
+        for b in texts[i + 1 :]:
             if _overlap(a, b):
                 problems.append(f"{a['kind']} {a['text']!r} overlaps {b['kind']} {b['text']!r}")
     return problems
@@ -225,25 +247,45 @@ def _plotly_js() -> str:
 def draw(page, figure: dict):
     """Draw one plotly figure JSON as the notebook front end would (same size) and return the measured boxes."""
     layout = figure.get("layout", {})
-    html = ("<html><head><meta charset='utf-8'><script>" + _plotly_js().replace("</script>", "<\\/script>")
-            + "</script></head><body style='margin:0'><div id='fig'></div></body></html>")
+    html = (
+        "<html><head><meta charset='utf-8'><script>"
+        + _plotly_js().replace("</script>", "<\\/script>")
+        + "</script></head><body style='margin:0'><div id='fig'></div></body></html>"
+    )
     if not getattr(draw, "_loaded", False) or page.evaluate("typeof Plotly") == "undefined":
         page.set_content(html)
         draw._loaded = True
-    page.evaluate("(fig) => Plotly.newPlot('fig', fig.data, fig.layout, {displayModeBar: false})",
-                  {"data": figure.get("data", []), "layout": layout})
+    page.evaluate(
+        "(fig) => Plotly.newPlot('fig', fig.data, fig.layout, {displayModeBar: false})",
+        {"data": figure.get("data", []), "layout": layout},
+    )
     page.wait_for_timeout(150)
     return page.evaluate(MEASURE)
 
 
 def test_measure_flags_a_clipped_and_an_overlapping_label(page):
     """The old 04 figure's faults: a point label at the right edge ("N=32" drawn as "N=3") and two labels that fuse."""
-    figure = {"data": [
-        {"type": "scatter", "x": [0.0, 1.0], "y": [0.0, 1.0], "mode": "markers+text", "text": ["1", "N=32"],
-         "textposition": "middle right"},
-        {"type": "scatter", "x": [0.002], "y": [0.0], "mode": "markers+text", "text": ["2"],
-         "textposition": "middle right"}],
-        "layout": {"width": 500, "height": 400, "xaxis": {"range": [0, 1]}, "yaxis": {"range": [-0.1, 1.1]}}}
+    figure = {
+        "data": [
+            {
+                "type": "scatter",
+                "x": [0.0, 1.0],
+                "y": [0.0, 1.0],
+                "mode": "markers+text",
+                "text": ["1", "N=32"],
+                "textposition": "middle right",
+            },
+            {
+                "type": "scatter",
+                "x": [0.002],
+                "y": [0.0],
+                "mode": "markers+text",
+                "text": ["2"],
+                "textposition": "middle right",
+            },
+        ],
+        "layout": {"width": 500, "height": 400, "xaxis": {"range": [0, 1]}, "yaxis": {"range": [-0.1, 1.1]}},
+    }
     problems = label_problems(draw(page, figure))
     assert any("'N=32'" in p and ("cut" in p or "outside" in p) for p in problems), problems
     assert any("overlaps" in p and "'1'" in p and "'2'" in p for p in problems), problems

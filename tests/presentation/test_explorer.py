@@ -62,8 +62,15 @@ def trace_named(traces, name: str) -> dict:
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
     out = tmp_path_factory.mktemp("explorer") / "explorer.html"
-    path = explorer.export_guidance_explorer(out, weights=WEIGHTS, train_steps=TRAIN_STEPS, num_samples=NUM_SAMPLES,
-                                             seed=SEED, include_plotlyjs=True, progress=False)
+    path = explorer.export_guidance_explorer(
+        out,
+        weights=WEIGHTS,
+        train_steps=TRAIN_STEPS,
+        num_samples=NUM_SAMPLES,
+        seed=SEED,
+        include_plotlyjs=True,
+        progress=False,
+    )
     text = Path(path).read_text(encoding="utf-8")
     # The same call as the export's, so it returns the networks the page was drawn with (cached in memory).
     setup = tx.train_toy_bandit("ring", num_steps=TRAIN_STEPS, seed=SEED, progress=False)
@@ -88,8 +95,9 @@ def test_frames_hold_guided_samples_and_tilted_target_of_their_weight(export):
     samples = []
     for weight, frame in zip(WEIGHTS, export["figure"]["frames"]):
         # One weight at a time, eagerly: the page's frames come from a single vmapped, jitted call.
-        expected = np.asarray(qgf_lite.guided_sample(setup.velocity, setup.critic, None, noise, steps=10,
-                                                     weight=weight))
+        expected = np.asarray(
+            qgf_lite.guided_sample(setup.velocity, setup.critic, None, noise, steps=10, weight=weight)
+        )
         points = trace_named(frame["data"], "QGF samples")
         got = np.stack([decode(points["x"]), decode(points["y"])], axis=-1)
         np.testing.assert_allclose(got, expected, atol=2e-4)
@@ -101,8 +109,9 @@ def test_frames_hold_guided_samples_and_tilted_target_of_their_weight(export):
 
         reward = float(jnp.mean(setup.problem.reward(None, jnp.asarray(expected))))
         share = float(jnp.mean(setup.problem.in_best_region(None, jnp.asarray(expected))))
-        assert frame["layout"]["title"]["text"] == (f"w = {weight:g}: mean reward {reward:.2f}, "
-                                                    f"{share:.0%} in the best region")
+        assert frame["layout"]["title"]["text"] == (
+            f"w = {weight:g}: mean reward {reward:.2f}, {share:.0%} in the best region"
+        )
     for a, b in zip(samples, samples[1:]):
         assert np.max(np.abs(a - b)) > 1e-2  # guidance moves the samples: frames are not copies of one another
 
@@ -123,8 +132,23 @@ def test_page_is_self_contained(export):
 def test_cli_writes_the_default_weights(tmp_path, capsys):
     out = tmp_path / "sub" / "page.html"
     # Same training settings as the fixture: the trained networks come from the in-memory cache.
-    assert explorer.main(["--out", str(out), "--inline", "--steps", str(TRAIN_STEPS), "--samples", "32",
-                          "--seed", str(SEED), "--quiet"]) == 0
+    assert (
+        explorer.main(
+            [
+                "--out",
+                str(out),
+                "--inline",
+                "--steps",
+                str(TRAIN_STEPS),
+                "--samples",
+                "32",
+                "--seed",
+                str(SEED),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert f"wrote {out}" in capsys.readouterr().out
     fig = figure_from_page(out.read_text(encoding="utf-8"))
     labels = [step["label"] for step in fig["layout"]["sliders"][0]["steps"]]
@@ -134,16 +158,19 @@ def test_cli_writes_the_default_weights(tmp_path, capsys):
     assert [p.name for p in out.parent.iterdir()] == ["page.html"]  # no temporary file left behind
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(weights=[1.0, 0.5]), "weights"),
-    (dict(weights=[-1.0, 0.0]), "weights"),
-    (dict(weights=[]), "weights"),
-    (dict(include_plotlyjs="inline"), "include_plotlyjs"),
-    (dict(bandit="contextual_ring"), "stateless"),
-    (dict(bandit="rings"), "unknown bandit"),
-    (dict(num_samples=0), "num_samples"),
-    (dict(critic="both"), "'target', 'online'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(weights=[1.0, 0.5]), "weights"),
+        (dict(weights=[-1.0, 0.0]), "weights"),
+        (dict(weights=[]), "weights"),
+        (dict(include_plotlyjs="inline"), "include_plotlyjs"),
+        (dict(bandit="contextual_ring"), "stateless"),
+        (dict(bandit="rings"), "unknown bandit"),
+        (dict(num_samples=0), "num_samples"),
+        (dict(critic="both"), "'target', 'online'"),
+    ],
+)
 def test_bad_input_is_named_before_any_file_is_written(tmp_path, kwargs, match):
     out = tmp_path / "page.html"
     with pytest.raises(ValueError, match=match):
@@ -172,9 +199,16 @@ def test_bad_output_paths_are_named(tmp_path):
 # In a real browser, from disk, with no Jupyter server
 # --------------------------------------------------------------------------- #
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 # The trace list handed to plotly (what changes when a frame is shown) and the decoded sample coordinates.
 PLOT_STATE_JS = """() => {
@@ -188,29 +222,39 @@ PLOT_STATE_JS = """() => {
 def test_clicking_the_slider_in_a_browser_swaps_the_samples(export, tmp_path):
     if CHROMIUM is None:
         pytest.skip("chromium is not installed; run scripts/install_browser.sh")
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="python playwright is not installed; run scripts/install_browser.sh")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="python playwright is not installed; run scripts/install_browser.sh"
+    )
     frames = export["figure"]["frames"]
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1000, "height": 1100})
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1000, "height": 1100},
+        )
         try:
             page = context.new_page()
             errors = []
             page.on("pageerror", lambda err: errors.append(str(err)))
             page.goto(export["path"].resolve().as_uri())
-            page.wait_for_function("() => { const gd = document.querySelector('.js-plotly-plot');"
-                                   " return gd && gd._fullLayout && gd._fullLayout.sliders.length > 0; }",
-                                   timeout=30_000)
+            page.wait_for_function(
+                "() => { const gd = document.querySelector('.js-plotly-plot');"
+                " return gd && gd._fullLayout && gd._fullLayout.sliders.length > 0; }",
+                timeout=30_000,
+            )
             before = page.evaluate(PLOT_STATE_JS)
 
             # A real click on the rail, at the x of the last step's tick mark.
             rail = page.locator(".slider-rail-touch-rect").first.bounding_box()
             tick = page.locator(".slider-tick-rect").last.bounding_box()
             page.mouse.click(tick["x"] + tick["width"] / 2, rail["y"] + rail["height"] / 2)
-            page.wait_for_function("(old) => document.querySelector('.js-plotly-plot').layout.title.text !== old",
-                                   arg=before["title"], timeout=10_000)
+            page.wait_for_function(
+                "(old) => document.querySelector('.js-plotly-plot').layout.title.text !== old",
+                arg=before["title"],
+                timeout=10_000,
+            )
             after = page.evaluate(PLOT_STATE_JS)
         finally:
             context.close()
@@ -235,12 +279,17 @@ def _open_offline(path: Path, tmp_path: Path, wait_ms: int = 0) -> dict:
     """Open ``path`` from disk in Chromium with every non-file request aborted; what the page drew and requested."""
     if CHROMIUM is None:
         pytest.skip("chromium is not installed; run scripts/install_browser.sh")
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="python playwright is not installed; run scripts/install_browser.sh")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="python playwright is not installed; run scripts/install_browser.sh"
+    )
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1000, "height": 1100})
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1000, "height": 1100},
+        )
         try:
             page = context.new_page()
             outside = []

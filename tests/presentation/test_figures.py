@@ -34,7 +34,10 @@ def test_mass_trace_counts_every_sample_and_leaves_empty_cells_transparent():
 
 
 def test_mass_panels_titles_give_the_plotted_share_and_draw_nothing_opaque_on_top():
-    sets = {"pile": np.tile([[0.7, 0.0]], (10, 1)), "spread": np.array([[0.7, 0.0], [-0.7, 0.0], [0.0, 0.7], [0.0, -0.7]])}
+    sets = {
+        "pile": np.tile([[0.7, 0.0]], (10, 1)),
+        "spread": np.array([[0.7, 0.0], [-0.7, 0.0], [0.0, 0.7], [0.0, -0.7]]),
+    }
     fig = plots.mass_panels(sets, in_right_disc, targets=[[0.7, 0.0]])
     titles = [a.text for a in fig.layout.annotations]
     assert titles[0].endswith("100.0% in the best region</sup>") and "25.0% in the best region" in titles[1]
@@ -42,7 +45,9 @@ def test_mass_panels_titles_give_the_plotted_share_and_draw_nothing_opaque_on_to
     for i, trace in enumerate(fig.data):
         if trace.meta == "samples":
             assert trace.marker.opacity < 1
-            later = [t for t in fig.data[i + 1:] if t.type == "scatter" and t.xaxis == trace.xaxis and t.meta != "samples"]
+            later = [
+                t for t in fig.data[i + 1 :] if t.type == "scatter" and t.xaxis == trace.xaxis and t.meta != "samples"
+            ]
             assert all(t.marker.symbol.endswith("-open") for t in later)
     with pytest.raises(ValueError, match="empty"):
         plots.mass_panels({})
@@ -73,7 +78,10 @@ def test_log_ticks_are_clean_and_exact_weights_are_labelled_as_given():
 
 
 def test_loss_curve_names_losses_in_words_and_starts_at_zero():
-    history = [{"step": 10, "policy_loss": 2.0, "critic_loss": 0.5}, {"step": 20, "policy_loss": 1.5, "critic_loss": 0.2}]
+    history = [
+        {"step": 10, "policy_loss": 2.0, "critic_loss": 0.5},
+        {"step": 20, "policy_loss": 1.5, "critic_loss": 0.2},
+    ]
     fig = plots.loss_curve(history, ["policy_loss"])
     assert fig.layout.yaxis.title.text == "flow-matching loss (policy)" and fig.layout.yaxis.rangemode == "tozero"
     assert fig.layout.xaxis.title.text == "training step"
@@ -87,9 +95,15 @@ def test_live_view_draws_mass_under_the_samples_and_keeps_its_saved_state_in_ste
     pytest.importorskip("anywidget")
     base = jnp.asarray(RNG.normal(size=(40, 2)) * 0.05)
     grid = toy.Grid2D(size=8)
-    view = widgets.build_live_view(lambda w: {"samples": base + w}, [0.0, 0.5], background_fn=lambda w: jnp.ones((8, 8)) + w,
-                                   grid=grid, background_style="contour", mass_of="samples",
-                                   title_fn=lambda w, pts: f"w = {w:g}")
+    view = widgets.build_live_view(
+        lambda w: {"samples": base + w},
+        [0.0, 0.5],
+        background_fn=lambda w: jnp.ones((8, 8)) + w,
+        grid=grid,
+        background_style="contour",
+        mass_of="samples",
+        title_fn=lambda w, pts: f"w = {w:g}",
+    )
     fig = view.figure
     assert [t.type for t in fig.data] == ["contour", "heatmap", "scatter"]
     assert view.sample_trace_indices == (2,) and fig.data[2].meta == "samples"

@@ -78,8 +78,11 @@ def stream_text(cell) -> str:
 
 
 def plotly_outputs(cell) -> list:
-    return [out["data"]["application/vnd.plotly.v1+json"] for out in cell.get("outputs", [])
-            if "application/vnd.plotly.v1+json" in out.get("data", {})]
+    return [
+        out["data"]["application/vnd.plotly.v1+json"]
+        for out in cell.get("outputs", [])
+        if "application/vnd.plotly.v1+json" in out.get("data", {})
+    ]
 
 
 @pytest.mark.parametrize("notebook, values_name", TARGETS)
@@ -90,10 +93,14 @@ def test_notebook_falls_back_to_frames_without_anywidget(tmp_path, notebook, val
 
     nb = nbformat.read(NOTEBOOKS / notebook, as_version=4)
     nb.cells.insert(0, nbformat.v4.new_code_cell(PROBE))
-    nb.cells.append(nbformat.v4.new_code_cell(f"import json; print('SLIDER-VALUES:', json.dumps([float(v) for v in "
-                                              f"{values_name}]))"))
-    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=600, allow_errors=False,
-                                     resources={"metadata": {"path": str(NOTEBOOKS)}})
+    nb.cells.append(
+        nbformat.v4.new_code_cell(
+            f"import json; print('SLIDER-VALUES:', json.dumps([float(v) for v in {values_name}]))"
+        )
+    )
+    client = nbclient.NotebookClient(
+        nb, kernel_name="python3", timeout=600, allow_errors=False, resources={"metadata": {"path": str(NOTEBOOKS)}}
+    )
     client.execute(env=kernel_env(blocker_dir))  # raises CellExecutionError, naming the cell, if any cell fails
 
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
@@ -115,5 +122,7 @@ def test_notebook_falls_back_to_frames_without_anywidget(tmp_path, notebook, val
         assert [step["label"] for step in slider["steps"]] == [f"{v:g}" for v in values]
         assert [step["args"][0] for step in slider["steps"]] == [[frame["name"]] for frame in figure["frames"]]
         # The frames really differ: the slider changes what is drawn.
-        first, last = (json.dumps(frame["data"], sort_keys=True) for frame in (figure["frames"][0], figure["frames"][-1]))
+        first, last = (
+            json.dumps(frame["data"], sort_keys=True) for frame in (figure["frames"][0], figure["frames"][-1])
+        )
         assert first != last

@@ -63,11 +63,14 @@ class _Done:
     stderr = ""
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("0.2.0", "qgf_lite==0.2.0"),  # a bare version means the package index
-    ("/wheels/qgf_lite-0.2.0-py3-none-any.whl", "/wheels/qgf_lite-0.2.0-py3-none-any.whl"),
-    ("qgf_lite @ git+https://example.org/q.git@v0.2.0", "qgf_lite @ git+https://example.org/q.git@v0.2.0"),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("0.2.0", "qgf_lite==0.2.0"),  # a bare version means the package index
+        ("/wheels/qgf_lite-0.2.0-py3-none-any.whl", "/wheels/qgf_lite-0.2.0-py3-none-any.whl"),
+        ("qgf_lite @ git+https://example.org/q.git@v0.2.0", "qgf_lite @ git+https://example.org/q.git@v0.2.0"),
+    ],
+)
 def test_install_cell_honours_qgf_lite_source(monkeypatch, source, expected):
     cell = nt.install_cell_source("qgf_lite @ git+https://example.org/q.git@v0.1.0")
     calls = []
@@ -82,8 +85,9 @@ def test_install_cell_fails_in_one_short_message_naming_the_source(tmp_path):
     cell = nt.install_cell_source("qgf_lite @ git+https://example.org/q.git@v0.1.0")
     missing = tmp_path / "qgf_lite-9.9.9-py3-none-any.whl"
     env = {**os.environ, nt.SOURCE_ENV_VAR: str(missing), "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    done = subprocess.run([sys.executable, "-c", cell], capture_output=True, text=True, env=env, cwd=tmp_path,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", cell], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+    )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) <= 3, done.stderr  # no pip or Python traceback

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from traitlets import TraitError
 
 from qgf_lite import toy
 from qgf_lite.presentation import widgets
@@ -27,9 +28,14 @@ def background(weight):
 
 
 def test_live_slider_updates_the_figure_data():
-    view = widgets.build_live_view(shifted, [0.0, 0.5, 1.0, 1.5, 2.0], background_fn=background, grid=GRID,
-                                   static_sliders={"scale": {"values": [1.0, 3.0], "description": "scale"}},
-                                   title_fn=lambda w, pts: f"w = {w:g}")
+    view = widgets.build_live_view(
+        shifted,
+        [0.0, 0.5, 1.0, 1.5, 2.0],
+        background_fn=background,
+        grid=GRID,
+        static_sliders={"scale": {"values": [1.0, 3.0], "description": "scale"}},
+        title_fn=lambda w, pts: f"w = {w:g}",
+    )
     assert view.sliders["weight"].description == "guidance weight w"
     assert view.trace_names == ("origin", "samples")  # jax returns dict outputs in sorted key order
     index = view.sample_trace_indices[view.trace_names.index("samples")]
@@ -138,8 +144,9 @@ BLOCK_ANYWIDGET = textwrap.dedent("""
 
 def test_without_anywidget_the_frames_fallback_is_chosen_and_built():
     env = {k: v for k, v in __import__("os").environ.items() if k != widgets.ENV_VAR}
-    result = subprocess.run([sys.executable, "-c", BLOCK_ANYWIDGET], capture_output=True, text=True, timeout=300,
-                            env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCK_ANYWIDGET], capture_output=True, text=True, timeout=300, env=env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "FALLBACK-OK" in result.stdout
     assert "interactive view: frames (anywidget is not installed)" in result.stdout
@@ -165,8 +172,9 @@ def drawn_levels(contours):
 def test_live_contours_follow_the_new_weight_from_either_side(came_from):
     # The old update read fig.data[0].z back inside fig.batch_update(), where plotly still returns the previous
     # z: the levels were those of the position the slider came from (at w = 1: e^0 or e^3 instead of e^1).
-    view = widgets.build_live_view(shifted, [0.0, 1.0, 2.0, 3.0], background_fn=tilted, grid=GRID,
-                                   background_style="contour", initial=came_from)
+    view = widgets.build_live_view(
+        shifted, [0.0, 1.0, 2.0, 3.0], background_fn=tilted, grid=GRID, background_style="contour", initial=came_from
+    )
     np.testing.assert_allclose(drawn_levels(view.figure.data[0].contours), contour_levels_at(came_from), rtol=1e-5)
     view.sliders["weight"].value = 1.0
     np.testing.assert_allclose(np.max(view.figure.data[0].z), np.exp(1.0), rtol=1e-5)
@@ -178,15 +186,16 @@ def test_main_slider_stops_only_at_the_listed_values():
     import ipywidgets
 
     steps = [1, 2, 3, 4, 6, 8, 16, 32]
-    view = widgets.build_live_view(lambda k: jnp.asarray(BASE) * k, steps, name="steps", description="Euler steps K",
-                                   initial=32)
+    view = widgets.build_live_view(
+        lambda k: jnp.asarray(BASE) * k, steps, name="steps", description="Euler steps K", initial=32
+    )
     slider = view.sliders["steps"]
     # Uneven values: a selection slider over exactly these values, read out as "7", not "7.00", and no 5 or 7.
     assert isinstance(slider, ipywidgets.SelectionSlider)
     assert [value for _, value in slider.options] == [float(k) for k in steps]
     assert [label for label, _ in slider.options] == [str(k) for k in steps]
     assert slider.value == 32.0
-    with pytest.raises(Exception):
+    with pytest.raises(TraitError):  # 7 is not one of the offered step counts
         slider.value = 7.0
     slider.value = 4.0
     np.testing.assert_allclose(view.figure.data[0].x, BASE[:, 0] * 4, atol=1e-5)

@@ -37,8 +37,16 @@ def ring_run():
     the ring's 8 modes (reward up to 1), against BC's 1/8, so 400 steps of these tiny networks already show the
     tilt (at tau = 1 the target holds 28% there, too little to separate from BC at this size)."""
     config = toy_config(fql=True, fql_alpha=10.0, qam=True, qam_inv_temp=4.0, **TINY)
-    return cmp.run_bandit("ring", seeds=(0, 1), num_steps=400, eval_every=200, config=config, num_samples=5000,
-                          num_eval=400, progress=False)
+    return cmp.run_bandit(
+        "ring",
+        seeds=(0, 1),
+        num_steps=400,
+        eval_every=200,
+        config=config,
+        num_samples=5000,
+        num_eval=400,
+        progress=False,
+    )
 
 
 def test_run_bandit_records_curves_and_critics_per_checkpoint_and_seed(ring_run):
@@ -50,10 +58,17 @@ def test_run_bandit_records_curves_and_critics_per_checkpoint_and_seed(ring_run)
             assert values.shape == (2, 2) and np.all(np.isfinite(values))
     # The stored step-0 critic is the untrained one, and the last stored critic is the final target critic.
     untrained = init_train_state(ring_run.config, jax.random.PRNGKey(1)).target_critic_params  # seed 1's
-    assert all(bool(jnp.array_equal(a[1], b)) for a, b in zip(jax.tree_util.tree_leaves(ring_run.critics[0]),
-                                                              jax.tree_util.tree_leaves(untrained)))
-    assert all(bool(jnp.array_equal(a, b)) for a, b in zip(jax.tree_util.tree_leaves(ring_run.critics[-1]),
-                                                           jax.tree_util.tree_leaves(ring_run.state.target_critic_params)))
+    assert all(
+        bool(jnp.array_equal(a[1], b))
+        for a, b in zip(jax.tree_util.tree_leaves(ring_run.critics[0]), jax.tree_util.tree_leaves(untrained))
+    )
+    assert all(
+        bool(jnp.array_equal(a, b))
+        for a, b in zip(
+            jax.tree_util.tree_leaves(ring_run.critics[-1]),
+            jax.tree_util.tree_leaves(ring_run.state.target_critic_params),
+        )
+    )
     assert ring_run.final("mean_reward", "QGF").shape == (2,)
     summary = cmp.summarise(ring_run, "mean_reward")
     assert summary["QGF"][2] <= summary["QGF"][0] <= summary["QGF"][3]
@@ -74,8 +89,11 @@ def test_qam_moves_the_reward_above_bc_on_every_seed(ring_run):
 
 
 def test_guidance_gain_tracks_the_critic_and_a_flipped_critic_hurts(ring_run):
-    critics = {"untrained": ring_run.critics[0], "trained": ring_run.critics[-1],
-               "flipped": cmp.negated_critic(ring_run.critics[-1])}
+    critics = {
+        "untrained": ring_run.critics[0],
+        "trained": ring_run.critics[-1],
+        "flipped": cmp.negated_critic(ring_run.critics[-1]),
+    }
     rows = {r["critic"]: r for r in cmp.critic_quality(ring_run, critics, weight=1.0, key=3, num=500)}
     assert rows["trained"]["critic_corr"] > 0.8 > rows["untrained"]["critic_corr"]
     # min_i(-Q_i) = -max_i Q_i: the flipped ensemble ranks actions (almost exactly) backwards
@@ -90,8 +108,9 @@ def test_initial_states_are_init_train_states():
     want = init_train_states(config, (3, 4))
     got = cmp.initial_states(config, (3, 4))
     assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
-    assert all(bool(jnp.array_equal(a, b)) for a, b in zip(jax.tree_util.tree_leaves(got),
-                                                           jax.tree_util.tree_leaves(want)))
+    assert all(
+        bool(jnp.array_equal(a, b)) for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want))
+    )
 
 
 def test_draw_actions_per_seed_matches_the_single_seed_draw(ring_run):
@@ -126,6 +145,7 @@ def test_negated_critic_outputs_minus_q(ring_run):
     q = critic_fn(ring_run.config, params)(None, a)
     # critic_fn takes the ensemble minimum: the flipped ensemble's minimum is minus the original's maximum.
     from qgf_lite.training import build_networks
+
     members = build_networks(ring_run.config)[1].apply(params, None, a)
     flipped = build_networks(ring_run.config)[1].apply(cmp.negated_critic(params), None, a)
     np.testing.assert_allclose(np.asarray(flipped), -np.asarray(members), rtol=1e-5, atol=1e-6)
@@ -133,8 +153,7 @@ def test_negated_critic_outputs_minus_q(ring_run):
 
 
 def test_seconds_per_action_is_positive_and_fql_is_cheaper_than_qgf(ring_run):
-    qgf = cmp.seconds_per_action(ring_run.config, ring_run.state, SamplerSpec("guided", weight=1.0), num=256,
-                                 repeats=3)
+    qgf = cmp.seconds_per_action(ring_run.config, ring_run.state, SamplerSpec("guided", weight=1.0), num=256, repeats=3)
     fql = cmp.seconds_per_action(ring_run.config, ring_run.state, SamplerSpec("fql"), num=256, repeats=3)
     assert 0 < fql < qgf  # 1 network call against 30
 
@@ -145,6 +164,7 @@ def test_curves_figure_draws_shared_curves_once(ring_run):
     assert names == ["BC", "QGF", "FQL, a", "QAM"]  # the second run's identical curves are not drawn again
     colours = {t.name: t.line.color for t in fig.data if t.showlegend is not False}
     from qgf_lite.presentation.plots import method_color
+
     assert colours["QAM"] == method_color("QAM") != colours["FQL, a"]
     assert fig.layout.xaxis.title.text == "training steps"
 
@@ -172,10 +192,12 @@ def test_select_weight_chooses_on_heldout_and_reports_test():
 
 
 def test_run_point_goal_scores_rollouts_and_distances():
-    config = cmp.point_goal_config(actor_hidden=(16,), critic_hidden=(16,), value_hidden=(16,), fql_hidden=(16,),
-                                   batch_size=32, qam=True)
-    run = cmp.run_point_goal(seeds=(0, 1), num_steps=20, eval_every=10, config=config, num_episodes=30,
-                             eval_episodes=4, progress=False)
+    config = cmp.point_goal_config(
+        actor_hidden=(16,), critic_hidden=(16,), value_hidden=(16,), fql_hidden=(16,), batch_size=32, qam=True
+    )
+    run = cmp.run_point_goal(
+        seeds=(0, 1), num_steps=20, eval_every=10, config=config, num_episodes=30, eval_episodes=4, progress=False
+    )
     assert run.steps == [10, 20] and run.critic_steps == [0, 10, 20]
     assert list(run.specs) == ["BC", "QGF", "FQL", "QAM"]
     for method in ("BC", "QGF", "FQL", "QAM"):
@@ -188,8 +210,16 @@ def test_run_point_goal_scores_rollouts_and_distances():
 
 
 def test_width_study_rows():
-    rows = cmp.width_study([4], seeds=(0,), num_steps=20, weights=[0.5, 1.0], num_samples=500,
-                           num_contexts=64, batch_size=32, progress=False)
+    rows = cmp.width_study(
+        [4],
+        seeds=(0,),
+        num_steps=20,
+        weights=[0.5, 1.0],
+        num_samples=500,
+        num_contexts=64,
+        batch_size=32,
+        progress=False,
+    )
     assert [r["width"] for r in rows] == [4]
     # 3 hidden layers of 4 on [context (2), action (2), time embedding (32)], output 2
     assert rows[0]["flow_params"] == (36 * 4 + 4) + 2 * (4 * 4 + 4) + (4 * 2 + 2)
@@ -221,6 +251,7 @@ def test_bad_input(ring_run):
 
 def test_point_goal_outcomes_agree_with_the_rollout_aggregates():
     """Per-episode success and return read off the trajectories average to evaluate_point_goal's own figures."""
+
     def policy(obs, key):  # towards the goal above the obstacle, noisily: some episodes succeed, some do not
         target = jnp.where(obs[:, :1] < 0, jnp.asarray([[0.0, 0.5]]), jnp.asarray([[0.7, 0.0]]))
         direction = (target - obs) / jnp.linalg.norm(target - obs, axis=-1, keepdims=True)
@@ -243,8 +274,13 @@ def test_weight_sweep_fills_every_column_and_matches_the_run_at_its_weight(ring_
             assert np.isfinite(row[column]), column
         assert row["critic_value_seeds"].shape == (2,)
     # the critic's value is the mean of min_i Q_i over the actions, per seed, averaged over seeds
-    actions = cmp.draw_actions(ring_run.config, ring_run.state, SamplerSpec("guided", weight=1.0),
-                               jax.random.fold_in(jax.random.PRNGKey(3), 1), num=200)
+    actions = cmp.draw_actions(
+        ring_run.config,
+        ring_run.state,
+        SamplerSpec("guided", weight=1.0),
+        jax.random.fold_in(jax.random.PRNGKey(3), 1),
+        num=200,
+    )
     scores = cmp.bandit_scores(ring_run, actions, key=0)
     assert rows[1]["critic_value"] == pytest.approx(float(scores["critic_value"].mean()), rel=1e-5)
     assert rows[1]["mean_reward"] == pytest.approx(float(scores["mean_reward"].mean()), rel=1e-5)
@@ -265,8 +301,9 @@ def test_bandit_scores_of_one_seed_uses_that_seeds_critic(ring_run):
 def test_actions_figure_one_panel_per_policy_in_method_colours(ring_run):
     from qgf_lite.presentation.plots import method_color
 
-    fig = cmp.actions_figure({"alpha=10": ring_run}, weight=1.0, key=0, num=50,
-                             extra={"FQL, your loss": np.zeros((50, 2))})
+    fig = cmp.actions_figure(
+        {"alpha=10": ring_run}, weight=1.0, key=0, num=50, extra={"FQL, your loss": np.zeros((50, 2))}
+    )
     titles = [a.text for a in fig.layout.annotations]
     assert titles == ["behaviour data", "BC", "QGF w=1", "FQL", "QAM", "FQL, your loss"]
     colours = [t.marker.color for t in fig.data if t.marker.symbol != "star"]
@@ -280,7 +317,16 @@ def test_width_study_uses_the_given_selection():
         calls.append(len(weights))
         return float(weights[0]), float(np.mean(test[0]))
 
-    rows = cmp.width_study([4], seeds=(0,), num_steps=20, weights=[0.5, 1.0], num_samples=500, num_contexts=64,
-                           batch_size=32, progress=False, select=smallest)
+    rows = cmp.width_study(
+        [4],
+        seeds=(0,),
+        num_steps=20,
+        weights=[0.5, 1.0],
+        num_samples=500,
+        num_contexts=64,
+        batch_size=32,
+        progress=False,
+        select=smallest,
+    )
     assert calls == [3] and rows[0]["chosen_weight"] == 0.0
     assert rows[0]["qgf_reward"] == pytest.approx(rows[0]["bc_reward"])

@@ -29,7 +29,9 @@ def _mmd2_numpy(x, y, bandwidths, unbiased):
     kxx, kyy, kxy = gram(x, x), gram(y, y), gram(x, y)
     n, m = len(x), len(y)
     if unbiased:
-        return (kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
+        return (
+            (kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
+        )
     return kxx.mean() + kyy.mean() - 2 * kxy.mean()
 
 
@@ -58,11 +60,15 @@ def test_contextual_metrics_broadcast_a_single_context():
     context = jnp.asarray([0.0, 1.0])
     per_sample = jnp.broadcast_to(context, (400, 2))
     assert float(metrics.mean_reward(problem.reward, actions, context)) == pytest.approx(
-        float(metrics.mean_reward(problem.reward, actions, per_sample)))
+        float(metrics.mean_reward(problem.reward, actions, per_sample))
+    )
     a = np.asarray(actions)
     in_sector = (np.abs(np.arctan2(a[:, 1], a[:, 0]) - np.pi / 2) < np.pi / 8) & (
-        np.abs(np.linalg.norm(a, axis=1) - 0.7) < 0.2)
-    assert float(metrics.fraction_in_region(problem.in_best_region, actions, context)) == pytest.approx(in_sector.mean())
+        np.abs(np.linalg.norm(a, axis=1) - 0.7) < 0.2
+    )
+    assert float(metrics.fraction_in_region(problem.in_best_region, actions, context)) == pytest.approx(
+        in_sector.mean()
+    )
 
 
 # ----------------------------------------------------------------- MMD
@@ -132,7 +138,8 @@ def test_metrics_work_under_jit():
     jitted_sw = jax.jit(lambda a, b, k: metrics.sliced_wasserstein(a, b, k, num_projections=16))
     assert float(jitted_mmd(x, y)) == pytest.approx(float(metrics.mmd_rbf(x, y)), rel=1e-5)
     assert float(jitted_sw(x, y, key)) == pytest.approx(
-        float(metrics.sliced_wasserstein(x, y, key, num_projections=16)), rel=1e-5)
+        float(metrics.sliced_wasserstein(x, y, key, num_projections=16)), rel=1e-5
+    )
 
 
 # ----------------------------------------------------------------- comparison helper
@@ -144,11 +151,22 @@ def test_compare_samples_prefers_the_matching_distribution():
     guided_like = toy.sample_grid_density(1, density, grid, 600)
     _, behaviour = problem.sample(2, 600)
     scores = metrics.compare_samples(
-        guided_like, 0, target=target, behaviour=behaviour,
-        reward_fn=problem.reward, region_fn=problem.in_best_region, num_projections=64,
+        guided_like,
+        0,
+        target=target,
+        behaviour=behaviour,
+        reward_fn=problem.reward,
+        region_fn=problem.in_best_region,
+        num_projections=64,
     )
-    assert set(scores) == {"mean_reward", "frac_best_region", "mmd_to_target", "sw_to_target",
-                           "mmd_to_behaviour", "sw_to_behaviour"}
+    assert set(scores) == {
+        "mean_reward",
+        "frac_best_region",
+        "mmd_to_target",
+        "sw_to_target",
+        "mmd_to_behaviour",
+        "sw_to_behaviour",
+    }
     assert scores["mmd_to_target"] < scores["mmd_to_behaviour"] / 5
     assert scores["sw_to_target"] < scores["sw_to_behaviour"] / 2
     assert scores["frac_best_region"] == pytest.approx(toy.grid_mass(density, grid, problem.in_best_region), abs=0.06)

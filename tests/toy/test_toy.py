@@ -183,7 +183,9 @@ def test_tilted_best_region_mass_grows_with_weight():
     grid = toy.Grid2D(-1.0, 1.0, 96)
     weights = [0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0]
     masses = [
-        toy.grid_mass(toy.tilted_density_grid(problem.log_density, problem.reward, w, grid), grid, problem.in_best_region)
+        toy.grid_mass(
+            toy.tilted_density_grid(problem.log_density, problem.reward, w, grid), grid, problem.in_best_region
+        )
         for w in weights
     ]
     assert np.all(np.diff(masses) > 0)
@@ -237,7 +239,9 @@ def test_contextual_tilted_density_moves_mass_to_the_context_sector():
         masses = [
             toy.grid_mass(
                 toy.tilted_density_grid(problem.log_density, problem.reward, w, grid, obs=context),
-                grid, problem.in_best_region, obs=context,
+                grid,
+                problem.in_best_region,
+                obs=context,
             )
             for w in (0.0, 2.0, 5.0, 10.0)
         ]

@@ -47,8 +47,10 @@ def test_qgf_beats_noisy_gradient_and_best_of_n_at_equal_compute(setup):
     bfn = SamplerSpec("best_of_n", n=tx.matched_best_of_n(qgf.cost))
     assert qgf.cost == noisy.cost
     assert bfn.cost <= qgf.cost < sampler_cost("best_of_n", steps=10, n=bfn.n + 1)["total"]
-    rewards = {spec: np.mean([true_reward(setup, tx.draw_samples(setup, spec, seed, NUM)) for seed in range(3)])
-               for spec in (qgf, noisy, bfn)}
+    rewards = {
+        spec: np.mean([true_reward(setup, tx.draw_samples(setup, spec, seed, NUM)) for seed in range(3)])
+        for spec in (qgf, noisy, bfn)
+    }
     assert rewards[qgf] > rewards[noisy] + 0.1, rewards
     assert rewards[qgf] > rewards[bfn] + 0.1, rewards
 
