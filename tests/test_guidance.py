@@ -368,7 +368,7 @@ def test_checks_and_toy_code_use_the_package_estimate(inputs):
     t = jnp.linspace(0.0, 0.9, BATCH)
     bandit_velocity = lambda obs, a, s: velocity_jax(jnp.zeros_like(a), a, s)  # noqa: E731
     want = denoised_estimate(bandit_velocity, None, noise, t)
-    _close(reference_denoised_estimate(lambda a, s: bandit_velocity(None, a, s), noise, t), np.asarray(want))
+    _close(reference_denoised_estimate(bandit_velocity, None, noise, t), np.asarray(want))
     path = jnp.stack([noise, 0.5 * noise, 0.25 * noise])
     estimates = one_step_estimates(bandit_velocity, path)
     for k in range(2):

@@ -73,7 +73,8 @@ def test_rotation_visits_every_slice_in_order_and_resumes_on_the_same_slice():
         # chunks are cut at every 5th step: 3 + 2 per slice, and the slices come 0, 1, 2, 0, ...
         assert [r["step"] for r in history][:4] == [3, 5, 8, 10]
         assert [r["slice"] for r in history] == [s for s in (0, 1, 2, 0, 1, 2, 0) for _ in range(2)]
-        assert stream.loads == [0, 1, 2, 0, 1, 2, 0, 1]  # the last one: prefetched, never trained on
+        # The next slice is prefetched in the background: slice 1 after the last may or may not have started.
+        assert stream.loads[:7] == [0, 1, 2, 0, 1, 2, 0] and stream.loads[7:] in ([], [1])
         assert int(state.step) == 35
 
     # A run resumed at step 10 starts on slice 2, as the uninterrupted run did at that step.

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from qgf_lite.ogbench.environments import import_ogbench, quiet_spaces
+from qgf_lite.ogbench.environments import import_ogbench, quiet_env, quiet_spaces
 from qgf_lite.validation import require_finite_arrays
 
 ENV_IDS = (
@@ -273,7 +273,7 @@ def make_eval_env(env_name: str, **env_kwargs):
         else (f"{parsed.env_id}-play-singletask-task{parsed.task_id}-{parsed.version}")
     )
     with quiet_spaces():
-        return ogbench.make_env_and_datasets(name, env_only=True, **env_kwargs)
+        return quiet_env(ogbench.make_env_and_datasets(name, env_only=True, **env_kwargs))
 
 
 def make_singletask_env(env_name: str, **env_kwargs):

@@ -40,4 +40,36 @@ def quiet_spaces():
         yield
 
 
-__all__ = ["headless_mujoco", "import_ogbench", "quiet_spaces"]
+def quiet_env(env):
+    """``env`` wrapped so that its reset, step, render and spaces run inside ``quiet_spaces``: OGBench rebuilds its
+    spaces on every access, reset and step included, and each rebuild would print gymnasium's cast warning."""
+    import gymnasium
+
+    class QuietSpaces(gymnasium.Wrapper):
+        def reset(self, **kwargs):
+            with quiet_spaces():
+                return self.env.reset(**kwargs)
+
+        def step(self, action):
+            with quiet_spaces():
+                return self.env.step(action)
+
+        def render(self):
+            with quiet_spaces():
+                return self.env.render()
+
+        @property
+        def observation_space(self):
+            with quiet_spaces():
+                return self.env.observation_space
+
+        @property
+        def action_space(self):
+            with quiet_spaces():
+                return self.env.action_space
+
+    with quiet_spaces():
+        return QuietSpaces(env)
+
+
+__all__ = ["headless_mujoco", "import_ogbench", "quiet_env", "quiet_spaces"]
