@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from qgf_lite.ogbench.datasets import make_eval_env
-from qgf_lite.ogbench.environments import headless_mujoco, quiet_spaces
+from qgf_lite.ogbench.environments import headless_mujoco
 
 
 class _EnvSlice:
@@ -33,8 +33,7 @@ class _EnvSlice:
 
     def timed(self, command: str, args: tuple, frames: list | None = None):
         start = time.perf_counter()
-        with quiet_spaces():  # OGBench rebuilds its spaces on access; the float32 cast warning is noise here
-            result = self.reset(*args) if command == "reset" else self.step_chunks(*args, frames)
+        result = self.reset(*args) if command == "reset" else self.step_chunks(*args, frames)
         self.busy_seconds += time.perf_counter() - start
         return result
 

@@ -27,7 +27,6 @@ from qgf_lite.checkpoint import load_checkpoint
 from qgf_lite.fileio import atomic_write_bytes
 from qgf_lite.intervals import Z_95, wilson_interval  # noqa: F401 (re-exported: evaluation.wilson_interval)
 from qgf_lite.ogbench.datasets import make_eval_env  # noqa: F401 (re-exported: evaluation.make_eval_env)
-from qgf_lite.ogbench.environments import quiet_spaces
 from qgf_lite.ogbench.envpool import EnvPool
 from qgf_lite.samplers import SamplerSpec, spec_from_name, specs_from_names
 from qgf_lite.training import (
@@ -224,10 +223,8 @@ def episode_reset_seed(seed: int, episode_index: int) -> int:
 
 
 def check_env_matches(config: QGFConfig, env, env_name: str, checkpoint=None) -> None:
-    with quiet_spaces():
-        obs_shape, action_shape = env.observation_space.shape, env.action_space.shape
-    obs_dim = int(np.prod(obs_shape))
-    action_dim = int(np.prod(action_shape))
+    obs_dim = int(np.prod(env.observation_space.shape))
+    action_dim = int(np.prod(env.action_space.shape))
     if (obs_dim, action_dim) != (config.obs_dim, config.action_dim):
         raise ValueError(
             f"Checkpoint {checkpoint or ''} was trained for obs_dim={config.obs_dim}, action_dim={config.action_dim} "
