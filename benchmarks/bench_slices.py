@@ -119,6 +119,83 @@ def time_fit(config, state, data, steps: int, rotate_every: int) -> dict:
     }
 
 
+def measure_rotation(
+    folder: Path,
+    make_cfg,
+    *,
+    rotate_every: int,
+    rotations: int,
+    repeats: int,
+    seed: int = 0,
+    deadline: float | None = None,
+    log=print,
+) -> dict:
+    """The three runs of the module docstring on the 100M-layout ``folder`` (slices of ``ENV``), side by side.
+
+    ``make_cfg(obs_dim, action_dim)`` gives the QGFConfig to train. Each repeat runs in_memory, streamed and
+    synchronous in turn; with a ``deadline`` (time.perf_counter()), no repeat after the first starts unless the last
+    one's duration still fits. Returns the config, the data's figures, one slice's load time, the compile time,
+    every run, median run and chunk steps/s and the ratios (chunk medians; whole-run medians in ``run_ratios``).
+    """
+    paths = find_slice_files(str(folder), ENV)
+    data = {"num_slices": len(paths), "slice_mb": [round(os.path.getsize(p) / 2**20, 1) for p in paths]}
+
+    # One slice's load, timed alone: what the synchronous pattern waits for at every swap.
+    env = make_singletask_env(ENV)
+    t0 = time.perf_counter()
+    memory = dataset_from_dict(load_slice(ENV, paths[0], env=env))
+    jax.block_until_ready(memory.observations)
+    load_s = time.perf_counter() - t0
+    config = make_cfg(memory.obs_dim, memory.action_dim)
+    steps = rotations * rotate_every
+    state0 = init_train_state(config, jax.random.PRNGKey(seed))
+    t0 = time.perf_counter()
+    fit(config, state0, memory, rotate_every, chunk_size=rotate_every, progress=False)  # compile
+    compile_s = time.perf_counter() - t0
+
+    runs = {"in_memory": [], "streamed": [], "synchronous": []}
+    last_s = 0.0
+    for repeat in range(repeats):
+        if repeat and deadline is not None and time.perf_counter() + last_s > deadline:
+            break
+        t0 = time.perf_counter()
+        for mode in runs:
+            if mode == "in_memory":
+                figures = time_fit(config, state0, memory, steps, rotate_every)
+                del figures["slices"]  # one slice throughout: no slice indices
+                runs[mode].append(figures)
+                log(f"in_memory: {runs[mode][-1]['steps_per_s']:.1f} steps/s")
+                continue
+            with slice_stream(ENV, str(folder), prefetch=mode == "streamed") as stream:
+                figures = time_fit(config, state0, stream, steps, rotate_every)
+                figures.update(wait_s=stream.wait_s, max_resident=stream.max_resident, loads=stream.loads)
+            runs[mode].append(figures)
+            log(f"{mode}: {figures['steps_per_s']:.1f} steps/s, waited {figures['wait_s']:.2f} s")
+        last_s = time.perf_counter() - t0
+
+    median = {mode: statistics.median(r["steps_per_s"] for r in rs) for mode, rs in runs.items()}
+    # On a shared machine a burst of other work slows whichever run it lands in. The median chunk (every chunk
+    # of every repeat of a mode) is the steadier figure; the ratios below use it.
+    chunk = {mode: rotate_every / statistics.median(s for r in rs for s in r["chunk_s"]) for mode, rs in runs.items()}
+    return {
+        "config": config,
+        "data": data,
+        "one_slice_load_s": load_s,
+        "compile_s": compile_s,
+        "repeats_run": len(runs["in_memory"]),
+        "runs": runs,
+        "median_run_steps_per_s": median,
+        "median_chunk_steps_per_s": chunk,
+        "run_ratios": {
+            "streamed_vs_in_memory": median["streamed"] / median["in_memory"],
+            "synchronous_vs_in_memory": median["synchronous"] / median["in_memory"],
+        },
+        "streamed_vs_in_memory": chunk["streamed"] / chunk["in_memory"],
+        "synchronous_vs_in_memory": chunk["synchronous"] / chunk["in_memory"],
+        "streamed_vs_synchronous": chunk["streamed"] / chunk["synchronous"],
+    }
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--folder", default=None, help="an existing 100M-layout folder (default: build one, see above)")
@@ -154,43 +231,20 @@ def main(argv=None) -> dict:
         if folder is None:
             data_info.update(build_slices(Path(scratch), args.slices, args.rows, args.episodes, args.seed))
             folder = Path(scratch) / "cube-single-play-100m-v0"
-        paths = find_slice_files(str(folder), ENV)
-        data_info.update(num_slices=len(paths), slice_mb=[round(os.path.getsize(p) / 2**20, 1) for p in paths])
-
-        # One slice's load, timed alone: what the synchronous pattern waits for at every swap.
-        env = make_singletask_env(ENV)
-        t0 = time.perf_counter()
-        memory = dataset_from_dict(load_slice(ENV, paths[0], env=env))
-        jax.block_until_ready(memory.observations)
-        load_s = time.perf_counter() - t0
-        config = make_config(
-            memory.obs_dim, memory.action_dim, hidden=args.hidden, layers=args.layers, batch_size=args.batch_size
+        figures = measure_rotation(
+            folder,
+            lambda obs_dim, action_dim: make_config(
+                obs_dim, action_dim, hidden=args.hidden, layers=args.layers, batch_size=args.batch_size
+            ),
+            rotate_every=args.rotate_every,
+            rotations=args.rotations,
+            repeats=args.repeats,
+            seed=args.seed,
         )
-        steps = args.rotations * args.rotate_every
-        state0 = init_train_state(config, jax.random.PRNGKey(args.seed))
-        t0 = time.perf_counter()
-        fit(config, state0, memory, args.rotate_every, chunk_size=args.rotate_every, progress=False)  # compile
-        compile_s = time.perf_counter() - t0
+        data_info.update(figures.pop("data"))
+    config = figures.pop("config")
+    steps = args.rotations * args.rotate_every
 
-        runs = {"in_memory": [], "streamed": [], "synchronous": []}
-        for _ in range(args.repeats):
-            for mode in runs:
-                if mode == "in_memory":
-                    runs[mode].append(time_fit(config, state0, memory, steps, args.rotate_every))
-                    continue
-                with slice_stream(ENV, str(folder), prefetch=mode == "streamed") as stream:
-                    figures = time_fit(config, state0, stream, steps, args.rotate_every)
-                    figures.update(wait_s=stream.wait_s, max_resident=stream.max_resident, loads=stream.loads)
-                runs[mode].append(figures)
-                print(f"{mode}: {figures['steps_per_s']:.1f} steps/s, waited {figures['wait_s']:.2f} s", flush=True)
-            print(f"in_memory: {runs['in_memory'][-1]['steps_per_s']:.1f} steps/s", flush=True)
-
-    median = {mode: statistics.median(r["steps_per_s"] for r in rs) for mode, rs in runs.items()}
-    # The machine is shared: a burst of other work slows whichever run it lands in. The median chunk (every chunk
-    # of every repeat of a mode) is the steadier figure; the ratios below use it.
-    chunk = {
-        mode: args.rotate_every / statistics.median(s for r in rs for s in r["chunk_s"]) for mode, rs in runs.items()
-    }
     report = {
         "schema": "qgf_lite.bench_slices/1",
         "command": "python benchmarks/bench_slices.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -211,18 +265,7 @@ def main(argv=None) -> dict:
             "steps_per_run": steps,
             "repeats": args.repeats,
         },
-        "one_slice_load_s": load_s,
-        "compile_s": compile_s,
-        "runs": runs,
-        "median_run_steps_per_s": median,
-        "median_chunk_steps_per_s": chunk,
-        "run_ratios": {
-            "streamed_vs_in_memory": median["streamed"] / median["in_memory"],
-            "synchronous_vs_in_memory": median["synchronous"] / median["in_memory"],
-        },
-        "streamed_vs_in_memory": chunk["streamed"] / chunk["in_memory"],
-        "synchronous_vs_in_memory": chunk["synchronous"] / chunk["in_memory"],
-        "streamed_vs_synchronous": chunk["streamed"] / chunk["synchronous"],
+        **figures,
         "target": "streamed_vs_in_memory >= 0.95",
     }
     report["target_met"] = report["streamed_vs_in_memory"] >= 0.95

@@ -1,5 +1,6 @@
-"""One-command GPU check: qgf_lite's kernels, seed throughput, training at both presets (the paper's and the
-official code's defaults) and a short cube-double run, timed on one device and written to one JSON file.
+"""One-command GPU check: qgf_lite's kernels, seed throughput and training at both presets (the paper's and the
+official code's defaults), streaming OGBench's 100M layout, and a short cube-double run, timed on one device and
+written to one JSON file.
 
     python benchmarks/gpu_check.py [--out gpu_check.json] [--budget-s 450] [--quick] [--workers N] [--workdir DIR]
     bash benchmarks/gpu_check.sh [same options]   # installs carried wheels first (benchmarks/README.md "GPU check")
@@ -10,11 +11,18 @@ Sections, in this order, each timed:
    against the reference's per-step pattern on the official-defaults config and the toy config, and
    guided-sampling latency (QGF, 10 steps, official-defaults networks) at batch 1 and 1000.
 2. ``seed_throughput``: the scan trainer (``compiled_train_steps(multi_seed=True)`` on ``init_train_states``)
-   with 1, 4 and 16 seeds vmapped on the official-defaults config: steps/s per seed and seed-steps/s in all.
-3. ``paper_train``: the paper preset (``QGFConfig.paper``: 4 x 1024, batch 1024, discount 0.999, H = 5), one
+   with 1, 4 and 16 seeds vmapped on the official-defaults config: steps/s per seed, seed-steps/s in all, and
+   each count's seed-steps/s over one seed's.
+3. ``paper_seed_throughput``: the same at the paper preset with 1, 4, 10 (the paper's seed count; target: >= 6x
+   one seed's seed-steps/s) and 16 seeds.
+4. ``paper_train``: the paper preset (``QGFConfig.paper``: 4 x 1024, batch 1024, discount 0.999, H = 5), one
    seed: train steps/s, the time 500k steps would take, and the device's peak memory where it reports one.
-4. ``official_defaults_train``: the official-defaults preset (4 x 512, batch 256, H = 5), one seed: train steps/s.
-5. ``cube_double``: a small cube-double play dataset from OGBench's oracles (``generate_dataset``, one worker
+5. ``official_defaults_train``: the official-defaults preset (4 x 512, batch 256, H = 5), one seed: train steps/s.
+6. ``slice_rotation``: benchmarks/bench_slices.py's measurement at the paper preset: three slices in OGBench's
+   100M layout (made from cube-single oracle episodes), trained with one slice in memory, streamed (the next
+   slice loaded and put on the device in the background, a swap every 1000 steps) and swapped synchronously (the
+   official loop): steps/s and the ratios (target: streamed >= 0.95x in memory).
+7. ``cube_double``: a small cube-double play dataset from OGBench's oracles (``generate_dataset``, one worker
    per CPU), 4 x 512 networks trained for a few thousand steps (``ogbench.train.train``), then BC and QGF at two
    weights evaluated on a few episodes (``ogbench.evaluation.evaluate``): success rates with 95% intervals.
 
@@ -113,6 +121,18 @@ class CubePlan:
 
 
 @dataclasses.dataclass(frozen=True)
+class SlicePlan:
+    """Sizes of the 100M-layout rotation run (benchmarks/bench_slices.py's measurement at the paper preset)."""
+
+    slices: int = 3
+    rows: int = 300_000  # transitions per slice (OGBench's are 1M; 300k keeps the build inside the budget)
+    oracle_episodes: int = 5  # cube-single oracle episodes the slices repeat, with jittered observations
+    rotate_every: int = 1000  # the official loop's swap interval
+    rotations: int = 3  # swaps per timed run
+    repeats: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
 class Plan:
     mode: str
     paper: QGFConfig  # the paper's setting (docs/algorithm.md "Presets")
@@ -120,6 +140,8 @@ class Plan:
     toy: QGFConfig
     kernel_sizes: bench.Sizes
     seed_counts: tuple = (1, 4, 16)
+    # The paper runs 10 seeds; its GPU target is 10 vmapped seeds at >= 6x the seed-steps/s of one.
+    paper_seed_counts: tuple = (1, 4, 10, 16)
     seed_steps_per_call: int = 200
     train_steps_per_call: int = 1000
     target_call_s: float = 1.0  # fewer steps per call when the measured rate says a call would take longer
@@ -127,13 +149,16 @@ class Plan:
     min_timed_s: float = 2.0  # time each throughput over at least this much work ...
     max_timed_calls: int = 10  # ... and at most this many calls (always at least one)
     cube: CubePlan = CubePlan()
+    slices: SlicePlan = SlicePlan()
     # Sections in order: (name, weight of the remaining budget, minimum seconds needed to start).
     sections: tuple = (
-        ("bench_kernels", 0.25, 30.0),
-        ("seed_throughput", 0.2, 20.0),
-        ("paper_train", 0.1, 15.0),
-        ("official_defaults_train", 0.05, 10.0),
-        ("cube_double", 0.4, 60.0),
+        ("bench_kernels", 0.2, 30.0),
+        ("seed_throughput", 0.12, 20.0),
+        ("paper_seed_throughput", 0.15, 25.0),
+        ("paper_train", 0.08, 15.0),
+        ("official_defaults_train", 0.04, 10.0),
+        ("slice_rotation", 0.11, 30.0),
+        ("cube_double", 0.3, 60.0),
     )
     reserve_s: float = 3.0  # kept back for the final write
 
@@ -220,12 +245,15 @@ def quick_plan() -> Plan:
         min_timed_s=0.0,
         max_timed_calls=2,
         cube=cube,
+        slices=SlicePlan(slices=2, rows=1000, oracle_episodes=1, rotate_every=2, rotations=2, repeats=1),
         sections=(
-            ("bench_kernels", 0.25, 3.0),
-            ("seed_throughput", 0.2, 2.0),
-            ("paper_train", 0.1, 1.0),
-            ("official_defaults_train", 0.05, 1.0),
-            ("cube_double", 0.4, 6.0),
+            ("bench_kernels", 0.2, 3.0),
+            ("seed_throughput", 0.12, 2.0),
+            ("paper_seed_throughput", 0.12, 2.0),
+            ("paper_train", 0.08, 1.0),
+            ("official_defaults_train", 0.04, 1.0),
+            ("slice_rotation", 0.14, 4.0),
+            ("cube_double", 0.3, 6.0),
         ),
         reserve_s=0.5,
     )
@@ -419,12 +447,23 @@ def section_bench_kernels(plan: Plan, deadline: float, measured: dict) -> dict:
     return out
 
 
-def section_seed_throughput(plan: Plan, deadline: float, measured: dict) -> dict:
-    config = plan.official_defaults
+def section_seed_throughput(
+    plan: Plan,
+    deadline: float,
+    measured: dict,
+    config: QGFConfig | None = None,
+    preset: str = "official-defaults",
+    counts: Sequence[int] | None = None,
+    cost_factor: float = 1.0,
+) -> dict:
+    """Seeds vmapped on one device (``counts``, default ``plan.seed_counts``) at ``config`` (default: the official
+    defaults): steps/s per seed, seed-steps/s in all, and each count's seed-steps/s over one seed's."""
+    config = plan.official_defaults if config is None else config
+    counts = tuple(plan.seed_counts if counts is None else counts)
     dataset = synthetic_dataset(config, plan.kernel_sizes)
-    steps = steps_per_call(plan, plan.seed_steps_per_call, measured)
+    steps = steps_per_call(plan, plan.seed_steps_per_call, measured, cost_factor)
     out: dict = {
-        "preset": "official-defaults",
+        "preset": preset,
         "config": describe(config),
         "steps_per_call": steps,
         "per_num_seeds": {},
@@ -433,10 +472,10 @@ def section_seed_throughput(plan: Plan, deadline: float, measured: dict) -> dict
     # One initialisation for the largest count; the first n seeds of it are init_train_states(range(n)) exactly
     # (vmap initialises each seed on its own), and one compilation serves every count.
     t0 = time.perf_counter()
-    all_states = jax.block_until_ready(qgf_lite.init_train_states(config, list(range(max(plan.seed_counts)))))
+    all_states = jax.block_until_ready(qgf_lite.init_train_states(config, list(range(max(counts)))))
     out["init_s"] = time.perf_counter() - t0
     last_s = 0.0
-    for i, n in enumerate(plan.seed_counts):
+    for i, n in enumerate(counts):
         # The next count costs at least what the last one did (a compilation plus the timed calls).
         if i and time.perf_counter() + last_s > deadline:
             out["skipped"].append(str(n))
@@ -462,7 +501,21 @@ def section_seed_throughput(plan: Plan, deadline: float, measured: dict) -> dict
             "final_losses": losses,
         }
         last_s = time.perf_counter() - t0
+    one = out["per_num_seeds"].get("1")
+    if isinstance(one, dict):
+        # The paper's GPU target: 10 vmapped seeds at >= 6x one seed's seed-steps/s.
+        out["seed_steps_vs_one_seed"] = {
+            n: figures["seed_steps_per_s"] / one["seed_steps_per_s"]
+            for n, figures in out["per_num_seeds"].items()
+            if isinstance(figures, dict)
+        }
     return out
+
+
+def section_paper_seed_throughput(plan: Plan, deadline: float, measured: dict) -> dict:
+    return section_seed_throughput(
+        plan, deadline, measured, plan.paper, "paper", plan.paper_seed_counts, PAPER_COST_FACTOR
+    )
 
 
 def peak_device_memory() -> int | None:
@@ -516,6 +569,44 @@ def section_preset_train(
         "num_parameters": qgf_lite.num_parameters(box["state"].policy_params)
         + qgf_lite.num_parameters(box["state"].critic_params)
         + qgf_lite.num_parameters(box["state"].value_params),
+    }
+
+
+def section_slice_rotation(plan: Plan, deadline: float, workdir: Path, measured: dict) -> dict:
+    """benchmarks/bench_slices.py's measurement at the paper preset: slices in OGBench's 100M layout (made from a
+    few cube-single oracle episodes), trained with one slice in memory, streamed (``qgf_lite.streaming``: the next
+    slice loaded and put on the device in the background) and swapped synchronously (the official loop)."""
+    import bench_slices
+
+    s = plan.slices
+    t0 = time.perf_counter()
+    built = bench_slices.build_slices(workdir / "slices", s.slices, s.rows, s.oracle_episodes, 0)
+    build_s = time.perf_counter() - t0
+    paper = plan.paper
+
+    def make_cfg(obs_dim: int, action_dim: int) -> QGFConfig:
+        return dataclasses.replace(paper, obs_dim=obs_dim, action_dim=action_dim)
+
+    figures = bench_slices.measure_rotation(
+        workdir / "slices" / "cube-single-play-100m-v0",
+        make_cfg,
+        rotate_every=s.rotate_every,
+        rotations=s.rotations,
+        repeats=s.repeats,
+        deadline=deadline,
+        log=lambda line: None,
+    )
+    config = figures.pop("config")
+    return {
+        "preset": "paper",
+        "config": describe(config),
+        "env": bench_slices.ENV,
+        "data": {**built, **figures.pop("data"), "build_s": build_s},
+        "rotate_every": s.rotate_every,
+        "steps_per_run": s.rotations * s.rotate_every,
+        **figures,
+        "target": "streamed_vs_in_memory >= 0.95",
+        "target_met": figures["streamed_vs_in_memory"] >= 0.95,
     }
 
 
@@ -815,8 +906,10 @@ def main(argv: Sequence[str] | None = None, start: float | None = None, script: 
         runners = {
             "bench_kernels": lambda d: section_bench_kernels(plan, d, measured),
             "seed_throughput": lambda d: section_seed_throughput(plan, d, measured),
+            "paper_seed_throughput": lambda d: section_paper_seed_throughput(plan, d, measured),
             "paper_train": lambda d: section_paper_train(plan, d, measured),
             "official_defaults_train": lambda d: section_official_defaults_train(plan, d, measured),
+            "slice_rotation": lambda d: section_slice_rotation(plan, d, workdir, measured),
             "cube_double": lambda d: section_cube_double(plan, d, workers, workdir, measured),
         }
         sections = [Section(name, weight, min_s, runners[name]) for name, weight, min_s in plan.sections]

@@ -21,7 +21,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 WRAPPER = ROOT / "benchmarks" / "gpu_check.sh"
 WHEELS = ROOT / "benchmarks" / "gpu_wheels.sh"
-SECTIONS = ("bench_kernels", "seed_throughput", "paper_train", "official_defaults_train", "cube_double")
+SECTIONS = (
+    "bench_kernels",
+    "seed_throughput",
+    "paper_seed_throughput",
+    "paper_train",
+    "official_defaults_train",
+    "slice_rotation",
+    "cube_double",
+)
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +127,32 @@ def test_quick_run_reports_the_requested_figures(quick_run):
         kernels["train_steps_per_s_official_defaults"] / kernels["step_pattern_steps_per_s_official_defaults"]
     )
 
-    seeds = report["sections"]["seed_throughput"]["per_num_seeds"]
-    assert list(seeds) == ["1", "4", "16"]
-    for n, figures in seeds.items():
-        assert figures["seed_steps_per_s"] == pytest.approx(int(n) * figures["steps_per_s_per_seed"])
+    for name, counts in (("seed_throughput", ["1", "4", "16"]), ("paper_seed_throughput", ["1", "4", "10", "16"])):
+        section = report["sections"][name]
+        assert section["preset"] == ("paper" if name.startswith("paper") else "official-defaults")
+        seeds = section["per_num_seeds"]
+        assert list(seeds) == counts
+        for n, figures in seeds.items():
+            assert figures["seed_steps_per_s"] == pytest.approx(int(n) * figures["steps_per_s_per_seed"])
+            assert section["seed_steps_vs_one_seed"][n] == pytest.approx(
+                figures["seed_steps_per_s"] / seeds["1"]["seed_steps_per_s"]
+            )
     paper, official = report["sections"]["paper_train"], report["sections"]["official_defaults_train"]
     assert paper["preset"] == "paper" and official["preset"] == "official-defaults"
     assert paper["steps_per_s"] > 0 and official["steps_per_s"] > 0
     assert paper["minutes_for_500k_steps"] == pytest.approx(500_000 / paper["steps_per_s"] / 60)
+
+    rotation = report["sections"]["slice_rotation"]
+    assert rotation["preset"] == "paper" and rotation["data"]["num_slices"] == 2
+    assert rotation["repeats_run"] == 1 and set(rotation["runs"]) == {"in_memory", "streamed", "synchronous"}
+    for mode in ("streamed", "synchronous"):
+        (run,) = rotation["runs"][mode]
+        assert run["slices"] == [0, 1]  # one chunk per slice, in order
+        assert run["max_resident"] <= 2  # never more than two slices held
+    assert rotation["streamed_vs_in_memory"] == pytest.approx(
+        rotation["median_chunk_steps_per_s"]["streamed"] / rotation["median_chunk_steps_per_s"]["in_memory"]
+    )
+    assert rotation["target_met"] == (rotation["streamed_vs_in_memory"] >= 0.95)
 
     cube = report["sections"]["cube_double"]
     assert cube["env_name"] == "cube-double-play-singletask-task2-v0"
